@@ -1,0 +1,107 @@
+//! Atomic file replacement: write a temporary file in the target's directory, fsync it,
+//! rename it over the target, fsync the directory. A crash at any instant leaves either the
+//! old file or the new one, never a torn file under the final name.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Prefix of temporary files; names starting with it are never checkpoints.
+pub const TEMP_PREFIX: &str = ".ckpt-tmp-";
+
+/// Writes `path` atomically. `write` gets a buffered writer over the temporary file; on any
+/// error the temporary file is removed and `path` is untouched.
+pub fn atomic_write<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> Result<()>,
+{
+    let dir = parent_dir(path);
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
+    let temp = dir.join(format!(
+        "{TEMP_PREFIX}{}-{}-{}",
+        std::process::id(),
+        unique(),
+        name.to_string_lossy()
+    ));
+    let result = write_temp(&temp, write).and_then(|()| {
+        fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
+        fsync_dir(&dir)
+    });
+    if result.is_err() {
+        let _ = fs::remove_file(&temp);
+    }
+    result
+}
+
+fn write_temp<F>(temp: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&mut dyn Write) -> Result<()>,
+{
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(temp)
+        .map_err(|e| Error::io(temp, e))?;
+    // Large writes (tensor bytes) bypass the buffer; small ones (headers) are batched.
+    let mut writer = BufWriter::with_capacity(1 << 20, file);
+    write(&mut writer)?;
+    let file = writer
+        .into_inner()
+        .map_err(|e| Error::io(temp, e.into_error()))?;
+    file.sync_all().map_err(|e| Error::io(temp, e))
+}
+
+/// fsyncs a directory so that a rename inside it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        let handle = File::open(dir).map_err(|e| Error::io(dir, e))?;
+        handle.sync_all().map_err(|e| Error::io(dir, e))?;
+    }
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+fn parent_dir(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+fn unique() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    (COUNTER.fetch_add(1, Ordering::Relaxed) << 32) ^ nanos
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failed_write_leaves_previous_file_and_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.pth");
+        atomic_write(&path, |w| {
+            w.write_all(b"old").map_err(|e| Error::io(&path, e))
+        })
+        .unwrap();
+        let err = atomic_write(&path, |w| {
+            w.write_all(b"partial").map_err(|e| Error::io(&path, e))?;
+            Err(Error::invalid("disk full"))
+        });
+        assert!(err.is_err());
+        assert_eq!(fs::read(&path).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

@@ -1,0 +1,215 @@
+//! Checkpoint files: detect the format from the content, read any of them into a [`Value`],
+//! write torch zip archives and safetensors files.
+//!
+//! ```no_run
+//! use ckpt::format::{load, save_torch, SaveOptions};
+//! let value = load("model_final.pkl")?;             // Detectron, torch, safetensors, ...
+//! save_torch("model_final.pth", &value, &SaveOptions::default())?; // opens in torch.load
+//! # Ok::<(), ckpt::Error>(())
+//! ```
+
+mod atomic;
+mod numpy;
+mod safetensors;
+mod torch_legacy;
+mod torch_save;
+mod torch_zip;
+mod zip;
+mod zip_write;
+
+use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, Result, ResultExt};
+use crate::pickle::Limits;
+use crate::tensor::Buffer;
+use crate::value::{StateDict, Value};
+
+pub use atomic::{atomic_write, fsync_dir};
+pub use safetensors::{flatten_tensors, write_safetensors};
+pub use torch_save::write_torch;
+
+/// The kinds of file this crate reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A torch zip archive (torch >= 1.6).
+    TorchZip,
+    /// The pre-1.6 torch stream (magic number, pickles, raw storages).
+    TorchLegacy,
+    /// The torch <= 0.3 tar format.
+    TorchTar,
+    /// A plain pickle (Detectron1/Caffe2 `.pkl`, detectron2 model-zoo `.pkl`).
+    Pickle,
+    /// safetensors.
+    Safetensors,
+}
+
+impl Format {
+    /// A short name: `torch-zip`, `torch-legacy`, `torch-tar`, `pickle`, `safetensors`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::TorchZip => "torch-zip",
+            Format::TorchLegacy => "torch-legacy",
+            Format::TorchTar => "torch-tar",
+            Format::Pickle => "pickle",
+            Format::Safetensors => "safetensors",
+        }
+    }
+}
+
+impl fmt::Display for Format {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Options for reading.
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Map the file and make tensors views of the map (zero-copy). When false the file is
+    /// read into one heap buffer and tensors are views of that buffer.
+    pub mmap: bool,
+    /// Check the crc32 of every zip record against the central directory (torch does not).
+    pub verify_crc32: bool,
+    /// Bounds on pickle nesting and size.
+    pub limits: Limits,
+}
+
+impl Default for LoadOptions {
+    fn default() -> LoadOptions {
+        LoadOptions {
+            mmap: true,
+            verify_crc32: false,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// What a file held, and in which format.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub format: Format,
+    pub value: Value,
+}
+
+/// Options for writing torch files.
+#[derive(Debug, Clone)]
+pub struct SaveOptions {
+    /// Alignment of every record's data (torch's default, 64).
+    pub alignment: u64,
+    /// Compute crc32 of every record (torch does by default; readers do not check it).
+    pub crc32: bool,
+    /// The folder name inside the archive; by default the file stem, as torch does.
+    pub archive_name: Option<String>,
+}
+
+impl Default for SaveOptions {
+    fn default() -> SaveOptions {
+        SaveOptions {
+            alignment: 64,
+            crc32: true,
+            archive_name: None,
+        }
+    }
+}
+
+/// Detects the format of a file from its first bytes (FORMATS.md §0).
+pub fn detect(bytes: &[u8]) -> Result<Format> {
+    if bytes.starts_with(b"PK\x03\x04") {
+        return Ok(Format::TorchZip);
+    }
+    if bytes.starts_with(b"PYTORCH1") {
+        return Err(Error::unsupported(
+            "a PyTorch 1.0-preview container (torch itself no longer reads it)",
+        ));
+    }
+    if bytes.len() >= 262 && &bytes[257..262] == b"ustar" {
+        return Ok(Format::TorchTar);
+    }
+    if bytes.len() >= 9 {
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&bytes[..8]);
+        let n = u64::from_le_bytes(len);
+        if bytes[8] == b'{'
+            && n.checked_add(8)
+                .is_some_and(|end| end <= bytes.len() as u64)
+        {
+            return Ok(Format::Safetensors);
+        }
+    }
+    if torch_legacy::starts_with_magic(bytes) {
+        return Ok(Format::TorchLegacy);
+    }
+    match bytes.first() {
+        None => Err(Error::format("empty file")),
+        Some(0x80) | Some(b'(') | Some(b'}') | Some(b']') | Some(b'c') | Some(b'd')
+        | Some(b'l') => Ok(Format::Pickle),
+        Some(b) => Err(Error::format(format!(
+            "not a checkpoint: unknown first byte 0x{b:02x} (expected a zip archive, a pickle or safetensors)"
+        ))),
+    }
+}
+
+/// Reads a checkpoint file of any supported format (see [`load_with`]).
+pub fn load(path: impl AsRef<Path>) -> Result<Value> {
+    Ok(load_with(path, &LoadOptions::default())?.value)
+}
+
+/// Reads a checkpoint file of any supported format, detected from its content.
+/// Errors name the file.
+pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let buffer = if options.mmap {
+        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        if len == 0 {
+            return Err(Error::format("empty file").in_file(path));
+        }
+        Buffer::map(&file).map_err(|e| Error::io(path, e))?
+    } else {
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(|e| Error::io(path, e))?;
+        Buffer::Heap(bytes)
+    };
+    read_buffer(Arc::new(buffer), options).in_file(path)
+}
+
+/// Reads a checkpoint held in memory.
+pub fn load_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Loaded> {
+    read_buffer(Arc::new(Buffer::Heap(bytes)), options)
+}
+
+fn read_buffer(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Loaded> {
+    let format = detect(buffer.as_bytes())?;
+    let value = match format {
+        Format::TorchZip => torch_zip::read(buffer, options)?,
+        Format::TorchLegacy => torch_legacy::read(buffer, options)?,
+        Format::TorchTar => torch_legacy::read_tar(buffer, options)?,
+        Format::Pickle => numpy::read_plain_pickle(buffer.as_bytes(), options)?,
+        Format::Safetensors => safetensors::read(buffer)?,
+    };
+    Ok(Loaded { format, value })
+}
+
+/// Writes `value` as a torch zip archive that `torch.load(path, weights_only=True)` reads,
+/// atomically (temporary file in the same directory, fsync, rename, fsync the directory).
+/// Tensor bytes are streamed from their memory; the file is never built in RAM.
+pub fn save_torch(path: impl AsRef<Path>, value: &Value, options: &SaveOptions) -> Result<()> {
+    let path = path.as_ref();
+    let mut options = options.clone();
+    if options.archive_name.is_none() {
+        options.archive_name = Some(torch_save::archive_name_for(path));
+    }
+    atomic_write(path, |w| write_torch(w, value, &options)).in_file(path)
+}
+
+/// Writes a state dict as safetensors, atomically, with optional `__metadata__`.
+pub fn save_safetensors(
+    path: impl AsRef<Path>,
+    tensors: &StateDict,
+    metadata: Option<&[(String, String)]>,
+) -> Result<()> {
+    let path = path.as_ref();
+    atomic_write(path, |w| write_safetensors(w, tensors, metadata)).in_file(path)
+}

@@ -1,0 +1,26 @@
+//! # ckpt
+//!
+//! Deep-learning checkpoints for Rust: read and write the files PyTorch and the Detectron
+//! model zoos use, and save, resume and load models the way detectron2's `Checkpointer`,
+//! `PeriodicCheckpointer` and `DetectionCheckpointer` do, with atomic saves, zero-copy loads
+//! and safe handling of hostile files.
+//!
+//! ```no_run
+//! use ckpt::format::{load, save_torch, SaveOptions};
+//! let value = load("model_final.pkl")?;
+//! save_torch("model_final.pth", &value, &SaveOptions::default())?;
+//! # Ok::<(), ckpt::Error>(())
+//! ```
+
+pub mod dtype;
+pub mod error;
+pub mod format;
+pub mod matching;
+pub mod pickle;
+pub mod tensor;
+pub mod value;
+
+pub use dtype::DType;
+pub use error::{Error, Result};
+pub use tensor::{Buffer, Element, Storage, Tensor};
+pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};

@@ -1,0 +1,32 @@
+//! Python pickles: a reader that never runs code, and a writer of the opcode subset that
+//! `torch.load(weights_only=True)` accepts.
+//!
+//! The reader understands the globals checkpoints use (tensor rebuild functions, storages,
+//! `OrderedDict`, numpy arrays and dtypes, `torch.Size`, ...); any other global becomes an
+//! opaque [`crate::Object`]. Every length is checked against the input before allocating,
+//! and nesting depth and the number of values built are bounded.
+
+mod globals;
+mod reader;
+mod writer;
+
+pub use reader::{read_pickle, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};
+pub use writer::{write_pickle, PickleWriter, StorageSink};
+
+/// Bounds that keep a hostile pickle from exhausting memory or the stack.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Deepest nesting of containers in the result.
+    pub max_depth: usize,
+    /// Most values the result may contain, counting every copy made by memo references.
+    pub max_values: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_depth: 1_000,
+            max_values: 50_000_000,
+        }
+    }
+}

@@ -1,0 +1,498 @@
+//! Tensors: a dtype, a shape, strides and an offset over a shared [`Storage`].
+//!
+//! A storage is either bytes the tensor owns or a slice of a memory-mapped file, so loading a
+//! checkpoint copies nothing until the caller asks for owned data. Several tensors may share
+//! one storage (tied weights, `t()`, slices); writers keep that sharing.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use memmap2::Mmap;
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+
+/// The bytes behind one or more tensors. Cloning is cheap (a reference count).
+#[derive(Clone)]
+pub struct Storage(Arc<StorageData>);
+
+enum StorageData {
+    Owned(Vec<u8>),
+    Slice {
+        buffer: Arc<Buffer>,
+        start: usize,
+        len: usize,
+    },
+}
+
+/// The bytes of a whole file, read once: a memory map, or (for eager loads and in-memory
+/// input) one heap buffer. Storages of the tensors in the file are slices of it.
+pub enum Buffer {
+    Map(Mmap),
+    Heap(Vec<u8>),
+}
+
+impl Buffer {
+    /// Maps `file` read-only. The file must not be truncated while mapped (writers in this
+    /// crate never modify a file in place; they write a new one and rename it).
+    pub fn map(file: &std::fs::File) -> std::io::Result<Buffer> {
+        // SAFETY: the map is read-only; a concurrent truncation by another process is the
+        // one hazard, as for every memory-mapped reader (torch, safetensors).
+        let map = unsafe { Mmap::map(file)? };
+        Ok(Buffer::Map(map))
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Buffer::Map(map) => map,
+            Buffer::Heap(bytes) => bytes,
+        }
+    }
+
+    /// Whether this is a memory map.
+    pub fn is_mapped(&self) -> bool {
+        matches!(self, Buffer::Map(_))
+    }
+}
+
+impl Storage {
+    /// A storage that owns `bytes`.
+    pub fn from_vec(bytes: Vec<u8>) -> Storage {
+        Storage(Arc::new(StorageData::Owned(bytes)))
+    }
+
+    /// A zero-copy view of `len` bytes at `start` of a file buffer.
+    pub fn slice(buffer: Arc<Buffer>, start: usize, len: usize) -> Result<Storage> {
+        let size = buffer.as_bytes().len();
+        match start.checked_add(len) {
+            Some(end) if end <= size => {}
+            _ => {
+                return Err(Error::format(format!(
+                    "storage of {len} bytes at offset {start} runs past the end of the file ({size} bytes)"
+                )))
+            }
+        }
+        Ok(Storage(Arc::new(StorageData::Slice { buffer, start, len })))
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match &*self.0 {
+            StorageData::Owned(bytes) => bytes,
+            StorageData::Slice { buffer, start, len } => &buffer.as_bytes()[*start..*start + *len],
+        }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.as_bytes().len()
+    }
+
+    /// Whether the storage holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether the bytes are a view of a memory-mapped file (not yet copied).
+    pub fn is_mapped(&self) -> bool {
+        matches!(&*self.0, StorageData::Slice { buffer, .. } if buffer.is_mapped())
+    }
+
+    /// Whether two handles refer to the very same storage.
+    pub fn same_as(&self, other: &Storage) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// An identity for this storage, equal for every clone of the handle; used by writers to
+    /// keep shared storages shared.
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as *const u8 as usize
+    }
+
+    /// A storage that owns its bytes (a slice of a file buffer is copied).
+    pub fn into_owned(self) -> Storage {
+        match &*self.0 {
+            StorageData::Owned(_) => self,
+            StorageData::Slice { .. } => Storage::from_vec(self.as_bytes().to_vec()),
+        }
+    }
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("len", &self.len())
+            .field("mapped", &self.is_mapped())
+            .finish()
+    }
+}
+
+/// A Rust type that is the element of one [`DType`].
+pub trait Element: Copy + Send + Sync + 'static {
+    /// The dtype of this element type.
+    const DTYPE: DType;
+    /// Decodes one element from little-endian bytes (exactly `DTYPE.size()` of them).
+    fn from_le_bytes(bytes: &[u8]) -> Self;
+    /// Appends the little-endian bytes of this element.
+    fn write_le_bytes(self, out: &mut Vec<u8>);
+}
+
+macro_rules! element {
+    ($t:ty, $dtype:expr) => {
+        impl Element for $t {
+            const DTYPE: DType = $dtype;
+            fn from_le_bytes(bytes: &[u8]) -> Self {
+                let mut raw = [0u8; std::mem::size_of::<$t>()];
+                raw.copy_from_slice(bytes);
+                <$t>::from_le_bytes(raw)
+            }
+            fn write_le_bytes(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+
+element!(f64, DType::Float64);
+element!(f32, DType::Float32);
+element!(half::f16, DType::Float16);
+element!(half::bf16, DType::BFloat16);
+element!(i64, DType::Int64);
+element!(i32, DType::Int32);
+element!(i16, DType::Int16);
+element!(i8, DType::Int8);
+element!(u8, DType::UInt8);
+element!(u16, DType::UInt16);
+element!(u32, DType::UInt32);
+element!(u64, DType::UInt64);
+
+impl Element for bool {
+    const DTYPE: DType = DType::Bool;
+    fn from_le_bytes(bytes: &[u8]) -> Self {
+        bytes[0] != 0
+    }
+    fn write_le_bytes(self, out: &mut Vec<u8>) {
+        out.push(self as u8);
+    }
+}
+
+/// A strided view over a [`Storage`], as torch represents tensors.
+///
+/// Element `(i0, .., ik)` lives at storage element `offset + Σ i_j * strides_j`. Every
+/// constructor checks that all elements lie inside the storage.
+///
+/// ```
+/// use ckpt::Tensor;
+/// let t = Tensor::from_slice(&[1.0f32, 2.0, 3.0, 4.0, 5.0, 6.0], &[2, 3]).unwrap();
+/// assert_eq!(t.shape(), &[2, 3]);
+/// let transposed = t.view(&[3, 2], &[1, 3], 0).unwrap(); // shares t's storage
+/// assert!(transposed.storage().same_as(t.storage()));
+/// assert_eq!(transposed.to_vec::<f32>().unwrap(), vec![1.0, 4.0, 2.0, 5.0, 3.0, 6.0]);
+/// ```
+#[derive(Clone)]
+pub struct Tensor {
+    dtype: DType,
+    shape: Vec<usize>,
+    strides: Vec<usize>,
+    offset: usize,
+    storage: Storage,
+    requires_grad: bool,
+}
+
+/// C-contiguous (row-major) strides for `shape`, in elements.
+pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+    let mut strides = vec![0; shape.len()];
+    let mut acc = 1usize;
+    for (stride, dim) in strides.iter_mut().zip(shape).rev() {
+        *stride = acc;
+        acc = acc.saturating_mul(*dim);
+    }
+    strides
+}
+
+/// The number of elements of `shape`, or an error when it overflows.
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| {
+            Error::format(format!(
+                "shape {shape:?} has more elements than fit in memory"
+            ))
+        })
+}
+
+impl Tensor {
+    /// A view of `storage`; fails unless every element lies inside it.
+    pub fn new(
+        dtype: DType,
+        shape: Vec<usize>,
+        strides: Vec<usize>,
+        offset: usize,
+        storage: Storage,
+    ) -> Result<Tensor> {
+        if shape.len() != strides.len() {
+            return Err(Error::format(format!(
+                "shape {shape:?} and strides {strides:?} differ in length"
+            )));
+        }
+        let numel = checked_numel(&shape)?;
+        if numel > 0 {
+            let mut last = offset;
+            for (dim, stride) in shape.iter().zip(&strides) {
+                last = (dim - 1)
+                    .checked_mul(*stride)
+                    .and_then(|step| last.checked_add(step))
+                    .ok_or_else(|| Error::format("tensor strides overflow"))?;
+            }
+            let needed = last
+                .checked_add(1)
+                .and_then(|n| n.checked_mul(dtype.size()))
+                .ok_or_else(|| Error::format("tensor extent overflows"))?;
+            if needed > storage.len() {
+                return Err(Error::format(format!(
+                    "{dtype} tensor of shape {shape:?}, strides {strides:?}, offset {offset} needs {needed} bytes but its storage has {}",
+                    storage.len()
+                )));
+            }
+        }
+        Ok(Tensor {
+            dtype,
+            shape,
+            strides,
+            offset,
+            storage,
+            requires_grad: false,
+        })
+    }
+
+    /// A contiguous tensor owning `bytes` (little-endian elements, row-major).
+    pub fn from_bytes(dtype: DType, shape: &[usize], bytes: Vec<u8>) -> Result<Tensor> {
+        let expected = checked_numel(shape)?
+            .checked_mul(dtype.size())
+            .ok_or_else(|| Error::format("tensor size overflows"))?;
+        if bytes.len() != expected {
+            return Err(Error::format(format!(
+                "{dtype} tensor of shape {shape:?} needs {expected} bytes, got {}",
+                bytes.len()
+            )));
+        }
+        Tensor::new(
+            dtype,
+            shape.to_vec(),
+            contiguous_strides(shape),
+            0,
+            Storage::from_vec(bytes),
+        )
+    }
+
+    /// A contiguous tensor holding a copy of `data` with the given shape.
+    pub fn from_slice<T: Element>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+        let mut bytes = Vec::with_capacity(std::mem::size_of_val(data));
+        for &x in data {
+            x.write_le_bytes(&mut bytes);
+        }
+        Tensor::from_bytes(T::DTYPE, shape, bytes)
+    }
+
+    /// A contiguous tensor of zero bytes.
+    pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor> {
+        let len = checked_numel(shape)?
+            .checked_mul(dtype.size())
+            .ok_or_else(|| Error::format("tensor size overflows"))?;
+        Tensor::from_bytes(dtype, shape, vec![0; len])
+    }
+
+    /// Another view of the same storage.
+    pub fn view(&self, shape: &[usize], strides: &[usize], offset: usize) -> Result<Tensor> {
+        let mut t = Tensor::new(
+            self.dtype,
+            shape.to_vec(),
+            strides.to_vec(),
+            offset,
+            self.storage.clone(),
+        )?;
+        t.requires_grad = self.requires_grad;
+        Ok(t)
+    }
+
+    /// The element type.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The size of each dimension.
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    /// The stride of each dimension, in elements.
+    pub fn strides(&self) -> &[usize] {
+        &self.strides
+    }
+
+    /// Offset of the first element in the storage, in elements.
+    pub fn storage_offset(&self) -> usize {
+        self.offset
+    }
+
+    /// The shared storage.
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// Whether torch would track gradients for this tensor (kept through save and load).
+    pub fn requires_grad(&self) -> bool {
+        self.requires_grad
+    }
+
+    /// Sets [`Tensor::requires_grad`].
+    pub fn with_requires_grad(mut self, requires_grad: bool) -> Tensor {
+        self.requires_grad = requires_grad;
+        self
+    }
+
+    /// Number of elements.
+    pub fn numel(&self) -> usize {
+        // Checked at construction.
+        self.shape.iter().product()
+    }
+
+    /// Number of bytes of the elements (not of the storage).
+    pub fn nbytes(&self) -> usize {
+        self.numel() * self.dtype.size()
+    }
+
+    /// Whether the elements are row-major and dense (strides of size-1 dimensions ignored).
+    pub fn is_contiguous(&self) -> bool {
+        let mut expected = 1usize;
+        for (dim, stride) in self.shape.iter().zip(&self.strides).rev() {
+            if *dim == 0 {
+                return true;
+            }
+            if *dim != 1 && *stride != expected {
+                return false;
+            }
+            expected *= dim;
+        }
+        true
+    }
+
+    /// Whether the tensor covers its whole storage contiguously (offset 0, same byte length).
+    pub fn is_whole_storage(&self) -> bool {
+        self.offset == 0 && self.is_contiguous() && self.nbytes() == self.storage.len()
+    }
+
+    /// The element bytes in row-major order: borrowed when contiguous, gathered otherwise.
+    pub fn contiguous_bytes(&self) -> Cow<'_, [u8]> {
+        let size = self.dtype.size();
+        let bytes = self.storage.as_bytes();
+        if self.is_contiguous() {
+            let start = self.offset * size;
+            return Cow::Borrowed(&bytes[start..start + self.nbytes()]);
+        }
+        let mut out = Vec::with_capacity(self.nbytes());
+        let ndim = self.shape.len();
+        let mut index = vec![0usize; ndim];
+        for _ in 0..self.numel() {
+            let elem: usize = self.offset
+                + index
+                    .iter()
+                    .zip(&self.strides)
+                    .map(|(i, s)| i * s)
+                    .sum::<usize>();
+            out.extend_from_slice(&bytes[elem * size..(elem + 1) * size]);
+            for d in (0..ndim).rev() {
+                index[d] += 1;
+                if index[d] < self.shape[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        Cow::Owned(out)
+    }
+
+    /// A contiguous copy that owns its bytes (a view of a memory map becomes owned data).
+    pub fn to_owned_contiguous(&self) -> Tensor {
+        let bytes = self.contiguous_bytes().into_owned();
+        Tensor {
+            dtype: self.dtype,
+            shape: self.shape.clone(),
+            strides: contiguous_strides(&self.shape),
+            offset: 0,
+            storage: Storage::from_vec(bytes),
+            requires_grad: self.requires_grad,
+        }
+    }
+
+    /// The elements in row-major order; `T` must be this tensor's element type.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype {
+            return Err(Error::invalid(format!(
+                "tensor has dtype {}, asked for {}",
+                self.dtype,
+                T::DTYPE
+            )));
+        }
+        let size = self.dtype.size();
+        Ok(self
+            .contiguous_bytes()
+            .chunks_exact(size)
+            .map(T::from_le_bytes)
+            .collect())
+    }
+
+    /// Same dtype, same shape and the same element bytes (NaNs with equal bits compare equal).
+    pub fn data_eq(&self, other: &Tensor) -> bool {
+        self.dtype == other.dtype
+            && self.shape == other.shape
+            && self.contiguous_bytes() == other.contiguous_bytes()
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tensor")
+            .field("dtype", &self.dtype)
+            .field("shape", &self.shape)
+            .field("strides", &self.strides)
+            .field("offset", &self.offset)
+            .field("storage", &self.storage)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn views_outside_the_storage_are_rejected() {
+        let t = Tensor::from_slice(&[1i64, 2, 3], &[3]).unwrap();
+        assert!(t.view(&[4], &[1], 0).is_err());
+        assert!(t.view(&[2], &[1], 2).is_err());
+        assert!(t.view(&[2], &[2], 0).is_ok());
+        assert!(t.view(&[0], &[1], 3).is_ok());
+    }
+
+    #[test]
+    fn strided_gather_matches_torch_order() {
+        let base =
+            Tensor::from_slice(&(0..12).map(|x| x as f32).collect::<Vec<_>>(), &[12]).unwrap();
+        let t = base.view(&[4, 3], &[1, 4], 0).unwrap();
+        assert!(!t.is_contiguous());
+        assert_eq!(
+            t.to_vec::<f32>().unwrap(),
+            vec![0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
+        );
+    }
+
+    #[test]
+    fn absurd_shapes_fail_without_allocating() {
+        let storage = Storage::from_vec(vec![0; 8]);
+        assert!(Tensor::new(DType::Float32, vec![usize::MAX, 2], vec![2, 1], 0, storage).is_err());
+    }
+}
