@@ -37,7 +37,16 @@ pub enum DType {
 }
 
 /// One row per dtype: (dtype, torch name, size, legacy storage class, numpy typestr, safetensors code).
-const TABLE: &[(DType, &str, usize, Option<&str>, Option<&str>, Option<&str>)] = &[
+type Row = (
+    DType,
+    &'static str,
+    usize,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
+const TABLE: &[Row] = &[
     (
         DType::Float64,
         "float64",
