@@ -4,27 +4,27 @@
 //! This is how non-tensor training state (an LR scheduler, a data-loader position, RNG state,
 //! optimizer hyper-parameters) is stored in a checkpoint with one derive.
 //!
-//! | Rust (serde data model)              | Python value                                      |
-//! |--------------------------------------|---------------------------------------------------|
-//! | struct, map with string keys         | `dict` with `str` keys, in field order            |
-//! | map with int (or other) keys         | `dict` with `int` (...) keys, as an optimizer's `state` |
-//! | `Vec`, sequence                      | `list`                                            |
-//! | tuple, tuple struct                  | `tuple`                                           |
-//! | `()`, unit struct, `None`            | `None`                                            |
-//! | `Some(x)`, newtype struct            | `x`                                               |
-//! | integers                             | `int` (`u64`/`u128` above `i64::MAX` too)          |
-//! | `f32`, `f64`                         | `float`                                           |
-//! | `char`, `String`                     | `str`                                             |
-//! | bytes (`serde_bytes`)                | `bytes`                                           |
-//! | unit enum variant                    | `"Variant"`                                       |
-//! | other enum variants                  | `{"Variant": content}` (serde's external tagging)  |
+//! | Rust (serde data model)      | Python value                                            |
+//! |------------------------------|---------------------------------------------------------|
+//! | struct, map with string keys | `dict` with `str` keys, in field order                  |
+//! | map with other keys          | `dict` keeping `int` (tuple, ...) keys, as in optimizer `state` |
+//! | `Vec`, sequence              | `list`                                                  |
+//! | tuple, tuple struct          | `tuple`                                                 |
+//! | `()`, unit struct, `None`    | `None`                                                  |
+//! | `Some(x)`, newtype struct    | `x`                                                     |
+//! | integers                     | `int` (`u64`/`u128` above `i64::MAX` too)               |
+//! | `f32`, `f64`                 | `float`                                                 |
+//! | `char`, `String`             | `str`                                                   |
+//! | bytes (`serde_bytes`)        | `bytes`                                                 |
+//! | unit enum variant            | `"Variant"`                                             |
+//! | other enum variants          | `{"Variant": content}` (serde's external tagging)       |
 //!
 //! Reading is lenient where Python is: an `int` is accepted where a float is expected
 //! (`weight_decay: 0`), a `tuple`, `list`, `set` or `torch.Size` where a sequence is expected,
-//! any `dict` kind (`OrderedDict` included) where a map or struct is expected, a string key
-//! such as `"3"` where an integer key is expected, and a 0-d tensor or numpy scalar (Adam's
-//! `step`, `np.float64(0.1)`) where a number is expected. Dict entries that a struct does not
-//! name are ignored unless the struct says `#[serde(deny_unknown_fields)]`.
+//! any `dict` kind (`OrderedDict` included) where a map or struct is expected, string and int
+//! keys for one another (as Python's `json` converts them), and a 0-d tensor or numpy scalar
+//! (Adam's `step`, `np.float64(0.1)`) where a number is expected. Dict entries that a struct
+//! does not name are ignored unless the struct says `#[serde(deny_unknown_fields)]`.
 //!
 //! Tensors are not serde values: a struct cannot hold a `Tensor` field through this bridge.
 //! State with tensors (model weights, an optimizer's momentum buffers) goes through the
@@ -543,8 +543,9 @@ impl ValueDeserializer<'_> {
             Value::Int(i) => visitor.visit_i64(*i),
             Value::BigInt(b) => visit_bigint(b, visitor),
             v => match scalar(v) {
-                Some(s @ Value::Int(_)) => ValueDeserializer(&s).integer(visitor),
-                Some(s @ Value::BigInt(_)) => ValueDeserializer(&s).integer(visitor),
+                Some(s @ (Value::Int(_) | Value::BigInt(_))) => {
+                    ValueDeserializer(&s).integer(visitor)
+                }
                 _ => Err(mismatch(v, &visitor)),
             },
         }
@@ -780,29 +781,34 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_> {
     }
 }
 
-/// Reads a dict key. A string key may stand for a number (`{"3": ...}` read as a
-/// `HashMap<u32, _>`), as a JSON round trip of an optimizer's `state` produces.
+/// Reads a dict key, converting between string and int keys the way Python's `json` module
+/// does: `{0: ..}` is read by a `String`-keyed map as `"0"`, and `{"3": ..}` by a
+/// `u32`-keyed map as `3` (what a JSON round trip of an optimizer's `state` leaves).
 struct KeyDeserializer<'a>(&'a Key);
 
-macro_rules! numeric_key_methods {
-    ($($method:ident)*) => {$(
-        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-            match self.0 {
-                Key::Str(s) => {
-                    if let Ok(u) = s.parse::<u64>() {
-                        visitor.visit_u64(u)
-                    } else if let Ok(i) = s.parse::<i64>() {
-                        visitor.visit_i64(i)
-                    } else if let Ok(f) = s.parse::<f64>() {
-                        visitor.visit_f64(f)
-                    } else {
-                        visitor.visit_str(s)
-                    }
-                }
-                other => ValueDeserializer(&other.to_value()).$method(visitor),
-            }
+impl KeyDeserializer<'_> {
+    fn number<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
+        let Key::Str(s) = self.0 else {
+            return self.deserialize_any(visitor);
+        };
+        if let Ok(u) = s.parse::<u64>() {
+            visitor.visit_u64(u)
+        } else if let Ok(i) = s.parse::<i64>() {
+            visitor.visit_i64(i)
+        } else if let Ok(f) = s.parse::<f64>() {
+            visitor.visit_f64(f)
+        } else {
+            visitor.visit_str(s)
         }
-    )*};
+    }
+
+    fn name<'de, V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
+        match self.0 {
+            Key::Int(i) => visitor.visit_str(&i.to_string()),
+            Key::BigInt(b) => visitor.visit_str(&b.to_string()),
+            _ => self.deserialize_any(visitor),
+        }
+    }
 }
 
 impl<'de> Deserializer<'de> for KeyDeserializer<'_> {
@@ -815,9 +821,13 @@ impl<'de> Deserializer<'de> for KeyDeserializer<'_> {
         }
     }
 
-    numeric_key_methods!(deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
-        deserialize_i128 deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
-        deserialize_u128 deserialize_f32 deserialize_f64);
+    delegate! {
+        deserialize_i8() => number; deserialize_i16() => number; deserialize_i32() => number;
+        deserialize_i64() => number; deserialize_i128() => number; deserialize_u8() => number;
+        deserialize_u16() => number; deserialize_u32() => number; deserialize_u64() => number;
+        deserialize_u128() => number; deserialize_f32() => number; deserialize_f64() => number;
+        deserialize_str() => name; deserialize_string() => name; deserialize_identifier() => name;
+    }
 
     fn deserialize_option<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
         match self.0 {
@@ -850,8 +860,7 @@ impl<'de> Deserializer<'de> for KeyDeserializer<'_> {
     }
 
     serde::forward_to_deserialize_any! {
-        bool char str string bytes byte_buf unit unit_struct seq tuple tuple_struct map
-        struct identifier ignored_any
+        bool char bytes byte_buf unit unit_struct seq tuple tuple_struct map struct ignored_any
     }
 }
 

@@ -210,6 +210,22 @@ fn string_keys_are_read_as_int_keys_when_the_map_wants_ints() {
 }
 
 #[test]
+fn int_keys_are_read_as_strings_when_the_map_wants_strings_like_json_dumps() {
+    let mut counter = Dict {
+        kind: DictKind::Counter,
+        ..Dict::new()
+    };
+    counter.insert(30i64, Value::Int(1));
+    counter.insert(60i64, Value::Int(1));
+    let value = plain(vec![("milestones", Value::Dict(counter))]);
+
+    let named: BTreeMap<String, BTreeMap<String, u32>> = from_value(&value).unwrap();
+    assert_eq!(named["milestones"]["60"], 1);
+    let json: serde_json::Value = from_value(&value).unwrap();
+    assert_eq!(json, serde_json::json!({"milestones": {"30": 1, "60": 1}}));
+}
+
+#[test]
 fn u64_above_i64_max_becomes_a_python_bigint_and_round_trips() {
     let seeds = (u64::MAX, i64::MAX as u64, u128::MAX, i128::MIN);
     let value = to_value(&seeds).unwrap();
