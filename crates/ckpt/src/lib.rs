@@ -17,10 +17,12 @@ pub mod error;
 pub mod format;
 pub mod matching;
 pub mod pickle;
+pub mod serde_value;
 pub mod tensor;
 pub mod value;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use serde_value::{from_value, to_value};
 pub use tensor::{Buffer, Element, Storage, Tensor};
 pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
