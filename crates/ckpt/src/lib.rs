@@ -12,11 +12,13 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod format;
 pub mod matching;
 pub mod pickle;
+pub mod resolve;
 pub mod tensor;
 pub mod value;
 
