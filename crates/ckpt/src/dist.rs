@@ -4,7 +4,7 @@
 //!
 //! [`Communicator`] is byte-oriented so that any backend (threads, processes over sockets,
 //! MPI, NCCL) can implement it. [`SingleProcess`] is the default for ordinary training;
-//! [`InProcessGroup`] runs several ranks as threads of one process, for tests.
+//! [`InProcessComm`] runs several ranks as threads of one process, for tests.
 //!
 //! Every rank must call the same collectives in the same order, as with
 //! `torch.distributed`. The in-process implementation detects a rank calling a different
@@ -81,33 +81,9 @@ impl Communicator for SingleProcess {
     }
 }
 
-/// Several ranks as threads of one process: [`InProcessGroup::new`] returns one
-/// [`InProcessComm`] per rank, to be moved into its thread.
-pub struct InProcessGroup;
-
-impl InProcessGroup {
-    /// Communicators for ranks `0..world_size`, in rank order.
-    pub fn new(world_size: usize) -> Result<Vec<InProcessComm>> {
-        if world_size == 0 {
-            return Err(Error::invalid("a process group needs at least one rank"));
-        }
-        let shared = Arc::new(Shared {
-            world_size,
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        });
-        Ok((0..world_size)
-            .map(|rank| InProcessComm {
-                rank,
-                shared: Arc::clone(&shared),
-                calls: Mutex::new(0),
-            })
-            .collect())
-    }
-}
-
-/// One rank of an [`InProcessGroup`]. Dropping it (e.g. when its thread ends or panics) makes
-/// the other ranks' pending and later collectives fail rather than wait forever.
+/// One rank of a group whose ranks are threads of one process; [`InProcessComm::group`]
+/// creates the ranks. Dropping one (e.g. when its thread ends or panics) makes the other
+/// ranks' pending and later collectives fail rather than wait forever.
 pub struct InProcessComm {
     rank: usize,
     shared: Arc<Shared>,
@@ -164,6 +140,26 @@ impl Round {
 }
 
 impl InProcessComm {
+    /// Communicators for ranks `0..world_size`, in rank order, each to be moved into the
+    /// thread that plays that rank.
+    pub fn group(world_size: usize) -> Result<Vec<InProcessComm>> {
+        if world_size == 0 {
+            return Err(Error::invalid("a process group needs at least one rank"));
+        }
+        let shared = Arc::new(Shared {
+            world_size,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        });
+        Ok((0..world_size)
+            .map(|rank| InProcessComm {
+                rank,
+                shared: Arc::clone(&shared),
+                calls: Mutex::new(0),
+            })
+            .collect())
+    }
+
     /// Runs one collective: contribute `part`, wait for every rank, then `take` this rank's
     /// result. `take` returns `None` while this rank must keep waiting (rank 0 of a broadcast
     /// waits until every other rank has copied its buffer, so it can take it back uncopied).

@@ -17,7 +17,10 @@ use ckpt::Error;
 enum Reply {
     Body(Vec<u8>),
     /// Announces `announced` bytes, sends `body`, then closes the connection.
-    Truncated { announced: usize, body: Vec<u8> },
+    Truncated {
+        announced: usize,
+        body: Vec<u8>,
+    },
 }
 
 /// A one-connection-at-a-time HTTP/1.1 server on 127.0.0.1 that counts requests.
@@ -144,7 +147,11 @@ fn download_is_cached_and_second_resolve_makes_no_request() {
 
     let second = resolver.resolve(&url).unwrap();
     assert_eq!(second.path, first.path);
-    assert_eq!(server.requests(), 1, "a cached URL must not be requested again");
+    assert_eq!(
+        server.requests(),
+        1,
+        "a cached URL must not be requested again"
+    );
     assert_eq!(files_under(cache_dir.path()), vec![first.path.clone()]);
 
     let updates = updates.lock().unwrap();
@@ -199,7 +206,10 @@ fn truncated_download_leaves_no_file_and_is_retried_next_time() {
     let message = error.to_string();
     assert!(message.contains(&url), "{message}");
     assert!(message.contains("after 100 of 1000 bytes"), "{message}");
-    assert!(files_under(cache_dir.path()).is_empty(), "no torn or temporary file");
+    assert!(
+        files_under(cache_dir.path()).is_empty(),
+        "no torn or temporary file"
+    );
 
     server.route("/model.pth", Reply::Body(body.clone()));
     let resolved = resolver.resolve(&url).unwrap();
@@ -223,10 +233,16 @@ fn query_options_are_stripped_before_download() {
 
     let error = resolver.resolve(&format!("{url}?dl=1")).unwrap_err();
     assert!(
-        error.to_string().contains("Unsupported query remaining: dl=1"),
+        error
+            .to_string()
+            .contains("Unsupported query remaining: dl=1"),
         "{error}"
     );
-    assert_eq!(server.requests(), 1, "a bad query is rejected before any request");
+    assert_eq!(
+        server.requests(),
+        1,
+        "a bad query is rejected before any request"
+    );
 }
 
 #[test]

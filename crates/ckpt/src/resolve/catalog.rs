@@ -29,8 +29,14 @@ pub const IMAGENET_MODELS: &[(&str, &str)] = &[
     ("MSRA/R-101", "ImageNetPretrained/MSRA/R-101.pkl"),
     ("FAIR/R-50-GN", "ImageNetPretrained/47261647/R-50-GN.pkl"),
     ("FAIR/R-101-GN", "ImageNetPretrained/47592356/R-101-GN.pkl"),
-    ("FAIR/X-101-32x8d", "ImageNetPretrained/20171220/X-101-32x8d.pkl"),
-    ("FAIR/X-101-64x4d", "ImageNetPretrained/FBResNeXt/X-101-64x4d.pkl"),
+    (
+        "FAIR/X-101-32x8d",
+        "ImageNetPretrained/20171220/X-101-32x8d.pkl",
+    ),
+    (
+        "FAIR/X-101-64x4d",
+        "ImageNetPretrained/FBResNeXt/X-101-64x4d.pkl",
+    ),
     (
         "FAIR/X-152-32x8d-IN5k",
         "ImageNetPretrained/25093814/X-152-32x8d-IN5k.pkl",

@@ -157,7 +157,10 @@ impl HttpCache {
                 url,
                 io::Error::new(
                     io::ErrorKind::NotFound,
-                    format!("not in the cache ({}) and downloads are off", path.display()),
+                    format!(
+                        "not in the cache ({}) and downloads are off",
+                        path.display()
+                    ),
                 ),
             ));
         }
@@ -298,7 +301,9 @@ fn copy_body(
             Err(e) => return Err(interrupted(done, e)),
         };
         let data = chunk.get(..n).ok_or_else(|| {
-            Error::invalid(format!("{url}: reader returned {n} bytes for a smaller buffer"))
+            Error::invalid(format!(
+                "{url}: reader returned {n} bytes for a smaller buffer"
+            ))
         })?;
         out.write_all(data).map_err(|e| Error::io(dest, e))?;
         done += n as u64;
@@ -309,10 +314,7 @@ fn copy_body(
     match total {
         Some(total) if done != total => Err(interrupted(
             done,
-            io::Error::new(
-                io::ErrorKind::UnexpectedEof,
-                "the connection closed early",
-            ),
+            io::Error::new(io::ErrorKind::UnexpectedEof, "the connection closed early"),
         )),
         _ => Ok(()),
     }

@@ -185,7 +185,8 @@ impl Resolver {
                 self.handlers.push((prefix, Arc::clone(&handler)));
             }
         }
-        self.handlers.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        self.handlers
+            .sort_by_key(|(prefix, _)| std::cmp::Reverse(prefix.len()));
         self
     }
 
