@@ -12,12 +12,14 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod format;
 pub mod matching;
 pub mod pickle;
 pub mod serde_value;
+pub mod resolve;
 pub mod tensor;
 pub mod value;
 
