@@ -19,6 +19,7 @@ pub mod matching;
 pub mod pickle;
 pub mod tensor;
 pub mod value;
+pub mod walk;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
