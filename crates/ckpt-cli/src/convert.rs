@@ -1,12 +1,14 @@
 //! `ckpt convert IN OUT [--tensors-only] [--key KEY]`: any readable checkpoint to a torch file
 //! or to safetensors, chosen by OUT's extension.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use ckpt::format::{
     flatten_tensors, load_with, save_safetensors, save_torch, LoadOptions, SaveOptions,
 };
-use ckpt::Value;
+use ckpt::walk::{leaves, Step};
+use ckpt::{Key, Value};
 
 use crate::error::CliError;
 use crate::output::{abbreviate, printable};
@@ -117,6 +119,12 @@ pub fn select_key(value: Value, key: &str, input: &Path) -> Result<Value, CliErr
 }
 
 fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
+    check_flat_names(value).map_err(|problem| {
+        CliError::new(format!(
+            "{}: {problem}",
+            printable(&args.input.display().to_string())
+        ))
+    })?;
     let (tensors, others) = flatten_tensors(value);
     if !others.is_empty() {
         let listed = describe_non_tensors(&others);
@@ -134,6 +142,48 @@ fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
     let metadata = safetensors_metadata(value);
     save_safetensors(&args.output, &tensors, metadata.as_deref())?;
     Ok(())
+}
+
+/// Checks that every tensor gets its own non-empty safetensors name when nested keys are
+/// joined with `.` (as [`flatten_tensors`] joins them): `{"a.b": x, "a": {"b": y}}` would
+/// otherwise silently keep only one of the two.
+pub fn check_flat_names(value: &Value) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    let mut clashes = Vec::new();
+    for leaf in leaves(value) {
+        if leaf.value.as_tensor().is_none() {
+            continue;
+        }
+        if leaf.path.is_empty() {
+            return Err(
+                "the checkpoint is a single tensor without a name; safetensors stores named tensors"
+                    .to_string(),
+            );
+        }
+        let name = leaf
+            .path
+            .iter()
+            .map(|step| match step {
+                Step::Key(Key::Str(s)) => s.clone(),
+                Step::Key(key) => key.to_string(),
+                Step::Index(i) => i.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(".");
+        if !seen.insert(name.clone()) {
+            clashes.push(printable(&name));
+        }
+    }
+    if clashes.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} tensor name{} would be written twice once nested keys are joined with '.' ({})",
+            clashes.len(),
+            if clashes.len() == 1 { "" } else { "s" },
+            abbreviate(&clashes, LISTED)
+        ))
+    }
 }
 
 /// `iteration (int), cfg (str) and 3 more`.
@@ -202,6 +252,27 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("holds a value of type int"), "{err}");
+    }
+
+    #[test]
+    fn tensors_clashing_after_flattening_are_refused() {
+        let t = || Value::Tensor(ckpt::Tensor::from_slice(&[1f32], &[1]).unwrap());
+        let mut inner = Dict::new();
+        inner.insert("b", t());
+        let mut root = Dict::new();
+        root.insert("a.b", t());
+        root.insert("a", Value::Dict(inner));
+        root.insert("list", Value::List(vec![t(), Value::Int(3)]));
+        let err = check_flat_names(&Value::Dict(root.clone())).unwrap_err();
+        assert!(
+            err.contains("1 tensor name") && err.contains("(a.b)"),
+            "{err}"
+        );
+        root.remove("a.b");
+        assert_eq!(check_flat_names(&Value::Dict(root)), Ok(()));
+        assert!(check_flat_names(&t())
+            .unwrap_err()
+            .contains("without a name"));
     }
 
     #[test]

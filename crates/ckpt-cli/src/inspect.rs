@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use ckpt::format::{load_with, LoadOptions, Loaded};
 use ckpt::walk::leaves;
-use ckpt::Value;
+use ckpt::{ObjectBuild, Value};
 use serde::Serialize;
 
 use crate::error::CliError;
-use crate::output::{human_bytes, print, print_json, printable, step_json, Align, Table};
+use crate::output::{human_bytes, print, printable, step_json, Align, JsonLines, Table};
 
 /// Show the format, tensors and other values of a checkpoint file
 ///
@@ -33,7 +33,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     let loaded = load_with(&args.file, &LoadOptions::default())?;
     let report = Report::new(&args.file.display().to_string(), &loaded);
     if args.json {
-        print_json(&report)
+        print(&report.to_json()?)
     } else {
         print(&report.render())
     }
@@ -132,7 +132,7 @@ impl Report {
                 entries.push(Entry::Value(ValueEntry {
                     path,
                     type_name: leaf.value.type_name(),
-                    repr: leaf.value.short_repr(REPR_CHARS),
+                    repr: repr(leaf.value),
                     opaque,
                     display_path,
                 }));
@@ -144,6 +144,16 @@ impl Report {
             entries,
             totals,
         }
+    }
+
+    /// The `--json` output: the fields of [`Report`], one entry per line.
+    pub fn to_json(&self) -> Result<String, CliError> {
+        Ok(JsonLines::new()
+            .field("file", &self.file)?
+            .field("format", self.format)?
+            .rows("entries", &self.entries)?
+            .field("totals", &self.totals)?
+            .render())
     }
 
     /// Tables for people: the tensors, then the other values, then the totals.
@@ -228,6 +238,28 @@ impl Report {
     }
 }
 
+/// A short repr; for an opaque object also how the file built it (never by running it).
+fn repr(value: &Value) -> String {
+    let Value::Object(object) = value else {
+        return value.short_repr(REPR_CHARS);
+    };
+    let args = |args: &[Value]| Value::Tuple(args.to_vec()).short_repr(REPR_CHARS);
+    let mut text = match &object.build {
+        ObjectBuild::Global => format!("<global {}>", object.qualified_name()),
+        ObjectBuild::Call(a) => format!("{}{}", object.qualified_name(), args(a)),
+        ObjectBuild::New(a) => format!("{}.__new__{}", object.qualified_name(), args(a)),
+    };
+    if let Some(state) = &object.state {
+        text.push_str(" state=");
+        text.push_str(&state.short_repr(REPR_CHARS));
+    }
+    if text.chars().count() > REPR_CHARS {
+        let cut: String = text.chars().take(REPR_CHARS - 3).collect();
+        text = format!("{cut}...");
+    }
+    text
+}
+
 fn plural(n: usize) -> &'static str {
     if n == 1 {
         ""
@@ -240,7 +272,7 @@ fn plural(n: usize) -> &'static str {
 mod tests {
     use super::*;
     use ckpt::format::Format;
-    use ckpt::{Dict, Object, ObjectBuild, Tensor};
+    use ckpt::{Dict, Object, Tensor};
 
     fn sample() -> Loaded {
         let weight = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6.], &[2, 3]).unwrap();
@@ -264,7 +296,11 @@ mod tests {
                 module: "argparse".into(),
                 name: "Namespace".into(),
                 build: ObjectBuild::New(vec![]),
-                state: None,
+                state: Some(Value::Dict({
+                    let mut d = Dict::new();
+                    d.insert("lr", Value::Float(0.1));
+                    d
+                })),
             })),
         );
         Loaded {
@@ -305,6 +341,22 @@ mod tests {
         assert_eq!(entries[4]["repr"], "[]");
         assert_eq!(entries[5]["type"], "argparse.Namespace");
         assert_eq!(entries[5]["opaque"], true);
+        assert_eq!(
+            entries[5]["repr"],
+            "argparse.Namespace.__new__() state={\"lr\": 0.1}"
+        );
+    }
+
+    #[test]
+    fn json_output_has_one_line_per_entry() {
+        let report = Report::new("x.pth", &sample());
+        let text = report.to_json().unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, serde_json::to_value(&report).unwrap());
+        // `{`, file, format, `"entries": [`, the entries, `],`, totals, `}`.
+        assert_eq!(text.lines().count(), report.entries.len() + 7);
+        let entry_lines = text.lines().filter(|l| l.contains("\"kind\":")).count();
+        assert_eq!(entry_lines, report.entries.len());
     }
 
     #[test]

@@ -9,7 +9,7 @@ use ckpt::format::{load_with, LoadOptions};
 use serde::Serialize;
 
 use crate::error::{one_line, CliError};
-use crate::output::{human_bytes, print, print_json, printable, Align, Table};
+use crate::output::{human_bytes, print, printable, Align, JsonLines, Table};
 use crate::time::rfc3339_utc;
 
 /// List the checkpoints in a save directory
@@ -71,7 +71,7 @@ pub struct Checkpoint {
 pub fn run(args: &Args) -> Result<(), CliError> {
     let listing = list(&args.dir)?;
     if args.json {
-        print_json(&listing)
+        print(&listing.to_json()?)
     } else {
         print(&listing.render())
     }
@@ -175,6 +175,15 @@ fn read_tag(dir: &Path) -> Result<Option<Tag>, CliError> {
 }
 
 impl Listing {
+    /// The `--json` output: the fields of [`Listing`], one checkpoint per line.
+    pub fn to_json(&self) -> Result<String, CliError> {
+        Ok(JsonLines::new()
+            .field("dir", &self.dir)?
+            .field("last_checkpoint", &self.last_checkpoint)?
+            .rows("checkpoints", &self.checkpoints)?
+            .render())
+    }
+
     /// A table for people, then where `last_checkpoint` points.
     pub fn render(&self) -> String {
         let dir = printable(&self.dir);

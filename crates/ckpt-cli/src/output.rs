@@ -20,12 +20,45 @@ pub fn print(text: &str) -> Result<(), CliError> {
         })
 }
 
-/// Pretty JSON on stdout, with a final newline.
-pub fn print_json<T: Serialize>(value: &T) -> Result<(), CliError> {
-    let mut text = serde_json::to_string_pretty(value)
-        .map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))?;
-    text.push('\n');
-    print(&text)
+/// A JSON object laid out for both scripts and `grep`: one field per line, and one compact
+/// element per line in list fields (a checkpoint's entries stay one line each).
+#[derive(Default)]
+pub struct JsonLines {
+    fields: Vec<String>,
+}
+
+impl JsonLines {
+    pub fn new() -> JsonLines {
+        JsonLines::default()
+    }
+
+    /// A field whose value is written compactly on the field's line.
+    pub fn field<T: Serialize + ?Sized>(mut self, name: &str, value: &T) -> Result<Self, CliError> {
+        self.fields
+            .push(format!("  {}: {}", compact(name)?, compact(value)?));
+        Ok(self)
+    }
+
+    /// A list field, one element per line.
+    pub fn rows<T: Serialize>(mut self, name: &str, rows: &[T]) -> Result<Self, CliError> {
+        let mut text = format!("  {}: [", compact(name)?);
+        for (i, row) in rows.iter().enumerate() {
+            text.push_str(if i == 0 { "\n    " } else { ",\n    " });
+            text.push_str(&compact(row)?);
+        }
+        text.push_str(if rows.is_empty() { "]" } else { "\n  ]" });
+        self.fields.push(text);
+        Ok(self)
+    }
+
+    /// The object, ending in a newline.
+    pub fn render(&self) -> String {
+        format!("{{\n{}\n}}\n", self.fields.join(",\n"))
+    }
+}
+
+fn compact<T: Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
+    serde_json::to_string(value).map_err(|e| CliError::new(format!("cannot encode JSON: {e}")))
 }
 
 /// A byte count for people: `512 B`, `1.5 KiB`, `3.2 GiB`.
@@ -164,6 +197,27 @@ impl Table {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_lines_is_valid_json_with_one_row_per_line() {
+        let text = JsonLines::new()
+            .field("format", "torch-zip")
+            .unwrap()
+            .rows(
+                "entries",
+                &[serde_json::json!({"a": 1}), serde_json::json!([2])],
+            )
+            .unwrap()
+            .rows::<u8>("none", &[])
+            .unwrap()
+            .render();
+        assert_eq!(
+            text,
+            "{\n  \"format\": \"torch-zip\",\n  \"entries\": [\n    {\"a\":1},\n    [2]\n  ],\n  \"none\": []\n}\n"
+        );
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed["entries"][1][0], 2);
+    }
 
     #[test]
     fn byte_sizes_use_binary_units() {
