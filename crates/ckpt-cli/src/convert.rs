@@ -156,7 +156,7 @@ pub fn check_flat_names(value: &Value) -> Result<(), String> {
         }
         if leaf.path.is_empty() {
             return Err(
-                "the checkpoint is a single tensor without a name; safetensors stores named tensors"
+                "the value to convert is a single tensor without a name; safetensors stores named tensors"
                     .to_string(),
             );
         }
