@@ -146,9 +146,11 @@ fn flipped_tensor_byte_fails_the_crc_check() {
     bytes[start] ^= 0x40;
     fs::write(&path, &bytes).unwrap();
     let listing = ls_json(dir.path());
-    let broken = &listing["checkpoints"][0];
+    // Unreadable, so without an iteration: listed last.
+    let broken = &listing["checkpoints"][2];
     assert_eq!(broken["file"], "model_0000004.pth");
     assert_eq!(broken["intact"], false);
+    assert_eq!(column(&listing, "intact"), json!([true, true, false]));
     let error = broken["error"].as_str().unwrap().to_lowercase();
     assert!(error.contains("crc"), "{error}");
 }
