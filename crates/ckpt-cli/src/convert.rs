@@ -76,7 +76,12 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         None => loaded.value,
     };
     match format {
-        OutputFormat::Torch => save_torch(&args.output, &value, &SaveOptions::default())?,
+        OutputFormat::Torch => {
+            save_torch(&args.output, &value, &SaveOptions::default())?;
+            if args.tensors_only {
+                eprintln!("ckpt: note: --tensors-only is for safetensors output; torch files keep every value");
+            }
+        }
         OutputFormat::Safetensors => write_safetensors(args, &value)?,
     }
     tracing::info!(
