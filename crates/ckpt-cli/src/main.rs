@@ -1,1 +1,65 @@
-fn main() {}
+//! `ckpt`: inspect, convert and list deep-learning checkpoints.
+//!
+//! Every subcommand lives in its own module; this file only parses arguments, sets up
+//! logging and turns errors into one line on stderr with exit code 1.
+
+mod convert;
+mod error;
+mod inspect;
+mod ls;
+mod output;
+mod time;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::error::CliError;
+
+/// Read, convert and list PyTorch, Detectron and safetensors checkpoints.
+#[derive(Debug, Parser)]
+#[command(name = "ckpt", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    Inspect(inspect::Args),
+    Convert(convert::Args),
+    Ls(ls::Args),
+}
+
+fn main() -> ExitCode {
+    error::install_panic_hook();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return error::usage_error(e),
+    };
+    init_logging();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Convert(args) => convert::run(&args),
+        Command::Ls(args) => ls::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::BrokenPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ckpt: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Library warnings (and more with `RUST_LOG`) go to stderr.
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}

@@ -22,6 +22,7 @@ pub mod serde_value;
 pub mod resolve;
 pub mod tensor;
 pub mod value;
+pub mod walk;
 
 pub use dtype::DType;
 pub use error::{Error, Result};

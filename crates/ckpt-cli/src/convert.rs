@@ -1,0 +1,306 @@
+//! `ckpt convert IN OUT [--tensors-only] [--key KEY]`: any readable checkpoint to a torch file
+//! or to safetensors, chosen by OUT's extension.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use ckpt::format::{
+    flatten_tensors, load_with, save_safetensors, save_torch, LoadOptions, SaveOptions,
+};
+use ckpt::walk::{leaves, Step};
+use ckpt::{Key, Value};
+
+use crate::error::CliError;
+use crate::output::{abbreviate, printable};
+
+/// Convert a checkpoint to a torch or safetensors file
+///
+/// The output format follows OUT's extension: .pth, .pt, .pyth, .bin (torch) or
+/// .safetensors. Torch output keeps everything (key order, dict vs OrderedDict, int vs float
+/// vs bool, tuples, storage sharing; numpy arrays become tensors). Safetensors output holds
+/// only tensors; nested dicts are flattened with `.`-joined keys. OUT is written atomically:
+/// it is either the old file or the complete new one.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The checkpoint to read (any format ckpt reads, detected from the content).
+    pub input: PathBuf,
+    /// The file to write; its extension picks the format.
+    pub output: PathBuf,
+    /// For safetensors output: drop the values that are not tensors (listed on stderr)
+    /// instead of failing.
+    #[arg(long)]
+    pub tensors_only: bool,
+    /// Convert only this top-level entry of the checkpoint (e.g. `model`).
+    #[arg(long, value_name = "KEY")]
+    pub key: Option<String>,
+}
+
+/// The formats `convert` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Torch,
+    Safetensors,
+}
+
+const TORCH_EXTENSIONS: [&str; 4] = ["pth", "pt", "pyth", "bin"];
+
+/// Most non-tensor values named in a message.
+const LISTED: usize = 8;
+
+impl OutputFormat {
+    /// The format for `path`'s extension (case-insensitive); an error lists the known ones.
+    pub fn for_path(path: &Path) -> Result<OutputFormat, CliError> {
+        let extension = path
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        match extension.as_deref() {
+            Some(e) if TORCH_EXTENSIONS.contains(&e) => Ok(OutputFormat::Torch),
+            Some("safetensors") => Ok(OutputFormat::Safetensors),
+            other => Err(CliError::new(format!(
+                "{}: {}; known: .pth, .pt, .pyth, .bin (torch) and .safetensors",
+                printable(&path.display().to_string()),
+                match other {
+                    Some(e) => format!("unknown output extension '.{}'", printable(e)),
+                    None => "the output file has no extension".to_string(),
+                }
+            ))),
+        }
+    }
+}
+
+pub fn run(args: &Args) -> Result<(), CliError> {
+    let format = OutputFormat::for_path(&args.output)?;
+    let loaded = load_with(&args.input, &LoadOptions::default())?;
+    let value = match &args.key {
+        Some(key) => select_key(loaded.value, key, &args.input)?,
+        None => loaded.value,
+    };
+    match format {
+        OutputFormat::Torch => {
+            save_torch(&args.output, &value, &SaveOptions::default())?;
+            if args.tensors_only {
+                eprintln!("ckpt: note: --tensors-only is for safetensors output; torch files keep every value");
+            }
+        }
+        OutputFormat::Safetensors => write_safetensors(args, &value)?,
+    }
+    tracing::info!(
+        "converted {} ({}) to {}",
+        args.input.display(),
+        loaded.format,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// The top-level entry `key`; an error names the file and lists the keys there are.
+pub fn select_key(value: Value, key: &str, input: &Path) -> Result<Value, CliError> {
+    let file = printable(&input.display().to_string());
+    let Value::Dict(mut dict) = value else {
+        return Err(CliError::new(format!(
+            "{file}: --key {key} needs a dict at the top level, but the file holds a value of type {}",
+            value.type_name()
+        )));
+    };
+    match dict.remove(key) {
+        Some(selected) => Ok(selected),
+        None => {
+            let keys: Vec<String> = dict
+                .items
+                .keys()
+                .map(|k| printable(&k.to_string()))
+                .collect();
+            Err(CliError::new(format!(
+                "{file}: no top-level key '{}' (keys: {})",
+                printable(key),
+                if keys.is_empty() {
+                    "none".to_string()
+                } else {
+                    abbreviate(&keys, 20)
+                }
+            )))
+        }
+    }
+}
+
+fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
+    check_flat_names(value).map_err(|problem| {
+        CliError::new(format!(
+            "{}: {problem}",
+            printable(&args.input.display().to_string())
+        ))
+    })?;
+    let (tensors, others) = flatten_tensors(value);
+    if !others.is_empty() {
+        let listed = describe_non_tensors(&others);
+        let count = others.len();
+        let values = if count == 1 { "value" } else { "values" };
+        if !args.tensors_only {
+            return Err(CliError::new(format!(
+                "{}: {count} non-tensor {values} cannot be written to safetensors ({listed}); \
+                 pass --tensors-only to drop them",
+                printable(&args.input.display().to_string())
+            )));
+        }
+        eprintln!("ckpt: dropping {count} non-tensor {values}: {listed}");
+    }
+    let metadata = safetensors_metadata(value);
+    save_safetensors(&args.output, &tensors, metadata.as_deref())?;
+    Ok(())
+}
+
+/// Checks that every tensor gets its own non-empty safetensors name when nested keys are
+/// joined with `.` (as [`flatten_tensors`] joins them): `{"a.b": x, "a": {"b": y}}` would
+/// otherwise silently keep only one of the two.
+pub fn check_flat_names(value: &Value) -> Result<(), String> {
+    let mut seen = HashSet::new();
+    let mut clashes = Vec::new();
+    for leaf in leaves(value) {
+        if leaf.value.as_tensor().is_none() {
+            continue;
+        }
+        if leaf.path.is_empty() {
+            return Err(
+                "the value to convert is a single tensor without a name; safetensors stores named tensors"
+                    .to_string(),
+            );
+        }
+        let name = leaf
+            .path
+            .iter()
+            .map(|step| match step {
+                Step::Key(Key::Str(s)) => s.clone(),
+                Step::Key(key) => key.to_string(),
+                Step::Index(i) => i.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(".");
+        if !seen.insert(name.clone()) {
+            clashes.push(printable(&name));
+        }
+    }
+    if clashes.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} tensor name{} would be written twice once nested keys are joined with '.' ({})",
+            clashes.len(),
+            if clashes.len() == 1 { "" } else { "s" },
+            abbreviate(&clashes, LISTED)
+        ))
+    }
+}
+
+/// `iteration (int), cfg (str) and 3 more`.
+pub fn describe_non_tensors(others: &[(String, Value)]) -> String {
+    let described: Vec<String> = others
+        .iter()
+        .map(|(path, v)| format!("{} ({})", printable(path), printable(&v.type_name())))
+        .collect();
+    abbreviate(&described, LISTED)
+}
+
+/// The `__metadata__` of a safetensors input (kept as a dict attribute by the reader), so
+/// that safetensors to safetensors keeps it.
+fn safetensors_metadata(value: &Value) -> Option<Vec<(String, String)>> {
+    let metadata = value.as_dict()?.attributes.get("__metadata__")?.as_dict()?;
+    let pairs: Vec<(String, String)> = metadata
+        .iter()
+        .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
+        .collect();
+    (!pairs.is_empty()).then_some(pairs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ckpt::Dict;
+
+    #[test]
+    fn output_format_follows_the_extension() {
+        for name in ["a.pth", "a.pt", "a.PYTH", "dir.v1/a.bin"] {
+            assert_eq!(
+                OutputFormat::for_path(Path::new(name)).unwrap(),
+                OutputFormat::Torch
+            );
+        }
+        assert_eq!(
+            OutputFormat::for_path(Path::new("a.safetensors")).unwrap(),
+            OutputFormat::Safetensors
+        );
+        let err = OutputFormat::for_path(Path::new("a.pkl"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown output extension '.pkl'"), "{err}");
+        assert!(
+            err.contains(".safetensors") && err.contains(".pth"),
+            "{err}"
+        );
+        assert!(OutputFormat::for_path(Path::new("noext")).is_err());
+    }
+
+    #[test]
+    fn missing_key_lists_the_top_level_keys() {
+        let mut d = Dict::new();
+        d.insert("model", Value::Int(1));
+        d.insert("iteration", Value::Int(2));
+        let err = select_key(Value::Dict(d.clone()), "state", Path::new("f.pth"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "f.pth: no top-level key 'state' (keys: model, iteration)"
+        );
+        let got = select_key(Value::Dict(d), "iteration", Path::new("f.pth")).unwrap();
+        assert_eq!(got.as_int(), Some(2));
+        let err = select_key(Value::Int(1), "model", Path::new("f.pth"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("holds a value of type int"), "{err}");
+    }
+
+    #[test]
+    fn tensors_clashing_after_flattening_are_refused() {
+        let t = || Value::Tensor(ckpt::Tensor::from_slice(&[1f32], &[1]).unwrap());
+        let mut inner = Dict::new();
+        inner.insert("b", t());
+        let mut root = Dict::new();
+        root.insert("a.b", t());
+        root.insert("a", Value::Dict(inner));
+        root.insert("list", Value::List(vec![t(), Value::Int(3)]));
+        let err = check_flat_names(&Value::Dict(root.clone())).unwrap_err();
+        assert!(
+            err.contains("1 tensor name") && err.contains("(a.b)"),
+            "{err}"
+        );
+        root.remove("a.b");
+        assert_eq!(check_flat_names(&Value::Dict(root)), Ok(()));
+        assert!(check_flat_names(&t())
+            .unwrap_err()
+            .contains("without a name"));
+    }
+
+    #[test]
+    fn non_tensor_lists_are_abbreviated() {
+        let others: Vec<(String, Value)> =
+            (0..10).map(|i| (format!("v{i}"), Value::Int(i))).collect();
+        assert_eq!(
+            describe_non_tensors(&others),
+            "v0 (int), v1 (int), v2 (int), v3 (int), v4 (int), v5 (int), v6 (int), v7 (int) and 2 more"
+        );
+    }
+
+    #[test]
+    fn safetensors_metadata_is_carried_over() {
+        let mut meta = Dict::new();
+        meta.insert("format", Value::Str("pt".into()));
+        let mut d = Dict::ordered();
+        d.attributes
+            .insert("__metadata__".into(), Value::Dict(meta));
+        assert_eq!(
+            safetensors_metadata(&Value::Dict(d)),
+            Some(vec![("format".to_string(), "pt".to_string())])
+        );
+        assert_eq!(safetensors_metadata(&Value::Dict(Dict::new())), None);
+    }
+}

@@ -1,0 +1,393 @@
+//! `ckpt inspect FILE [--json]`: the format, every tensor and every other value of a file.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use ckpt::format::{load_with, LoadOptions, Loaded};
+use ckpt::walk::leaves;
+use ckpt::{ObjectBuild, Value};
+use serde::Serialize;
+
+use crate::error::CliError;
+use crate::output::{human_bytes, print, printable, step_json, Align, JsonLines, Table};
+
+/// Show the format, tensors and other values of a checkpoint file
+///
+/// Lists every tensor (path, type, dtype, shape, bytes) and every other value (path, type,
+/// short repr), then totals. Nothing in the file is executed: Python objects ckpt does not
+/// know are listed as opaque globals.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The checkpoint file: torch (.pth/.pt, zip or legacy), Detectron pickle (.pkl),
+    /// pycls (.pyth) or safetensors; the format is detected from the content.
+    pub file: PathBuf,
+    /// Print JSON for scripts instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Longest value repr shown.
+const REPR_CHARS: usize = 80;
+
+pub fn run(args: &Args) -> Result<(), CliError> {
+    let loaded = load_with(&args.file, &LoadOptions::default())?;
+    let report = Report::new(&args.file.display().to_string(), &loaded);
+    if args.json {
+        print(&report.to_json()?)
+    } else {
+        print(&report.render())
+    }
+}
+
+/// Everything `inspect` says about a file; serialised as the `--json` output.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub file: String,
+    pub format: &'static str,
+    pub entries: Vec<Entry>,
+    pub totals: Totals,
+}
+
+/// One leaf of the checkpoint's tree: a tensor, or any other value (an empty container too).
+#[derive(Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Entry {
+    Tensor(TensorEntry),
+    Value(ValueEntry),
+}
+
+#[derive(Debug, Serialize)]
+pub struct TensorEntry {
+    /// Keys and indices from the root (strings for str keys, numbers for int keys/indices).
+    pub path: Vec<serde_json::Value>,
+    /// `Tensor`, `Parameter` or `numpy.ndarray`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub dtype: &'static str,
+    pub shape: Vec<usize>,
+    /// Bytes of the elements (not of the storage).
+    pub bytes: u64,
+    pub contiguous: bool,
+    pub requires_grad: bool,
+    #[serde(skip)]
+    pub display_path: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ValueEntry {
+    pub path: Vec<serde_json::Value>,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub repr: String,
+    /// A global ckpt does not interpret, kept verbatim and never executed.
+    pub opaque: bool,
+    #[serde(skip)]
+    pub display_path: String,
+}
+
+#[derive(Debug, Default, Serialize, PartialEq, Eq)]
+pub struct Totals {
+    pub tensors: usize,
+    /// Sum of every tensor's element bytes (a shared storage counts once per tensor).
+    pub tensor_bytes: u64,
+    /// Distinct storages behind the tensors.
+    pub storages: usize,
+    /// Bytes of the distinct storages (what the tensors take in the file or in memory).
+    pub storage_bytes: u64,
+    pub values: usize,
+    pub opaque: usize,
+}
+
+impl Report {
+    /// Walks `loaded` once; cost linear in the number of values.
+    pub fn new(file: &str, loaded: &Loaded) -> Report {
+        let mut entries = Vec::new();
+        let mut totals = Totals::default();
+        let mut storages = HashSet::new();
+        for leaf in leaves(&loaded.value) {
+            let path = leaf.path.iter().map(step_json).collect();
+            let display_path = printable(&leaf.path_string());
+            if let Some(tensor) = leaf.value.as_tensor() {
+                let bytes = tensor.nbytes() as u64;
+                totals.tensors += 1;
+                totals.tensor_bytes += bytes;
+                if storages.insert(tensor.storage().id()) {
+                    totals.storages += 1;
+                    totals.storage_bytes += tensor.storage().len() as u64;
+                }
+                entries.push(Entry::Tensor(TensorEntry {
+                    path,
+                    type_name: leaf.value.type_name(),
+                    dtype: tensor.dtype().name(),
+                    shape: tensor.shape().to_vec(),
+                    bytes,
+                    contiguous: tensor.is_contiguous(),
+                    requires_grad: tensor.requires_grad(),
+                    display_path,
+                }));
+            } else {
+                let opaque = matches!(leaf.value, Value::Object(_));
+                totals.values += 1;
+                totals.opaque += usize::from(opaque);
+                entries.push(Entry::Value(ValueEntry {
+                    path,
+                    type_name: leaf.value.type_name(),
+                    repr: repr(leaf.value),
+                    opaque,
+                    display_path,
+                }));
+            }
+        }
+        Report {
+            file: file.to_string(),
+            format: loaded.format.name(),
+            entries,
+            totals,
+        }
+    }
+
+    /// The `--json` output: the fields of [`Report`], one entry per line.
+    pub fn to_json(&self) -> Result<String, CliError> {
+        Ok(JsonLines::new()
+            .field("file", &self.file)?
+            .field("format", self.format)?
+            .rows("entries", &self.entries)?
+            .field("totals", &self.totals)?
+            .render())
+    }
+
+    /// Tables for people: the tensors, then the other values, then the totals.
+    pub fn render(&self) -> String {
+        let mut out = format!(
+            "file:    {}\nformat:  {}\n",
+            printable(&self.file),
+            self.format
+        );
+        let mut tensors = Table::new(
+            &["TENSOR", "TYPE", "DTYPE", "SHAPE", "BYTES", "NOTE"],
+            &[
+                Align::Left,
+                Align::Left,
+                Align::Left,
+                Align::Left,
+                Align::Right,
+                Align::Left,
+            ],
+        );
+        let mut values = Table::new(
+            &["VALUE", "TYPE", "REPR", "NOTE"],
+            &[Align::Left, Align::Left, Align::Left, Align::Left],
+        );
+        for entry in &self.entries {
+            match entry {
+                Entry::Tensor(t) => {
+                    let mut notes = Vec::new();
+                    if !t.contiguous {
+                        notes.push("non-contiguous");
+                    }
+                    if t.requires_grad {
+                        notes.push("requires_grad");
+                    }
+                    tensors.row(vec![
+                        t.display_path.clone(),
+                        t.type_name.clone(),
+                        t.dtype.to_string(),
+                        format!("{:?}", t.shape),
+                        human_bytes(t.bytes),
+                        notes.join(", "),
+                    ]);
+                }
+                Entry::Value(v) => values.row(vec![
+                    v.display_path.clone(),
+                    printable(&v.type_name),
+                    printable(&v.repr),
+                    if v.opaque {
+                        "opaque global (not executed)".to_string()
+                    } else {
+                        String::new()
+                    },
+                ]),
+            }
+        }
+        if !tensors.is_empty() {
+            out.push('\n');
+            out.push_str(&tensors.render());
+        }
+        if !values.is_empty() {
+            out.push('\n');
+            out.push_str(&values.render());
+        }
+        let t = &self.totals;
+        out.push_str(&format!(
+            "\ntotals:  {} tensor{}, {} ({} in {} storage{}); {} other value{}{}\n",
+            t.tensors,
+            plural(t.tensors),
+            human_bytes(t.tensor_bytes),
+            human_bytes(t.storage_bytes),
+            t.storages,
+            plural(t.storages),
+            t.values,
+            plural(t.values),
+            if t.opaque > 0 {
+                format!(" ({} opaque)", t.opaque)
+            } else {
+                String::new()
+            }
+        ));
+        out
+    }
+}
+
+/// A short repr; for an opaque object also how the file built it (never by running it).
+fn repr(value: &Value) -> String {
+    let Value::Object(object) = value else {
+        return value.short_repr(REPR_CHARS);
+    };
+    let args = |args: &[Value]| Value::Tuple(args.to_vec()).short_repr(REPR_CHARS);
+    let mut text = match &object.build {
+        ObjectBuild::Global => format!("<global {}>", object.qualified_name()),
+        ObjectBuild::Call(a) => format!("{}{}", object.qualified_name(), args(a)),
+        ObjectBuild::New(a) => format!("{}.__new__{}", object.qualified_name(), args(a)),
+    };
+    if let Some(state) = &object.state {
+        text.push_str(" state=");
+        text.push_str(&state.short_repr(REPR_CHARS));
+    }
+    if text.chars().count() > REPR_CHARS {
+        let cut: String = text.chars().take(REPR_CHARS - 3).collect();
+        text = format!("{cut}...");
+    }
+    text
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ckpt::format::Format;
+    use ckpt::{Dict, Object, Tensor};
+
+    fn sample() -> Loaded {
+        let weight = Tensor::from_slice(&[1f32, 2., 3., 4., 5., 6.], &[2, 3]).unwrap();
+        let tied = weight.view(&[3, 2], &[1, 3], 0).unwrap();
+        let mut model = Dict::ordered();
+        model.insert("fc.weight", Value::Parameter(weight));
+        model.insert("head.weight", Value::Tensor(tied));
+        let mut state = Dict::new();
+        state.insert(
+            0i64,
+            Value::NdArray(Tensor::from_slice(&[7i64], &[]).unwrap()),
+        );
+        let mut root = Dict::new();
+        root.insert("model", Value::Dict(model));
+        root.insert("state", Value::Dict(state));
+        root.insert("iteration", Value::Int(9));
+        root.insert("extra", Value::List(vec![]));
+        root.insert(
+            "cfg",
+            Value::Object(Box::new(Object {
+                module: "argparse".into(),
+                name: "Namespace".into(),
+                build: ObjectBuild::New(vec![]),
+                state: Some(Value::Dict({
+                    let mut d = Dict::new();
+                    d.insert("lr", Value::Float(0.1));
+                    d
+                })),
+            })),
+        );
+        Loaded {
+            format: Format::TorchZip,
+            value: Value::Dict(root),
+        }
+    }
+
+    #[test]
+    fn json_report_lists_every_leaf_with_its_path() {
+        let report = Report::new("x.pth", &sample());
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["format"], "torch-zip");
+        let entries = json["entries"].as_array().unwrap();
+        let paths: Vec<_> = entries.iter().map(|e| e["path"].clone()).collect();
+        assert_eq!(
+            serde_json::Value::Array(paths),
+            serde_json::json!([
+                ["model", "fc.weight"],
+                ["model", "head.weight"],
+                ["state", 0],
+                ["iteration"],
+                ["extra"],
+                ["cfg"]
+            ])
+        );
+        assert_eq!(entries[0]["kind"], "tensor");
+        assert_eq!(entries[0]["type"], "Parameter");
+        assert_eq!(entries[0]["dtype"], "float32");
+        assert_eq!(entries[0]["shape"], serde_json::json!([2, 3]));
+        assert_eq!(entries[0]["bytes"], 24);
+        assert_eq!(entries[1]["contiguous"], false);
+        assert_eq!(entries[2]["type"], "numpy.ndarray");
+        assert_eq!(entries[2]["shape"], serde_json::json!([]));
+        assert_eq!(entries[3]["kind"], "value");
+        assert_eq!(entries[3]["repr"], "9");
+        assert_eq!(entries[3]["opaque"], false);
+        assert_eq!(entries[4]["repr"], "[]");
+        assert_eq!(entries[5]["type"], "argparse.Namespace");
+        assert_eq!(entries[5]["opaque"], true);
+        assert_eq!(
+            entries[5]["repr"],
+            "argparse.Namespace.__new__() state={\"lr\": 0.1}"
+        );
+    }
+
+    #[test]
+    fn json_output_has_one_line_per_entry() {
+        let report = Report::new("x.pth", &sample());
+        let text = report.to_json().unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(parsed, serde_json::to_value(&report).unwrap());
+        // `{`, file, format, `"entries": [`, the entries, `],`, totals, `}`.
+        assert_eq!(text.lines().count(), report.entries.len() + 7);
+        let entry_lines = text.lines().filter(|l| l.contains("\"kind\":")).count();
+        assert_eq!(entry_lines, report.entries.len());
+    }
+
+    #[test]
+    fn shared_storages_count_once_in_storage_bytes() {
+        let report = Report::new("x.pth", &sample());
+        assert_eq!(
+            report.totals,
+            Totals {
+                tensors: 3,
+                tensor_bytes: 24 + 24 + 8,
+                storages: 2,
+                storage_bytes: 24 + 8,
+                values: 3,
+                opaque: 1,
+            }
+        );
+    }
+
+    #[test]
+    fn table_shows_tensors_values_and_totals() {
+        let text = Report::new("x.pth", &sample()).render();
+        assert!(text.contains("format:  torch-zip"), "{text}");
+        assert!(text.contains("model.fc.weight"), "{text}");
+        assert!(text.contains("state[0]"), "{text}");
+        assert!(text.contains("non-contiguous"), "{text}");
+        assert!(text.contains("opaque global"), "{text}");
+        assert!(
+            text.contains(
+                "totals:  3 tensors, 56 B (32 B in 2 storages); 3 other values (1 opaque)"
+            ),
+            "{text}"
+        );
+    }
+}
