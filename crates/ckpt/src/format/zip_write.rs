@@ -286,3 +286,157 @@ impl<'w> ZipWriter<'w> {
 fn write_error(e: std::io::Error) -> Error {
     Error::io("<archive being written>", e)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts bytes and keeps only the small writes (headers, descriptors, directory), so
+    /// archives past 4 GiB can be laid out without storing them.
+    #[derive(Default)]
+    struct Recorder {
+        offset: u64,
+        writes: Vec<(u64, Vec<u8>)>,
+    }
+
+    impl Write for Recorder {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            if buf.len() <= 4096 {
+                self.writes.push((self.offset, buf.to_vec()));
+            }
+            self.offset += buf.len() as u64;
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Recorder {
+        fn at(&self, offset: u64) -> &[u8] {
+            &self
+                .writes
+                .iter()
+                .find(|(o, _)| *o == offset)
+                .unwrap_or_else(|| panic!("no write at {offset:#x}"))
+                .1
+        }
+    }
+
+    fn u16_at(b: &[u8], i: usize) -> u16 {
+        u16::from_le_bytes([b[i], b[i + 1]])
+    }
+    fn u32_at(b: &[u8], i: usize) -> u32 {
+        u32::from_le_bytes(b[i..i + 4].try_into().unwrap())
+    }
+    fn u64_at(b: &[u8], i: usize) -> u64 {
+        u64::from_le_bytes(b[i..i + 8].try_into().unwrap())
+    }
+
+    const BIG: u64 = 0x1_0000_0010;
+
+    /// The layout torch wrote for a 4 GiB+ storage followed by a small one (FORMATS.md §1.6).
+    #[test]
+    fn records_past_4_gib_get_zip64_fields_exactly_as_miniz() {
+        let mut sink = Recorder::default();
+        let zeros = vec![0u8; 1 << 20];
+        {
+            let mut zip = ZipWriter::starting_at(&mut sink, 0x39c, 64, false).unwrap();
+            let chunks = (0..BIG.div_ceil(zeros.len() as u64)).map(|i| {
+                let left = BIG - i * zeros.len() as u64;
+                &zeros[..left.min(zeros.len() as u64) as usize]
+            });
+            zip.add_chunks("big/data/1", BIG, chunks).unwrap();
+            zip.add("big/data/2", &[7u8; 0x20]).unwrap();
+            zip.finish().unwrap();
+        }
+        // The writer starts at 0x39c of a sink that has seen nothing: shift by that.
+        let base = 0x39c;
+        let at = |offset: u64| sink.at(offset - base).to_vec();
+
+        // data/1: zip64 (uncompressed size, compressed 0) then FB padding of 36; data at 0x400.
+        let lh1 = at(0x39c);
+        assert_eq!(u16_at(&lh1, 6), 0x0808);
+        assert_eq!(u32_at(&lh1, 18), 0);
+        assert_eq!(u32_at(&lh1, 22), 0);
+        let extra = &lh1[30 + 10..];
+        assert_eq!(u16_at(extra, 0), 1);
+        assert_eq!(u16_at(extra, 2), 16);
+        assert_eq!(u64_at(extra, 4), BIG);
+        assert_eq!(u64_at(extra, 12), 0);
+        assert_eq!(&extra[20..22], b"FB");
+        assert_eq!(u16_at(extra, 22), 36);
+        assert_eq!(0x39c + lh1.len() as u64, 0x400);
+
+        // 24-byte descriptor with u64 sizes right after the data.
+        let dd1 = at(0x400 + BIG);
+        assert_eq!(dd1.len(), 24);
+        assert_eq!(u32_at(&dd1, 0), DATA_DESCRIPTOR);
+        assert_eq!(u64_at(&dd1, 8), BIG);
+        assert_eq!(u64_at(&dd1, 16), BIG);
+
+        // data/2 starts past 4 GiB: zip64 field with only the header offset, FB of 32.
+        let lh2_offset = 0x400 + BIG + 24;
+        assert_eq!(lh2_offset, 0x1_0000_0428);
+        let lh2 = at(lh2_offset);
+        let extra = &lh2[30 + 10..];
+        assert_eq!(u16_at(extra, 0), 1);
+        assert_eq!(u16_at(extra, 2), 8);
+        assert_eq!(u64_at(extra, 4), lh2_offset);
+        assert_eq!(u16_at(extra, 14), 32);
+        assert_eq!(lh2_offset + lh2.len() as u64, 0x1_0000_0480);
+        let dd2 = at(0x1_0000_0480 + 0x20);
+        assert_eq!(dd2.len(), 24, "zip64 local header means a 64-bit descriptor");
+
+        // Central directory: saturated 32-bit fields, real values in the zip64 extra.
+        let cd_offset = 0x1_0000_0480 + 0x20 + 24;
+        let cd1 = at(cd_offset);
+        assert_eq!(u32_at(&cd1, 0), CENTRAL_HEADER);
+        assert_eq!(u32_at(&cd1, 20), 0xFFFF_FFFF);
+        assert_eq!(u32_at(&cd1, 24), 0xFFFF_FFFF);
+        assert_eq!(u32_at(&cd1, 42), 0x39c);
+        assert_eq!(&cd1[46 + 10..], {
+            let mut e = vec![1, 0, 16, 0];
+            e.extend_from_slice(&BIG.to_le_bytes());
+            e.extend_from_slice(&BIG.to_le_bytes());
+            e
+        });
+        let cd2 = at(cd_offset + cd1.len() as u64);
+        assert_eq!(u32_at(&cd2, 20), 0x20);
+        assert_eq!(u32_at(&cd2, 42), 0xFFFF_FFFF);
+        assert_eq!(&cd2[46 + 10..], {
+            let mut e = vec![1, 0, 8, 0];
+            e.extend_from_slice(&lh2_offset.to_le_bytes());
+            e
+        });
+
+        // End records: zip64 ones hold the real offset; the classic one saturates.
+        let end = at(cd_offset + (cd1.len() + cd2.len()) as u64);
+        assert_eq!(u32_at(&end, 0), ZIP64_EOCD);
+        assert_eq!(u64_at(&end, 24), 2);
+        assert_eq!(u64_at(&end, 48), cd_offset);
+        let eocd = &end[56 + 20..];
+        assert_eq!(u32_at(eocd, 0), EOCD);
+        assert_eq!(u32_at(eocd, 16), 0xFFFF_FFFF);
+    }
+
+    #[test]
+    fn empty_records_have_no_descriptor_and_padding_may_be_zero() {
+        let mut out = Vec::new();
+        let mut zip = ZipWriter::new(&mut out, 64, true).unwrap();
+        zip.add("a/data/0", &[]).unwrap();
+        zip.finish().unwrap();
+        // 30 + 8 + 4 = 42 -> 22 bytes of padding; data (none) at 64, central header next.
+        assert_eq!(u16_at(&out, 6), 0x0800);
+        assert_eq!(u16_at(&out, 28), 4 + 22);
+        assert_eq!(u32_at(&out, 64), CENTRAL_HEADER);
+        assert_eq!(fb_padding(0, 30, 5, 64), 0);
+    }
+
+    #[test]
+    fn out_of_range_alignment_is_rejected() {
+        let mut out = Vec::new();
+        assert!(ZipWriter::new(&mut out, 0, true).is_err());
+        assert!(ZipWriter::new(&mut out, MAX_ALIGNMENT + 1, true).is_err());
+    }
+}
