@@ -96,7 +96,10 @@ fn written_file_reads_back_in_the_safetensors_crate_and_here() {
     assert_eq!(parsed.len(), sd.len());
     for (name, tensor) in sd.iter() {
         let view = parsed.tensor(name).unwrap();
-        assert_eq!(view.dtype().to_string(), tensor.dtype().safetensors_name().unwrap());
+        assert_eq!(
+            view.dtype().to_string(),
+            tensor.dtype().safetensors_name().unwrap()
+        );
         assert_eq!(view.shape(), tensor.shape());
         assert_eq!(view.data(), &*tensor.contiguous_bytes(), "{name}");
     }
@@ -195,7 +198,10 @@ fn files_cross_between_python_safetensors_and_ckpt() {
     assert!(stdout.contains("ALL OK"), "{stdout}\n{stderr}");
 
     // Same tensors and metadata: the same bytes as Python's writer.
-    assert_eq!(std::fs::read(&ours).unwrap(), std::fs::read(&theirs).unwrap());
+    assert_eq!(
+        std::fs::read(&ours).unwrap(),
+        std::fs::read(&theirs).unwrap()
+    );
 
     // Python wrote every dtype with the same pattern, plus a transposed (made contiguous) one.
     let value = load(&theirs).unwrap();
@@ -203,7 +209,10 @@ fn files_cross_between_python_safetensors_and_ckpt() {
     let expected = sample();
     assert_eq!(read.len(), expected.len());
     for (name, tensor) in &read {
-        assert!(tensor.storage().is_mapped(), "{name} is a view of the mapped file");
+        assert!(
+            tensor.storage().is_mapped(),
+            "{name} is a view of the mapped file"
+        );
         assert!(tensor.data_eq(expected.get(name).unwrap()), "{name}");
     }
     // Data-offset order: decreasing alignment, then name (how safetensors lays files out).

@@ -109,7 +109,10 @@ fn shapes_case() -> Value {
     ordered(vec![
         ("scalar", t(f32s(&[3.5], &[]))),
         ("empty", t(Tensor::zeros(DType::Float32, &[0, 3]).unwrap())),
-        ("empty_mid", t(Tensor::zeros(DType::Int64, &[2, 0, 4]).unwrap())),
+        (
+            "empty_mid",
+            t(Tensor::zeros(DType::Int64, &[2, 0, 4]).unwrap()),
+        ),
         ("four_d", t(arange(120, &[2, 3, 4, 5]))),
         ("long_scalar", t(Tensor::from_slice(&[7i64], &[]).unwrap())),
     ])
@@ -152,10 +155,8 @@ fn module_case() -> Value {
         ),
     ]);
     if let Value::Dict(d) = &mut sd {
-        d.attributes.insert(
-            "_metadata".into(),
-            metadata(&[("", 1), ("0", 1), ("1", 2)]),
-        );
+        d.attributes
+            .insert("_metadata".into(), metadata(&[("", 1), ("0", 1), ("1", 2)]));
     }
     sd
 }
@@ -242,7 +243,10 @@ fn scalars_case() -> Value {
     );
     let counter = dict(
         DictKind::Counter,
-        vec![(Key::from("x"), Value::Int(2)), (Key::from("y"), Value::Int(1))],
+        vec![
+            (Key::from("x"), Value::Int(2)),
+            (Key::from("y"), Value::Int(1)),
+        ],
     );
     plain(vec![
         ("big", Value::BigInt(big.clone())),
@@ -309,10 +313,7 @@ fn scalars_case() -> Value {
         ),
         ("counter", counter),
         ("keys", keys),
-        (
-            "empty_ordered",
-            ordered(vec![]),
-        ),
+        ("empty_ordered", ordered(vec![])),
     ])
 }
 
@@ -330,7 +331,9 @@ fn parameters_case() -> Value {
         ),
         (
             "int_grad_ignored",
-            t(Tensor::from_slice(&[1i64], &[1]).unwrap().with_requires_grad(true)),
+            t(Tensor::from_slice(&[1i64], &[1])
+                .unwrap()
+                .with_requires_grad(true)),
         ),
     ])
 }

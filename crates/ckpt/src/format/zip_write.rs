@@ -386,7 +386,11 @@ mod tests {
         assert_eq!(u16_at(extra, 14), 32);
         assert_eq!(lh2_offset + lh2.len() as u64, 0x1_0000_0480);
         let dd2 = at(0x1_0000_0480 + 0x20);
-        assert_eq!(dd2.len(), 24, "zip64 local header means a 64-bit descriptor");
+        assert_eq!(
+            dd2.len(),
+            24,
+            "zip64 local header means a 64-bit descriptor"
+        );
 
         // Central directory: saturated 32-bit fields, real values in the zip64 extra.
         let cd_offset = 0x1_0000_0480 + 0x20 + 24;

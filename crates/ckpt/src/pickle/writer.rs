@@ -478,6 +478,8 @@ impl<'s> PickleWriter<'s> {
     fn shareable(&mut self, t: &Tensor) -> Tensor {
         let dtype = t.dtype();
         let id = t.storage().id();
+        // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
+        #[allow(clippy::manual_is_multiple_of)]
         let whole_elements = t.storage().len() % dtype.size() == 0;
         match self.storage_dtypes.get(&id) {
             Some(&first) if first == dtype => return t.clone(),
@@ -534,9 +536,17 @@ impl<'s> PickleWriter<'s> {
         self.put();
         self.out.push(op::BINPERSID);
         self.int(to_i64(t.storage_offset())?);
-        let shape = t.shape().iter().map(|&d| to_i64(d)).collect::<Result<Vec<_>>>()?;
+        let shape = t
+            .shape()
+            .iter()
+            .map(|&d| to_i64(d))
+            .collect::<Result<Vec<_>>>()?;
         self.int_tuple(shape.into_iter());
-        let strides = t.strides().iter().map(|&d| to_i64(d)).collect::<Result<Vec<_>>>()?;
+        let strides = t
+            .strides()
+            .iter()
+            .map(|&d| to_i64(d))
+            .collect::<Result<Vec<_>>>()?;
         self.int_tuple(strides.into_iter());
         self.bool(requires_grad);
         self.empty_ordered_dict();
@@ -645,10 +655,7 @@ mod tests {
     #[test]
     fn repeated_strings_are_memo_references() {
         let v = Value::List(vec![Value::Str("a".into()), Value::Str("a".into())]);
-        assert_eq!(
-            pickle(&v),
-            b"\x80\x02]q\x00(X\x01\x00\x00\x00aq\x01h\x01e."
-        );
+        assert_eq!(pickle(&v), b"\x80\x02]q\x00(X\x01\x00\x00\x00aq\x01h\x01e.");
     }
 
     #[test]
@@ -702,14 +709,7 @@ mod tests {
     #[test]
     fn tensors_sharing_a_storage_with_another_dtype_get_their_own() {
         let t = Tensor::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
-        let as_int = Tensor::new(
-            DType::Int32,
-            vec![2],
-            vec![1],
-            0,
-            t.storage().clone(),
-        )
-        .unwrap();
+        let as_int = Tensor::new(DType::Int32, vec![2], vec![1], 0, t.storage().clone()).unwrap();
         let mut keys = Keys(HashMap::new());
         let v = Value::List(vec![Value::Tensor(t), Value::Tensor(as_int)]);
         write_pickle(&v, &mut keys).unwrap();
