@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use ckpt::format::{save_safetensors, save_torch, write_torch, SaveOptions};
-use ckpt::{Dict, StateDict, Tensor, Value};
+use ckpt::{Dict, DictKind, Key, StateDict, Tensor, Value};
 
 fn fixture(name: &str) -> Vec<u8> {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -55,6 +55,122 @@ fn state_dict_archive_is_byte_identical_to_torch_save() {
     assert_eq!(ours.len(), reference.len());
     let ours = mask_serialization_id(ours, "sd_plain");
     let reference = mask_serialization_id(reference, "sd_plain");
+    let first_difference = ours.iter().zip(&reference).position(|(a, b)| a != b);
+    assert_eq!(first_difference, None, "files differ");
+}
+
+fn f32s(data: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_slice(data, shape).unwrap()
+}
+
+fn plain(items: Vec<(Key, Value)>) -> Value {
+    let mut d = Dict::new();
+    d.items.extend(items);
+    Value::Dict(d)
+}
+
+/// `Sequential(Linear(3, 2), BatchNorm1d(2)).state_dict()` as make_reference.py sets it.
+fn module_state_dict() -> Value {
+    let mut sd = StateDict::new();
+    let w: Vec<f32> = (0..6).map(|x| x as f32 / 8.0).collect();
+    sd.insert("0.weight", f32s(&w, &[2, 3]));
+    sd.insert("0.bias", f32s(&[0.5, -0.5], &[2]));
+    sd.insert("1.weight", f32s(&[1.0, 1.0], &[2]));
+    sd.insert("1.bias", f32s(&[0.0, 0.0], &[2]));
+    sd.insert("1.running_mean", f32s(&[0.0, 0.0], &[2]));
+    sd.insert("1.running_var", f32s(&[1.0, 1.0], &[2]));
+    sd.insert(
+        "1.num_batches_tracked",
+        Tensor::from_slice(&[0i64], &[]).unwrap(),
+    );
+    let mut metadata = Dict::ordered();
+    for (prefix, version) in [("", 1), ("0", 1), ("1", 2)] {
+        let version = plain(vec![(Key::from("version"), Value::Int(version))]);
+        metadata.insert(prefix, version);
+    }
+    sd.metadata = Some(Value::Dict(metadata));
+    sd.to_value()
+}
+
+#[test]
+fn module_state_dict_with_metadata_is_byte_identical_to_torch_save() {
+    let reference = fixture("module_sd.pt");
+    let mut ours = Vec::new();
+    let options = SaveOptions {
+        archive_name: Some("module_sd".into()),
+        ..SaveOptions::default()
+    };
+    write_torch(&mut ours, &module_state_dict(), &options).unwrap();
+    assert_same_archive(ours, reference, "module_sd");
+}
+
+#[test]
+fn checkpoint_with_adam_state_is_byte_identical_to_torch_save() {
+    let reference = fixture("adam.pt");
+    let state = |shape: &[usize]| {
+        let zeros = vec![0.0f32; shape.iter().product()];
+        plain(vec![
+            (Key::from("step"), Value::Tensor(f32s(&[1.0], &[]))),
+            (Key::from("exp_avg"), Value::Tensor(f32s(&zeros, shape))),
+            (Key::from("exp_avg_sq"), Value::Tensor(f32s(&zeros, shape))),
+        ])
+    };
+    let group = plain(
+        [
+            ("lr", Value::Float(0.001)),
+            (
+                "betas",
+                Value::Tuple(vec![Value::Float(0.9), Value::Float(0.999)]),
+            ),
+            ("eps", Value::Float(1e-8)),
+            ("weight_decay", Value::Int(0)),
+            ("amsgrad", Value::Bool(false)),
+            ("maximize", Value::Bool(false)),
+            ("foreach", Value::None),
+            ("capturable", Value::Bool(false)),
+            ("differentiable", Value::Bool(false)),
+            ("fused", Value::None),
+            ("decoupled_weight_decay", Value::Bool(false)),
+            ("params", Value::List(vec![Value::Int(0), Value::Int(1)])),
+        ]
+        .into_iter()
+        .map(|(k, v)| (Key::from(k), v))
+        .collect(),
+    );
+    let optimizer = plain(vec![
+        (
+            Key::from("state"),
+            plain(vec![
+                (Key::Int(0), state(&[2, 3])),
+                (Key::Int(1), state(&[2])),
+            ]),
+        ),
+        (Key::from("param_groups"), Value::List(vec![group])),
+    ]);
+    let checkpoint = Value::Dict(Dict {
+        kind: DictKind::Dict,
+        items: [
+            (Key::from("model"), module_state_dict()),
+            (Key::from("optimizer"), optimizer),
+            (Key::from("iteration"), Value::Int(1)),
+        ]
+        .into_iter()
+        .collect(),
+        attributes: Default::default(),
+    });
+    let mut ours = Vec::new();
+    let options = SaveOptions {
+        archive_name: Some("adam".into()),
+        ..SaveOptions::default()
+    };
+    write_torch(&mut ours, &checkpoint, &options).unwrap();
+    assert_same_archive(ours, reference, "adam");
+}
+
+fn assert_same_archive(ours: Vec<u8>, reference: Vec<u8>, archive: &str) {
+    assert_eq!(ours.len(), reference.len(), "archive lengths");
+    let ours = mask_serialization_id(ours, archive);
+    let reference = mask_serialization_id(reference, archive);
     let first_difference = ours.iter().zip(&reference).position(|(a, b)| a != b);
     assert_eq!(first_difference, None, "files differ");
 }

@@ -76,6 +76,10 @@ pub struct PickleWriter<'s> {
     memo_len: u32,
     globals: HashMap<(&'static str, String), u32>,
     strings: HashMap<String, u32>,
+    /// Strings of persistent ids ('storage', 'cpu', storage keys): torch reuses these
+    /// objects, but they are distinct from equal strings elsewhere (a `_metadata` prefix
+    /// `'0'` is written again after storage key `'0'`), so they have their own memo.
+    pid_strings: HashMap<String, u32>,
     /// The dtype each storage (by `Storage::id`) was first saved with.
     storage_dtypes: HashMap<usize, DType>,
     /// Contiguous copies made for tensors that could not share their storage; kept alive so
@@ -100,6 +104,7 @@ impl<'s> PickleWriter<'s> {
             memo_len: 0,
             globals: HashMap::new(),
             strings: HashMap::new(),
+            pid_strings: HashMap::new(),
             storage_dtypes: HashMap::new(),
             copies: Vec::new(),
         }
@@ -153,7 +158,16 @@ impl<'s> PickleWriter<'s> {
     }
 
     fn string(&mut self, s: &str) -> Result<()> {
-        if let Some(&index) = self.strings.get(s) {
+        self.memo_string(s, false)
+    }
+
+    fn memo_string(&mut self, s: &str, in_pid: bool) -> Result<()> {
+        let memo = if in_pid {
+            &self.pid_strings
+        } else {
+            &self.strings
+        };
+        if let Some(&index) = memo.get(s) {
             self.get(index);
             return Ok(());
         }
@@ -167,7 +181,12 @@ impl<'s> PickleWriter<'s> {
         self.out.extend_from_slice(&len.to_le_bytes());
         self.out.extend_from_slice(s.as_bytes());
         let index = self.put();
-        self.strings.insert(s.to_string(), index);
+        let memo = if in_pid {
+            &mut self.pid_strings
+        } else {
+            &mut self.strings
+        };
+        memo.insert(s.to_string(), index);
         Ok(())
     }
 
@@ -518,7 +537,7 @@ impl<'s> PickleWriter<'s> {
         self.out.push(op::MARK);
         // Persistent id: ('storage', class, key, 'cpu', numel).
         self.out.push(op::MARK);
-        self.string("storage")?;
+        self.memo_string("storage", true)?;
         let numel = match class {
             Some(class) => {
                 self.global("torch", class);
@@ -529,8 +548,8 @@ impl<'s> PickleWriter<'s> {
                 storage_bytes
             }
         };
-        self.string(&key)?;
-        self.string("cpu")?;
+        self.memo_string(&key, true)?;
+        self.memo_string("cpu", true)?;
         self.int(to_i64(numel)?);
         self.out.push(op::TUPLE);
         self.put();
