@@ -38,6 +38,10 @@ impl StorageSink for Storages {
 /// `.storage_alignment`, `byteorder`, `data/0..N-1` (one per distinct storage, written
 /// straight from the storage's memory), `version`, `.data/serialization_id`.
 ///
+/// As `torch.save`, each distinct storage is saved whole, so views and tied weights stay
+/// shared (a small view of a large storage saves the whole storage). Output is
+/// deterministic: the same value gives the same bytes.
+///
 /// Fails (before writing anything) on values a weights-only torch file cannot hold: see
 /// [`crate::pickle::write_pickle`].
 pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) -> Result<()> {

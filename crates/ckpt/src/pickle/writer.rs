@@ -74,7 +74,7 @@ pub struct PickleWriter<'s> {
     out: Vec<u8>,
     sink: &'s mut dyn StorageSink,
     memo_len: u32,
-    globals: HashMap<(&'static str, String), u32>,
+    globals: HashMap<(&'static str, &'static str), u32>,
     strings: HashMap<String, u32>,
     /// Strings of persistent ids ('storage', 'cpu', storage keys): torch reuses these
     /// objects, but they are distinct from equal strings elsewhere (a `_metadata` prefix
@@ -144,8 +144,8 @@ impl<'s> PickleWriter<'s> {
         }
     }
 
-    fn global(&mut self, module: &'static str, name: &str) {
-        if let Some(&index) = self.globals.get(&(module, name.to_string())) {
+    fn global(&mut self, module: &'static str, name: &'static str) {
+        if let Some(&index) = self.globals.get(&(module, name)) {
             return self.get(index);
         }
         self.out.push(op::GLOBAL);
@@ -154,7 +154,7 @@ impl<'s> PickleWriter<'s> {
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(b'\n');
         let index = self.put();
-        self.globals.insert((module, name.to_string()), index);
+        self.globals.insert((module, name), index);
     }
 
     fn string(&mut self, s: &str) -> Result<()> {
@@ -369,7 +369,7 @@ impl<'s> PickleWriter<'s> {
     fn reduce(
         &mut self,
         module: &'static str,
-        name: &str,
+        name: &'static str,
         args: impl FnOnce(&mut Self) -> Result<usize>,
     ) -> Result<()> {
         self.global(module, name);
