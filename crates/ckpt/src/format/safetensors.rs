@@ -1,32 +1,232 @@
-//! safetensors files, through the `safetensors` crate: tensors are views of the buffer.
+//! safetensors files (FORMATS.md §7).
+//!
+//! Reading goes through the `safetensors` crate's header parser and validation (header size
+//! cap, offsets covering the data exactly); tensors are zero-copy views of the file buffer,
+//! in the order of their data offsets (for files written by safetensors itself: by
+//! decreasing dtype alignment, then name).
+//!
+//! Writing produces the same bytes as the crate's `serialize` (tensors sorted by decreasing
+//! dtype alignment then name, JSON header padded with spaces to 8 bytes) but streams: the
+//! crate can only build the whole file in a `Vec` or open a path itself, while our callers
+//! hand us a writer (the atomic temporary file), so the header is written here with
+//! `serde_json` and each tensor's bytes go straight from its storage to the writer.
+//! `__metadata__` keeps the caller's order, so the output is deterministic.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::sync::Arc;
 
-use crate::error::Result;
-use crate::tensor::Buffer;
-use crate::value::{StateDict, Value};
+use safetensors::{Dtype, SafeTensors};
 
-/// Reads a safetensors file as an `OrderedDict` of tensors (file order), with its
-/// `__metadata__` as the `__metadata__` attribute.
-pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
-    let _ = buffer;
-    todo!("safetensors reader")
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::{contiguous_strides, Buffer, Storage, Tensor};
+use crate::value::{Dict, Key, StateDict, Value};
+
+/// The attribute under which [`read`] keeps a file's `__metadata__` (a dict of strings).
+pub const METADATA_ATTRIBUTE: &str = "__metadata__";
+
+/// The safetensors code for `dtype`, among those the `safetensors` crate can validate.
+fn to_safetensors(dtype: DType) -> Option<Dtype> {
+    Some(match dtype {
+        DType::Bool => Dtype::BOOL,
+        DType::UInt8 => Dtype::U8,
+        DType::Int8 => Dtype::I8,
+        DType::Float8E5M2 => Dtype::F8_E5M2,
+        DType::Float8E4M3Fn => Dtype::F8_E4M3,
+        DType::Int16 => Dtype::I16,
+        DType::UInt16 => Dtype::U16,
+        DType::Float16 => Dtype::F16,
+        DType::BFloat16 => Dtype::BF16,
+        DType::Int32 => Dtype::I32,
+        DType::UInt32 => Dtype::U32,
+        DType::Float32 => Dtype::F32,
+        DType::Float64 => Dtype::F64,
+        DType::Int64 => Dtype::I64,
+        DType::UInt64 => Dtype::U64,
+        DType::Complex128
+        | DType::Complex64
+        | DType::Complex32
+        | DType::Float8E4M3Fnuz
+        | DType::Float8E5M2Fnuz => return None,
+    })
 }
 
-/// Writes tensors as safetensors.
+fn st_error(e: safetensors::SafeTensorError) -> Error {
+    Error::format(format!("invalid safetensors file: {e}"))
+}
+
+/// Reads a safetensors file as an `OrderedDict` of tensors in data-offset order, with its
+/// `__metadata__` (if any) as the `__metadata__` attribute, a dict of strings sorted by key.
+/// Tensors are views of `buffer` (nothing is copied).
+pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
+    let bytes = buffer.as_bytes();
+    let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(st_error)?;
+    let data_start = 8 + header_len;
+    let mut dict = Dict::ordered();
+    for name in metadata.offset_keys() {
+        let info = metadata
+            .info(&name)
+            .ok_or_else(|| Error::format(format!("safetensors: tensor '{name}' not indexed")))?;
+        let code = info.dtype.to_string();
+        let dtype = DType::from_safetensors_name(&code).ok_or_else(|| {
+            Error::unsupported(format!("safetensors tensor '{name}' has dtype {code}"))
+        })?;
+        let (begin, end) = info.data_offsets;
+        let storage = Storage::slice(buffer.clone(), data_start + begin, end - begin)?;
+        let tensor = Tensor::new(
+            dtype,
+            info.shape.clone(),
+            contiguous_strides(&info.shape),
+            0,
+            storage,
+        )
+        .map_err(|e| Error::key(name.as_str(), e.to_string()))?;
+        dict.insert(name, Value::Tensor(tensor));
+    }
+    if let Some(meta) = metadata.metadata() {
+        let sorted: BTreeMap<&String, &String> = meta.iter().collect();
+        let mut attrs = Dict::new();
+        for (k, v) in sorted {
+            attrs.insert(k.as_str(), Value::Str(v.clone()));
+        }
+        dict.attributes
+            .insert(METADATA_ATTRIBUTE.into(), Value::Dict(attrs));
+    }
+    Ok(Value::Dict(dict))
+}
+
+/// Writes tensors as safetensors with optional `__metadata__` (kept in the given order).
+/// Non-contiguous tensors are gathered; contiguous ones are written from their memory.
+/// Dtypes the `safetensors` crate lacks (complex, float8 fnuz) are an error naming the key.
 pub fn write_safetensors(
     out: &mut dyn Write,
     tensors: &StateDict,
     metadata: Option<&[(String, String)]>,
 ) -> Result<()> {
-    let _ = (out, tensors, metadata);
-    todo!("safetensors writer")
+    let mut entries = Vec::with_capacity(tensors.len());
+    for (name, tensor) in tensors.iter() {
+        let dtype = to_safetensors(tensor.dtype()).ok_or_else(|| {
+            Error::key(
+                name,
+                format!("safetensors cannot store dtype {}", tensor.dtype()),
+            )
+        })?;
+        entries.push((name, dtype, tensor));
+    }
+    entries.sort_by(|(ln, ld, _), (rn, rd, _)| rd.cmp(ld).then(ln.cmp(rn)));
+
+    let mut header = String::from("{");
+    let mut first = true;
+    let mut push_key = |header: &mut String, key: &str| -> Result<()> {
+        if !first {
+            header.push(',');
+        }
+        first = false;
+        header.push_str(&json_string(key)?);
+        header.push(':');
+        Ok(())
+    };
+    if let Some(meta) = metadata {
+        push_key(&mut header, "__metadata__")?;
+        header.push('{');
+        for (i, (k, v)) in meta.iter().enumerate() {
+            if i > 0 {
+                header.push(',');
+            }
+            header.push_str(&json_string(k)?);
+            header.push(':');
+            header.push_str(&json_string(v)?);
+        }
+        header.push('}');
+    }
+    let mut offset = 0usize;
+    for (name, dtype, tensor) in &entries {
+        push_key(&mut header, name)?;
+        let end = offset + tensor.nbytes();
+        let shape = serde_json::to_string(tensor.shape())
+            .map_err(|e| Error::invalid(format!("safetensors header: {e}")))?;
+        header.push_str(&format!(
+            "{{\"dtype\":\"{dtype}\",\"shape\":{shape},\"data_offsets\":[{offset},{end}]}}"
+        ));
+        offset = end;
+    }
+    header.push('}');
+    let padded = header.len().next_multiple_of(8);
+    let mut header = header.into_bytes();
+    header.resize(padded, b' ');
+
+    let io = |e| Error::io("<safetensors being written>", e);
+    out.write_all(&(header.len() as u64).to_le_bytes())
+        .map_err(io)?;
+    out.write_all(&header).map_err(io)?;
+    for (_, _, tensor) in &entries {
+        out.write_all(&tensor.contiguous_bytes()).map_err(io)?;
+    }
+    out.flush().map_err(io)?;
+    Ok(())
 }
 
-/// Flattens nested dicts of tensors into one state dict with `.`-joined keys. Non-tensor
-/// values are returned by path (as the second element) so callers can report or drop them.
+fn json_string(s: &str) -> Result<String> {
+    serde_json::to_string(s).map_err(|e| Error::invalid(format!("safetensors header: {e}")))
+}
+
+/// Flattens nested dicts of tensors into one state dict with `.`-joined keys (non-string
+/// keys by their Python repr). Lists and tuples holding tensors are flattened by index.
+/// Every other value (and every empty container) is returned by path as the second element,
+/// in order, so callers can report or drop it. The root's `_metadata` attribute is kept.
 pub fn flatten_tensors(value: &Value) -> (StateDict, Vec<(String, Value)>) {
-    let _ = value;
-    todo!("flatten")
+    let mut sd = StateDict::new();
+    let mut others = Vec::new();
+    if let Value::Dict(d) = value {
+        sd.metadata = d.attributes.get("_metadata").cloned();
+    }
+    // Explicit stack (children pushed in reverse) keeps file order without recursion.
+    let mut stack: Vec<(String, &Value)> = vec![(String::new(), value)];
+    while let Some((path, value)) = stack.pop() {
+        let join = |key: &str| {
+            if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            }
+        };
+        match value {
+            Value::Tensor(t) | Value::Parameter(t) | Value::NdArray(t) => {
+                sd.insert(path, t.clone());
+            }
+            Value::Dict(d) if !d.is_empty() => {
+                for (key, child) in d.items.iter().rev() {
+                    let name = match key {
+                        Key::Str(s) => join(s),
+                        other => join(&other.to_string()),
+                    };
+                    stack.push((name, child));
+                }
+            }
+            Value::List(items) | Value::Tuple(items)
+                if !items.is_empty() && items.iter().any(holds_tensor) =>
+            {
+                for (i, child) in items.iter().enumerate().rev() {
+                    stack.push((join(&i.to_string()), child));
+                }
+            }
+            other => others.push((path, other.clone())),
+        }
+    }
+    (sd, others)
+}
+
+/// Whether a tensor is anywhere inside `value` (iterative, like the flattening).
+fn holds_tensor(value: &Value) -> bool {
+    let mut stack = vec![value];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Tensor(_) | Value::Parameter(_) | Value::NdArray(_) => return true,
+            Value::Dict(d) => stack.extend(d.items.values()),
+            Value::List(items) | Value::Tuple(items) => stack.extend(items.iter()),
+            _ => {}
+        }
+    }
+    false
 }
