@@ -13,8 +13,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// An operating-system error on a path.
-    #[error("{}: {source}", path.display())]
+    /// An operating-system error on a path (empty while the path is not yet known, see
+    /// [`Error::io_unnamed`]).
+    #[error("{}{source}", if path.as_os_str().is_empty() { String::new() } else { format!("{}: ", path.display()) })]
     Io {
         path: PathBuf,
         #[source]
@@ -61,6 +62,14 @@ impl Error {
         }
     }
 
+    /// An I/O error from a writer that does not know its file; [`Error::in_file`] names it.
+    pub fn io_unnamed(source: std::io::Error) -> Self {
+        Error::Io {
+            path: PathBuf::new(),
+            source,
+        }
+    }
+
     /// A malformed pickle at `offset`.
     pub fn pickle(offset: u64, message: impl Into<String>) -> Self {
         Error::Pickle {
@@ -102,6 +111,10 @@ impl Error {
     /// an I/O error on a path, is returned unchanged).
     pub fn in_file(self, path: &Path) -> Self {
         match self {
+            Error::Io { path: p, source } if p.as_os_str().is_empty() => Error::Io {
+                path: path.to_path_buf(),
+                source,
+            },
             Error::File { .. } | Error::Io { .. } => self,
             other => Error::File {
                 path: path.to_path_buf(),

@@ -284,7 +284,7 @@ impl<'w> ZipWriter<'w> {
 }
 
 fn write_error(e: std::io::Error) -> Error {
-    Error::io("<archive being written>", e)
+    Error::io_unnamed(e)
 }
 
 #[cfg(test)]
