@@ -156,7 +156,7 @@ pub fn write_safetensors(
     let mut header = header.into_bytes();
     header.resize(padded, b' ');
 
-    let io = |e| Error::io_unnamed(e);
+    let io = Error::io_unnamed;
     out.write_all(&(header.len() as u64).to_le_bytes())
         .map_err(io)?;
     out.write_all(&header).map_err(io)?;
