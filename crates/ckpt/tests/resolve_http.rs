@@ -133,7 +133,8 @@ fn download_is_cached_and_second_resolve_makes_no_request() {
     let body = payload(3 * 1024 * 1024 + 17);
     let url = server.route("/zoo/R-50/model_final.pkl", Reply::Body(body.clone()));
     let cache_dir = tempfile::tempdir().unwrap();
-    let updates: Arc<Mutex<Vec<(u64, Option<u64>)>>> = Arc::default();
+    type Updates = Vec<(u64, Option<u64>)>;
+    let updates: Arc<Mutex<Updates>> = Arc::default();
     let seen = Arc::clone(&updates);
     let cache = HttpCache::new(cache_dir.path())
         .with_progress(move |done, total| seen.lock().unwrap().push((done, total)));
