@@ -12,11 +12,17 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+pub mod checkpointer;
 pub mod dtype;
 pub mod error;
 pub mod format;
+pub mod incompatible;
 pub mod matching;
+pub mod model;
+pub mod periodic;
 pub mod pickle;
+pub mod serde_value;
+pub mod store;
 pub mod tensor;
 pub mod value;
 
@@ -24,3 +30,9 @@ pub use dtype::DType;
 pub use error::{Error, Result};
 pub use tensor::{Buffer, Element, Storage, Tensor};
 pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
+
+pub use checkpointer::{CheckpointHooks, Checkpointer, DefaultHooks, LAST_CHECKPOINT};
+pub use incompatible::IncompatibleKeys;
+pub use model::{shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel};
+pub use periodic::PeriodicCheckpointer;
+pub use store::{LocalDir, Store};
