@@ -14,7 +14,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use ckpt::{shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel, Tensor, Value};
+use ckpt::{
+    shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel, Tensor, Value,
+};
 
 const DEFAULT_PYTHON: &str = "/root/.cache/ckpt/venv/bin/python";
 
@@ -24,7 +26,8 @@ fn script() -> PathBuf {
 
 /// The Python interpreter with torch and fvcore, or `None` (after saying why) to skip.
 fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("CKPT_PYTHON").map_or_else(|| PathBuf::from(DEFAULT_PYTHON), PathBuf::from);
+    let python = std::env::var_os("CKPT_PYTHON")
+        .map_or_else(|| PathBuf::from(DEFAULT_PYTHON), PathBuf::from);
     let usable = Command::new(&python)
         .args(["-c", "import torch, fvcore.common.checkpoint"])
         .output()
@@ -32,7 +35,10 @@ fn python() -> Option<PathBuf> {
     if usable {
         return Some(python);
     }
-    let why = format!("{} with torch and fvcore is not available (set CKPT_PYTHON)", python.display());
+    let why = format!(
+        "{} with torch and fvcore is not available (set CKPT_PYTHON)",
+        python.display()
+    );
     if std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("interop test cannot run in CI: {why}");
     }
@@ -48,7 +54,11 @@ struct Snapshot {
 }
 
 fn run_python(python: &Path, args: &[&str]) -> Snapshot {
-    let out = Command::new(python).arg(script()).args(args).output().unwrap();
+    let out = Command::new(python)
+        .arg(script())
+        .args(args)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "python {args:?} failed:\n{}",
@@ -65,7 +75,11 @@ fn as_f32(values: &[f64]) -> Vec<f32> {
 
 fn assert_same(name: &str, rust: &[f32], python: &[f64]) {
     let python = as_f32(python);
-    let same = rust.len() == python.len() && rust.iter().zip(&python).all(|(a, b)| a.to_bits() == b.to_bits());
+    let same = rust.len() == python.len()
+        && rust
+            .iter()
+            .zip(&python)
+            .all(|(a, b)| a.to_bits() == b.to_bits());
     assert!(same, "{name} differs:\nrust   {rust:?}\npython {python:?}");
 }
 
@@ -86,7 +100,18 @@ fn python_and_rust_resume_each_others_checkpoints() {
     // 1. Python trains iterations 0..=19 and saves model_0000009 and model_0000019.
     let from_python = run_python(
         &python,
-        &["train", save_dir, "--max-iter", "40", "--period", "10", "--max-to-keep", "2", "--stop-at", "19"],
+        &[
+            "train",
+            save_dir,
+            "--max-iter",
+            "40",
+            "--period",
+            "10",
+            "--max-to-keep",
+            "2",
+            "--stop-at",
+            "19",
+        ],
     );
     assert_eq!(from_python.iteration, Some(19));
 
@@ -94,7 +119,9 @@ fn python_and_rust_resume_each_others_checkpoints() {
     let model = shared(StateDictModel::new(zero_state()));
     let optimizer = shared(sgd::Sgd::new(mlp::shapes().to_vec(), 1.0, 0.0));
     let mut checkpointer = Checkpointer::new(model.clone(), dir.path());
-    checkpointer.add_checkpointable("optimizer", optimizer.clone()).unwrap();
+    checkpointer
+        .add_checkpointable("optimizer", optimizer.clone())
+        .unwrap();
     let extra = checkpointer.resume_or_load("", true).unwrap();
     assert_eq!(extra.get("iteration").and_then(Value::as_int), Some(19));
     let params = mlp::read_params(&model).unwrap();
@@ -103,15 +130,24 @@ fn python_and_rust_resume_each_others_checkpoints() {
     }
     {
         let opt = optimizer.lock().unwrap();
-        assert_eq!((opt.lr, opt.momentum), (0.05, 0.9), "hyper-parameters come from torch's param_groups");
+        assert_eq!(
+            (opt.lr, opt.momentum),
+            (0.05, 0.9),
+            "hyper-parameters come from torch's param_groups"
+        );
         for (name, buffer) in mlp::NAMES.iter().zip(opt.buffers()) {
-            assert_same(name, buffer.as_ref().expect("momentum restored"), &from_python.momentum[*name]);
+            assert_same(
+                name,
+                buffer.as_ref().expect("momentum restored"),
+                &from_python.momentum[*name],
+            );
         }
     }
 
     // Rust trains on to the end; retention counts Python's periodic files too.
     let data = mlp::synthetic_data();
-    let mut periodic = PeriodicCheckpointer::new(checkpointer, 10, Some(40), Some(2), "model").unwrap();
+    let mut periodic =
+        PeriodicCheckpointer::new(checkpointer, 10, Some(40), Some(2), "model").unwrap();
     for iteration in 20..40u64 {
         let mut params = mlp::read_params(&model).unwrap();
         let (_, grads) = mlp::loss_and_grads(&params, &data);
@@ -124,7 +160,15 @@ fn python_and_rust_resume_each_others_checkpoints() {
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, vec!["last_checkpoint", "model_0000029.pth", "model_0000039.pth", "model_final.pth"]);
+    assert_eq!(
+        names,
+        vec![
+            "last_checkpoint",
+            "model_0000029.pth",
+            "model_0000039.pth",
+            "model_final.pth"
+        ]
+    );
 
     // 3. Python resumes the Rust checkpoint.
     let back = run_python(&python, &["verify", save_dir]);
@@ -144,13 +188,22 @@ fn python_checkpoints_load_with_their_exact_python_extras() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
     let save_dir = dir.path().to_str().unwrap();
-    run_python(&python, &["train", save_dir, "--max-iter", "10", "--period", "5"]);
+    run_python(
+        &python,
+        &["train", save_dir, "--max-iter", "10", "--period", "5"],
+    );
     // Python's tag and file names are read as they are.
     let checkpointer = Checkpointer::new(shared(StateDictModel::new(zero_state())), dir.path());
-    assert_eq!(checkpointer.last_checkpoint_name().unwrap().as_deref(), Some("model_final.pth"));
+    assert_eq!(
+        checkpointer.last_checkpoint_name().unwrap().as_deref(),
+        Some("model_final.pth")
+    );
     let files = checkpointer.get_all_checkpoint_files().unwrap();
     assert_eq!(files.len(), 3, "{files:?}");
     let left = checkpointer.resume_or_load("", true).unwrap();
     assert_eq!(left.get("iteration").and_then(Value::as_int), Some(9));
-    assert!(left.get("optimizer").is_some(), "no optimizer registered: it stays a leftover");
+    assert!(
+        left.get("optimizer").is_some(),
+        "no optimizer registered: it stays a leftover"
+    );
 }

@@ -25,19 +25,33 @@ const ELEMENTS: usize = 1 << 20;
 
 fn filled_state(value: f32) -> StateDict {
     let mut sd = StateDict::new();
-    sd.insert("big.weight", Tensor::from_slice(&vec![value; ELEMENTS], &[ELEMENTS]).unwrap());
+    sd.insert(
+        "big.weight",
+        Tensor::from_slice(&vec![value; ELEMENTS], &[ELEMENTS]).unwrap(),
+    );
     sd.insert("small.bias", Tensor::from_slice(&[value; 3], &[3]).unwrap());
     sd
 }
 
 /// Every tensor of a checkpoint holds its own `iteration`, so a torn or mixed file shows.
 fn check_consistent(path: &Path) -> i64 {
-    let value = ckpt::format::load(path).unwrap_or_else(|e| panic!("torn checkpoint {}: {e}", path.display()));
-    let iteration = value.get("iteration").and_then(Value::as_int).expect("iteration saved");
-    let model = value.get("model").and_then(Value::as_dict).expect("model saved");
+    let value = ckpt::format::load(path)
+        .unwrap_or_else(|e| panic!("torn checkpoint {}: {e}", path.display()));
+    let iteration = value
+        .get("iteration")
+        .and_then(Value::as_int)
+        .expect("iteration saved");
+    let model = value
+        .get("model")
+        .and_then(Value::as_dict)
+        .expect("model saved");
     for (name, tensor) in model.iter() {
         let values = tensor.as_tensor().unwrap().to_vec::<f32>().unwrap();
-        assert!(values.iter().all(|v| *v == iteration as f32), "{name} in {} mixes iterations", path.display());
+        assert!(
+            values.iter().all(|v| *v == iteration as f32),
+            "{name} in {} mixes iterations",
+            path.display()
+        );
     }
     iteration
 }
@@ -68,7 +82,10 @@ struct Lcg(u64);
 
 impl Lcg {
     fn below(&mut self, n: u64) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (self.0 >> 33) % n
     }
 }
@@ -86,7 +103,12 @@ fn resume_after_sigkill_keeps_previous_checkpoint() {
     let mut kills = 0;
     while kills < 60 {
         let mut child = Command::new(&exe)
-            .args(["crash_child_save_loop", "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                "crash_child_save_loop",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -107,8 +129,14 @@ fn resume_after_sigkill_keeps_previous_checkpoint() {
             .unwrap_or_else(|e| panic!("after kill {kills} (seed {seed}): {e}"));
         let iteration = left.get("iteration").and_then(Value::as_int).unwrap();
         let restored = fresh.lock().unwrap().tensors().clone();
-        assert!(same_state(&restored, &filled_state(iteration as f32)), "model of iteration {iteration} restored wrongly");
-        assert!(iteration >= last_seen, "went back from {last_seen} to {iteration}");
+        assert!(
+            same_state(&restored, &filled_state(iteration as f32)),
+            "model of iteration {iteration} restored wrongly"
+        );
+        assert!(
+            iteration >= last_seen,
+            "went back from {last_seen} to {iteration}"
+        );
         last_seen = iteration;
         for file in checkpointer.get_all_checkpoint_files().unwrap() {
             check_consistent(&file);
@@ -143,7 +171,10 @@ struct Limited<'a> {
 impl Write for Limited<'_> {
     fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
         if bytes.len() as u64 > self.left {
-            return Err(io::Error::new(io::ErrorKind::StorageFull, "No space left on device"));
+            return Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                "No space left on device",
+            ));
         }
         self.left -= bytes.len() as u64;
         self.inner.write(bytes)
@@ -165,7 +196,9 @@ impl Store for FullDisk {
         self.inner.write(name, &mut |w| {
             let mut limited = Limited { inner: w, left };
             write(&mut limited)?;
-            limited.flush().map_err(|e| Error::io(self.location(name), e))
+            limited
+                .flush()
+                .map_err(|e| Error::io(self.location(name), e))
         })
     }
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -211,13 +244,27 @@ fn a_full_disk_fails_the_save_and_keeps_the_previous_checkpoint_and_tag() {
     store.limit.store(100, Ordering::SeqCst);
     let err = checkpointer.save("model_0000019", Dict::new()).unwrap_err();
     let message = err.to_string();
-    assert!(message.contains("No space left") && message.contains("model_0000019.pth"), "{message}");
-    assert_eq!(dir_names(dir.path()), vec!["last_checkpoint", "model_0000009.pth"]);
-    assert_eq!(fs::read(dir.path().join("model_0000009.pth")).unwrap(), before);
-    assert_eq!(fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(), "model_0000009.pth");
+    assert!(
+        message.contains("No space left") && message.contains("model_0000019.pth"),
+        "{message}"
+    );
+    assert_eq!(
+        dir_names(dir.path()),
+        vec!["last_checkpoint", "model_0000009.pth"]
+    );
+    assert_eq!(
+        fs::read(dir.path().join("model_0000009.pth")).unwrap(),
+        before
+    );
+    assert_eq!(
+        fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(),
+        "model_0000009.pth"
+    );
 
     let fresh = model(0.0);
-    Checkpointer::new(fresh.clone(), dir.path()).resume_or_load("", true).unwrap();
+    Checkpointer::new(fresh.clone(), dir.path())
+        .resume_or_load("", true)
+        .unwrap();
     assert!(same_state(&state_of(&fresh), &model_state(1.0)));
 }
 
@@ -233,8 +280,13 @@ fn a_failing_tag_write_keeps_the_previous_tag() {
     checkpointer.save("first", Dict::new()).unwrap();
     store.limit.store(3, Ordering::SeqCst);
     assert!(checkpointer.save("second", Dict::new()).is_err());
-    assert_eq!(fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(), "first.pth");
-    assert!(!dir_names(dir.path()).iter().any(|n| n.starts_with(TEMP_PREFIX)));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(),
+        "first.pth"
+    );
+    assert!(!dir_names(dir.path())
+        .iter()
+        .any(|n| n.starts_with(TEMP_PREFIX)));
 }
 
 // Liveness of another writer is only checked on Linux; elsewhere its files are kept.
@@ -246,12 +298,17 @@ fn temporaries_of_dead_writers_are_removed_by_the_next_save_and_never_listed() {
     let mut dead = Command::new("true").spawn().unwrap();
     let pid = dead.id();
     dead.wait().unwrap();
-    let stale = dir.path().join(format!("{TEMP_PREFIX}{pid}-7-model_0000009.pth"));
+    let stale = dir
+        .path()
+        .join(format!("{TEMP_PREFIX}{pid}-7-model_0000009.pth"));
     fs::write(&stale, b"PK\x03\x04 half a checkpoint").unwrap();
 
     let checkpointer = Checkpointer::new(model(1.0), dir.path());
     assert!(checkpointer.get_all_checkpoint_files().unwrap().is_empty());
     checkpointer.save("model_0000019", Dict::new()).unwrap();
     assert!(!stale.exists());
-    assert_eq!(dir_names(dir.path()), vec!["last_checkpoint", "model_0000019.pth"]);
+    assert_eq!(
+        dir_names(dir.path()),
+        vec!["last_checkpoint", "model_0000019.pth"]
+    );
 }

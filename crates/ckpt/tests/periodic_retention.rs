@@ -18,8 +18,20 @@ fn files(dir: &Path) -> Vec<String> {
     names
 }
 
-fn periodic(dir: &Path, period: u64, max_iter: Option<u64>, keep: Option<usize>) -> PeriodicCheckpointer {
-    PeriodicCheckpointer::new(Checkpointer::new(model(1.0), dir), period, max_iter, keep, "model").unwrap()
+fn periodic(
+    dir: &Path,
+    period: u64,
+    max_iter: Option<u64>,
+    keep: Option<usize>,
+) -> PeriodicCheckpointer {
+    PeriodicCheckpointer::new(
+        Checkpointer::new(model(1.0), dir),
+        period,
+        max_iter,
+        keep,
+        "model",
+    )
+    .unwrap()
 }
 
 #[test]
@@ -33,13 +45,30 @@ fn periodic_files_are_saved_at_the_right_iterations_with_their_iteration() {
     }
     assert_eq!(
         files(dir.path()),
-        vec!["last_checkpoint", "model_0000009.pth", "model_0000019.pth", "model_0000029.pth", "model_final.pth"]
+        vec![
+            "last_checkpoint",
+            "model_0000009.pth",
+            "model_0000019.pth",
+            "model_0000029.pth",
+            "model_final.pth"
+        ]
     );
-    assert_eq!(fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(), "model_final.pth");
+    assert_eq!(
+        fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(),
+        "model_final.pth"
+    );
     for (name, iteration) in [("model_0000019.pth", 19), ("model_final.pth", 29)] {
         let value = ckpt::format::load(dir.path().join(name)).unwrap();
-        assert_eq!(value.get("iteration").and_then(Value::as_int), Some(iteration), "{name}");
-        assert_eq!(value.get("epoch").and_then(Value::as_int), Some(iteration / 10), "{name}");
+        assert_eq!(
+            value.get("iteration").and_then(Value::as_int),
+            Some(iteration),
+            "{name}"
+        );
+        assert_eq!(
+            value.get("epoch").and_then(Value::as_int),
+            Some(iteration / 10),
+            "{name}"
+        );
         assert!(value.get("model").is_some());
     }
 }
@@ -76,7 +105,10 @@ fn retention_survives_a_restart() {
         first.step(iteration, Dict::new()).unwrap();
     }
     drop(first);
-    assert_eq!(files(dir.path()), vec!["last_checkpoint", "model_0000002.pth", "model_0000003.pth"]);
+    assert_eq!(
+        files(dir.path()),
+        vec!["last_checkpoint", "model_0000002.pth", "model_0000003.pth"]
+    );
 
     // A new process resumes in the same directory: the old files count against max_to_keep.
     let mut second = periodic(dir.path(), 1, None, Some(2));
@@ -85,13 +117,22 @@ fn retention_survives_a_restart() {
     for iteration in 4..6 {
         second.step(iteration, Dict::new()).unwrap();
     }
-    assert_eq!(files(dir.path()), vec!["last_checkpoint", "model_0000004.pth", "model_0000005.pth"]);
+    assert_eq!(
+        files(dir.path()),
+        vec!["last_checkpoint", "model_0000004.pth", "model_0000005.pth"]
+    );
 }
 
 #[test]
 fn retention_never_deletes_final_foreign_or_unpadded_files() {
     let dir = tempfile::tempdir().unwrap();
-    for name in ["model_final.pth", "model_best.pth", "other_0000001.pth", "model_000001.pth", "notes.txt"] {
+    for name in [
+        "model_final.pth",
+        "model_best.pth",
+        "other_0000001.pth",
+        "model_000001.pth",
+        "notes.txt",
+    ] {
         fs::write(dir.path().join(name), b"not ours").unwrap();
     }
     let mut p = periodic(dir.path(), 1, None, Some(1));

@@ -10,11 +10,10 @@
 //! checksum as a run that was never interrupted.
 
 mod mlp;
+mod run;
 mod sgd;
 
 use std::process::ExitCode;
-
-use ckpt::{shared, Checkpointer, Dict, PeriodicCheckpointer, StateDictModel};
 
 struct Args {
     save_dir: String,
@@ -58,53 +57,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-fn run(args: &Args) -> ckpt::Result<()> {
-    let data = mlp::synthetic_data();
-    let model = shared(StateDictModel::new(mlp::initial_state()?));
-    let optimizer = shared(sgd::Sgd::new(mlp::shapes().to_vec(), 0.05, 0.9));
-
-    let mut checkpointer = Checkpointer::new(model.clone(), &args.save_dir);
-    checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
-    let extra = checkpointer.resume_or_load("", true)?;
-    let start = extra
-        .get("iteration")
-        .and_then(|v| v.as_int())
-        .map_or(0, |i| i as u64 + 1);
-    if start > 0 {
-        println!("resumed at iteration {start}");
-    }
-    let mut periodic = PeriodicCheckpointer::new(
-        checkpointer,
-        args.period,
-        Some(args.max_iter),
-        args.max_to_keep,
-        "model",
-    )?;
-
-    for iteration in start..args.max_iter {
-        let mut params = mlp::read_params(&model)?;
-        let (loss, grads) = mlp::loss_and_grads(&params, &data);
-        optimizer
-            .lock()
-            .map_err(|_| ckpt::Error::invalid("optimizer lock poisoned"))?
-            .step(&mut params, &grads);
-        mlp::write_params(&model, &params)?;
-        if iteration % 50 == 0 {
-            println!("iteration {iteration}: loss {loss:.6}");
-        }
-        periodic.step(iteration, Dict::new())?;
-        if args.stop_at == Some(iteration) {
-            println!("stopped after iteration {iteration} (simulated preemption)");
-            return Ok(());
-        }
-    }
-    let params = mlp::read_params(&model)?;
-    let (loss, _) = mlp::loss_and_grads(&params, &data);
-    println!("final loss {loss:.6}");
-    println!("weights checksum {:016x}", mlp::checksum(&params));
-    Ok(())
-}
-
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -120,8 +72,24 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
-        Ok(()) => ExitCode::SUCCESS,
+    let config = run::Config {
+        save_dir: args.save_dir.into(),
+        max_iter: args.max_iter,
+        period: args.period,
+        max_to_keep: args.max_to_keep,
+        stop_at: args.stop_at,
+    };
+    match run::run(&config) {
+        Ok(outcome) => {
+            match outcome.stopped_at {
+                Some(at) => println!("stopped after iteration {at} (simulated preemption)"),
+                None => {
+                    println!("final loss {:.6}", outcome.loss);
+                    println!("weights checksum {:016x}", outcome.checksum);
+                }
+            }
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
