@@ -80,6 +80,18 @@ impl LocalDir {
     }
 }
 
+/// Makes an error of a write name the file being written, also when the writer reported an
+/// I/O error on a placeholder or temporary path.
+fn name_target(error: Error, path: &Path) -> Error {
+    match error {
+        Error::Io { path: ref at, .. } if at != path => Error::File {
+            path: path.to_path_buf(),
+            source: Box::new(error),
+        },
+        other => other.in_file(path),
+    }
+}
+
 impl Store for LocalDir {
     fn location(&self, name: &str) -> PathBuf {
         self.dir.join(name)
@@ -88,7 +100,7 @@ impl Store for LocalDir {
     fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         let path = self.path(name)?;
         fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
-        atomic_write(&path, |w| write(w)).map_err(|e| e.in_file(&path))
+        atomic_write(&path, |w| write(w)).map_err(|e| name_target(e, &path))
     }
 
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {

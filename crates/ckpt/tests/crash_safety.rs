@@ -21,7 +21,7 @@ use ckpt::{
 
 const CHILD_ENV: &str = "CKPT_CRASH_CHILD_DIR";
 /// Big enough that a save takes a while, so kills land inside writes.
-const ELEMENTS: usize = 1 << 20;
+const ELEMENTS: usize = 1 << 18;
 
 fn filled_state(value: f32) -> StateDict {
     let mut sd = StateDict::new();
@@ -101,6 +101,7 @@ fn resume_after_sigkill_keeps_previous_checkpoint() {
     let exe = std::env::current_exe().unwrap();
     let mut last_seen = -1i64;
     let mut kills = 0;
+    let mut interrupted_writes = 0;
     while kills < 60 {
         let mut child = Command::new(&exe)
             .args([
@@ -114,10 +115,17 @@ fn resume_after_sigkill_keeps_previous_checkpoint() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(5 + rng.below(120)));
+        std::thread::sleep(Duration::from_millis(10 + rng.below(250)));
         child.kill().unwrap(); // SIGKILL on unix
         child.wait().unwrap();
         kills += 1;
+        let has_temp = fs::read_dir(dir.path()).unwrap().any(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(TEMP_PREFIX)
+        });
+        interrupted_writes += usize::from(has_temp);
 
         let fresh = shared(StateDictModel::new(filled_state(-1.0)));
         let checkpointer = Checkpointer::new(fresh.clone(), dir.path());
@@ -143,6 +151,9 @@ fn resume_after_sigkill_keeps_previous_checkpoint() {
         }
     }
     assert!(last_seen >= 0, "no save ever completed (seed {seed})");
+    eprintln!(
+        "{kills} kills, {interrupted_writes} of them inside a write, last iteration {last_seen}"
+    );
 
     // The next save removes what killed writers left behind.
     let checkpointer = Checkpointer::new(model(0.0), dir.path());

@@ -143,8 +143,8 @@ fn retention_never_deletes_final_foreign_or_unpadded_files() {
         files(dir.path()),
         vec![
             "last_checkpoint",
-            "model_000001.pth",
             "model_0000002.pth",
+            "model_000001.pth",
             "model_best.pth",
             "model_final.pth",
             "notes.txt",

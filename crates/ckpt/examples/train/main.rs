@@ -13,6 +13,7 @@ mod mlp;
 mod run;
 mod sgd;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
 struct Args {
@@ -60,6 +61,7 @@ fn parse_args() -> Result<Args, String> {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
