@@ -28,6 +28,7 @@ pub mod value;
 
 pub use dtype::DType;
 pub use error::{Error, Result};
+pub use serde_value::{from_value, to_value};
 pub use tensor::{Buffer, Element, Storage, Tensor};
 pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
 
