@@ -527,3 +527,38 @@ fn drop_incorrect_shapes(
     });
     Ok((state, incorrect))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpointers_can_move_to_a_saving_thread() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Checkpointer>();
+        send_sync::<crate::PeriodicCheckpointer>();
+    }
+
+    #[test]
+    fn metadata_module_names_lose_the_prefix_too() {
+        let mut meta = Dict::ordered();
+        meta.insert("module", Value::Int(1));
+        meta.insert("module.fc", Value::Int(2));
+        let mut state = StateDict::new();
+        state.insert(
+            "module.fc.weight",
+            crate::Tensor::from_slice(&[1.0f32], &[1]).unwrap(),
+        );
+        state.metadata = Some(Value::Dict(meta));
+        let stripped = strip_prefix_if_present(state, "module.");
+        assert!(stripped.get("fc.weight").is_some());
+        let meta = stripped.metadata.unwrap();
+        let keys: Vec<String> = meta
+            .as_dict()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(keys, vec!["", "fc"]);
+    }
+}
