@@ -1,6 +1,7 @@
 //! The report of a non-strict model load, and the warnings detectron2 prints for it, with
 //! the same wording and grouping (BEHAVIOUR.md §4).
 
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::IsTerminal;
 
@@ -36,7 +37,8 @@ impl IncompatibleKeys {
         let mut out = Vec::new();
         for (key, in_checkpoint, in_model) in &self.incorrect_shapes {
             out.push(format!(
-                "Skip loading parameter '{key}' to the model due to incompatible shapes: {} in the checkpoint but {} in the model! You might want to double check if this is expected.",
+                "Skip loading parameter '{}' to the model due to incompatible shapes: {} in the checkpoint but {} in the model! You might want to double check if this is expected.",
+                escape_controls(key),
                 python_shape(in_checkpoint),
                 python_shape(in_model)
             ));
@@ -54,9 +56,14 @@ impl IncompatibleKeys {
     }
 
     /// Logs [`IncompatibleKeys::warnings`] through `tracing`, coloured when stderr is a
-    /// terminal.
+    /// terminal and `NO_COLOR` is not set.
+    ///
+    /// Key names come from files and have their control characters escaped, so the messages
+    /// are safe to print. A subscriber that escapes ANSI codes itself (tracing-subscriber's
+    /// default since 0.3.20) shows the colour codes as text: build it with
+    /// `with_ansi_sanitization(false)` or set `NO_COLOR`.
     pub fn log(&self, aliases: &[Vec<String>]) {
-        let colour = std::io::stderr().is_terminal();
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         for message in self.warnings(aliases, colour) {
             tracing::warn!("{message}");
         }
@@ -112,8 +119,31 @@ pub fn group_checkpoint_keys(keys: &[String]) -> IndexMap<String, Vec<String>> {
     groups
 }
 
-/// One group as Python shows it: `head`, `head.tail` or `head.{a, b}` (tails sorted).
+/// `text` with control characters (terminal escape sequences included) written as `\u{..}`.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// One group as Python shows it: `head`, `head.tail` or `head.{a, b}` (tails sorted), with
+/// control characters escaped.
 pub fn group_to_string(head: &str, tails: &[String]) -> String {
+    escape_controls(&group_to_string_raw(head, tails)).into_owned()
+}
+
+fn group_to_string_raw(head: &str, tails: &[String]) -> String {
     match tails {
         [] => head.to_string(),
         [one] => format!("{head}.{one}"),
@@ -212,6 +242,13 @@ mod tests {
             filter_reused_missing_keys(&missing, &aliases),
             keys(&["x", "y", "z"])
         );
+    }
+
+    #[test]
+    fn terminal_escapes_in_key_names_are_neutralised() {
+        let msg = unexpected_keys_message(&keys(&["evil\x1b[2J.weight"]), false);
+        assert!(!msg.contains('\x1b'), "{msg:?}");
+        assert!(msg.contains("evil\\u{1b}[2J.weight"), "{msg:?}");
     }
 
     #[test]
