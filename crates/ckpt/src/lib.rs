@@ -12,14 +12,19 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+pub mod checkpointer;
 pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod format;
+pub mod incompatible;
 pub mod matching;
+pub mod model;
+pub mod periodic;
 pub mod pickle;
-pub mod serde_value;
 pub mod resolve;
+pub mod serde_value;
+pub mod store;
 pub mod tensor;
 pub mod value;
 pub mod walk;
@@ -29,3 +34,9 @@ pub use error::{Error, Result};
 pub use serde_value::{from_value, to_value};
 pub use tensor::{Buffer, Element, Storage, Tensor};
 pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
+
+pub use checkpointer::{CheckpointHooks, Checkpointer, DefaultHooks, LAST_CHECKPOINT};
+pub use incompatible::IncompatibleKeys;
+pub use model::{shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel};
+pub use periodic::PeriodicCheckpointer;
+pub use store::{LocalDir, Store};

@@ -1,0 +1,564 @@
+//! [`Checkpointer`]: saves a model and its checkpointables to a directory and loads them
+//! back, as detectron2's `Checkpointer` does (BEHAVIOUR.md §1, §3, §4), with files a Python
+//! checkpointer reads and writes in the same directory.
+//!
+//! Better than Python: saves are atomic (a crash leaves the previous checkpoint and tag
+//! intact), a broken `last_checkpoint` is an error instead of a silent fresh start, and a
+//! load that fails leaves the model and checkpointables unchanged.
+//!
+//! ```no_run
+//! use ckpt::{shared, Checkpointer, Dict, Serde, StateDict, StateDictModel};
+//! let model = shared(StateDictModel::new(StateDict::new()));
+//! let step = shared(Serde(0u64));
+//! let mut checkpointer = Checkpointer::new(model.clone(), "output");
+//! checkpointer.add_checkpointable("step", step.clone())?;
+//! let extra = checkpointer.resume_or_load("", true)?; // resumes when output/last_checkpoint exists
+//! let start = extra.get("iteration").and_then(|v| v.as_int()).map_or(0, |i| i + 1);
+//! checkpointer.save("model_final", Dict::new())?;
+//! # Ok::<(), ckpt::Error>(())
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use indexmap::IndexMap;
+
+use crate::error::{Error, Result, ResultExt};
+use crate::format::{self, SaveOptions};
+use crate::incompatible::{IncompatibleKeys, ShapeMismatch};
+use crate::model::{lock, Checkpointable, Model, Shared};
+use crate::store::{check_basename, LocalDir, Store};
+use crate::value::{Dict, Key, StateDict, Value};
+
+/// The file naming the last checkpoint saved in a directory.
+pub const LAST_CHECKPOINT: &str = "last_checkpoint";
+
+/// The parts of loading that a specialised checkpointer (detectron2's
+/// `DetectionCheckpointer`) changes: how a file becomes a checkpoint dict, how the
+/// checkpoint's model entry becomes the state to load, and what the report keeps.
+pub trait CheckpointHooks: Send + Sync {
+    /// Reads the file at `path` into the checkpoint's top-level dict. The default reads any
+    /// supported format and requires a dict.
+    fn read_file(&self, path: &Path) -> Result<Dict> {
+        read_checkpoint_file(path)
+    }
+
+    /// Takes the model's entry out of `checkpoint` and returns the state to load into
+    /// `model` (before the shape checks). The default is BEHAVIOUR.md §3 steps 1–2.
+    fn model_state(&self, checkpoint: &mut Dict, model: &dyn Model) -> Result<StateDict> {
+        let _ = model;
+        take_model_state(checkpoint)
+    }
+
+    /// Adjusts the report of the model load before it is logged.
+    fn adjust_report(&self, report: &mut IncompatibleKeys, model: &dyn Model) {
+        let _ = (report, model);
+    }
+}
+
+/// The hooks of a plain checkpointer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct DefaultHooks;
+
+impl CheckpointHooks for DefaultHooks {}
+
+/// Reads a checkpoint file of any supported format; the top level must be a dict.
+pub fn read_checkpoint_file(path: &Path) -> Result<Dict> {
+    match format::load(path)? {
+        Value::Dict(dict) => Ok(dict),
+        other => Err(Error::format(format!(
+            "expected the checkpoint to be a dict, found a {}",
+            other.type_name()
+        ))
+        .in_file(path)),
+    }
+}
+
+/// Takes `"model"` out of a checkpoint dict as a state dict: every value must be a tensor or
+/// a numpy array (the error names the key and the type found), and a `module.` prefix on
+/// every key (a model saved while wrapped for data parallelism) is removed.
+pub fn take_model_state(checkpoint: &mut Dict) -> Result<StateDict> {
+    let value = checkpoint
+        .remove("model")
+        .ok_or_else(|| Error::key("model", "the checkpoint has no 'model' entry"))?;
+    let state = match StateDict::from_value(&value) {
+        Ok(state) => state,
+        Err(e @ Error::Key { .. }) => return Err(e),
+        Err(e) => return Err(Error::key("model", e.to_string())),
+    };
+    Ok(strip_prefix_if_present(state, "module."))
+}
+
+/// Removes `prefix` from every key when every non-empty key starts with it (also from the
+/// module names of `_metadata`), as fvcore's `_strip_prefix_if_present` does.
+pub fn strip_prefix_if_present(state: StateDict, prefix: &str) -> StateDict {
+    if !state.keys().all(|k| k.is_empty() || k.starts_with(prefix)) {
+        return state;
+    }
+    let metadata = state
+        .metadata
+        .map(|meta| strip_metadata_prefix(meta, prefix));
+    let mut out: StateDict = state
+        .tensors
+        .into_iter()
+        .map(|(k, t)| (k.strip_prefix(prefix).unwrap_or(&k).to_string(), t))
+        .collect();
+    out.metadata = metadata;
+    out
+}
+
+fn strip_metadata_prefix(meta: Value, prefix: &str) -> Value {
+    let Value::Dict(mut dict) = meta else {
+        return meta;
+    };
+    let bare = prefix.trim_end_matches('.');
+    dict.items = dict
+        .items
+        .into_iter()
+        .map(|(key, v)| {
+            let renamed = match &key {
+                Key::Str(s) if s == bare => Key::Str(String::new()),
+                Key::Str(s) => match s.strip_prefix(prefix) {
+                    Some(rest) => Key::Str(rest.to_string()),
+                    None => key,
+                },
+                _ => key,
+            };
+            (renamed, v)
+        })
+        .collect();
+    Value::Dict(dict)
+}
+
+/// Saves and loads a model and named checkpointables (BEHAVIOUR.md §1).
+///
+/// The model and checkpointables are [`Shared`] handles: the checkpointer locks them only
+/// while it reads or restores their state, so training goes on between calls. Do not hold
+/// a lock on them while calling the checkpointer (that would deadlock).
+pub struct Checkpointer {
+    model: Shared<dyn Model>,
+    store: Option<Arc<dyn Store>>,
+    save_to_disk: bool,
+    checkpointables: IndexMap<String, Shared<dyn Checkpointable>>,
+    hooks: Arc<dyn CheckpointHooks>,
+    save_options: SaveOptions,
+}
+
+impl std::fmt::Debug for Checkpointer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointer")
+            .field("store", &self.store)
+            .field("save_to_disk", &self.save_to_disk)
+            .field(
+                "checkpointables",
+                &self.checkpointables.keys().collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+impl Checkpointer {
+    /// A checkpointer saving to `save_dir`; an empty `save_dir` disables saving, as in
+    /// Python. The directory is created on the first save.
+    pub fn new<M: Model + 'static>(model: Shared<M>, save_dir: impl AsRef<Path>) -> Checkpointer {
+        let dir = save_dir.as_ref();
+        let store: Option<Arc<dyn Store>> = if dir.as_os_str().is_empty() {
+            None
+        } else {
+            Some(Arc::new(LocalDir::new(dir)))
+        };
+        Checkpointer::build(model, store)
+    }
+
+    /// A checkpointer saving to any [`Store`] (a directory, a test double, later an object
+    /// store).
+    pub fn with_store<M: Model + 'static>(model: Shared<M>, store: Arc<dyn Store>) -> Checkpointer {
+        Checkpointer::build(model, Some(store))
+    }
+
+    fn build<M: Model + 'static>(model: Shared<M>, store: Option<Arc<dyn Store>>) -> Checkpointer {
+        let save_options = SaveOptions {
+            // fvcore hands torch.save an open file, for which torch names the folder "archive".
+            archive_name: Some("archive".to_string()),
+            ..SaveOptions::default()
+        };
+        Checkpointer {
+            model,
+            store,
+            save_to_disk: true,
+            checkpointables: IndexMap::new(),
+            hooks: Arc::new(DefaultHooks),
+            save_options,
+        }
+    }
+
+    /// Enables or disables saving (Python's `save_to_disk`; false on non-main processes).
+    pub fn save_to_disk(mut self, save_to_disk: bool) -> Checkpointer {
+        self.save_to_disk = save_to_disk;
+        self
+    }
+
+    /// Replaces the loading hooks (used by specialised checkpointers).
+    pub fn with_hooks(mut self, hooks: Arc<dyn CheckpointHooks>) -> Checkpointer {
+        self.hooks = hooks;
+        self
+    }
+
+    /// Tracks `checkpointable`, saved and loaded under `key`. A key used twice is an error.
+    pub fn add_checkpointable<C: Checkpointable + 'static>(
+        &mut self,
+        key: &str,
+        checkpointable: Shared<C>,
+    ) -> Result<()> {
+        self.add_shared_checkpointable(key, checkpointable)
+    }
+
+    /// [`Checkpointer::add_checkpointable`] for an already type-erased handle.
+    pub fn add_shared_checkpointable(
+        &mut self,
+        key: &str,
+        checkpointable: Shared<dyn Checkpointable>,
+    ) -> Result<()> {
+        if key == "model" || self.checkpointables.contains_key(key) {
+            return Err(Error::invalid(format!(
+                "Key {key} already used in the Checkpointer"
+            )));
+        }
+        self.checkpointables.insert(key.to_string(), checkpointable);
+        Ok(())
+    }
+
+    /// The model handle.
+    pub fn model(&self) -> &Shared<dyn Model> {
+        &self.model
+    }
+
+    /// Where checkpoints are saved, if anywhere.
+    pub fn store(&self) -> Option<&Arc<dyn Store>> {
+        self.store.as_ref()
+    }
+
+    /// The keys of the tracked checkpointables, in the order they were added.
+    pub fn checkpointable_keys(&self) -> impl Iterator<Item = &str> {
+        self.checkpointables.keys().map(String::as_str)
+    }
+
+    /// Whether [`Checkpointer::save`] writes anything.
+    pub fn saves_to_disk(&self) -> bool {
+        self.save_to_disk && self.store.is_some()
+    }
+
+    /// Saves `{"model": .., <checkpointable key>: .., <extra>..}` to `<name>.pth` in the
+    /// save directory and then names it in `last_checkpoint`; does nothing without a save
+    /// directory or with `save_to_disk == false`.
+    ///
+    /// Both files are replaced atomically and the tag is written last: a crash or an error
+    /// at any point leaves the previous checkpoint and tag intact. Temporary files left by
+    /// an earlier crashed save are removed first. `name` must be a plain file name.
+    pub fn save(&self, name: &str, extra: Dict) -> Result<()> {
+        let Some(store) = self.store.as_ref().filter(|_| self.save_to_disk) else {
+            return Ok(());
+        };
+        let basename = format!("{name}.pth");
+        check_basename(name)?;
+        check_basename(&basename)?;
+        let data = self.checkpoint_dict(extra)?;
+
+        if let Err(e) = store.remove_stale_temporaries() {
+            tracing::warn!("Could not remove stale temporary files: {e}");
+        }
+        let location = store.location(&basename);
+        tracing::info!("Saving checkpoint to {}", location.display());
+        store.write(&basename, &mut |w| {
+            format::write_torch(w, &data, &self.save_options)
+        })?;
+        self.tag_last_checkpoint(&basename)
+    }
+
+    /// The dict [`Checkpointer::save`] writes.
+    pub fn checkpoint_dict(&self, extra: Dict) -> Result<Value> {
+        let mut data = Dict::new();
+        let model_state = lock(&self.model).state_dict()?;
+        data.insert("model", model_state.to_value());
+        for (key, obj) in &self.checkpointables {
+            let state = lock(obj)
+                .state_dict()
+                .map_err(|e| Error::key(key.as_str(), format!("cannot get its state: {e}")))?;
+            data.insert(key.as_str(), state);
+        }
+        for (key, value) in extra.items {
+            data.items.insert(key, value);
+        }
+        Ok(Value::Dict(data))
+    }
+
+    /// Writes `basename` into `last_checkpoint`, atomically.
+    pub fn tag_last_checkpoint(&self, basename: &str) -> Result<()> {
+        check_basename(basename)?;
+        let store = self.require_store()?;
+        store.write(LAST_CHECKPOINT, &mut |w| {
+            w.write_all(basename.as_bytes())
+                .map_err(|e| Error::io(store.location(LAST_CHECKPOINT), e))
+        })
+    }
+
+    /// Whether the save directory has a `last_checkpoint` tag.
+    pub fn has_checkpoint(&self) -> Result<bool> {
+        match &self.store {
+            Some(store) => store.exists(LAST_CHECKPOINT),
+            None => Ok(false),
+        }
+    }
+
+    /// The basename `last_checkpoint` names, `None` without a tag. A tag that is empty,
+    /// unreadable, or names anything but a plain file name in the save directory (`../x`,
+    /// an absolute path) is an error.
+    pub fn last_checkpoint_name(&self) -> Result<Option<String>> {
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let Some(bytes) = store.read_small(LAST_CHECKPOINT)? else {
+            return Ok(None);
+        };
+        let tag = store.location(LAST_CHECKPOINT);
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Error::format(format!("{} is not UTF-8 text", tag.display())))?;
+        let name = text.trim();
+        if name.is_empty() {
+            return Err(Error::format(format!(
+                "{} is empty: it should name the last checkpoint",
+                tag.display()
+            )));
+        }
+        check_basename(name).map_err(|_| {
+            Error::format(format!(
+                "{} names '{name}', which is not a file in the save directory; refusing to load outside it",
+                tag.display()
+            ))
+        })?;
+        Ok(Some(name.to_string()))
+    }
+
+    /// The path of the last checkpoint (save directory + the content of `last_checkpoint`),
+    /// `None` without a tag; see [`Checkpointer::last_checkpoint_name`] for the errors.
+    pub fn get_checkpoint_file(&self) -> Result<Option<PathBuf>> {
+        let name = self.last_checkpoint_name()?;
+        Ok(match (name, &self.store) {
+            (Some(name), Some(store)) => Some(store.location(&name)),
+            _ => None,
+        })
+    }
+
+    /// Every regular `.pth` file in the save directory, sorted; temporary files of
+    /// unfinished saves are never listed.
+    pub fn get_all_checkpoint_files(&self) -> Result<Vec<PathBuf>> {
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        Ok(store
+            .list()?
+            .into_iter()
+            .filter(|name| name.ends_with(".pth"))
+            .map(|name| store.location(&name))
+            .collect())
+    }
+
+    /// With `resume` and a `last_checkpoint` tag, loads the last checkpoint with every
+    /// checkpointable; otherwise loads `path` (model only; an empty path loads nothing).
+    ///
+    /// A tag whose target is missing, unreadable or outside the save directory is an error:
+    /// resuming never silently starts from scratch.
+    pub fn resume_or_load(&self, path: impl AsRef<Path>, resume: bool) -> Result<Dict> {
+        if resume && self.has_checkpoint()? {
+            let name = self
+                .last_checkpoint_name()?
+                .ok_or_else(|| Error::invalid("last_checkpoint disappeared while resuming"))?;
+            let store = self.require_store()?;
+            let file = store.location(&name);
+            if !store.exists(&name)? {
+                return Err(Error::format(format!(
+                    "{} names '{name}', but {} does not exist; refusing to start from scratch",
+                    store.location(LAST_CHECKPOINT).display(),
+                    file.display()
+                )));
+            }
+            return self.load(&file, None);
+        }
+        self.load(path, Some(&[]))
+    }
+
+    /// Loads the checkpoint at `path`: the model (BEHAVIOUR.md §3, incompatible keys logged
+    /// as §4), then each requested checkpointable present in the file (all with `None`,
+    /// none with `Some(&[])`). Returns what is left of the file's dict (`iteration`, user
+    /// extras). An empty path logs `No checkpoint found. Initializing model from scratch`
+    /// and returns an empty dict.
+    ///
+    /// On error nothing is changed: the file is read and the model state validated before
+    /// anything is loaded, and a checkpointable that rejects its state rolls back the model
+    /// and the checkpointables loaded before it.
+    pub fn load(&self, path: impl AsRef<Path>, checkpointables: Option<&[&str]>) -> Result<Dict> {
+        let path = path.as_ref();
+        if path.as_os_str().is_empty() {
+            tracing::info!("No checkpoint found. Initializing model from scratch");
+            return Ok(Dict::new());
+        }
+        tracing::info!("[Checkpointer] Loading from {} ...", path.display());
+        let checkpoint = self.hooks.read_file(path).in_file(path)?;
+        self.load_checkpoint(path, checkpoint, checkpointables)
+            .in_file(path)
+    }
+
+    /// [`Checkpointer::load`] of a checkpoint dict already read from `path`.
+    pub fn load_checkpoint(
+        &self,
+        path: &Path,
+        mut checkpoint: Dict,
+        checkpointables: Option<&[&str]>,
+    ) -> Result<Dict> {
+        let keys: Vec<&str> = match checkpointables {
+            None => self.checkpointables.keys().map(String::as_str).collect(),
+            Some(keys) => keys.to_vec(),
+        };
+        for key in &keys {
+            if !self.checkpointables.contains_key(*key) {
+                return Err(Error::invalid(format!(
+                    "no checkpointable is registered under '{key}'"
+                )));
+            }
+        }
+
+        let mut model = lock(&self.model);
+        let state = self.hooks.model_state(&mut checkpoint, &*model)?;
+        let (state, incorrect_shapes) = drop_incorrect_shapes(state, &*model)?;
+        let states: Vec<(&str, Value)> = keys
+            .iter()
+            .filter_map(|key| checkpoint.remove(key).map(|v| (*key, v)))
+            .collect();
+        let model_before = if states.is_empty() {
+            None
+        } else {
+            Some(model.state_dict()?)
+        };
+
+        let loaded = model.load_state_dict(state)?;
+        let mut report = IncompatibleKeys {
+            missing_keys: loaded.missing_keys,
+            unexpected_keys: loaded.unexpected_keys,
+            incorrect_shapes,
+        };
+        self.hooks.adjust_report(&mut report, &*model);
+        report.log(&model.aliases());
+        drop(model);
+
+        let mut restored: Vec<(&str, Value)> = Vec::new();
+        for (key, state) in states {
+            tracing::info!("Loading {key} from {} ...", path.display());
+            let result = self.load_one(key, state, &mut restored);
+            if let Err(e) = result {
+                self.roll_back(restored, model_before);
+                return Err(e);
+            }
+        }
+        Ok(checkpoint)
+    }
+
+    /// Loads one checkpointable, remembering its previous state in `restored`.
+    fn load_one<'k>(
+        &self,
+        key: &'k str,
+        state: Value,
+        restored: &mut Vec<(&'k str, Value)>,
+    ) -> Result<()> {
+        let handle = self
+            .checkpointables
+            .get(key)
+            .ok_or_else(|| Error::invalid(format!("no checkpointable '{key}'")))?;
+        let mut obj = lock(handle);
+        let before = obj
+            .state_dict()
+            .map_err(|e| Error::key(key, format!("cannot get its state: {e}")))?;
+        obj.load_state_dict(state)
+            .map_err(|e| Error::key(key, format!("cannot load its state: {e}")))?;
+        restored.push((key, before));
+        Ok(())
+    }
+
+    fn roll_back(&self, restored: Vec<(&str, Value)>, model_before: Option<StateDict>) {
+        for (key, before) in restored.into_iter().rev() {
+            if let Some(handle) = self.checkpointables.get(key) {
+                if let Err(e) = lock(handle).load_state_dict(before) {
+                    tracing::error!(
+                        "Could not restore the state of '{key}' after a failed load: {e}"
+                    );
+                }
+            }
+        }
+        if let Some(before) = model_before {
+            if let Err(e) = lock(&self.model).load_state_dict(before) {
+                tracing::error!("Could not restore the model after a failed load: {e}");
+            }
+        }
+    }
+
+    fn require_store(&self) -> Result<&Arc<dyn Store>> {
+        self.store
+            .as_ref()
+            .ok_or_else(|| Error::invalid("this checkpointer has no save directory"))
+    }
+}
+
+/// Drops the entries whose shape differs from the model's (unless the model accepts any
+/// shape for that name) and reports them as `(key, checkpoint shape, model shape)`.
+fn drop_incorrect_shapes(
+    mut state: StateDict,
+    model: &dyn Model,
+) -> Result<(StateDict, Vec<ShapeMismatch>)> {
+    let shapes: HashMap<String, Vec<usize>> = model.shapes()?.into_iter().collect();
+    let mut incorrect = Vec::new();
+    state.tensors.retain(|name, tensor| match shapes.get(name) {
+        Some(model_shape)
+            if tensor.shape() != model_shape.as_slice() && !model.accepts_any_shape(name) =>
+        {
+            incorrect.push((name.clone(), tensor.shape().to_vec(), model_shape.clone()));
+            false
+        }
+        _ => true,
+    });
+    Ok((state, incorrect))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checkpointers_can_move_to_a_saving_thread() {
+        fn send_sync<T: Send + Sync>() {}
+        send_sync::<Checkpointer>();
+        send_sync::<crate::PeriodicCheckpointer>();
+    }
+
+    #[test]
+    fn metadata_module_names_lose_the_prefix_too() {
+        let mut meta = Dict::ordered();
+        meta.insert("module", Value::Int(1));
+        meta.insert("module.fc", Value::Int(2));
+        let mut state = StateDict::new();
+        state.insert(
+            "module.fc.weight",
+            crate::Tensor::from_slice(&[1.0f32], &[1]).unwrap(),
+        );
+        state.metadata = Some(Value::Dict(meta));
+        let stripped = strip_prefix_if_present(state, "module.");
+        assert!(stripped.get("fc.weight").is_some());
+        let meta = stripped.metadata.unwrap();
+        let keys: Vec<String> = meta
+            .as_dict()
+            .unwrap()
+            .iter()
+            .map(|(k, _)| k.to_string())
+            .collect();
+        assert_eq!(keys, vec!["", "fc"]);
+    }
+}

@@ -1,0 +1,265 @@
+//! The report of a non-strict model load, and the warnings detectron2 prints for it, with
+//! the same wording and grouping (BEHAVIOUR.md §4).
+
+use std::borrow::Cow;
+use std::collections::HashSet;
+use std::io::IsTerminal;
+
+use indexmap::IndexMap;
+
+/// `(name, shape in the checkpoint, shape in the model)`.
+pub type ShapeMismatch = (String, Vec<usize>, Vec<usize>);
+
+/// What a model load did not match.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IncompatibleKeys {
+    /// Names of the model not loaded (after dropping shape mismatches, which are missing too).
+    pub missing_keys: Vec<String>,
+    /// Names of the checkpoint the model does not have.
+    pub unexpected_keys: Vec<String>,
+    /// `(name, shape in the checkpoint, shape in the model)` of entries skipped because the
+    /// shapes differ.
+    pub incorrect_shapes: Vec<ShapeMismatch>,
+}
+
+impl IncompatibleKeys {
+    /// Whether everything matched.
+    pub fn is_empty(&self) -> bool {
+        self.missing_keys.is_empty()
+            && self.unexpected_keys.is_empty()
+            && self.incorrect_shapes.is_empty()
+    }
+
+    /// The warnings Python logs for this report, in order: one per shape mismatch, then the
+    /// missing keys (without names whose alias was loaded, see [`filter_reused_missing_keys`]),
+    /// then the unexpected keys. `colour` adds the terminal colours Python uses.
+    pub fn warnings(&self, aliases: &[Vec<String>], colour: bool) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, in_checkpoint, in_model) in &self.incorrect_shapes {
+            out.push(format!(
+                "Skip loading parameter '{}' to the model due to incompatible shapes: {} in the checkpoint but {} in the model! You might want to double check if this is expected.",
+                escape_controls(key),
+                python_shape(in_checkpoint),
+                python_shape(in_model)
+            ));
+        }
+        if !self.missing_keys.is_empty() {
+            let missing = filter_reused_missing_keys(&self.missing_keys, aliases);
+            if !missing.is_empty() {
+                out.push(missing_keys_message(&missing, colour));
+            }
+        }
+        if !self.unexpected_keys.is_empty() {
+            out.push(unexpected_keys_message(&self.unexpected_keys, colour));
+        }
+        out
+    }
+
+    /// Logs [`IncompatibleKeys::warnings`] through `tracing`, coloured when stderr is a
+    /// terminal and `NO_COLOR` is not set.
+    ///
+    /// Key names come from files and have their control characters escaped, so the messages
+    /// are safe to print. A subscriber that escapes ANSI codes itself (tracing-subscriber's
+    /// default since 0.3.20) shows the colour codes as text: build it with
+    /// `with_ansi_sanitization(false)` or set `NO_COLOR`.
+    pub fn log(&self, aliases: &[Vec<String>]) {
+        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+        for message in self.warnings(aliases, colour) {
+            tracing::warn!("{message}");
+        }
+    }
+}
+
+/// A shape as Python prints a tuple: `()`, `(3,)`, `(2, 3)`.
+pub fn python_shape(shape: &[usize]) -> String {
+    match shape {
+        [] => "()".to_string(),
+        [one] => format!("({one},)"),
+        dims => {
+            let parts: Vec<String> = dims.iter().map(usize::to_string).collect();
+            format!("({})", parts.join(", "))
+        }
+    }
+}
+
+/// Removes from `missing` every name of an alias group of which some name was loaded (is not
+/// missing); a group missing entirely stays reported. Order is kept.
+pub fn filter_reused_missing_keys(missing: &[String], aliases: &[Vec<String>]) -> Vec<String> {
+    let missing_set: HashSet<&str> = missing.iter().map(String::as_str).collect();
+    let mut drop: HashSet<&str> = HashSet::new();
+    for group in aliases {
+        let any_missing = group.iter().any(|n| missing_set.contains(n.as_str()));
+        let all_missing = group.iter().all(|n| missing_set.contains(n.as_str()));
+        if any_missing && !all_missing {
+            drop.extend(group.iter().map(String::as_str));
+        }
+    }
+    missing
+        .iter()
+        .filter(|k| !drop.contains(k.as_str()))
+        .cloned()
+        .collect()
+}
+
+/// Groups keys by the part before their last `.`: `head -> [tails]`, in first-seen order.
+/// A key without a dot is its own head with no tail.
+pub fn group_checkpoint_keys(keys: &[String]) -> IndexMap<String, Vec<String>> {
+    let mut groups: IndexMap<String, Vec<String>> = IndexMap::new();
+    for key in keys {
+        match key.rfind('.') {
+            Some(pos) => groups
+                .entry(key[..pos].to_string())
+                .or_default()
+                .push(key[pos + 1..].to_string()),
+            None => {
+                groups.entry(key.clone()).or_default();
+            }
+        }
+    }
+    groups
+}
+
+/// `text` with control characters (terminal escape sequences included) written as `\u{..}`.
+pub fn escape_controls(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// One group as Python shows it: `head`, `head.tail` or `head.{a, b}` (tails sorted), with
+/// control characters escaped.
+pub fn group_to_string(head: &str, tails: &[String]) -> String {
+    escape_controls(&group_to_string_raw(head, tails)).into_owned()
+}
+
+fn group_to_string_raw(head: &str, tails: &[String]) -> String {
+    match tails {
+        [] => head.to_string(),
+        [one] => format!("{head}.{one}"),
+        many => {
+            let mut sorted = many.to_vec();
+            sorted.sort();
+            format!("{head}.{{{}}}", sorted.join(", "))
+        }
+    }
+}
+
+const BLUE: &str = "\x1b[34m";
+const MAGENTA: &str = "\x1b[35m";
+const RESET: &str = "\x1b[0m";
+
+fn paint(text: &str, colour: Option<&str>) -> String {
+    match colour {
+        Some(code) => format!("{code}{text}{RESET}"),
+        None => text.to_string(),
+    }
+}
+
+/// `Some model parameters or buffers are not found in the checkpoint:` then one line per
+/// group, lines sorted (blue on a terminal).
+pub fn missing_keys_message(keys: &[String], colour: bool) -> String {
+    let mut lines: Vec<String> = group_checkpoint_keys(keys)
+        .iter()
+        .map(|(head, tails)| group_to_string(head, tails))
+        .collect();
+    lines.sort();
+    let painted: Vec<String> = lines
+        .iter()
+        .map(|l| paint(l, colour.then_some(BLUE)))
+        .collect();
+    format!(
+        "Some model parameters or buffers are not found in the checkpoint:\n{}",
+        painted.join("\n")
+    )
+}
+
+/// `The checkpoint state_dict contains keys that are not used by the model:` then one
+/// indented line per group, in first-seen order (magenta on a terminal).
+pub fn unexpected_keys_message(keys: &[String], colour: bool) -> String {
+    let lines: Vec<String> = group_checkpoint_keys(keys)
+        .iter()
+        .map(|(head, tails)| {
+            format!(
+                "  {}",
+                paint(&group_to_string(head, tails), colour.then_some(MAGENTA))
+            )
+        })
+        .collect();
+    format!(
+        "The checkpoint state_dict contains keys that are not used by the model:\n{}",
+        lines.join("\n")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn missing_keys_are_grouped_and_sorted_like_python() {
+        let msg = missing_keys_message(
+            &keys(&["b.weight", "a.bias", "a.weight", "c", "b.running_mean"]),
+            false,
+        );
+        assert_eq!(
+            msg,
+            "Some model parameters or buffers are not found in the checkpoint:\n\
+             a.{bias, weight}\nb.{running_mean, weight}\nc"
+        );
+    }
+
+    #[test]
+    fn unexpected_keys_keep_first_seen_order_and_indent() {
+        let msg = unexpected_keys_message(&keys(&["z.w", "a.b", "z.a"]), false);
+        assert_eq!(
+            msg,
+            "The checkpoint state_dict contains keys that are not used by the model:\n  z.{a, w}\n  a.b"
+        );
+        let coloured = unexpected_keys_message(&keys(&["a.b"]), true);
+        assert!(coloured.contains("\x1b[35ma.b\x1b[0m"));
+    }
+
+    #[test]
+    fn aliases_of_loaded_names_are_not_missing() {
+        let aliases = vec![keys(&["enc.w", "dec.w"]), keys(&["x", "y"])];
+        let missing = keys(&["dec.w", "x", "y", "z"]);
+        assert_eq!(
+            filter_reused_missing_keys(&missing, &aliases),
+            keys(&["x", "y", "z"])
+        );
+    }
+
+    #[test]
+    fn terminal_escapes_in_key_names_are_neutralised() {
+        let msg = unexpected_keys_message(&keys(&["evil\x1b[2J.weight"]), false);
+        assert!(!msg.contains('\x1b'), "{msg:?}");
+        assert!(msg.contains("evil\\u{1b}[2J.weight"), "{msg:?}");
+    }
+
+    #[test]
+    fn shape_warning_prints_python_tuples() {
+        let report = IncompatibleKeys {
+            incorrect_shapes: vec![("fc.bias".into(), vec![3], vec![2, 1])],
+            ..Default::default()
+        };
+        assert_eq!(
+            report.warnings(&[], false),
+            vec!["Skip loading parameter 'fc.bias' to the model due to incompatible shapes: (3,) in the checkpoint but (2, 1) in the model! You might want to double check if this is expected."]
+        );
+    }
+}

@@ -1,0 +1,251 @@
+//! Where a checkpointer keeps its files: one small interface ([`Store`]) so that the
+//! checkpointer never touches the filesystem itself, and an object store or an asynchronous
+//! writer can be added without changing it. [`LocalDir`] is a local directory with atomic
+//! writes.
+
+use std::fmt;
+use std::fs;
+use std::io::{ErrorKind, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+use crate::format::{atomic_write, TEMP_PREFIX};
+
+/// A flat namespace of files (a checkpoint directory), addressed by plain basenames.
+pub trait Store: Send + Sync + fmt::Debug {
+    /// The full location of `name` (a path for a local directory), for logs, errors and
+    /// readers.
+    fn location(&self, name: &str) -> PathBuf;
+
+    /// Writes `name` atomically: a reader, or a crash at any instant, sees either the
+    /// previous content or the complete new content, never a part of it. On error the
+    /// previous content is intact.
+    fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()>;
+
+    /// Reads a small file whole (a tag); `Ok(None)` when it does not exist.
+    fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Whether `name` exists (as a regular file).
+    fn exists(&self, name: &str) -> Result<bool>;
+
+    /// The names of the regular files, sorted, without temporary files of unfinished writes.
+    /// A store that does not exist yet is empty.
+    fn list(&self) -> Result<Vec<String>>;
+
+    /// Deletes `name`; deleting a file that does not exist is not an error.
+    fn remove(&self, name: &str) -> Result<()>;
+
+    /// Deletes temporary files left by writes that were interrupted (a crash, a kill), and
+    /// never those of a write still in progress.
+    fn remove_stale_temporaries(&self) -> Result<()>;
+}
+
+/// Checks that `name` is a plain file name: not empty, not `.`/`..`, no path separator.
+pub fn check_basename(name: &str) -> Result<()> {
+    let bad = name.is_empty()
+        || name == "."
+        || name == ".."
+        || name.contains('/')
+        || name.contains('\\')
+        || name.contains('\0');
+    if bad {
+        return Err(Error::invalid(format!(
+            "'{name}' is not a plain file name (a checkpoint name must not contain a path)"
+        )));
+    }
+    Ok(())
+}
+
+/// A local directory. Writes go to a temporary file in the directory, are fsynced, renamed
+/// over the target and the directory is fsynced. The directory is created on first write.
+#[derive(Debug, Clone)]
+pub struct LocalDir {
+    dir: PathBuf,
+}
+
+impl LocalDir {
+    /// The store of files in `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> LocalDir {
+        LocalDir { dir: dir.into() }
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> Result<PathBuf> {
+        check_basename(name)?;
+        Ok(self.dir.join(name))
+    }
+}
+
+/// Makes an error of a write name the file being written, also when the writer reported an
+/// I/O error on a placeholder or temporary path.
+fn name_target(error: Error, path: &Path) -> Error {
+    match error {
+        Error::Io { path: ref at, .. } if at != path => Error::File {
+            path: path.to_path_buf(),
+            source: Box::new(error),
+        },
+        other => other.in_file(path),
+    }
+}
+
+impl Store for LocalDir {
+    fn location(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
+        let path = self.path(name)?;
+        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        atomic_write(&path, |w| write(w)).map_err(|e| name_target(e, &path))
+    }
+
+    fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        let path = self.path(name)?;
+        match fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        let path = self.path(name)?;
+        match fs::metadata(&path) {
+            Ok(meta) => Ok(meta.is_file()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn list(&self) -> Result<Vec<String>> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        let mut names = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| Error::io(&self.dir, e))?;
+            let Ok(name) = entry.file_name().into_string() else {
+                continue; // not UTF-8: never a name this library wrote
+            };
+            if name.starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            // Follows symlinks, as Python's isfile does.
+            if fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    fn remove(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(path, e)),
+        }
+    }
+
+    fn remove_stale_temporaries(&self) -> Result<()> {
+        let entries = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io(&self.dir, e)),
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+                continue;
+            };
+            if temp_writer_is_gone(rest) {
+                let path = entry.path();
+                match fs::remove_file(&path) {
+                    Ok(()) => tracing::debug!("Removed stale temporary file {}", path.display()),
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => return Err(Error::io(path, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether the process that wrote a temporary file (`<pid>-<unique>-<name>` after the
+/// prefix) can no longer finish it. Our own process may have a write in flight; another
+/// live process may too. Where liveness cannot be checked, only files of other processes
+/// whose pid cannot be read are removed.
+fn temp_writer_is_gone(rest: &str) -> bool {
+    let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return false;
+    };
+    if pid == std::process::id() {
+        return false;
+    }
+    process_is_gone(pid)
+}
+
+#[cfg(target_os = "linux")]
+fn process_is_gone(pid: u32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn process_is_gone(_pid: u32) -> bool {
+    // Without a portable liveness check, keep the file: a leftover temporary is never
+    // listed as a checkpoint, while deleting a live writer's file would fail its save.
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_with_paths_are_rejected() {
+        for bad in ["", ".", "..", "../x.pth", "/abs.pth", "a/b.pth", "a\\b"] {
+            assert!(check_basename(bad).is_err(), "{bad:?} accepted");
+        }
+        check_basename("model_0000009.pth").unwrap();
+    }
+
+    #[test]
+    fn listing_skips_temporaries_and_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path());
+        store
+            .write("a.pth", &mut |w| {
+                w.write_all(b"x").map_err(|e| Error::io("a.pth", e))
+            })
+            .unwrap();
+        fs::write(dir.path().join(format!("{TEMP_PREFIX}1-2-b.pth")), b"y").unwrap();
+        fs::create_dir(dir.path().join("sub.pth")).unwrap();
+        assert_eq!(store.list().unwrap(), vec!["a.pth"]);
+        assert!(store.exists("a.pth").unwrap());
+        assert!(!store.exists("sub.pth").unwrap());
+    }
+
+    #[test]
+    fn temporaries_of_dead_writers_are_removed_and_ours_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path());
+        // No process has the largest pid, so that writer is gone (checked on Linux).
+        let dead = dir.path().join(format!("{TEMP_PREFIX}4294967295-1-a.pth"));
+        let ours = dir
+            .path()
+            .join(format!("{TEMP_PREFIX}{}-1-a.pth", std::process::id()));
+        fs::write(&dead, b"x").unwrap();
+        fs::write(&ours, b"x").unwrap();
+        store.remove_stale_temporaries().unwrap();
+        assert_eq!(dead.exists(), cfg!(not(target_os = "linux")));
+        assert!(ours.exists());
+    }
+}

@@ -1,0 +1,84 @@
+//! Helpers shared by the checkpointer, periodic and crash tests.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use ckpt::{shared, Checkpointable, Result, Shared, StateDict, StateDictModel, Tensor, Value};
+
+/// A model with two layers whose values are all `fill`.
+pub fn model_state(fill: f32) -> StateDict {
+    let mut sd = StateDict::new();
+    sd.insert(
+        "layer1.weight",
+        Tensor::from_slice(&[fill; 6], &[2, 3]).unwrap(),
+    );
+    sd.insert("layer1.bias", Tensor::from_slice(&[fill; 2], &[2]).unwrap());
+    sd.insert(
+        "layer2.weight",
+        Tensor::from_slice(&[fill; 4], &[2, 2]).unwrap(),
+    );
+    sd.insert("layer2.bias", Tensor::from_slice(&[fill; 2], &[2]).unwrap());
+    sd
+}
+
+pub fn model(fill: f32) -> Shared<StateDictModel> {
+    shared(StateDictModel::new(model_state(fill)))
+}
+
+/// Whether two state dicts have the same names, in order, and the same tensors.
+pub fn same_state(a: &StateDict, b: &StateDict) -> bool {
+    a.len() == b.len()
+        && a.iter()
+            .zip(b.iter())
+            .all(|((na, ta), (nb, tb))| na == nb && ta.data_eq(tb))
+}
+
+pub fn state_of(model: &Shared<StateDictModel>) -> StateDict {
+    model.lock().unwrap().tensors().clone()
+}
+
+/// A checkpointable counter whose state is a plain int; it rejects anything else.
+#[derive(Debug, Default)]
+pub struct Counter(pub i64);
+
+impl Checkpointable for Counter {
+    fn state_dict(&self) -> Result<Value> {
+        Ok(Value::Int(self.0))
+    }
+    fn load_state_dict(&mut self, state: Value) -> Result<()> {
+        self.0 = state.as_int().ok_or_else(|| {
+            ckpt::Error::invalid(format!("expected an int, got a {}", state.type_name()))
+        })?;
+        Ok(())
+    }
+}
+
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Buffer {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` and returns what it logged (messages only, no colours).
+pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .without_time()
+        .with_target(false)
+        .with_max_level(tracing::Level::DEBUG)
+        .finish();
+    let result = tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
+    (result, text)
+}
