@@ -199,7 +199,11 @@ fn convert_basic_name(original: &str) -> String {
 /// FPN lateral (`fpn.inner.resN...`) and output (`fpn.resN...`) convolutions.
 fn fpn_name(name: &str) -> std::result::Result<String, String> {
     let splits: Vec<&str> = name.split('.').collect();
-    let norm = if splits.contains(&"norm") { ".norm" } else { "" };
+    let norm = if splits.contains(&"norm") {
+        ".norm"
+    } else {
+        ""
+    };
     let last = splits.last().copied().unwrap_or_default();
     let (kind, stage_segment) = if name.starts_with("fpn.inner.") {
         ("fpn_lateral", splits.get(2))
@@ -215,9 +219,8 @@ fn fpn_name(name: &str) -> std::result::Result<String, String> {
         .chars()
         .skip(3)
         .collect();
-    let stage = python_int(&digits).ok_or_else(|| {
-        format!("FPN stage '{digits}' in Caffe2 name '{name}' is not an integer")
-    })?;
+    let stage = python_int(&digits)
+        .ok_or_else(|| format!("FPN stage '{digits}' in Caffe2 name '{name}' is not an integer"))?;
     Ok(format!("{kind}{stage}{norm}.{last}"))
 }
 
@@ -379,11 +382,19 @@ mod tests {
     #[test]
     fn unescaped_dots_match_any_character_but_newline() {
         assert_eq!(
-            sub_end("res.bn.runningXmean", "bn.running?mean", "norm.running_mean"),
+            sub_end(
+                "res.bn.runningXmean",
+                "bn.running?mean",
+                "norm.running_mean"
+            ),
             "res.norm.running_mean"
         );
         assert_eq!(
-            sub_end("res.bn.running\nmean", "bn.running?mean", "norm.running_mean"),
+            sub_end(
+                "res.bn.running\nmean",
+                "bn.running?mean",
+                "norm.running_mean"
+            ),
             "res.bn.running\nmean"
         );
         assert_eq!(
@@ -402,6 +413,9 @@ mod tests {
         assert_eq!(python_int("x"), None);
         assert_eq!(python_int("1__0"), None);
         assert!(convert_c2_name("fpn_inner_resX_w").is_err());
-        assert_eq!(convert_c2_name("fpn_res03_w").unwrap(), "fpn_output3.weight");
+        assert_eq!(
+            convert_c2_name("fpn_res03_w").unwrap(),
+            "fpn_output3.weight"
+        );
     }
 }

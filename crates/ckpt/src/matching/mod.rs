@@ -32,9 +32,7 @@ pub use align::{align_and_update_state_dicts, Alignment, MatchedKey, ShapeMismat
 pub use c2_names::{
     convert_c2_detectron_names, convert_c2_name, C2Conversion, ValueEdit, ValueEditKind,
 };
-pub use report::{
-    format_match_table, group_str, longest_common_prefix, longest_common_prefix_str,
-};
+pub use report::{format_match_table, group_str, longest_common_prefix, longest_common_prefix_str};
 
 /// A shape as Python prints a tuple: `()`, `(3,)`, `(2, 3)`.
 pub(crate) fn shape_tuple(shape: &[usize]) -> String {

@@ -15,7 +15,10 @@ use crate::matching::shape_tuple;
 /// a difference, which can yield a string that is not a prefix; this keeps only the
 /// leading run, so the result is always a prefix of every name.
 pub fn longest_common_prefix<S: AsRef<str>>(names: &[S]) -> String {
-    let split: Vec<Vec<&str>> = names.iter().map(|s| s.as_ref().split('.').collect()).collect();
+    let split: Vec<Vec<&str>> = names
+        .iter()
+        .map(|s| s.as_ref().split('.').collect())
+        .collect();
     let (Some(first), Some(last)) = (split.iter().min(), split.iter().max()) else {
         return String::new();
     };
@@ -107,7 +110,8 @@ pub fn format_match_table(matched: &[MatchedKey]) -> String {
     let keys: Vec<&str> = matched.iter().map(|m| m.model_key.as_str()).collect();
     let originals: Vec<&str> = matched.iter().map(|m| m.checkpoint_key.as_str()).collect();
     let common_prefix = longest_common_prefix(&keys);
-    let strip = |k: &str| k[common_prefix.len()..].to_string();
+    // Python slicing: a single key gives a "prefix" one dot longer than itself.
+    let strip = |k: &str| k.get(common_prefix.len()..).unwrap_or_default().to_string();
     let groups = group_by_module(&keys, &originals);
 
     let mut rows: Vec<[String; 3]> = Vec::new();

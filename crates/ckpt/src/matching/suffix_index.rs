@@ -65,7 +65,13 @@ mod tests {
 
     #[test]
     fn longest_dot_suffix_wins() {
-        let names = ["conv1.weight", "res2.conv1.weight", "weight", "", "v1.weight"];
+        let names = [
+            "conv1.weight",
+            "res2.conv1.weight",
+            "weight",
+            "",
+            "v1.weight",
+        ];
         let index = SuffixIndex::new(names);
         assert_eq!(index.longest_match("body.res2.conv1.weight"), Some(1));
         assert_eq!(index.longest_match("body.res3.conv1.weight"), Some(0));
