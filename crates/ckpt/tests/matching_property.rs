@@ -178,11 +178,14 @@ fn random_suffix(rng: &mut Rng, name: &str) -> String {
     parts[from..].join(".")
 }
 
-fn random_case(rng: &mut Rng) -> (Vec<(String, Vec<usize>)>, Vec<(String, Vec<usize>)>) {
+/// Names with shapes, as a model or a checkpoint lists them.
+type Keys = Vec<(String, Vec<usize>)>;
+
+fn random_case(rng: &mut Rng) -> (Keys, Keys) {
     let shape = |rng: &mut Rng| SHAPES[rng.below(SHAPES.len())].to_vec();
     let model_size = 1 + rng.below(14);
     let wrap = rng.chance(20);
-    let mut model: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut model: Keys = Vec::new();
     while model.len() < model_size {
         let mut name = random_name(rng, 5);
         if wrap {
@@ -193,7 +196,7 @@ fn random_case(rng: &mut Rng) -> (Vec<(String, Vec<usize>)>, Vec<(String, Vec<us
         }
     }
     let ckpt_size = rng.below(14);
-    let mut ckpt: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut ckpt: Keys = Vec::new();
     for _ in 0..ckpt_size * 3 {
         if ckpt.len() >= ckpt_size {
             break;

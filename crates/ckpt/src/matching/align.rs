@@ -134,7 +134,7 @@ pub fn align_and_update_state_dicts(
             )));
         }
         claimed[c] = Some(position);
-        matched.push((c, model_key.clone()));
+        matched.push((c, position));
     }
 
     if matched.is_empty() {
@@ -148,24 +148,24 @@ pub fn align_and_update_state_dicts(
         });
     }
 
-    let matched_keys: Vec<MatchedKey> = matched
+    let (matched_keys, taken): (Vec<MatchedKey>, Vec<usize>) = matched
         .iter()
-        .filter_map(|(c, model_key)| {
-            let (key, tensor) = ckpt.tensors.get_index(*c)?;
-            Some(MatchedKey {
-                model_key: model_key.clone(),
-                checkpoint_key: original(*c, key),
+        .filter_map(|&(c, position)| {
+            let (key, tensor) = ckpt.tensors.get_index(c)?;
+            let pair = MatchedKey {
+                model_key: model_order[position].0.clone(),
+                checkpoint_key: original(c, key),
                 converted_key: key.clone(),
                 shape: tensor.shape().to_vec(),
-            })
+            };
+            Some((pair, c))
         })
-        .collect();
-    if tracing::enabled!(tracing::Level::INFO) {
-        info!("{}", format_match_table(&matched_keys));
-    }
+        .unzip();
+    // Formatted only if a subscriber (or `log` logger) records the event.
+    info!("{}", MatchTable(&matched_keys));
 
     Ok(Alignment {
-        state_dict: rename_for_loading(ckpt, matched),
+        state_dict: rename_for_loading(ckpt, &matched_keys, &taken),
         matched: matched_keys,
         shape_mismatches,
         c2_renames,
@@ -174,18 +174,27 @@ pub fn align_and_update_state_dicts(
 }
 
 /// The matched tensors under their model names (in the order given), then the others under
-/// their own names, sorted.
-fn rename_for_loading(ckpt: StateDict, matched: Vec<(usize, String)>) -> StateDict {
+/// their own names, sorted. `positions[i]` is the checkpoint position of `matched[i]`.
+fn rename_for_loading(ckpt: StateDict, matched: &[MatchedKey], positions: &[usize]) -> StateDict {
     let mut slots: Vec<Option<(String, Tensor)>> = ckpt.tensors.into_iter().map(Some).collect();
     let mut out = StateDict::new();
     out.tensors.reserve(slots.len());
-    for (c, model_key) in matched {
+    for (m, &c) in matched.iter().zip(positions) {
         if let Some((_, tensor)) = slots.get_mut(c).and_then(Option::take) {
-            out.insert(model_key, tensor);
+            out.insert(m.model_key.clone(), tensor);
         }
     }
     let mut rest: Vec<(String, Tensor)> = slots.into_iter().flatten().collect();
     rest.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     out.tensors.extend(rest);
     out
+}
+
+/// Formats the table of matches when displayed.
+struct MatchTable<'a>(&'a [MatchedKey]);
+
+impl std::fmt::Display for MatchTable<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&format_match_table(self.0))
+    }
 }

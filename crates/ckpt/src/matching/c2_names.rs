@@ -116,41 +116,54 @@ pub fn convert_c2_name(original: &str) -> Result<String> {
     let mut k = convert_basic_name(original);
 
     // RPN: the FPN head is shared by all levels and named after level 2.
-    k = k.replace("conv.rpn.fpn2", "proposal_generator.rpn_head.conv");
-    k = k.replace("conv.rpn", "proposal_generator.rpn_head.conv");
-    k = k.replace(
+    replace(&mut k, "conv.rpn.fpn2", "proposal_generator.rpn_head.conv");
+    replace(&mut k, "conv.rpn", "proposal_generator.rpn_head.conv");
+    replace(
+        &mut k,
         "rpn.bbox.pred.fpn2",
         "proposal_generator.rpn_head.anchor_deltas",
     );
-    k = k.replace(
+    replace(
+        &mut k,
         "rpn.cls.logits.fpn2",
         "proposal_generator.rpn_head.objectness_logits",
     );
-    k = k.replace("rpn.bbox.pred", "proposal_generator.rpn_head.anchor_deltas");
-    k = k.replace(
+    replace(
+        &mut k,
+        "rpn.bbox.pred",
+        "proposal_generator.rpn_head.anchor_deltas",
+    );
+    replace(
+        &mut k,
         "rpn.cls.logits",
         "proposal_generator.rpn_head.objectness_logits",
     );
 
     // Fast R-CNN box head.
-    k = sub_start(&k, "bbox.pred", "bbox_pred");
-    k = sub_start(&k, "cls.score", "cls_score");
-    k = sub_start(&k, "fc6.", "box_head.fc1.");
-    k = sub_start(&k, "fc7.", "box_head.fc2.");
-    k = sub_start(&k, "head.conv", "box_head.conv");
+    sub_start(&mut k, "bbox.pred", "bbox_pred");
+    sub_start(&mut k, "cls.score", "cls_score");
+    sub_start(&mut k, "fc6.", "box_head.fc1.");
+    sub_start(&mut k, "fc7.", "box_head.fc2.");
+    sub_start(&mut k, "head.conv", "box_head.conv");
 
-    k = fpn_name(&k).map_err(|message| Error::key(original, message))?;
+    if let Some(fpn) = fpn_name(&k).map_err(|message| Error::key(original, message))? {
+        k = fpn;
+    }
 
     // Mask head (StandardROIHeads, then Res5ROIHeads).
-    k = k.replace(".[mask].fcn", "mask_head.mask_fcn");
-    k = sub_start(&k, ".mask.fcn", "mask_head.mask_fcn");
-    k = k.replace("mask.fcn.logits", "mask_head.predictor");
-    k = k.replace("conv5.mask", "mask_head.deconv");
+    replace(&mut k, ".[mask].fcn", "mask_head.mask_fcn");
+    sub_start(&mut k, ".mask.fcn", "mask_head.mask_fcn");
+    replace(&mut k, "mask.fcn.logits", "mask_head.predictor");
+    replace(&mut k, "conv5.mask", "mask_head.deconv");
 
     // Keypoint head.
-    k = k.replace("conv.fcn", "roi_heads.keypoint_head.conv_fcn");
-    k = k.replace("kps.score.lowres", "roi_heads.keypoint_head.score_lowres");
-    k = k.replace("kps.score.", "roi_heads.keypoint_head.score.");
+    replace(&mut k, "conv.fcn", "roi_heads.keypoint_head.conv_fcn");
+    replace(
+        &mut k,
+        "kps.score.lowres",
+        "roi_heads.keypoint_head.score_lowres",
+    );
+    replace(&mut k, "kps.score.", "roi_heads.keypoint_head.score.");
     Ok(k)
 }
 
@@ -161,43 +174,50 @@ fn convert_basic_name(original: &str) -> String {
         "pred_w" => "linear_w".to_string(),
         other => other.to_string(),
     };
-    k = k.replace('_', ".");
-    k = sub_end(&k, ".b", ".bias");
-    k = sub_end(&k, ".w", ".weight");
+    replace(&mut k, "_", ".");
+    sub_end(&mut k, ".b", ".bias");
+    sub_end(&mut k, ".w", ".weight");
 
     // Batch norm and group norm both become `norm`.
-    k = sub_end(&k, "bn.s", "norm.weight");
-    k = sub_end(&k, "bn.bias", "norm.bias");
-    k = k.replace("bn.rm", "norm.running_mean");
-    k = sub_end(&k, "bn.running?mean", "norm.running_mean");
-    k = sub_end(&k, "bn.riv", "norm.running_var");
-    k = sub_end(&k, "bn.running?var", "norm.running_var");
-    k = sub_end(&k, "bn.gamma", "norm.weight");
-    k = sub_end(&k, "bn.beta", "norm.bias");
-    k = sub_end(&k, "gn.s", "norm.weight");
-    k = sub_end(&k, "gn.bias", "norm.bias");
+    sub_end(&mut k, "bn.s", "norm.weight");
+    sub_end(&mut k, "bn.bias", "norm.bias");
+    replace(&mut k, "bn.rm", "norm.running_mean");
+    sub_end(&mut k, "bn.running?mean", "norm.running_mean");
+    sub_end(&mut k, "bn.riv", "norm.running_var");
+    sub_end(&mut k, "bn.running?var", "norm.running_var");
+    sub_end(&mut k, "bn.gamma", "norm.weight");
+    sub_end(&mut k, "bn.beta", "norm.bias");
+    sub_end(&mut k, "gn.s", "norm.weight");
+    sub_end(&mut k, "gn.bias", "norm.bias");
 
     // Stem; `conv1` alone would also catch heads, hence the anchor.
-    k = sub_start(&k, "res.conv1.norm.", "conv1.norm.");
-    k = sub_start(&k, "conv1.", "stem.conv1.");
+    sub_start(&mut k, "res.conv1.norm.", "conv1.norm.");
+    sub_start(&mut k, "conv1.", "stem.conv1.");
 
     // Residual blocks.
-    k = k.replace(".branch1.", ".shortcut.");
-    k = k.replace(".branch2a.", ".conv1.");
-    k = k.replace(".branch2b.", ".conv2.");
-    k = k.replace(".branch2c.", ".conv3.");
+    replace(&mut k, ".branch1.", ".shortcut.");
+    replace(&mut k, ".branch2a.", ".conv1.");
+    replace(&mut k, ".branch2b.", ".conv2.");
+    replace(&mut k, ".branch2c.", ".conv3.");
 
     // DensePose.
-    k = sub_start(&k, "body?conv?fcn", "body_conv_fcn");
-    k = k.replace("AnnIndex.lowres", "ann_index_lowres");
-    k = k.replace("Index.UV.lowres", "index_uv_lowres");
-    k = k.replace("U.lowres", "u_lowres");
-    k = k.replace("V.lowres", "v_lowres");
+    sub_start(&mut k, "body?conv?fcn", "body_conv_fcn");
+    replace(&mut k, "AnnIndex.lowres", "ann_index_lowres");
+    replace(&mut k, "Index.UV.lowres", "index_uv_lowres");
+    replace(&mut k, "U.lowres", "u_lowres");
+    replace(&mut k, "V.lowres", "v_lowres");
     k
 }
 
 /// FPN lateral (`fpn.inner.resN...`) and output (`fpn.resN...`) convolutions.
-fn fpn_name(name: &str) -> std::result::Result<String, String> {
+fn fpn_name(name: &str) -> std::result::Result<Option<String>, String> {
+    let (kind, stage_index) = if name.starts_with("fpn.inner.") {
+        ("fpn_lateral", 2)
+    } else if name.starts_with("fpn.res") {
+        ("fpn_output", 1)
+    } else {
+        return Ok(None);
+    };
     let splits: Vec<&str> = name.split('.').collect();
     let norm = if splits.contains(&"norm") {
         ".norm"
@@ -205,15 +225,9 @@ fn fpn_name(name: &str) -> std::result::Result<String, String> {
         ""
     };
     let last = splits.last().copied().unwrap_or_default();
-    let (kind, stage_segment) = if name.starts_with("fpn.inner.") {
-        ("fpn_lateral", splits.get(2))
-    } else if name.starts_with("fpn.res") {
-        ("fpn_output", splits.get(1))
-    } else {
-        return Ok(name.to_string());
-    };
     // detectron2 drops three characters (`res`) without checking them.
-    let digits: String = stage_segment
+    let digits: String = splits
+        .get(stage_index)
         .copied()
         .unwrap_or_default()
         .chars()
@@ -221,7 +235,7 @@ fn fpn_name(name: &str) -> std::result::Result<String, String> {
         .collect();
     let stage = python_int(&digits)
         .ok_or_else(|| format!("FPN stage '{digits}' in Caffe2 name '{name}' is not an integer"))?;
-    Ok(format!("{kind}{stage}{norm}.{last}"))
+    Ok(Some(format!("{kind}{stage}{norm}.{last}")))
 }
 
 /// `str(int(text))` for the decimal integers Python's `int()` accepts (ASCII digits).
@@ -262,32 +276,35 @@ fn match_here(text: &str, pattern: &str) -> Option<usize> {
     Some(chars.next().map_or(text.len(), |(i, _)| i))
 }
 
+/// `str.replace(from, to)`, allocating only when `from` occurs.
+fn replace(text: &mut String, from: &str, to: &str) {
+    if text.contains(from) {
+        *text = text.replace(from, to);
+    }
+}
+
 /// `re.sub("^" + pattern, replacement, text)`.
-fn sub_start(text: &str, pattern: &str, replacement: &str) -> String {
-    match match_here(text, pattern) {
-        Some(len) => format!("{replacement}{}", &text[len..]),
-        None => text.to_string(),
+fn sub_start(text: &mut String, pattern: &str, replacement: &str) {
+    if let Some(len) = match_here(text, pattern) {
+        text.replace_range(..len, replacement);
     }
 }
 
 /// `re.sub(pattern + "$", replacement, text)`: Python's `$` matches at the end and just
 /// before a newline that ends the text.
-fn sub_end(text: &str, pattern: &str, replacement: &str) -> String {
+fn sub_end(text: &mut String, pattern: &str, replacement: &str) {
     let width = pattern.chars().count();
-    let mut ends = vec![text.len()];
-    if text.ends_with('\n') {
-        ends.push(text.len() - 1);
-    }
-    for end in ends {
+    let before_newline = text.strip_suffix('\n').map(str::len);
+    for end in [Some(text.len()), before_newline].into_iter().flatten() {
         let head = &text[..end];
         let Some((start, _)) = head.char_indices().rev().nth(width.wrapping_sub(1)) else {
             continue;
         };
         if width > 0 && match_here(&head[start..], pattern) == Some(end - start) {
-            return format!("{}{replacement}{}", &text[..start], &text[end..]);
+            text.replace_range(start..end, replacement);
+            return;
         }
     }
-    text.to_string()
 }
 
 /// Drops the background-class rows of the box and mask predictors, or moves the background
@@ -359,8 +376,8 @@ pub(crate) fn move_first_row_to_end(tensor: &Tensor) -> Result<Tensor> {
         ));
     };
     let mut bytes = tensor.contiguous_bytes().into_owned();
-    if rows > 0 {
-        let row_bytes = bytes.len() / rows;
+    // No rows: nothing to move.
+    if let Some(row_bytes) = bytes.len().checked_div(rows) {
         bytes.rotate_left(row_bytes);
     }
     Ok(Tensor::from_bytes(tensor.dtype(), tensor.shape(), bytes)?
@@ -371,18 +388,30 @@ pub(crate) fn move_first_row_to_end(tensor: &Tensor) -> Result<Tensor> {
 mod tests {
     use super::*;
 
+    fn end(text: &str, pattern: &str, replacement: &str) -> String {
+        let mut k = text.to_string();
+        sub_end(&mut k, pattern, replacement);
+        k
+    }
+
+    fn start(text: &str, pattern: &str, replacement: &str) -> String {
+        let mut k = text.to_string();
+        sub_start(&mut k, pattern, replacement);
+        k
+    }
+
     #[test]
     fn end_anchor_matches_before_a_final_newline_like_python() {
-        assert_eq!(sub_end("x.b\n", ".b", ".bias"), "x.bias\n");
-        assert_eq!(sub_end("x.b", ".b", ".bias"), "x.bias");
-        assert_eq!(sub_end("x.bb", ".b", ".bias"), "x.bb");
-        assert_eq!(sub_end("b", ".b", ".bias"), "b");
+        assert_eq!(end("x.b\n", ".b", ".bias"), "x.bias\n");
+        assert_eq!(end("x.b", ".b", ".bias"), "x.bias");
+        assert_eq!(end("x.bb", ".b", ".bias"), "x.bb");
+        assert_eq!(end("b", ".b", ".bias"), "b");
     }
 
     #[test]
     fn unescaped_dots_match_any_character_but_newline() {
         assert_eq!(
-            sub_end(
+            end(
                 "res.bn.runningXmean",
                 "bn.running?mean",
                 "norm.running_mean"
@@ -390,7 +419,7 @@ mod tests {
             "res.norm.running_mean"
         );
         assert_eq!(
-            sub_end(
+            end(
                 "res.bn.running\nmean",
                 "bn.running?mean",
                 "norm.running_mean"
@@ -398,10 +427,10 @@ mod tests {
             "res.bn.running\nmean"
         );
         assert_eq!(
-            sub_start("body-conv-fcn1.w", "body?conv?fcn", "body_conv_fcn"),
+            start("body-conv-fcn1.w", "body?conv?fcn", "body_conv_fcn"),
             "body_conv_fcn1.w"
         );
-        assert_eq!(sub_start("bodyéconvéfcn", "body?conv?fcn", "X"), "X");
+        assert_eq!(start("bodyéconvéfcn", "body?conv?fcn", "X"), "X");
     }
 
     #[test]

@@ -8,25 +8,25 @@ use std::ops::Range;
 use crate::matching::align::MatchedKey;
 use crate::matching::shape_tuple;
 
-/// The longest common prefix of dot-separated names, in whole segments, with its trailing
-/// dot: `["abc.zfg", "abc.zef"]` gives `"abc."`; no common segment (or no name) gives `""`.
+/// The longest common prefix of dot-separated names, in whole segments, with a trailing
+/// dot: `["abc.zfg", "abc.zef"]` gives `"abc."`, a single name `"a.b"` gives `"a.b."`; no
+/// common segment (or no name) gives `""`.
 ///
-/// detectron2 keeps every position where the smallest and largest names agree, even after
-/// a difference, which can yield a string that is not a prefix; this keeps only the
-/// leading run, so the result is always a prefix of every name.
+/// detectron2 keeps every segment position where the smallest and largest names agree,
+/// even after a difference (`["a.b.c", "a.x.c"]` would give `"a.c."`, not a prefix); this
+/// keeps only the leading run, so it is always a prefix of every name plus `"."`.
 pub fn longest_common_prefix<S: AsRef<str>>(names: &[S]) -> String {
-    let split: Vec<Vec<&str>> = names
-        .iter()
-        .map(|s| s.as_ref().split('.').collect())
-        .collect();
-    let (Some(first), Some(last)) = (split.iter().min(), split.iter().max()) else {
+    let by_segments = |a: &&str, b: &&str| a.split('.').cmp(b.split('.'));
+    let names = names.iter().map(AsRef::as_ref);
+    let (Some(first), Some(last)) = (names.clone().min_by(by_segments), names.max_by(by_segments))
+    else {
         return String::new();
     };
     let common: Vec<&str> = first
-        .iter()
-        .zip(last)
+        .split('.')
+        .zip(last.split('.'))
         .take_while(|(a, b)| a == b)
-        .map(|(a, _)| *a)
+        .map(|(a, _)| a)
         .collect();
     if common.is_empty() {
         String::new()

@@ -1,61 +1,45 @@
-//! An index of names by their dot-separated segments, read from the end.
+//! Finding, for a model name, the longest checkpoint name it ends with.
 //!
-//! `c` matches `m` when `m == c` or `m` ends with `"." + c`, which is exactly "the segments
-//! of `c` are the last segments of `m`". Storing every indexed name as a path of segments
-//! from its last one to its first (a trie) finds, for a query, every indexed name that
-//! matches it by walking the query's segments once: the deepest name on the walk is the
-//! longest match. Cost: one hash lookup per segment of the query, one insert per segment of
-//! each indexed name.
+//! `c` matches `m` when `m == c` or `m` ends with `"." + c`: the candidates are `m` itself
+//! and the text after each of its dots, longest first. The checkpoint names sit in one hash
+//! map, so a query costs one lookup per dot of the model name and stops at the first (the
+//! longest) hit. Candidates longer than the longest checkpoint name are not even hashed.
+//!
+//! The cost is bounded by the model's names (written by the model's author), never by the
+//! checkpoint's (from a file): each checkpoint name is hashed once, with std's randomly
+//! keyed hasher, so no file can make the lookups collide.
 
 use std::collections::HashMap;
 
-/// Names indexed by their trailing segments.
+/// Names indexed for longest-dot-suffix queries.
 pub(crate) struct SuffixIndex<'a> {
-    /// `(parent node, segment) -> child node`; node 0 is the root (no segment).
-    edges: HashMap<(usize, &'a str), usize>,
-    /// The id of the name that ends at each node, if any.
-    terminal: Vec<Option<usize>>,
+    ids: HashMap<&'a str, usize>,
+    longest: usize,
 }
 
 impl<'a> SuffixIndex<'a> {
     /// Indexes `names` by their position in the iterator. Empty names are left out: a match
     /// of length 0 counts as no match in detectron2.
     pub(crate) fn new(names: impl IntoIterator<Item = &'a str>) -> SuffixIndex<'a> {
-        let mut index = SuffixIndex {
-            edges: HashMap::new(),
-            terminal: vec![None],
-        };
-        for (id, name) in names.into_iter().enumerate() {
-            if name.is_empty() {
-                continue;
+        let names = names.into_iter();
+        let mut ids = HashMap::with_capacity(names.size_hint().0);
+        let mut longest = 0;
+        for (id, name) in names.enumerate() {
+            if !name.is_empty() {
+                longest = longest.max(name.len());
+                ids.insert(name, id);
             }
-            let mut node = 0usize;
-            for segment in name.rsplit('.') {
-                let next = index.terminal.len();
-                node = *index.edges.entry((node, segment)).or_insert_with(|| next);
-                if node == next {
-                    index.terminal.push(None);
-                }
-            }
-            index.terminal[node] = Some(id);
         }
-        index
+        SuffixIndex { ids, longest }
     }
 
     /// The id of the longest indexed name that `query` equals or ends with after a `.`.
     pub(crate) fn longest_match(&self, query: &str) -> Option<usize> {
-        let mut node = 0usize;
-        let mut best = None;
-        for segment in query.rsplit('.') {
-            match self.edges.get(&(node, segment)) {
-                Some(&child) => node = child,
-                None => break,
-            }
-            if let Some(id) = self.terminal[node] {
-                best = Some(id);
-            }
-        }
-        best
+        let candidates = std::iter::once(query)
+            .chain(query.match_indices('.').map(|(dot, _)| &query[dot + 1..]));
+        candidates
+            .filter(|c| !c.is_empty() && c.len() <= self.longest)
+            .find_map(|c| self.ids.get(c).copied())
     }
 }
 
@@ -77,7 +61,9 @@ mod tests {
         assert_eq!(index.longest_match("body.res3.conv1.weight"), Some(0));
         assert_eq!(index.longest_match("body.xconv1.weight"), Some(2));
         assert_eq!(index.longest_match("weight"), Some(2));
+        assert_eq!(index.longest_match("res2.conv1.weight"), Some(1));
         assert_eq!(index.longest_match("bias"), None);
         assert_eq!(index.longest_match("a."), None);
+        assert_eq!(index.longest_match(""), None);
     }
 }
