@@ -3,9 +3,12 @@
 //!
 //! The oracle below is a direct transcription of `align_and_update_state_dicts`: a full
 //! model × checkpoint table of match lengths, the first longest match per model key, then
-//! the same loop over model keys in sorted order.
+//! the same loop over model keys in sorted order. With Caffe2 conversion, the oracle runs
+//! on the renamed keys and reports the names from the file.
 
-use ckpt::matching::{align_and_update_state_dicts, format_match_table};
+use ckpt::matching::{
+    align_and_update_state_dicts, convert_c2_name, format_match_table, Alignment,
+};
 use ckpt::{StateDict, Tensor};
 
 /// splitmix64: small, seeded, good enough to draw test cases.
@@ -121,34 +124,39 @@ fn fast(model: &[(String, Vec<usize>)], ckpt: &[(String, Vec<usize>)]) -> Outcom
             Tensor::zeros(ckpt::DType::UInt8, shape).unwrap(),
         );
     }
-    match align_and_update_state_dicts(model, sd, false) {
-        Ok(a) => {
-            // The logged table must cope with any names (empty segments, one key, ...).
-            if !a.matched.is_empty() {
-                assert!(format_match_table(&a.matched).starts_with("Following weights matched"));
-            }
-            Outcome {
-                pairs: a
-                    .matched
-                    .iter()
-                    .map(|m| (m.model_key.clone(), m.checkpoint_key.clone()))
-                    .collect(),
-                mismatches: a
-                    .shape_mismatches
-                    .iter()
-                    .map(|m| {
-                        (
-                            m.model_key.clone(),
-                            m.checkpoint_key.clone(),
-                            m.model_shape.clone(),
-                            m.checkpoint_shape.clone(),
-                        )
-                    })
-                    .collect(),
-                error: None,
-                keys: a.state_dict.keys().map(str::to_string).collect(),
-            }
+    let result = align_and_update_state_dicts(model, sd, false);
+    if let Ok(a) = &result {
+        // The logged table must cope with any names (empty segments, one key, ...).
+        if !a.matched.is_empty() {
+            assert!(format_match_table(&a.matched).starts_with("Following weights matched"));
         }
+    }
+    outcome_of(result)
+}
+
+fn outcome_of(result: ckpt::Result<Alignment>) -> Outcome {
+    match result {
+        Ok(a) => Outcome {
+            pairs: a
+                .matched
+                .iter()
+                .map(|m| (m.model_key.clone(), m.checkpoint_key.clone()))
+                .collect(),
+            mismatches: a
+                .shape_mismatches
+                .iter()
+                .map(|m| {
+                    (
+                        m.model_key.clone(),
+                        m.checkpoint_key.clone(),
+                        m.model_shape.clone(),
+                        m.checkpoint_shape.clone(),
+                    )
+                })
+                .collect(),
+            error: None,
+            keys: a.state_dict.keys().map(str::to_string).collect(),
+        },
         Err(e) => Outcome {
             pairs: Vec::new(),
             mismatches: Vec::new(),
@@ -249,4 +257,128 @@ fn fast_matcher_agrees_with_the_quadratic_rule_on_random_key_sets() {
         with_mismatch > 100,
         "{with_mismatch} cases with a shape mismatch"
     );
+}
+
+const C2_STAGES: &[&str] = &["res2", "res3", "res4", "res5"];
+const C2_BRANCHES: &[&str] = &["branch1", "branch2a", "branch2b", "branch2c"];
+const C2_PARAMS: &[&str] = &["w", "b", "bn_s", "bn_b", "bn_rm", "bn_riv"];
+const C2_HEADS: &[&str] = &[
+    "conv1_w",
+    "res_conv1_bn_s",
+    "res_conv1_bn_b",
+    "fc6_w",
+    "fc6_b",
+    "fc7_w",
+    "cls_score_w",
+    "cls_score_b",
+    "bbox_pred_w",
+    "bbox_pred_b",
+    "mask_fcn_logits_w",
+    "conv5_mask_w",
+    "fpn_inner_res4_5_sum_w",
+    "fpn_res3_3_sum_b",
+    "rpn_cls_logits_fpn2_w",
+];
+const MODEL_PREFIXES: &[&str] = &[
+    "",
+    "backbone.",
+    "backbone.bottom_up.",
+    "roi_heads.box_predictor.",
+    "roi_heads.",
+];
+
+#[test]
+fn caffe2_renaming_then_matching_agrees_with_the_quadratic_rule() {
+    let mut rng = Rng(0x5EED_0002);
+    let mut matched_cases = 0;
+    for case in 0..1500 {
+        // A Caffe2 checkpoint: blob names with 1-d shapes of 5 to 7 rows.
+        let mut blobs: Vec<(String, usize)> = Vec::new();
+        for _ in 0..1 + rng.below(12) {
+            let name = if rng.chance(60) {
+                format!(
+                    "{}_{}_{}_{}",
+                    rng.pick(C2_STAGES),
+                    rng.below(3),
+                    rng.pick(C2_BRANCHES),
+                    rng.pick(C2_PARAMS)
+                )
+            } else {
+                rng.pick(C2_HEADS).to_string()
+            };
+            if !blobs.iter().any(|(k, _)| *k == name) {
+                blobs.push((name, 5 + rng.below(3)));
+            }
+        }
+        blobs.sort();
+        // The renamed keys with their shapes after the background-row edits.
+        let renamed: Vec<(String, String, Vec<usize>)> = blobs
+            .iter()
+            .map(|(old, rows)| {
+                let new = convert_c2_name(old).unwrap();
+                let rows = if new.starts_with("bbox_pred.") {
+                    rows - 4
+                } else if new.starts_with("mask_head.predictor.") {
+                    rows - 1
+                } else {
+                    *rows
+                };
+                (new, old.clone(), vec![rows])
+            })
+            .collect();
+        // A detectron2 model with some of these names under module prefixes.
+        let mut model: Keys = Vec::new();
+        for (new, _, shape) in &renamed {
+            if rng.chance(75) {
+                let name = format!("{}{new}", rng.pick(MODEL_PREFIXES));
+                let shape = if rng.chance(90) {
+                    shape.clone()
+                } else {
+                    vec![shape[0] + 1]
+                };
+                if !model.iter().any(|(k, _)| *k == name) {
+                    model.push((name, shape));
+                }
+            }
+        }
+        if model.is_empty() {
+            model.push(("unrelated.weight".to_string(), vec![1]));
+        }
+
+        let plain: Keys = renamed
+            .iter()
+            .map(|(new, _, shape)| (new.clone(), shape.clone()))
+            .collect();
+        let file_name = |new: &str| -> String {
+            renamed
+                .iter()
+                .find(|(n, _, _)| n == new)
+                .map(|(_, old, _)| old.clone())
+                .unwrap()
+        };
+        let mut expected = oracle(&model, &plain);
+        for pair in &mut expected.pairs {
+            pair.1 = file_name(&pair.1);
+        }
+        for mismatch in &mut expected.mismatches {
+            mismatch.1 = file_name(&mismatch.1);
+        }
+        if expected.error.is_none() && !expected.pairs.is_empty() {
+            matched_cases += 1;
+        }
+
+        let mut sd = StateDict::new();
+        for (old, rows) in &blobs {
+            sd.insert(
+                old.clone(),
+                Tensor::zeros(ckpt::DType::UInt8, &[*rows]).unwrap(),
+            );
+        }
+        let got = outcome_of(align_and_update_state_dicts(&model, sd, true));
+        assert_eq!(
+            got, expected,
+            "case {case}: model {model:?}, blobs {blobs:?}"
+        );
+    }
+    assert!(matched_cases > 500, "{matched_cases} cases with matches");
 }

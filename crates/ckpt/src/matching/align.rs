@@ -2,9 +2,9 @@
 //!
 //! A checkpoint key `c` matches a model key `m` when `m == c` or `m` ends with `"." + c`;
 //! each model key takes the longest checkpoint key that matches it. detectron2 fills a
-//! model × checkpoint matrix to find it; here the checkpoint keys are indexed by their
-//! trailing segments ([`SuffixIndex`]), so the cost is linear in the total length of the
-//! names, with the same result.
+//! model × checkpoint matrix to find it (quadratic time and memory); here the checkpoint keys
+//! sit in a hash map ([`SuffixIndex`]) and each model key costs one lookup per dot, with the
+//! same result.
 
 use tracing::{error, info, warn};
 
@@ -59,7 +59,8 @@ pub struct Alignment {
 }
 
 /// Renames the checkpoint's keys to the model's by the suffix rule, as detectron2's
-/// `align_and_update_state_dicts` does, in time linear in the total length of the names.
+/// `align_and_update_state_dicts` does, in near-linear time: sorting the names, hashing each
+/// checkpoint name once and one lookup per dot of each model name.
 ///
 /// `model` lists the model's parameter and buffer names with their shapes (any order; a
 /// name listed twice is an error). With `c2_conversion` the checkpoint is first renamed by

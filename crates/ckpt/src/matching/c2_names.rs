@@ -68,12 +68,12 @@ pub fn convert_c2_detectron_names(weights: StateDict) -> Result<C2Conversion> {
     let mut entries: Vec<(String, Tensor)> = weights.tensors.into_iter().collect();
     entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
 
-    let mut renames = Vec::with_capacity(entries.len());
+    let mut renames: Vec<(String, String)> = Vec::with_capacity(entries.len());
     let mut claimed: HashMap<String, usize> = HashMap::with_capacity(entries.len());
     for (index, (old, _)) in entries.iter().enumerate() {
         let new = convert_c2_name(old)?;
         if let Some(&first) = claimed.get(&new) {
-            let (first_old, _): &(String, String) = &renames[first];
+            let first_old = &renames[first].0;
             return Err(Error::invalid(format!(
                 "Caffe2 renaming maps both '{first_old}' and '{old}' to '{new}'"
             )));
