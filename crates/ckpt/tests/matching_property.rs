@@ -1,4 +1,4 @@
-//! The linear-time matcher gives exactly the result of detectron2's quadratic rule on
+//! The hash-indexed matcher gives exactly the result of detectron2's quadratic rule on
 //! thousands of random key sets.
 //!
 //! The oracle below is a direct transcription of `align_and_update_state_dicts`: a full

@@ -6,8 +6,8 @@
 //! - [`c2_names`] renames Caffe2 blobs (`res2_0_branch2a_w`) to detectron2 parameter names
 //!   (`res2.0.conv1.weight`) and fixes the background-class rows of the box and mask
 //!   predictors.
-//! - [`align`] pairs every model name with the longest checkpoint name it ends with, in time
-//!   linear in the total length of the names (detectron2 compares every pair).
+//! - [`align`] pairs every model name with the longest checkpoint name it ends with, with one
+//!   hash lookup per dot of each model name (detectron2 compares every pair).
 //! - [`report`] the helpers that print the table of matches the way detectron2 logs it.
 //!
 //! ```

@@ -104,9 +104,11 @@ fn group_by_module(keys: &[&str], originals: &[&str]) -> Vec<Option<Range<usize>
 
 /// The message detectron2 logs after matching: `Following weights matched with submodule
 /// <prefix>:` (or `with model:`) and a Markdown ("pipe") table of model names, checkpoint
-/// names and shapes. `matched` must be sorted by model key, as
-/// [`align_and_update_state_dicts`](crate::matching::align_and_update_state_dicts) returns it.
+/// names and shapes, in model-key order.
 pub fn format_match_table(matched: &[MatchedKey]) -> String {
+    let mut matched: Vec<&MatchedKey> = matched.iter().collect();
+    // Already sorted when it comes from `align_and_update_state_dicts`; grouping needs it.
+    matched.sort_by(|a, b| a.model_key.cmp(&b.model_key));
     let keys: Vec<&str> = matched.iter().map(|m| m.model_key.as_str()).collect();
     let originals: Vec<&str> = matched.iter().map(|m| m.checkpoint_key.as_str()).collect();
     let common_prefix = longest_common_prefix(&keys);
@@ -129,7 +131,7 @@ pub fn format_match_table(matched: &[MatchedKey]) -> String {
                     group_str(&originals[range.clone()]),
                     shapes.join(" "),
                 ]);
-                i = range.end;
+                i = range.end.max(i + 1);
             }
             None => {
                 rows.push([
