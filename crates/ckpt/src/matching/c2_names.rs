@@ -331,11 +331,12 @@ fn fix_background_rows(name: &str, tensor: Tensor) -> Result<(Tensor, Option<Val
             edited
         }
         ValueEditKind::MoveFirstRowToEnd => {
+            let edited = move_first_row_to_end(&tensor)?;
             info!(
                 "Move classification weights for background class in {name} from index 0 to index {}.",
                 shape_before.first().map_or(-1, |&rows| rows as i64 - 1)
             );
-            move_first_row_to_end(&tensor)?
+            edited
         }
     };
     let edit = ValueEdit {
