@@ -1,0 +1,161 @@
+//! `ckpt-bench`: ckpt against `torch.save`/`torch.load`, safetensors (Python and Rust) and
+//! fvcore's Checkpointer, on the same files in one run, with the machine's own limits
+//! (`dd` to the page cache and to tmpfs, memcpy) measured beside them.
+//!
+//! ```text
+//! ckpt-bench run [--quick] [--reps N] [--dir DIR] [--results FILE]   # everything
+//! ckpt-bench child --op OP --workload W --dir DIR                     # one measurement
+//! ```
+//! `scripts/bench.sh` builds it in release mode and runs it.
+
+mod driver;
+mod measure;
+mod ops;
+mod python;
+mod report;
+mod spec;
+mod state;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmark ckpt against torch and safetensors on the same files")]
+struct Cli {
+    #[command(subcommand)]
+    command: Commands,
+}
+
+#[derive(Subcommand)]
+enum Commands {
+    /// Runs the whole benchmark and prints the results as Markdown.
+    Run {
+        /// Small sizes and one repetition: a smoke test.
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions of every row (medians are reported); default 5, 1 with --quick.
+        #[arg(long)]
+        reps: Option<usize>,
+        /// Where the input and output files go (the page-cache `dd` writes here too).
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("ckpt-bench"))]
+        dir: PathBuf,
+        /// Python with torch, safetensors and fvcore (default: $CKPT_PYTHON, else the
+        /// project venv).
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Run the Rust contenders only.
+        #[arg(long)]
+        no_python: bool,
+        /// Fail instead of running Rust-only when Python is not found.
+        #[arg(long)]
+        require_python: bool,
+        /// The Python contender script.
+        #[arg(long, default_value_os_t = default_script())]
+        script: PathBuf,
+        /// Comma-separated workloads: big, small, detectron, matching.
+        #[arg(long, default_value = "big,small,detectron,matching", value_delimiter = ',')]
+        workloads: Vec<String>,
+        /// Reuse the input files of an earlier run with the same sizes.
+        #[arg(long)]
+        keep_files: bool,
+        /// Also write the Markdown report to this file.
+        #[arg(long)]
+        results: Option<PathBuf>,
+        /// The command line to print in the report (default: this one).
+        #[arg(long)]
+        command_line: Option<String>,
+    },
+    /// Runs one Rust measurement and prints it as a JSON line (used by `run`).
+    #[command(hide = true)]
+    Child {
+        #[arg(long)]
+        op: String,
+        #[arg(long)]
+        workload: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long, default_value_t = 0)]
+        arg: u64,
+    },
+}
+
+fn default_script() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bench/torch_contender.py")
+}
+
+fn find_python(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    let path = explicit
+        .or_else(|| std::env::var_os("CKPT_PYTHON").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/ckpt/venv/bin/python"));
+    path.exists().then_some(path)
+}
+
+fn main() {
+    if let Err(e) = real_main() {
+        eprintln!("ckpt-bench: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn real_main() -> Result<(), Box<dyn std::error::Error>> {
+    match Cli::parse().command {
+        Commands::Child {
+            op,
+            workload,
+            dir,
+            arg,
+        } => {
+            let paths = ops::Paths { dir };
+            let spec: spec::Spec = serde_json::from_str(&std::fs::read_to_string(paths.spec())?)?;
+            let sample = ops::run(&op, &workload, &paths, &spec, arg)?;
+            println!("{}", serde_json::to_string(&sample)?);
+        }
+        Commands::Run {
+            quick,
+            reps,
+            dir,
+            python,
+            no_python,
+            require_python,
+            script,
+            workloads,
+            keep_files,
+            results,
+            command_line,
+        } => {
+            let python = if no_python { None } else { find_python(python) };
+            if python.is_none() && !no_python {
+                if require_python {
+                    return Err("python with torch not found (set CKPT_PYTHON or --python)".into());
+                }
+                eprintln!("warning: python with torch not found: running the Rust contenders only");
+            }
+            for w in &workloads {
+                if !["big", "small", "detectron", "matching"].contains(&w.as_str()) {
+                    return Err(format!("unknown workload {w}").into());
+                }
+            }
+            let options = driver::Options {
+                quick,
+                reps: reps.unwrap_or(if quick { 1 } else { 5 }).max(1),
+                dir,
+                python,
+                script,
+                workloads,
+                keep_files,
+            };
+            let outcome = driver::run(&options)?;
+            let command = command_line.unwrap_or_else(|| {
+                std::env::args().collect::<Vec<_>>().join(" ")
+            });
+            let text = report::render(&outcome, &command);
+            println!("{text}");
+            if let Some(path) = results {
+                std::fs::write(&path, &text)?;
+                eprintln!("results written to {}", path.display());
+            }
+        }
+    }
+    Ok(())
+}
