@@ -31,7 +31,11 @@ struct Checker {
 
 impl Checker {
     fn tensor(&mut self, t: &Tensor, e: &Json, path: &str) {
-        assert_eq!(t.dtype().name(), e["dtype"].as_str().unwrap(), "{path}: dtype");
+        assert_eq!(
+            t.dtype().name(),
+            e["dtype"].as_str().unwrap(),
+            "{path}: dtype"
+        );
         let shape: Vec<usize> = e["shape"]
             .as_array()
             .unwrap()
@@ -55,7 +59,9 @@ impl Checker {
                     "{path}: storage sharing (ids {id} / {other})"
                 );
             }
-            self.storages.entry(id).or_insert_with(|| t.storage().clone());
+            self.storages
+                .entry(id)
+                .or_insert_with(|| t.storage().clone());
         }
     }
 
@@ -67,12 +73,19 @@ impl Checker {
             | ("ndarray", Value::NdArray(t)) => self.tensor(t, e, path),
             ("none", Value::None) => {}
             ("bool", Value::Bool(b)) => assert_eq!(*b, e["value"].as_bool().unwrap(), "{path}"),
-            ("int", Value::Int(i)) => assert_eq!(i.to_string(), e["value"].as_str().unwrap(), "{path}"),
+            ("int", Value::Int(i)) => {
+                assert_eq!(i.to_string(), e["value"].as_str().unwrap(), "{path}")
+            }
             ("int", Value::BigInt(i)) => {
                 assert_eq!(i.to_string(), e["value"].as_str().unwrap(), "{path}");
-                assert!(i64::try_from(i).is_err(), "{path}: BigInt used for a value that fits");
+                assert!(
+                    i64::try_from(i).is_err(),
+                    "{path}: BigInt used for a value that fits"
+                );
             }
-            ("float", Value::Float(f)) => assert_eq!(f64_hex(*f), e["bits"].as_str().unwrap(), "{path}"),
+            ("float", Value::Float(f)) => {
+                assert_eq!(f64_hex(*f), e["bits"].as_str().unwrap(), "{path}")
+            }
             ("complex", Value::Complex(re, im)) => {
                 assert_eq!(f64_hex(*re), e["re"].as_str().unwrap(), "{path}");
                 assert_eq!(f64_hex(*im), e["im"].as_str().unwrap(), "{path}");
@@ -82,14 +95,21 @@ impl Checker {
                 assert_eq!(hex(b), e["hex"].as_str().unwrap(), "{path}")
             }
             ("size", Value::Size(dims)) => {
-                let expected: Vec<i64> = e["dims"].as_array().unwrap().iter().map(|d| d.as_i64().unwrap()).collect();
+                let expected: Vec<i64> = e["dims"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d.as_i64().unwrap())
+                    .collect();
                 assert_eq!(dims, &expected, "{path}");
             }
             ("device", Value::Device { kind, index }) => {
                 assert_eq!(kind, e["kind"].as_str().unwrap(), "{path}");
                 assert_eq!(*index, e["index"].as_i64(), "{path}");
             }
-            ("dtype", Value::DType(d)) => assert_eq!(d.name(), e["name"].as_str().unwrap(), "{path}"),
+            ("dtype", Value::DType(d)) => {
+                assert_eq!(d.name(), e["name"].as_str().unwrap(), "{path}")
+            }
             ("tuple", Value::Tuple(items))
             | ("list", Value::List(items))
             | ("set", Value::Set(items))
@@ -121,7 +141,10 @@ impl Checker {
                     "{path}: attributes"
                 );
                 for (name, exp) in attrs.into_iter().flatten() {
-                    let value = d.attributes.get(name).unwrap_or_else(|| panic!("{path}: no attribute {name}"));
+                    let value = d
+                        .attributes
+                        .get(name)
+                        .unwrap_or_else(|| panic!("{path}: no attribute {name}"));
                     self.check(value, exp, &format!("{path}@{name}"));
                 }
             }
@@ -158,7 +181,10 @@ fn module_state_dict_keeps_order_metadata_and_zero_copy_storages() {
     assert_eq!(dict.kind, DictKind::OrderedDict);
     assert!(dict.attributes.contains_key("_metadata"));
     let weight = dict.get("0.weight").unwrap().as_tensor().unwrap();
-    assert!(weight.storage().is_mapped(), "tensors are views of the mapped file");
+    assert!(
+        weight.storage().is_mapped(),
+        "tensors are views of the mapped file"
+    );
 }
 
 #[test]
@@ -179,7 +205,13 @@ fn views_transposes_and_tied_weights_share_one_storage() {
 #[test]
 fn adam_and_sgd_state_dicts_keep_int_keys_and_value_types() {
     let value = assert_fixture("optim.pt", Format::TorchZip);
-    let state = value.get("adam").unwrap().get("state").unwrap().as_dict().unwrap();
+    let state = value
+        .get("adam")
+        .unwrap()
+        .get("state")
+        .unwrap()
+        .as_dict()
+        .unwrap();
     assert!(state.items.contains_key(&ckpt::Key::Int(0)));
 }
 
@@ -212,7 +244,10 @@ fn pycls_checkpoint_reads() {
 #[test]
 fn detectron2_model_zoo_pickle_reads_numpy_arrays() {
     let value = assert_fixture("d2_model_zoo.pkl", Format::Pickle);
-    assert_eq!(value.get("__author__").and_then(Value::as_str), Some("torchvision"));
+    assert_eq!(
+        value.get("__author__").and_then(Value::as_str),
+        Some("torchvision")
+    );
 }
 
 #[test]
@@ -228,6 +263,25 @@ fn protocol_5_numpy_frombuffer_arrays_read() {
 #[test]
 fn python2_detectron_pickle_reads_latin1_strings_fortran_and_big_endian_arrays() {
     let value = assert_fixture("detectron1_py2.pkl", Format::Pickle);
-    assert!(value.get("blobs").unwrap().get("conv1_w_momentum").is_some());
-    assert!(value.get("cfg").and_then(Value::as_str).unwrap().starts_with("MODEL:"));
+    assert!(value
+        .get("blobs")
+        .unwrap()
+        .get("conv1_w_momentum")
+        .is_some());
+    assert!(value
+        .get("cfg")
+        .and_then(Value::as_str)
+        .unwrap()
+        .starts_with("MODEL:"));
+}
+
+#[test]
+fn protocol_0_text_opcodes_read() {
+    assert_fixture("plain_p0.pkl", Format::Pickle);
+}
+
+#[test]
+fn protocol_1_and_3_pickles_read() {
+    assert_fixture("plain_p1.pkl", Format::Pickle);
+    assert_fixture("plain_p3.pkl", Format::Pickle);
 }

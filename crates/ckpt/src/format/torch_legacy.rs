@@ -165,7 +165,9 @@ fn walk_raw_section(
         if count != numel {
             return Err(Error::key(
                 &key,
-                format!("the file holds {count} elements at byte {pos}, the pickle declares {numel}"),
+                format!(
+                    "the file holds {count} elements at byte {pos}, the pickle declares {numel}"
+                ),
             ));
         }
         let data = pos + 8;
@@ -233,7 +235,10 @@ fn parse_pid(pid: &Value) -> Result<Pid> {
         Value::Int(n) if *n >= 0 => Ok(*n as u64),
         other => Err(Error::key(
             &key,
-            format!("{what} must be a non-negative int, found {}", other.short_repr(40)),
+            format!(
+                "{what} must be a non-negative int, found {}",
+                other.short_repr(40)
+            ),
         )),
     };
     let numel = count(&fields[4], "storage numel")?;
@@ -242,7 +247,11 @@ fn parse_pid(pid: &Value) -> Result<Pid> {
         Value::Tuple(v) if v.len() == 3 => {
             let view_key = pid_text(&v[0])
                 .ok_or_else(|| Error::key(&key, "storage view key must be a string"))?;
-            Some((view_key, count(&v[1], "view offset")?, count(&v[2], "view size")?))
+            Some((
+                view_key,
+                count(&v[1], "view offset")?,
+                count(&v[2], "view size")?,
+            ))
         }
         other => {
             return Err(Error::key(
@@ -303,7 +312,11 @@ struct Resolve {
 impl Resolve {
     fn storage(&self, start: usize, len: usize, dtype: DType) -> Result<Storage> {
         if self.big_endian {
-            let bytes = self.buffer.as_bytes().get(start..start + len).unwrap_or_default();
+            let bytes = self
+                .buffer
+                .as_bytes()
+                .get(start..start + len)
+                .unwrap_or_default();
             return Ok(Storage::from_vec(byteswapped(bytes, dtype.swap_unit())));
         }
         Storage::slice(self.buffer.clone(), start, len)
@@ -322,7 +335,7 @@ impl PersistentLoad for Resolve {
             Some((view_key, offset, size)) => {
                 let begin = byte_len(*offset, pid.dtype, &pid.key)?;
                 let size = byte_len(*size, pid.dtype, &pid.key)?;
-                if begin.checked_add(size).map_or(true, |end| end > len) {
+                if !matches!(begin.checked_add(size), Some(end) if end <= len) {
                     return Err(Error::key(
                         &pid.key,
                         format!("storage view {view_key} lies outside its {len}-byte storage"),

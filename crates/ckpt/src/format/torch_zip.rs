@@ -111,9 +111,7 @@ fn archive_prefix(index: &ZipIndex) -> Result<String> {
             }
         })
         .min_by_key(String::len)
-        .ok_or_else(|| {
-            Error::format("not a torch archive: the zip file has no data.pkl record")
-        })
+        .ok_or_else(|| Error::format("not a torch archive: the zip file has no data.pkl record"))
 }
 
 /// The dtype of a storage class from a persistent id: a legacy typed storage class such as
@@ -226,7 +224,10 @@ impl PersistentLoad for ZipStorages<'_> {
             other => {
                 return Err(Error::key(
                     name,
-                    format!("storage numel must be a non-negative int, found {}", other.short_repr(40)),
+                    format!(
+                        "storage numel must be a non-negative int, found {}",
+                        other.short_repr(40)
+                    ),
                 ))
             }
         };
@@ -239,7 +240,9 @@ impl PersistentLoad for ZipStorages<'_> {
         let record = self
             .index
             .get(&format!("{}{name}", self.prefix))
-            .ok_or_else(|| Error::key(name.clone(), "the archive has no record for this storage"))?;
+            .ok_or_else(|| {
+                Error::key(name.clone(), "the archive has no record for this storage")
+            })?;
         let expected = numel.checked_mul(dtype.size() as u64);
         if expected != Some(record.size) {
             return Err(Error::key(

@@ -63,15 +63,23 @@ impl ZipIndex {
     /// Parses the end records and the central directory of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<ZipIndex> {
         let eocd = find_eocd(bytes)?;
-        let mut count = u64::from(u16_at(bytes, eocd + 10).ok_or_else(|| truncated("end record", eocd))?);
-        let mut cd_size = u64::from(u32_at(bytes, eocd + 12).ok_or_else(|| truncated("end record", eocd))?);
-        let mut cd_offset = u64::from(u32_at(bytes, eocd + 16).ok_or_else(|| truncated("end record", eocd))?);
+        let mut count =
+            u64::from(u16_at(bytes, eocd + 10).ok_or_else(|| truncated("end record", eocd))?);
+        let mut cd_size =
+            u64::from(u32_at(bytes, eocd + 12).ok_or_else(|| truncated("end record", eocd))?);
+        let mut cd_offset =
+            u64::from(u32_at(bytes, eocd + 16).ok_or_else(|| truncated("end record", eocd))?);
         if eocd >= 20 && u32_at(bytes, eocd - 20) == Some(ZIP64_LOCATOR_SIG) {
-            let at = u64_at(bytes, eocd - 12).ok_or_else(|| truncated("zip64 locator", eocd - 20))?;
+            let at =
+                u64_at(bytes, eocd - 12).ok_or_else(|| truncated("zip64 locator", eocd - 20))?;
             let at = usize::try_from(at)
                 .ok()
                 .filter(|&a| a < bytes.len())
-                .ok_or_else(|| Error::format(format!("zip archive: zip64 end record offset {at} is outside the file")))?;
+                .ok_or_else(|| {
+                    Error::format(format!(
+                        "zip archive: zip64 end record offset {at} is outside the file"
+                    ))
+                })?;
             if u32_at(bytes, at) != Some(ZIP64_EOCD_SIG) {
                 return Err(Error::format(format!(
                     "zip archive: no zip64 end record at byte {at}"
@@ -82,7 +90,7 @@ impl ZipIndex {
             cd_offset = u64_at(bytes, at + 48).ok_or_else(|| truncated("zip64 end record", at))?;
         }
         let end = cd_offset.checked_add(cd_size);
-        if end.map_or(true, |e| e > bytes.len() as u64) {
+        if !matches!(end, Some(e) if e <= bytes.len() as u64) {
             return Err(Error::format(format!(
                 "zip archive: central directory ({cd_size} bytes at {cd_offset}) runs past the end of the file ({} bytes)",
                 bytes.len()
@@ -216,7 +224,9 @@ fn central_record(cd: &[u8], pos: usize, base: usize) -> Result<(Record, usize)>
         let id = u16::from_le_bytes([extra[0], extra[1]]);
         let len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
         let body = extra.get(4..4 + len).ok_or_else(|| {
-            Error::format(format!("zip archive: bad extra field in the header of '{name}'"))
+            Error::format(format!(
+                "zip archive: bad extra field in the header of '{name}'"
+            ))
         })?;
         if id == 1 {
             let mut fields = body.chunks_exact(8).map(|c| {

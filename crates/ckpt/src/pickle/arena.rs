@@ -23,7 +23,10 @@ pub(super) enum Node {
     Py2Str(Vec<u8>),
     List(Vec<Handle>),
     Tuple(Vec<Handle>),
-    Set { frozen: bool, items: Vec<Handle> },
+    Set {
+        frozen: bool,
+        items: Vec<Handle>,
+    },
     /// Key/value pairs in insertion order (a repeated key replaces, as in Python), and the
     /// states `BUILD` applied (instance attributes of an `OrderedDict`).
     Dict {
@@ -32,7 +35,10 @@ pub(super) enum Node {
         states: Vec<Handle>,
     },
     /// A global (class or function) by name.
-    Global { module: String, name: String },
+    Global {
+        module: String,
+        name: String,
+    },
     /// A call (`REDUCE`) or `__new__` (`NEWOBJ`) of a global that is not interpreted.
     Object {
         module: String,
@@ -153,86 +159,175 @@ impl Arena {
         bytes.iter().map(|&b| char::from(b)).collect()
     }
 
-    /// The value of a node.
-    pub fn value(&self, handle: Handle, mode: Mode) -> Result<Value, String> {
-        self.value_at(handle, mode, 0)
+    /// The value of a node. Iterative (an explicit task stack), so a hostile nesting
+    /// depth cannot overflow the call stack; every value produced is charged before its
+    /// task is queued, so pending work never exceeds the value limit.
+    pub fn value(&self, root: Handle, mode: Mode) -> Result<Value, String> {
+        self.charge(1)?;
+        let mut tasks = vec![Task::Visit(root, mode, 0)];
+        let mut done: Vec<Value> = Vec::new();
+        while let Some(task) = tasks.pop() {
+            match task {
+                Task::Visit(handle, mode, depth) => {
+                    if depth > self.max_depth {
+                        return Err(format!(
+                            "objects nested deeper than {} levels (limit), or a reference cycle",
+                            self.max_depth
+                        ));
+                    }
+                    if let Some(value) = self.expand(handle, mode, depth, &mut tasks)? {
+                        done.push(value);
+                    }
+                }
+                Task::Finish(build) => {
+                    let value = self.finish(build, &mut done)?;
+                    done.push(value);
+                }
+            }
+        }
+        match (done.pop(), done.is_empty()) {
+            (Some(value), true) => Ok(value),
+            _ => Err("internal error: unbalanced conversion".into()),
+        }
     }
 
-    fn value_at(&self, handle: Handle, mode: Mode, depth: usize) -> Result<Value, String> {
-        if depth > self.max_depth {
-            return Err(format!(
-                "objects nested deeper than {} levels (limit), or a reference cycle",
-                self.max_depth
-            ));
-        }
-        self.charge(1)?;
-        let items = |handles: &[Handle]| -> Result<Vec<Value>, String> {
-            handles
-                .iter()
-                .map(|&h| self.value_at(h, mode, depth + 1))
-                .collect()
+    /// Converts a leaf, or queues the children of a container followed by the step that
+    /// assembles them.
+    fn expand(
+        &self,
+        handle: Handle,
+        mode: Mode,
+        depth: usize,
+        tasks: &mut Vec<Task>,
+    ) -> Result<Option<Value>, String> {
+        let mut queue = |build: Build, children: &mut dyn Iterator<Item = (Handle, Mode)>| {
+            tasks.push(Task::Finish(build));
+            let start = tasks.len();
+            for (child, child_mode) in children {
+                tasks.push(Task::Visit(child, child_mode, depth + 1));
+            }
+            self.charge(tasks.len() - start)?;
+            // Children run in order: the first child must be on top of the stack.
+            tasks[start..].reverse();
+            Ok::<_, String>(None)
         };
-        Ok(match self.node(handle)? {
+        match self.node(handle)? {
             Node::Leaf(v) => {
                 if let Value::Str(s) = v {
                     self.charge_bytes(s.len())?;
                 } else if let Value::Bytes(b) | Value::ByteArray(b) = v {
                     self.charge_bytes(b.len())?;
                 }
-                v.clone()
+                Ok(Some(v.clone()))
             }
             Node::Py2Str(bytes) => {
                 self.charge_bytes(bytes.len())?;
-                if mode.raw_py2 {
+                Ok(Some(if mode.raw_py2 {
                     Value::Bytes(bytes.clone())
                 } else {
                     Value::Str(self.py2_text(bytes))
-                }
+                }))
             }
-            Node::List(handles) => Value::List(items(handles)?),
-            Node::Tuple(handles) => Value::Tuple(items(handles)?),
-            Node::Set { frozen, items: handles } => {
-                let values = items(handles)?;
-                if *frozen {
-                    Value::FrozenSet(values)
-                } else {
-                    Value::Set(values)
-                }
-            }
+            Node::List(items) => queue(
+                Build::List(items.len()),
+                &mut items.iter().map(|&h| (h, mode)),
+            ),
+            Node::Tuple(items) => queue(
+                Build::Tuple(items.len()),
+                &mut items.iter().map(|&h| (h, mode)),
+            ),
+            Node::Set { frozen, items } => queue(
+                Build::Set(items.len(), *frozen),
+                &mut items.iter().map(|&h| (h, mode)),
+            ),
             Node::Dict {
                 kind,
-                items: pairs,
+                items,
                 states,
-            } => {
+            } => queue(
+                Build::Dict(*kind, items.len(), states.len()),
+                &mut items
+                    .iter()
+                    .flat_map(|&(k, v)| [(k, Mode::TEXT), (v, mode)])
+                    .chain(states.iter().map(|&s| (s, mode))),
+            ),
+            Node::Global { module, name } => Ok(Some(object(module, name, ObjectBuild::Global))),
+            Node::Object { args, state, .. } => queue(
+                Build::Object(handle, state.is_some()),
+                &mut std::iter::once(*args).chain(*state).map(|h| (h, mode)),
+            ),
+            Node::Storage(index) => {
+                if mode.storage_refs {
+                    return Ok(Some(object(
+                        STORAGE_REF,
+                        &index.to_string(),
+                        ObjectBuild::Global,
+                    )));
+                }
+                // A storage saved by itself reads as a flat tensor over all its bytes.
+                let typed = self
+                    .storages
+                    .get(*index)
+                    .ok_or("internal error: dangling storage")?;
+                let numel = typed.storage.len() / typed.dtype.size();
+                let tensor =
+                    Tensor::new(typed.dtype, vec![numel], vec![1], 0, typed.storage.clone())
+                        .map_err(|e| e.to_string())?;
+                Ok(Some(Value::Tensor(tensor)))
+            }
+        }
+    }
+
+    /// Assembles a container from its converted children (the last values of `done`).
+    fn finish(&self, build: Build, done: &mut Vec<Value>) -> Result<Value, String> {
+        let mut take = |n: usize| -> Result<Vec<Value>, String> {
+            let at = done
+                .len()
+                .checked_sub(n)
+                .ok_or("internal error: missing converted values")?;
+            Ok(done.split_off(at))
+        };
+        Ok(match build {
+            Build::List(n) => Value::List(take(n)?),
+            Build::Tuple(n) => Value::Tuple(take(n)?),
+            Build::Set(n, frozen) => {
+                let items = take(n)?;
+                if frozen {
+                    Value::FrozenSet(items)
+                } else {
+                    Value::Set(items)
+                }
+            }
+            Build::Dict(kind, pairs, states) => {
+                let mut values = take(2 * pairs + states)?.into_iter();
                 let mut dict = Dict {
-                    kind: *kind,
+                    kind,
                     ..Dict::default()
                 };
-                for &(k, v) in pairs {
-                    let key = self.value_at(k, Mode::TEXT, depth + 1)?;
+                for _ in 0..pairs {
+                    let (Some(key), Some(value)) = (values.next(), values.next()) else {
+                        break;
+                    };
                     let key = Key::from_value(&key).map_err(|e| e.to_string())?;
-                    dict.items.insert(key, self.value_at(v, mode, depth + 1)?);
+                    dict.items.insert(key, value);
                 }
-                for &state in states {
-                    set_attributes(&mut dict, self.value_at(state, mode, depth + 1)?)?;
+                for state in values {
+                    set_attributes(&mut dict, state)?;
                 }
                 Value::Dict(dict)
             }
-            Node::Global { module, name } => object(module, name, ObjectBuild::Global),
-            Node::Object {
-                module,
-                name,
-                new,
-                args,
-                state,
-            } => {
-                let args = match self.value_at(*args, mode, depth + 1)? {
-                    Value::Tuple(items) => items,
-                    other => vec![other],
+            Build::Object(handle, has_state) => {
+                let mut parts = take(1 + usize::from(has_state))?.into_iter();
+                let args = match parts.next() {
+                    Some(Value::Tuple(items)) => items,
+                    Some(other) => vec![other],
+                    None => Vec::new(),
                 };
-                let state = match state {
-                    Some(s) => Some(self.value_at(*s, mode, depth + 1)?),
-                    None => None,
+                let Node::Object {
+                    module, name, new, ..
+                } = self.node(handle)?
+                else {
+                    return Err("internal error: object changed during conversion".into());
                 };
                 Value::Object(Box::new(Object {
                     module: module.clone(),
@@ -242,32 +337,28 @@ impl Arena {
                     } else {
                         ObjectBuild::Call(args)
                     },
-                    state,
+                    state: parts.next(),
                 }))
-            }
-            Node::Storage(index) => {
-                if mode.storage_refs {
-                    object(STORAGE_REF, &index.to_string(), ObjectBuild::Global)
-                } else {
-                    // A storage saved by itself reads as a flat tensor over all its bytes.
-                    let typed = self
-                        .storages
-                        .get(*index)
-                        .ok_or("internal error: dangling storage")?;
-                    let numel = typed.storage.len() / typed.dtype.size();
-                    let tensor = Tensor::new(
-                        typed.dtype,
-                        vec![numel],
-                        vec![1],
-                        0,
-                        typed.storage.clone(),
-                    )
-                    .map_err(|e| e.to_string())?;
-                    Value::Tensor(tensor)
-                }
             }
         })
     }
+}
+
+/// A step of the iterative conversion.
+enum Task {
+    Visit(Handle, Mode, usize),
+    Finish(Build),
+}
+
+/// How to assemble a container from its converted children.
+enum Build {
+    List(usize),
+    Tuple(usize),
+    Set(usize, bool),
+    /// Kind, number of key/value pairs, number of `BUILD` states.
+    Dict(DictKind, usize, usize),
+    /// The object node, and whether a state follows its arguments.
+    Object(Handle, bool),
 }
 
 /// `BUILD` on an `OrderedDict`: `__dict__.update(state)`, where the state may be a dict or

@@ -400,7 +400,9 @@ fn encode_text(text: &str, encoding: &str) -> Result<Vec<u8>, String> {
             .collect(),
         "utf-8" | "utf8" => Ok(text.as_bytes().to_vec()),
         "ascii" if text.is_ascii() => Ok(text.as_bytes().to_vec()),
-        other => Err(format!("unsupported: _codecs.encode with encoding '{other}'")),
+        other => Err(format!(
+            "unsupported: _codecs.encode with encoding '{other}'"
+        )),
     }
 }
 
@@ -418,7 +420,10 @@ fn byte_args(name: &str, args: Vec<Value>) -> Result<Vec<u8>, String> {
             .iter()
             .map(|v| match v {
                 Value::Int(i) => u8::try_from(*i).map_err(|_| format!("{name}: {i} is not a byte")),
-                other => Err(format!("{name}: expected ints, found {}", other.short_repr(30))),
+                other => Err(format!(
+                    "{name}: expected ints, found {}",
+                    other.short_repr(30)
+                )),
             })
             .collect(),
         _ => Err(format!("unsupported: {name} with these arguments")),

@@ -47,7 +47,9 @@ fn numpy_dtype(value: &Value) -> Result<NumpyDType, String> {
     };
     let args = match &object.build {
         ObjectBuild::Call(args) | ObjectBuild::New(args) => args,
-        ObjectBuild::Global => return Err("expected a numpy.dtype instance, found the class".into()),
+        ObjectBuild::Global => {
+            return Err("expected a numpy.dtype instance, found the class".into())
+        }
     };
     let typestr = args
         .first()
@@ -61,14 +63,19 @@ fn numpy_dtype(value: &Value) -> Result<NumpyDType, String> {
             Some("<") => big_endian = false,
             _ => {}
         }
-        if state.get(3).is_some_and(|names| !matches!(names, Value::None)) {
+        if state
+            .get(3)
+            .is_some_and(|names| !matches!(names, Value::None))
+        {
             return Err(format!(
                 "unsupported: structured numpy dtype {typestr} (only plain numeric arrays are supported)"
             ));
         }
     }
     if bare.starts_with('O') {
-        return Err("unsupported: numpy object arrays (dtype 'O') hold Python objects, not numbers".into());
+        return Err(
+            "unsupported: numpy object arrays (dtype 'O') hold Python objects, not numbers".into(),
+        );
     }
     let dtype = DType::from_numpy_typestr(bare)
         .ok_or_else(|| format!("unsupported: numpy dtype '{typestr}'"))?;
@@ -130,8 +137,7 @@ fn array(
     } else {
         contiguous_strides(&shape)
     };
-    Tensor::new(dtype.dtype, shape, strides, 0, Storage::from_vec(bytes))
-        .map_err(|e| e.to_string())
+    Tensor::new(dtype.dtype, shape, strides, 0, Storage::from_vec(bytes)).map_err(|e| e.to_string())
 }
 
 /// `ndarray.__setstate__((version, shape, dtype, is_fortran, rawdata))` (or the 4-tuple
@@ -157,11 +163,19 @@ pub(super) fn ndarray_from_state(state: Value) -> Result<Value, String> {
             }
         }
     }
-    let [shape, dtype, fortran, data]: [Value; 4] = items
-        .try_into()
-        .map_err(|v: Vec<Value>| format!("numpy array state: expected 4 or 5 items, found {}", v.len() + 1))?;
+    let [shape, dtype, fortran, data]: [Value; 4] = items.try_into().map_err(|v: Vec<Value>| {
+        format!(
+            "numpy array state: expected 4 or 5 items, found {}",
+            v.len() + 1
+        )
+    })?;
     let dtype = numpy_dtype(&dtype)?;
-    let tensor = array(&dtype, shape_of(&shape)?, truthy(Some(&fortran)), buffer_bytes(data)?)?;
+    let tensor = array(
+        &dtype,
+        shape_of(&shape)?,
+        truthy(Some(&fortran)),
+        buffer_bytes(data)?,
+    )?;
     Ok(Value::NdArray(tensor))
 }
 

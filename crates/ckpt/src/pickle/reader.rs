@@ -149,8 +149,8 @@ impl<'a> Machine<'a> {
             }
             b'F' => {
                 let line = self.line()?;
-                let f = text::parse_float(line)
-                    .ok_or_else(|| self.err("expected a decimal float"))?;
+                let f =
+                    text::parse_float(line).ok_or_else(|| self.err("expected a decimal float"))?;
                 self.push(Node::Leaf(Value::Float(f)));
             }
             b'G' => {
@@ -604,7 +604,7 @@ impl<'a> Machine<'a> {
     // ---- containers -------------------------------------------------------------------
 
     fn pairs(&self, items: Vec<Handle>) -> Result<Vec<(Handle, Handle)>> {
-        if items.len() % 2 != 0 {
+        if items.len() & 1 == 1 {
             return Err(self.err(format!(
                 "expected key/value pairs, found {} objects",
                 items.len()
