@@ -40,6 +40,9 @@ pub(super) fn map_py2_name(module: &str, name: &str) -> (String, String) {
 pub(super) enum Known {
     /// Builds a mapping that later opcodes fill (`dict`, `OrderedDict`, `Counter`).
     Dict(DictKind),
+    /// `collections.defaultdict(factory)`: an empty dict that later opcodes fill (the
+    /// factory is dropped; the items are what a checkpoint needs).
+    DefaultDict,
     /// Builds a set from one iterable argument.
     Set { frozen: bool },
     /// Interpreted by [`call`] from its converted arguments; `raw` keeps Python 2 strings
@@ -71,6 +74,7 @@ pub(super) fn classify(module: &str, name: &str) -> Known {
         ("collections", "OrderedDict") => Known::Dict(DictKind::OrderedDict),
         ("collections", "Counter") => Known::Dict(DictKind::Counter),
         ("builtins", "dict") => Known::Dict(DictKind::Dict),
+        ("collections", "defaultdict") => Known::DefaultDict,
         ("builtins", "set") => Known::Set { frozen: false },
         ("builtins", "frozenset") => Known::Set { frozen: true },
         ("builtins", "bytearray" | "bytes" | "complex")

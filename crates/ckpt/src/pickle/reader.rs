@@ -720,6 +720,11 @@ impl<'a> Machine<'a> {
                 items: self.dict_items(args)?,
                 states: Vec::new(),
             },
+            Known::DefaultDict => Node::Dict {
+                kind: DictKind::Dict,
+                items: Vec::new(),
+                states: Vec::new(),
+            },
             Known::Set { frozen } => {
                 let args = self.items_of(args)?;
                 let items = match args.first() {
