@@ -43,6 +43,9 @@ pub(super) enum Known {
     /// `collections.defaultdict(factory)`: an empty dict that later opcodes fill (the
     /// factory is dropped; the items are what a checkpoint needs).
     DefaultDict,
+    /// `copyreg._reconstructor(cls, base, state)`, how protocols 0 and 1 pickle instances:
+    /// a `dict`/`list` subclass reads as its items, any other class as an opaque object.
+    Reconstructor,
     /// Builds a set from one iterable argument.
     Set { frozen: bool },
     /// Interpreted by [`call`] from its converted arguments; `raw` keeps Python 2 strings
@@ -75,6 +78,7 @@ pub(super) fn classify(module: &str, name: &str) -> Known {
         ("collections", "Counter") => Known::Dict(DictKind::Counter),
         ("builtins", "dict") => Known::Dict(DictKind::Dict),
         ("collections", "defaultdict") => Known::DefaultDict,
+        ("copyreg", "_reconstructor") => Known::Reconstructor,
         ("builtins", "set") => Known::Set { frozen: false },
         ("builtins", "frozenset") => Known::Set { frozen: true },
         ("builtins", "bytearray" | "bytes" | "complex")

@@ -613,8 +613,36 @@ impl<'a> Machine<'a> {
         Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())
     }
 
+    /// An instance of a `list`/`dict` subclass (e.g. yacs' `CfgNode`) receives its items
+    /// through `APPENDS`/`SETITEMS` after `NEWOBJ`: it is read as a plain list or dict
+    /// (with its instance state as dict attributes), since its class is never imported.
+    fn as_builtin_container(&mut self, top: Handle, dict: bool) {
+        let Some(node) = self.arena.nodes.get_mut(top) else {
+            return;
+        };
+        if let Node::Object {
+            module,
+            name,
+            state,
+            ..
+        } = node
+        {
+            tracing::debug!(class = %format!("{module}.{name}"), "container subclass read as a builtin container");
+            *node = if dict {
+                Node::Dict {
+                    kind: DictKind::Dict,
+                    items: Vec::new(),
+                    states: state.take().into_iter().collect(),
+                }
+            } else {
+                Node::List(Vec::new())
+            };
+        }
+    }
+
     fn extend_list(&mut self, items: Vec<Handle>) -> Result<()> {
         let top = self.top()?;
+        self.as_builtin_container(top, false);
         match self.arena.nodes.get_mut(top) {
             Some(Node::List(list)) => {
                 list.extend(items);
@@ -629,6 +657,7 @@ impl<'a> Machine<'a> {
 
     fn set_items(&mut self, pairs: Vec<(Handle, Handle)>) -> Result<()> {
         let top = self.top()?;
+        self.as_builtin_container(top, true);
         match self.arena.nodes.get_mut(top) {
             Some(Node::Dict { items, .. }) => {
                 items.extend(pairs);
@@ -725,6 +754,7 @@ impl<'a> Machine<'a> {
                 items: Vec::new(),
                 states: Vec::new(),
             },
+            Known::Reconstructor => self.reconstructor(args)?,
             Known::Set { frozen } => {
                 let args = self.items_of(args)?;
                 let items = match args.first() {
@@ -758,6 +788,50 @@ impl<'a> Machine<'a> {
                 args,
                 state: None,
             },
+        })
+    }
+
+    /// `copyreg._reconstructor(cls, base, state)`: `base(state)` for builtin containers,
+    /// else `cls.__new__(cls)` kept opaque.
+    fn reconstructor(&mut self, args: Handle) -> Result<Node> {
+        let args = self.items_of(args)?;
+        let global = |h: Option<&Handle>| match h.and_then(|&h| self.arena.node(h).ok()) {
+            Some(Node::Global { module, name }) => Some((module.clone(), name.clone())),
+            _ => None,
+        };
+        let class = global(args.first())
+            .ok_or_else(|| self.err("copyreg._reconstructor: expected a class"))?;
+        let base = global(args.get(1));
+        let state = args.get(2).copied();
+        Ok(match base.as_ref().map(|(m, n)| (m.as_str(), n.as_str())) {
+            Some(("builtins", "dict")) => {
+                let items = match state.map(|h| self.arena.node(h)) {
+                    Some(Ok(Node::Dict { items, .. })) => {
+                        self.arena.charge(items.len()).map_err(|m| self.err(m))?;
+                        items.clone()
+                    }
+                    _ => Vec::new(),
+                };
+                Node::Dict {
+                    kind: DictKind::Dict,
+                    items,
+                    states: Vec::new(),
+                }
+            }
+            Some(("builtins", "list")) => match state {
+                Some(h) => Node::List(self.items_of(h)?),
+                None => Node::List(Vec::new()),
+            },
+            _ => {
+                let no_args = self.arena.add(Node::Tuple(Vec::new()));
+                Node::Object {
+                    module: class.0,
+                    name: class.1,
+                    new: true,
+                    args: no_args,
+                    state: None,
+                }
+            }
         })
     }
 
