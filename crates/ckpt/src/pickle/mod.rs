@@ -7,8 +7,10 @@
 //! and nesting depth and the number of values built are bounded.
 
 mod arena;
+mod calls;
 mod globals;
 mod numpy;
+mod opcodes;
 mod reader;
 mod text;
 mod writer;

@@ -6,13 +6,11 @@
 
 use std::collections::HashMap;
 
-use num_bigint::BigInt;
-
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::arena::{Arena, Handle, Mode, Node};
-use crate::pickle::globals::{self, Known};
-use crate::pickle::{numpy, text, Limits};
+use crate::pickle::opcodes::{long_value, opcode_name};
+use crate::pickle::{text, Limits};
 use crate::tensor::Storage;
 use crate::value::{DictKind, Value};
 
@@ -29,14 +27,18 @@ pub enum Py2Strings {
 /// Options of [`read_pickle`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PickleOptions {
+    /// How Python 2 strings become text.
     pub py2_strings: Py2Strings,
+    /// Bounds on nesting depth and on the number of values produced.
     pub limits: Limits,
 }
 
 /// A storage resolved from a persistent id, with the dtype its storage class names.
 #[derive(Debug, Clone)]
 pub struct TypedStorage {
+    /// The bytes (shared by every tensor that refers to the same persistent id).
     pub storage: Storage,
+    /// The element type the storage class names (`UInt8` for `UntypedStorage`).
     pub dtype: DType,
 }
 
@@ -75,21 +77,21 @@ pub fn read_pickle(
     .run()
 }
 
-struct Machine<'a> {
-    data: &'a [u8],
-    pos: usize,
-    op_start: usize,
-    op: u8,
-    base: u64,
-    persistent: &'a mut dyn PersistentLoad,
-    arena: Arena,
-    stack: Vec<Handle>,
-    marks: Vec<usize>,
-    memo: HashMap<u64, Handle>,
+pub(super) struct Machine<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) pos: usize,
+    pub(super) op_start: usize,
+    pub(super) op: u8,
+    pub(super) base: u64,
+    pub(super) persistent: &'a mut dyn PersistentLoad,
+    pub(super) arena: Arena,
+    pub(super) stack: Vec<Handle>,
+    pub(super) marks: Vec<usize>,
+    pub(super) memo: HashMap<u64, Handle>,
 }
 
 impl<'a> Machine<'a> {
-    fn err(&self, message: impl std::fmt::Display) -> Error {
+    pub(super) fn err(&self, message: impl std::fmt::Display) -> Error {
         Error::pickle(
             self.base + self.op_start as u64,
             format!("{} (0x{:02x}): {message}", opcode_name(self.op), self.op),
@@ -430,7 +432,7 @@ impl<'a> Machine<'a> {
 
     // ---- input ------------------------------------------------------------------------
 
-    fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let data = self.data;
         let left = data.len() - self.pos;
         if n > left {
@@ -443,34 +445,34 @@ impl<'a> Machine<'a> {
         Ok(&data[start..start + n])
     }
 
-    fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
         let mut raw = [0u8; N];
         raw.copy_from_slice(self.take(N)?);
         Ok(raw)
     }
 
-    fn u8(&mut self) -> Result<u8> {
+    pub(super) fn u8(&mut self) -> Result<u8> {
         Ok(self.array::<1>()?[0])
     }
 
-    fn u16(&mut self) -> Result<u16> {
+    pub(super) fn u16(&mut self) -> Result<u16> {
         Ok(u16::from_le_bytes(self.array()?))
     }
 
-    fn u32(&mut self) -> Result<u32> {
+    pub(super) fn u32(&mut self) -> Result<u32> {
         Ok(u32::from_le_bytes(self.array()?))
     }
 
-    fn i32(&mut self) -> Result<i32> {
+    pub(super) fn i32(&mut self) -> Result<i32> {
         Ok(i32::from_le_bytes(self.array()?))
     }
 
-    fn u64(&mut self) -> Result<u64> {
+    pub(super) fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.array()?))
     }
 
     /// A length that must fit in the remaining input (checked again by `take`).
-    fn checked_len(&self, n: u64) -> Result<usize> {
+    pub(super) fn checked_len(&self, n: u64) -> Result<usize> {
         let left = (self.data.len() - self.pos) as u64;
         if n > left {
             return Err(self.err(format!(
@@ -480,17 +482,17 @@ impl<'a> Machine<'a> {
         Ok(n as usize)
     }
 
-    fn len_u32(&mut self) -> Result<usize> {
+    pub(super) fn len_u32(&mut self) -> Result<usize> {
         let n = self.u32()?;
         self.checked_len(u64::from(n))
     }
 
-    fn len_u64(&mut self) -> Result<usize> {
+    pub(super) fn len_u64(&mut self) -> Result<usize> {
         let n = self.u64()?;
         self.checked_len(n)
     }
 
-    fn len_i32(&mut self) -> Result<usize> {
+    pub(super) fn len_i32(&mut self) -> Result<usize> {
         let n = self.i32()?;
         if n < 0 {
             return Err(self.err(format!("negative length {n}")));
@@ -499,7 +501,7 @@ impl<'a> Machine<'a> {
     }
 
     /// The text up to the next newline (protocol-0 arguments), without the newline.
-    fn line(&mut self) -> Result<&'a [u8]> {
+    pub(super) fn line(&mut self) -> Result<&'a [u8]> {
         let data = self.data;
         let rest = &data[self.pos..];
         let Some(end) = rest.iter().position(|&b| b == b'\n') else {
@@ -509,12 +511,12 @@ impl<'a> Machine<'a> {
         Ok(&rest[..end])
     }
 
-    fn line_text(&mut self) -> Result<String> {
+    pub(super) fn line_text(&mut self) -> Result<String> {
         let line = self.line()?;
         Ok(String::from_utf8_lossy(line).into_owned())
     }
 
-    fn push_text(&mut self, n: usize) -> Result<()> {
+    pub(super) fn push_text(&mut self, n: usize) -> Result<()> {
         // Python writes lone surrogates with `surrogatepass`; they become U+FFFD here.
         let s = String::from_utf8_lossy(self.take(n)?).into_owned();
         self.push(Node::Leaf(Value::Str(s)));
@@ -523,12 +525,12 @@ impl<'a> Machine<'a> {
 
     // ---- stack and memo ---------------------------------------------------------------
 
-    fn push(&mut self, node: Node) {
+    pub(super) fn push(&mut self, node: Node) {
         let handle = self.arena.add(node);
         self.stack.push(handle);
     }
 
-    fn pop(&mut self) -> Result<Handle> {
+    pub(super) fn pop(&mut self) -> Result<Handle> {
         if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
             return Err(self.err("expected an object on the stack, found a MARK"));
         }
@@ -537,7 +539,7 @@ impl<'a> Machine<'a> {
             .ok_or_else(|| self.err("expected an object on the stack, found none"))
     }
 
-    fn top(&self) -> Result<Handle> {
+    pub(super) fn top(&self) -> Result<Handle> {
         if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
             return Err(self.err("expected an object on the stack, found a MARK"));
         }
@@ -547,7 +549,7 @@ impl<'a> Machine<'a> {
             .ok_or_else(|| self.err("expected an object on the stack, found none"))
     }
 
-    fn pop_n(&mut self, n: usize) -> Result<Vec<Handle>> {
+    pub(super) fn pop_n(&mut self, n: usize) -> Result<Vec<Handle>> {
         let floor = self.marks.last().copied().unwrap_or(0);
         if self.stack.len() < floor + n {
             return Err(self.err(format!("expected {n} objects on the stack")));
@@ -555,7 +557,7 @@ impl<'a> Machine<'a> {
         Ok(self.stack.split_off(self.stack.len() - n))
     }
 
-    fn pop_mark(&mut self) -> Result<Vec<Handle>> {
+    pub(super) fn pop_mark(&mut self) -> Result<Vec<Handle>> {
         let mark = self
             .marks
             .pop()
@@ -566,7 +568,7 @@ impl<'a> Machine<'a> {
         Ok(self.stack.split_off(mark))
     }
 
-    fn get(&mut self, index: u64) -> Result<()> {
+    pub(super) fn get(&mut self, index: u64) -> Result<()> {
         let handle = *self
             .memo
             .get(&index)
@@ -575,384 +577,29 @@ impl<'a> Machine<'a> {
         Ok(())
     }
 
-    fn put(&mut self, index: u64) -> Result<()> {
+    pub(super) fn put(&mut self, index: u64) -> Result<()> {
         let top = self.top()?;
         self.memo.insert(index, top);
         Ok(())
     }
 
-    fn kind(&self, handle: Handle) -> String {
+    pub(super) fn kind(&self, handle: Handle) -> String {
         self.arena
             .node(handle)
             .map(Node::kind)
             .unwrap_or_else(|e| e)
     }
 
-    fn convert(&self, handle: Handle, mode: Mode) -> Result<Value> {
+    pub(super) fn convert(&self, handle: Handle, mode: Mode) -> Result<Value> {
         self.arena.value(handle, mode).map_err(|m| self.err(m))
     }
 
     /// A string argument (`STACK_GLOBAL` names).
-    fn str_of(&self, handle: Handle) -> Result<String> {
+    pub(super) fn str_of(&self, handle: Handle) -> Result<String> {
         match self.arena.node(handle).map_err(|m| self.err(m))? {
             Node::Leaf(Value::Str(s)) => Ok(s.clone()),
             Node::Py2Str(b) => Ok(self.arena.py2_text(b)),
             other => Err(self.err(format!("expected a str, found a {}", other.kind()))),
         }
-    }
-
-    // ---- containers -------------------------------------------------------------------
-
-    fn pairs(&self, items: Vec<Handle>) -> Result<Vec<(Handle, Handle)>> {
-        if items.len() & 1 == 1 {
-            return Err(self.err(format!(
-                "expected key/value pairs, found {} objects",
-                items.len()
-            )));
-        }
-        Ok(items.chunks_exact(2).map(|p| (p[0], p[1])).collect())
-    }
-
-    /// An instance of a `list`/`dict` subclass (e.g. yacs' `CfgNode`) receives its items
-    /// through `APPENDS`/`SETITEMS` after `NEWOBJ`: it is read as a plain list or dict
-    /// (with its instance state as dict attributes), since its class is never imported.
-    fn as_builtin_container(&mut self, top: Handle, dict: bool) {
-        let Some(node) = self.arena.nodes.get_mut(top) else {
-            return;
-        };
-        if let Node::Object {
-            module,
-            name,
-            state,
-            ..
-        } = node
-        {
-            tracing::debug!(class = %format!("{module}.{name}"), "container subclass read as a builtin container");
-            *node = if dict {
-                Node::Dict {
-                    kind: DictKind::Dict,
-                    items: Vec::new(),
-                    states: state.take().into_iter().collect(),
-                }
-            } else {
-                Node::List(Vec::new())
-            };
-        }
-    }
-
-    fn extend_list(&mut self, items: Vec<Handle>) -> Result<()> {
-        let top = self.top()?;
-        self.as_builtin_container(top, false);
-        match self.arena.nodes.get_mut(top) {
-            Some(Node::List(list)) => {
-                list.extend(items);
-                Ok(())
-            }
-            _ => {
-                let kind = self.kind(top);
-                Err(self.err(format!("expected a list to append to, found a {kind}")))
-            }
-        }
-    }
-
-    fn set_items(&mut self, pairs: Vec<(Handle, Handle)>) -> Result<()> {
-        let top = self.top()?;
-        self.as_builtin_container(top, true);
-        match self.arena.nodes.get_mut(top) {
-            Some(Node::Dict { items, .. }) => {
-                items.extend(pairs);
-                Ok(())
-            }
-            _ => {
-                let kind = self.kind(top);
-                Err(self.err(format!("expected a dict to set items in, found a {kind}")))
-            }
-        }
-    }
-
-    // ---- globals, calls, build --------------------------------------------------------
-
-    fn global_node(&mut self, module: &str, name: &str) -> Handle {
-        let (module, name) = globals::map_py2_name(module, name);
-        let node = match globals::global_value(&module, &name) {
-            Some(value) => Node::Leaf(value),
-            None => Node::Global { module, name },
-        };
-        self.arena.add(node)
-    }
-
-    fn push_global(&mut self, module: &str, name: &str) {
-        let handle = self.global_node(module, name);
-        self.stack.push(handle);
-    }
-
-    fn persistent_load(&mut self, pid: &Value) -> Result<()> {
-        let typed = self.persistent.persistent_load(pid)?;
-        self.arena.storages.push(typed);
-        let index = self.arena.storages.len() - 1;
-        self.push(Node::Storage(index));
-        Ok(())
-    }
-
-    /// The handles inside a tuple/list/set argument, charged to the value budget because
-    /// they are copied.
-    fn items_of(&self, handle: Handle) -> Result<Vec<Handle>> {
-        let items = match self.arena.node(handle).map_err(|m| self.err(m))? {
-            Node::Tuple(items) | Node::List(items) | Node::Set { items, .. } => items.clone(),
-            other => {
-                return Err(self.err(format!(
-                    "expected a tuple or list, found a {}",
-                    other.kind()
-                )))
-            }
-        };
-        self.arena.charge(items.len()).map_err(|m| self.err(m))?;
-        Ok(items)
-    }
-
-    /// The items of `OrderedDict(...)`/`dict(...)`/`Counter(...)` arguments: nothing, a
-    /// mapping, or an iterable of key/value pairs.
-    fn dict_items(&self, args: Handle) -> Result<Vec<(Handle, Handle)>> {
-        let args = self.items_of(args)?;
-        let Some(&source) = args.first() else {
-            return Ok(Vec::new());
-        };
-        if let Node::Dict { items, .. } = self.arena.node(source).map_err(|m| self.err(m))? {
-            self.arena.charge(items.len()).map_err(|m| self.err(m))?;
-            return Ok(items.clone());
-        }
-        self.items_of(source)?
-            .into_iter()
-            .map(|pair| {
-                let kv = self.items_of(pair)?;
-                match kv.as_slice() {
-                    [k, v] => Ok((*k, *v)),
-                    _ => Err(self.err("expected (key, value) pairs")),
-                }
-            })
-            .collect()
-    }
-
-    fn call(&mut self, callable: Handle, args: Handle, new: bool) -> Result<Node> {
-        let (module, name) = match self.arena.node(callable).map_err(|m| self.err(m))? {
-            Node::Global { module, name } => (module.clone(), name.clone()),
-            other => {
-                return Err(self.err(format!(
-                    "expected a global to call, found a {}",
-                    other.kind()
-                )))
-            }
-        };
-        Ok(match globals::classify(&module, &name) {
-            Known::Dict(kind) => Node::Dict {
-                kind,
-                items: self.dict_items(args)?,
-                states: Vec::new(),
-            },
-            Known::DefaultDict => Node::Dict {
-                kind: DictKind::Dict,
-                items: Vec::new(),
-                states: Vec::new(),
-            },
-            Known::Reconstructor => self.reconstructor(args)?,
-            Known::Set { frozen } => {
-                let args = self.items_of(args)?;
-                let items = match args.first() {
-                    Some(&iterable) => self.items_of(iterable)?,
-                    None => Vec::new(),
-                };
-                Node::Set { frozen, items }
-            }
-            Known::Call { raw } if !new => {
-                let mode = Mode {
-                    raw_py2: raw,
-                    storage_refs: true,
-                };
-                let args = match self.convert(args, mode)? {
-                    Value::Tuple(items) => items,
-                    other => {
-                        return Err(self.err(format!(
-                            "{module}.{name}: expected an argument tuple, found a {}",
-                            other.type_name()
-                        )))
-                    }
-                };
-                let value = globals::call(&module, &name, args, &self.arena.storages)
-                    .map_err(|m| self.err(format!("{module}.{name}: {m}")))?;
-                Node::Leaf(value)
-            }
-            _ => Node::Object {
-                module,
-                name,
-                new,
-                args,
-                state: None,
-            },
-        })
-    }
-
-    /// `copyreg._reconstructor(cls, base, state)`: `base(state)` for builtin containers,
-    /// else `cls.__new__(cls)` kept opaque.
-    fn reconstructor(&mut self, args: Handle) -> Result<Node> {
-        let args = self.items_of(args)?;
-        let global = |h: Option<&Handle>| match h.and_then(|&h| self.arena.node(h).ok()) {
-            Some(Node::Global { module, name }) => Some((module.clone(), name.clone())),
-            _ => None,
-        };
-        let class = global(args.first())
-            .ok_or_else(|| self.err("copyreg._reconstructor: expected a class"))?;
-        let base = global(args.get(1));
-        let state = args.get(2).copied();
-        Ok(match base.as_ref().map(|(m, n)| (m.as_str(), n.as_str())) {
-            Some(("builtins", "dict")) => {
-                let items = match state.map(|h| self.arena.node(h)) {
-                    Some(Ok(Node::Dict { items, .. })) => {
-                        self.arena.charge(items.len()).map_err(|m| self.err(m))?;
-                        items.clone()
-                    }
-                    _ => Vec::new(),
-                };
-                Node::Dict {
-                    kind: DictKind::Dict,
-                    items,
-                    states: Vec::new(),
-                }
-            }
-            Some(("builtins", "list")) => match state {
-                Some(h) => Node::List(self.items_of(h)?),
-                None => Node::List(Vec::new()),
-            },
-            _ => {
-                let no_args = self.arena.add(Node::Tuple(Vec::new()));
-                Node::Object {
-                    module: class.0,
-                    name: class.1,
-                    new: true,
-                    args: no_args,
-                    state: None,
-                }
-            }
-        })
-    }
-
-    fn build(&mut self) -> Result<()> {
-        let state = self.pop()?;
-        let target = self.top()?;
-        let reconstruct = match self.arena.node(target).map_err(|m| self.err(m))? {
-            Node::Object { module, name, .. } => numpy::is_reconstruct(module, name),
-            _ => false,
-        };
-        if reconstruct {
-            let raw = Mode {
-                raw_py2: true,
-                storage_refs: false,
-            };
-            let state = self.convert(state, raw)?;
-            let array = numpy::ndarray_from_state(state).map_err(|m| self.err(m))?;
-            if let Some(node) = self.arena.nodes.get_mut(target) {
-                *node = Node::Leaf(array);
-            }
-            return Ok(());
-        }
-        match self.arena.nodes.get_mut(target) {
-            Some(Node::Dict { states, .. }) => states.push(state),
-            Some(Node::Object { state: slot, .. }) => *slot = Some(state),
-            // Legacy `Tensor.set_` state and `Parameter.__setstate__`: the tensor is complete.
-            Some(Node::Leaf(Value::Tensor(_) | Value::Parameter(_))) => {}
-            _ => {
-                let kind = self.kind(target);
-                return Err(self.err(format!("cannot apply a state to a {kind}")));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// A `LONG1`/`LONG4` argument: little-endian two's complement.
-fn long_value(bytes: &[u8]) -> Value {
-    if bytes.len() <= 8 {
-        let fill = if bytes.last().is_some_and(|&b| b & 0x80 != 0) {
-            0xFF
-        } else {
-            0
-        };
-        let mut raw = [fill; 8];
-        raw[..bytes.len()].copy_from_slice(bytes);
-        return Value::Int(i64::from_le_bytes(raw));
-    }
-    text::int_value(BigInt::from_signed_bytes_le(bytes))
-}
-
-fn opcode_name(op: u8) -> &'static str {
-    match op {
-        b'(' => "MARK",
-        b'.' => "STOP",
-        b'0' => "POP",
-        b'1' => "POP_MARK",
-        b'2' => "DUP",
-        b'F' => "FLOAT",
-        b'I' => "INT",
-        b'J' => "BININT",
-        b'K' => "BININT1",
-        b'L' => "LONG",
-        b'M' => "BININT2",
-        b'N' => "NONE",
-        b'P' => "PERSID",
-        b'Q' => "BINPERSID",
-        b'R' => "REDUCE",
-        b'S' => "STRING",
-        b'T' => "BINSTRING",
-        b'U' => "SHORT_BINSTRING",
-        b'V' => "UNICODE",
-        b'X' => "BINUNICODE",
-        b'a' => "APPEND",
-        b'b' => "BUILD",
-        b'c' => "GLOBAL",
-        b'd' => "DICT",
-        b'}' => "EMPTY_DICT",
-        b'e' => "APPENDS",
-        b'g' => "GET",
-        b'h' => "BINGET",
-        b'i' => "INST",
-        b'j' => "LONG_BINGET",
-        b'l' => "LIST",
-        b']' => "EMPTY_LIST",
-        b'o' => "OBJ",
-        b'p' => "PUT",
-        b'q' => "BINPUT",
-        b'r' => "LONG_BINPUT",
-        b's' => "SETITEM",
-        b't' => "TUPLE",
-        b')' => "EMPTY_TUPLE",
-        b'u' => "SETITEMS",
-        b'G' => "BINFLOAT",
-        b'B' => "BINBYTES",
-        b'C' => "SHORT_BINBYTES",
-        0x80 => "PROTO",
-        0x81 => "NEWOBJ",
-        0x82 => "EXT1",
-        0x83 => "EXT2",
-        0x84 => "EXT4",
-        0x85 => "TUPLE1",
-        0x86 => "TUPLE2",
-        0x87 => "TUPLE3",
-        0x88 => "NEWTRUE",
-        0x89 => "NEWFALSE",
-        0x8A => "LONG1",
-        0x8B => "LONG4",
-        0x8C => "SHORT_BINUNICODE",
-        0x8D => "BINUNICODE8",
-        0x8E => "BINBYTES8",
-        0x8F => "EMPTY_SET",
-        0x90 => "ADDITEMS",
-        0x91 => "FROZENSET",
-        0x92 => "NEWOBJ_EX",
-        0x93 => "STACK_GLOBAL",
-        0x94 => "MEMOIZE",
-        0x95 => "FRAME",
-        0x96 => "BYTEARRAY8",
-        0x97 => "NEXT_BUFFER",
-        0x98 => "READONLY_BUFFER",
-        _ => "unknown opcode",
     }
 }
