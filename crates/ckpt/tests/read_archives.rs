@@ -179,3 +179,25 @@ fn legacy_streams_with_a_wrong_raw_section_are_errors() {
     let err = load(wrong_count).unwrap_err();
     assert!(err.to_string().contains("140230"), "{err}");
 }
+
+#[test]
+fn tar_checkpoints_are_reported_as_unsupported() {
+    let mut tar = vec![0u8; 1024];
+    tar[..8].copy_from_slice(b"storages");
+    tar[257..262].copy_from_slice(b"ustar");
+    let err = load(tar).unwrap_err();
+    assert!(
+        matches!(err.root(), ckpt::Error::Unsupported { .. }),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_plain_pickle_of_another_big_int_is_not_a_legacy_stream() {
+    let (format, value) =
+        load(b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x18.".to_vec()).unwrap();
+    assert_eq!(format, Format::Pickle);
+    assert!(matches!(value, Value::BigInt(_)));
+    let err = load(MAGIC.to_vec()).unwrap_err();
+    assert!(err.to_string().contains("pickle"), "{err}");
+}
