@@ -65,6 +65,9 @@ pub(crate) fn read(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Value> 
         .ok_or_else(|| Error::format(format!("torch archive: no '{prefix}data.pkl' record")))?;
     let range = index.data_range(bytes, pickle)?;
     let data = index.stored_bytes(bytes, pickle)?;
+    if options.verify_crc32 {
+        check_crc32(pickle, data)?;
+    }
     let mut storages = ZipStorages {
         buffer: buffer.clone(),
         index: &index,
@@ -163,6 +166,18 @@ pub(super) fn byteswapped(bytes: &[u8], unit: usize) -> Vec<u8> {
     out
 }
 
+/// Compares the crc32 of a record's bytes with the central directory's.
+fn check_crc32(record: &Record, data: &[u8]) -> Result<()> {
+    let crc = crc32fast::hash(data);
+    if crc != record.crc32 {
+        return Err(Error::format(format!(
+            "zip record '{}': crc32 {crc:08x} does not match the directory's {:08x}",
+            record.name, record.crc32
+        )));
+    }
+    Ok(())
+}
+
 /// Resolves `('storage', class, key, location, numel)` to the `data/<key>` record.
 struct ZipStorages<'a> {
     buffer: Arc<Buffer>,
@@ -178,13 +193,7 @@ impl ZipStorages<'_> {
         let bytes = self.buffer.as_bytes();
         let data = self.index.stored_bytes(bytes, record)?;
         if self.verify_crc32 {
-            let crc = crc32fast::hash(data);
-            if crc != record.crc32 {
-                return Err(Error::format(format!(
-                    "zip record '{}': crc32 {crc:08x} does not match the directory's {:08x}",
-                    record.name, record.crc32
-                )));
-            }
+            check_crc32(record, data)?;
         }
         if self.big_endian {
             return Ok(Storage::from_vec(byteswapped(data, dtype.swap_unit())));
