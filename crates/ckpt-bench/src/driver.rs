@@ -3,6 +3,7 @@
 //! a process of its own.
 
 use std::fs;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
@@ -165,22 +166,30 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
             continue;
         }
         let mut group = cases_for(workload, &spec, &dir, ctx.python.is_some());
+        let interactive = std::io::stderr().is_terminal();
         for rep in 0..options.reps {
+            if !interactive {
+                eprintln!("{workload}: repetition {}/{}", rep + 1, options.reps);
+            }
             // Rotate the order each repetition so no contender always runs first or last.
             let n = group.len();
             for k in 0..n {
                 let case = &mut group[(k + rep) % n];
-                eprint!(
-                    "\r{workload}: repetition {}/{}, {:<60}",
-                    rep + 1,
-                    options.reps,
-                    case.label
-                );
+                if interactive {
+                    eprint!(
+                        "\r{workload}: repetition {}/{}, {:<70}",
+                        rep + 1,
+                        options.reps,
+                        case.label
+                    );
+                }
                 let sample = run_case(&mut ctx, case)?;
                 case.samples.push(sample);
             }
         }
-        eprintln!();
+        if interactive {
+            eprintln!();
+        }
         cases.extend(group);
     }
     let _ = fs::remove_dir_all(dir.join("out"));

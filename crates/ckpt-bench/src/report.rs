@@ -25,8 +25,9 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
     let _ = writeln!(out, "- Machine: {}", machine());
     let _ = writeln!(
         out,
-        "- Contenders: ckpt {} (release build), {}, safetensors crate 0.6 (Rust)",
+        "- Contenders: ckpt {} ({} build), {}, safetensors crate 0.6 (Rust)",
         env!("CARGO_PKG_VERSION"),
+        if cfg!(debug_assertions) { "DEBUG" } else { "release" },
         match &outcome.torch_version {
             Some(v) => format!("torch {v} + safetensors + fvcore (Python)"),
             None => "no Python contenders (Python with torch not found)".to_string(),
@@ -108,10 +109,10 @@ fn reference<'a>(outcome: &'a Outcome, case: &Case) -> Option<&'a Case> {
     outcome.cases.iter().find(|c| {
         c.workload == case.workload
             && c.kind == case.kind
-            && if case.id == "python-n" {
-                c.id == "ckpt-n" && c.arg == case.arg
-            } else {
-                c.id == "ckpt"
+            && match case.id {
+                "python-n" => c.id == "ckpt-n" && c.arg == case.arg,
+                "ckpt-n" => false,
+                _ => c.id == "ckpt",
             }
     })
 }
@@ -201,10 +202,10 @@ fn matching_table(out: &mut String, outcome: &Outcome, rows: &[&Case]) {
         let _ = writeln!(
             out,
             "\ndetectron2's rule compares every pair: at {n:.0} keys that is {:.0e} comparisons \
-             and a {:.0e}-entry match list (tens of GB), so it is timed at {m:.0} keys and \
-             extrapolated by (keys ratio)²: **≈ {}** for {n:.0} keys{}.\n",
+             and a match list of as many entries (≥ {} in Python), so it is timed at {m:.0} keys \
+             and extrapolated by (keys ratio)²: **≈ {}** for {n:.0} keys{}.\n",
             n * n,
-            n * n,
+            bytes((n * n * 8.0) as u64),
             time(extrapolated),
             ckpt.map_or(String::new(), |c| format!(", ≈ {:.0}× ckpt's {}", extrapolated / c, time(c)))
         );

@@ -75,6 +75,20 @@ fn memo_shares_containers_filled_after_they_were_referenced() {
 }
 
 #[test]
+fn memo_indices_out_of_order_huge_or_overwritten_resolve_to_the_last_put() {
+    // K1 LONG_BINPUT 4000000000; K2 BINPUT 0; K3 BINPUT 0 (overwrites); MEMOIZE (index 2,
+    // the number of entries) on K4; then get 4000000000, 0, 2.
+    let p = cat(&[
+        b"\x80\x04K\x01r\x00\x28\x6b\xee0",
+        b"K\x02q\x000K\x03q\x000K\x04\x940",
+        b"j\x00\x28\x6b\xeeh\x00h\x02\x87.",
+    ]);
+    let items = tuple_items(&read(&p)).to_vec();
+    let ints: Vec<Option<i64>> = items.iter().map(Value::as_int).collect();
+    assert_eq!(ints, vec![Some(1), Some(3), Some(4)]);
+}
+
+#[test]
 fn build_on_a_memoized_ordered_dict_sets_attributes_seen_by_every_reference() {
     let p = cat(&[
         b"\x80\x02ccollections\nOrderedDict\n)Rq\x00(h\x00tq\x010}",

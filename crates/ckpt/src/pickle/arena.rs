@@ -17,8 +17,13 @@ pub(super) type Handle = usize;
 /// One object built by the pickle.
 #[derive(Debug)]
 pub(super) enum Node {
-    /// A finished value: scalars, strings, and the results of interpreted globals.
-    Leaf(Value),
+    /// A finished value: scalars and the results of interpreted globals (boxed: a `Value`
+    /// is large, and a checkpoint's pickle has several nodes per tensor).
+    Leaf(Box<Value>),
+    /// An int (the most common leaf: sizes, strides, offsets).
+    Int(i64),
+    /// A str (names, storage keys).
+    Text(String),
     /// A Python 2 `str`: raw bytes, text or buffer depending on where it is used.
     Py2Str(Vec<u8>),
     List(Vec<Handle>),
@@ -52,10 +57,21 @@ pub(super) enum Node {
 }
 
 impl Node {
+    /// The node of a finished value.
+    pub(super) fn leaf(value: Value) -> Node {
+        match value {
+            Value::Int(i) => Node::Int(i),
+            Value::Str(s) => Node::Text(s),
+            other => Node::Leaf(Box::new(other)),
+        }
+    }
+
     /// A short name for error messages.
     pub(super) fn kind(&self) -> String {
         match self {
             Node::Leaf(v) => v.type_name(),
+            Node::Int(_) => "int".into(),
+            Node::Text(_) => "str".into(),
             Node::Py2Str(_) => "str (Python 2)".into(),
             Node::List(_) => "list".into(),
             Node::Tuple(_) => "tuple".into(),
@@ -218,12 +234,17 @@ impl Arena {
         };
         match self.node(handle)? {
             Node::Leaf(v) => {
-                if let Value::Str(s) = v {
+                if let Value::Str(s) = &**v {
                     self.charge_bytes(s.len())?;
-                } else if let Value::Bytes(b) | Value::ByteArray(b) = v {
+                } else if let Value::Bytes(b) | Value::ByteArray(b) = &**v {
                     self.charge_bytes(b.len())?;
                 }
-                Ok(Some(v.clone()))
+                Ok(Some((**v).clone()))
+            }
+            Node::Int(i) => Ok(Some(Value::Int(*i))),
+            Node::Text(s) => {
+                self.charge_bytes(s.len())?;
+                Ok(Some(Value::Str(s.clone())))
             }
             Node::Py2Str(bytes) => {
                 self.charge_bytes(bytes.len())?;

@@ -83,7 +83,7 @@ impl Machine<'_> {
     pub(super) fn global_node(&mut self, module: &str, name: &str) -> Handle {
         let (module, name) = globals::map_py2_name(module, name);
         let node = match globals::global_value(&module, &name) {
-            Some(value) => Node::Leaf(value),
+            Some(value) => Node::leaf(value),
             None => Node::Global { module, name },
         };
         self.arena.add(node)
@@ -187,7 +187,7 @@ impl Machine<'_> {
                 };
                 let value = globals::call(&module, &name, args, &self.arena.storages)
                     .map_err(|m| self.err(format!("{module}.{name}: {m}")))?;
-                Node::Leaf(value)
+                Node::leaf(value)
             }
             _ => Node::Object {
                 module,
@@ -258,7 +258,7 @@ impl Machine<'_> {
             let state = self.convert(state, raw)?;
             let array = numpy::ndarray_from_state(state).map_err(|m| self.err(m))?;
             if let Some(node) = self.arena.nodes.get_mut(target) {
-                *node = Node::Leaf(array);
+                *node = Node::leaf(array);
             }
             return Ok(());
         }
@@ -266,7 +266,7 @@ impl Machine<'_> {
             Some(Node::Dict { states, .. }) => states.push(state),
             Some(Node::Object { state: slot, .. }) => *slot = Some(state),
             // Legacy `Tensor.set_` state and `Parameter.__setstate__`: the tensor is complete.
-            Some(Node::Leaf(Value::Tensor(_) | Value::Parameter(_))) => {}
+            Some(Node::Leaf(v)) if matches!(**v, Value::Tensor(_) | Value::Parameter(_)) => {}
             _ => {
                 let kind = self.kind(target);
                 return Err(self.err(format!("cannot apply a state to a {kind}")));

@@ -72,9 +72,44 @@ pub fn read_pickle(
         arena: Arena::new(options.py2_strings, options.limits, data.len()),
         stack: Vec::new(),
         marks: Vec::new(),
-        memo: HashMap::new(),
+        memo: Memo::default(),
     }
     .run()
+}
+
+/// The memo. Picklers number entries 0, 1, 2, ... in order, so those live in a vector;
+/// any other index (a hand-made file) goes to a hash map, so a huge index costs nothing.
+#[derive(Default)]
+pub(super) struct Memo {
+    dense: Vec<Handle>,
+    sparse: HashMap<u64, Handle>,
+    len: usize,
+}
+
+impl Memo {
+    /// Number of entries (what `MEMOIZE` uses as the next index).
+    pub(super) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(super) fn get(&self, index: u64) -> Option<Handle> {
+        match usize::try_from(index).ok().and_then(|i| self.dense.get(i)) {
+            Some(&handle) => Some(handle),
+            None => self.sparse.get(&index).copied(),
+        }
+    }
+
+    pub(super) fn insert(&mut self, index: u64, handle: Handle) {
+        let dense_len = self.dense.len() as u64;
+        if let Some(slot) = usize::try_from(index).ok().and_then(|i| self.dense.get_mut(i)) {
+            *slot = handle;
+        } else if index == dense_len && !self.sparse.contains_key(&index) {
+            self.dense.push(handle);
+            self.len += 1;
+        } else if self.sparse.insert(index, handle).is_none() {
+            self.len += 1;
+        }
+    }
 }
 
 pub(super) struct Machine<'a> {
@@ -87,7 +122,7 @@ pub(super) struct Machine<'a> {
     pub(super) arena: Arena,
     pub(super) stack: Vec<Handle>,
     pub(super) marks: Vec<usize>,
-    pub(super) memo: HashMap<u64, Handle>,
+    pub(super) memo: Memo,
 }
 
 impl<'a> Machine<'a> {
@@ -153,50 +188,50 @@ impl<'a> Machine<'a> {
                 let line = self.line()?;
                 let f =
                     text::parse_float(line).ok_or_else(|| self.err("expected a decimal float"))?;
-                self.push(Node::Leaf(Value::Float(f)));
+                self.push(Node::leaf(Value::Float(f)));
             }
             b'G' => {
                 let bytes = self.take(8)?;
                 let mut raw = [0u8; 8];
                 raw.copy_from_slice(bytes);
-                self.push(Node::Leaf(Value::Float(f64::from_be_bytes(raw))));
+                self.push(Node::leaf(Value::Float(f64::from_be_bytes(raw))));
             }
             b'I' => {
                 let line = self.line()?;
                 let v = text::parse_int_opcode(line)
                     .ok_or_else(|| self.err("expected a decimal int"))?;
-                self.push(Node::Leaf(v));
+                self.push(Node::leaf(v));
             }
             b'L' => {
                 let line = self.line()?;
                 let v = text::parse_int(line).ok_or_else(|| self.err("expected a decimal int"))?;
-                self.push(Node::Leaf(v));
+                self.push(Node::leaf(v));
             }
             b'J' => {
                 let v = i64::from(self.i32()?);
-                self.push(Node::Leaf(Value::Int(v)));
+                self.push(Node::leaf(Value::Int(v)));
             }
             b'K' => {
                 let v = i64::from(self.u8()?);
-                self.push(Node::Leaf(Value::Int(v)));
+                self.push(Node::leaf(Value::Int(v)));
             }
             b'M' => {
                 let v = i64::from(self.u16()?);
-                self.push(Node::Leaf(Value::Int(v)));
+                self.push(Node::leaf(Value::Int(v)));
             }
             0x8A => {
                 let n = usize::from(self.u8()?);
                 let bytes = self.take(n)?;
-                self.push(Node::Leaf(long_value(bytes)));
+                self.push(Node::leaf(long_value(bytes)));
             }
             0x8B => {
                 let n = self.len_i32()?;
                 let bytes = self.take(n)?;
-                self.push(Node::Leaf(long_value(bytes)));
+                self.push(Node::leaf(long_value(bytes)));
             }
-            b'N' => self.push(Node::Leaf(Value::None)),
-            0x88 => self.push(Node::Leaf(Value::Bool(true))),
-            0x89 => self.push(Node::Leaf(Value::Bool(false))),
+            b'N' => self.push(Node::leaf(Value::None)),
+            0x88 => self.push(Node::leaf(Value::Bool(true))),
+            0x89 => self.push(Node::leaf(Value::Bool(false))),
             b'S' => {
                 let line = self.line()?;
                 let bytes = text::unquote_string(line)
@@ -217,7 +252,7 @@ impl<'a> Machine<'a> {
                 let line = self.line()?;
                 let s = text::raw_unicode_escape(line)
                     .ok_or_else(|| self.err("expected raw-unicode-escape text"))?;
-                self.push(Node::Leaf(Value::Str(s)));
+                self.push(Node::leaf(Value::Str(s)));
             }
             b'X' => {
                 let n = self.len_u32()?;
@@ -238,7 +273,7 @@ impl<'a> Machine<'a> {
                     _ => self.len_u64()?,
                 };
                 let bytes = self.take(n)?.to_vec();
-                self.push(Node::Leaf(if op == 0x96 {
+                self.push(Node::leaf(if op == 0x96 {
                     Value::ByteArray(bytes)
                 } else {
                     Value::Bytes(bytes)
@@ -519,7 +554,7 @@ impl<'a> Machine<'a> {
     pub(super) fn push_text(&mut self, n: usize) -> Result<()> {
         // Python writes lone surrogates with `surrogatepass`; they become U+FFFD here.
         let s = String::from_utf8_lossy(self.take(n)?).into_owned();
-        self.push(Node::Leaf(Value::Str(s)));
+        self.push(Node::leaf(Value::Str(s)));
         Ok(())
     }
 
@@ -569,9 +604,9 @@ impl<'a> Machine<'a> {
     }
 
     pub(super) fn get(&mut self, index: u64) -> Result<()> {
-        let handle = *self
+        let handle = self
             .memo
-            .get(&index)
+            .get(index)
             .ok_or_else(|| self.err(format!("memo entry {index} was never stored")))?;
         self.stack.push(handle);
         Ok(())
@@ -597,7 +632,7 @@ impl<'a> Machine<'a> {
     /// A string argument (`STACK_GLOBAL` names).
     pub(super) fn str_of(&self, handle: Handle) -> Result<String> {
         match self.arena.node(handle).map_err(|m| self.err(m))? {
-            Node::Leaf(Value::Str(s)) => Ok(s.clone()),
+            Node::Text(s) => Ok(s.clone()),
             Node::Py2Str(b) => Ok(self.arena.py2_text(b)),
             other => Err(self.err(format!("expected a str, found a {}", other.kind()))),
         }
