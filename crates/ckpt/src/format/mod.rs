@@ -9,6 +9,7 @@
 //! ```
 
 mod atomic;
+mod eager;
 mod numpy;
 mod safetensors;
 mod torch_legacy;
@@ -168,9 +169,7 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
         }
         Buffer::map(&file).map_err(|e| Error::io(path, e))?
     } else {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut bytes).map_err(|e| Error::io(path, e))?;
-        Buffer::Heap(bytes)
+        Buffer::Heap(eager::read_whole_file(&file).map_err(|e| Error::io(path, e))?)
     };
     read_buffer(Arc::new(buffer), options).in_file(path)
 }
