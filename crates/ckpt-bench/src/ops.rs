@@ -72,6 +72,7 @@ pub fn run(op: &str, workload: &str, paths: &Paths, spec: &Spec, arg: u64) -> Re
         "ckpt-match" => matching(arg as usize),
         "memcpy" => memcpy(arg as usize),
         "gen" => generate(workload, paths, spec),
+        "ckpt-open-repeat" => open_repeat(&paths.input(workload, "pth"), arg.max(1)),
         other => Err(format!("unknown Rust operation {other}").into()),
     }
 }
@@ -107,6 +108,21 @@ fn generate(workload: &str, paths: &Paths, spec: &Spec) -> Result<Sample, BoxErr
         save_safetensors(paths.input(workload, "safetensors"), &state, None)?;
     }
     Ok(Sample::default())
+}
+
+/// Opens the file lazily `times` times without touching tensor data (for profiling the
+/// open alone); the sample is the mean.
+fn open_repeat(path: &Path, times: u64) -> Result<Sample, BoxError> {
+    let options = LoadOptions::default();
+    let (mut sample, result) = measure(|| -> Result<(), BoxError> {
+        for _ in 0..times {
+            load_with(path, &options)?;
+        }
+        Ok(())
+    });
+    result?;
+    sample.seconds /= times as f64;
+    Ok(sample)
 }
 
 /// `write_torch` into a buffered file, no fsync: the page-cache save.

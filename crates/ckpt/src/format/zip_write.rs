@@ -40,6 +40,8 @@ pub(crate) struct ZipWriter<'w> {
     alignment: u64,
     crc32: bool,
     entries: Vec<Entry>,
+    /// Reused for every header and descriptor (archives may hold 100,000s of records).
+    scratch: Vec<u8>,
 }
 
 /// The local header's zip64 decisions for a record of `size` bytes whose header starts at
@@ -103,6 +105,7 @@ impl<'w> ZipWriter<'w> {
             alignment,
             crc32,
             entries: Vec::new(),
+            scratch: Vec::with_capacity(256),
         })
     }
 
@@ -110,6 +113,14 @@ impl<'w> ZipWriter<'w> {
         self.out.write_all(bytes).map_err(write_error)?;
         self.offset += bytes.len() as u64;
         Ok(())
+    }
+
+    /// Writes the scratch buffer (a header or descriptor built in it).
+    fn emit_scratch(&mut self) -> Result<()> {
+        let scratch = std::mem::take(&mut self.scratch);
+        let result = self.emit(&scratch);
+        self.scratch = scratch;
+        result
     }
 
     /// Adds a record holding `data`.
@@ -137,7 +148,8 @@ impl<'w> ZipWriter<'w> {
             FLAGS_UTF8
         };
 
-        let mut header = Vec::with_capacity(30 + name.len() + extra_len as usize);
+        let mut header = std::mem::take(&mut self.scratch);
+        header.clear();
         header.extend_from_slice(&LOCAL_HEADER.to_le_bytes());
         header.extend_from_slice(&0u16.to_le_bytes()); // version needed
         header.extend_from_slice(&flags.to_le_bytes());
@@ -162,7 +174,8 @@ impl<'w> ZipWriter<'w> {
         header.extend_from_slice(b"FB");
         header.extend_from_slice(&(padding as u16).to_le_bytes());
         header.resize(header.len() + padding as usize, b'Z');
-        self.emit(&header)?;
+        self.scratch = header;
+        self.emit_scratch()?;
         debug_assert_eq!(self.offset % self.alignment, 0);
 
         let mut hasher = crc32fast::Hasher::new();
@@ -182,7 +195,8 @@ impl<'w> ZipWriter<'w> {
         let crc32 = if self.crc32 { hasher.finalize() } else { 0 };
 
         if size > 0 {
-            let mut descriptor = Vec::with_capacity(24);
+            let mut descriptor = std::mem::take(&mut self.scratch);
+            descriptor.clear();
             descriptor.extend_from_slice(&DATA_DESCRIPTOR.to_le_bytes());
             descriptor.extend_from_slice(&crc32.to_le_bytes());
             if zip64.any() {
@@ -192,7 +206,8 @@ impl<'w> ZipWriter<'w> {
                 descriptor.extend_from_slice(&(size as u32).to_le_bytes());
                 descriptor.extend_from_slice(&(size as u32).to_le_bytes());
             }
-            self.emit(&descriptor)?;
+            self.scratch = descriptor;
+            self.emit_scratch()?;
         }
         self.entries.push(Entry {
             name: name.to_string(),
