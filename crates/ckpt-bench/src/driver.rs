@@ -84,7 +84,13 @@ pub struct Case {
 }
 
 impl Case {
-    fn new(workload: &'static str, kind: Kind, id: &'static str, label: &str, runner: Runner) -> Case {
+    fn new(
+        workload: &'static str,
+        kind: Kind,
+        id: &'static str,
+        label: &str,
+        runner: Runner,
+    ) -> Case {
         Case {
             workload,
             kind,
@@ -134,8 +140,8 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
     let dir = fs::canonicalize(&options.dir)?;
     let spec_path = dir.join("spec.json");
     let spec_json = serde_json::to_string(&spec)?;
-    let reuse = options.keep_files
-        && fs::read_to_string(&spec_path).is_ok_and(|old| old == spec_json);
+    let reuse =
+        options.keep_files && fs::read_to_string(&spec_path).is_ok_and(|old| old == spec_json);
     fs::write(&spec_path, &spec_json)?;
 
     let python = match &options.python {
@@ -239,25 +245,148 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
     let st = dir.join(format!("{workload}.safetensors"));
     let mut cases = match workload {
         "big" | "small" => {
-            let bytes = total_bytes(if workload == "big" { &spec.big } else { &spec.small });
+            let bytes = total_bytes(if workload == "big" {
+                &spec.big
+            } else {
+                &spec.small
+            });
             let mut v = vec![
-                Case::new(workload, Save, "ckpt", "ckpt `write_torch` → BufWriter<File>", Rust("ckpt-save")),
-                Case::new(workload, Save, "torch", "`torch.save(state, path)`", Python("torch-save")),
-                Case::new(workload, Save, "st-py", "safetensors `save_file`", Python("st-save")),
-                Case::new(workload, Save, "st-rs", "safetensors crate `serialize_to_file`", Rust("st-rs-save")),
-                Case::new(workload, Save, "dd", "limit: `dd` to the same directory", Dd { fsync: false, tmpfs: false }),
-                Case::new(workload, Save, "tmpfs", "limit: `dd` to tmpfs (/dev/shm)", Dd { fsync: false, tmpfs: true }),
-                Case::new(workload, SaveDurable, "ckpt", "ckpt `save_torch` (atomic, fsync)", Rust("ckpt-save-durable")),
-                Case::new(workload, SaveDurable, "torch", "`torch.save` + fsync file and dir", Python("torch-save-durable")),
-                Case::new(workload, SaveDurable, "dd", "limit: `dd conv=fsync`, same directory", Dd { fsync: true, tmpfs: false }),
-                Case::new(workload, LoadEager, "ckpt", "ckpt `load_with(mmap: false)`", Rust("ckpt-load")).warm(pth.clone()),
-                Case::new(workload, LoadEager, "torch", "`torch.load(weights_only=True)`", Python("torch-load")).warm(pth.clone()),
-                Case::new(workload, LoadEager, "st-rs", "safetensors crate, `fs::read` + `deserialize`", Rust("st-rs-load")).warm(st.clone()),
-                Case::new(workload, LoadEager, "memcpy", "limit: memcpy of the same size", Rust("memcpy")).arg(bytes),
-                Case::new(workload, LoadLazy, "ckpt", "ckpt `load_with(mmap: true)`", Rust("ckpt-load-lazy")).warm(pth.clone()),
-                Case::new(workload, LoadLazy, "torch", "`torch.load(weights_only=True, mmap=True)`", Python("torch-load-mmap")).warm(pth.clone()),
-                Case::new(workload, LoadLazy, "st-py", "safetensors `load_file` (mmap backend)", Python("st-load")).warm(st.clone()),
-                Case::new(workload, LoadLazy, "st-rs", "safetensors crate, mmap + `deserialize`", Rust("st-rs-load-lazy")).warm(st),
+                Case::new(
+                    workload,
+                    Save,
+                    "ckpt",
+                    "ckpt `write_torch` → BufWriter<File>",
+                    Rust("ckpt-save"),
+                ),
+                Case::new(
+                    workload,
+                    Save,
+                    "torch",
+                    "`torch.save(state, path)`",
+                    Python("torch-save"),
+                ),
+                Case::new(
+                    workload,
+                    Save,
+                    "st-py",
+                    "safetensors `save_file`",
+                    Python("st-save"),
+                ),
+                Case::new(
+                    workload,
+                    Save,
+                    "st-rs",
+                    "safetensors crate `serialize_to_file`",
+                    Rust("st-rs-save"),
+                ),
+                Case::new(
+                    workload,
+                    Save,
+                    "dd",
+                    "limit: `dd` to the same directory",
+                    Dd {
+                        fsync: false,
+                        tmpfs: false,
+                    },
+                ),
+                Case::new(
+                    workload,
+                    Save,
+                    "tmpfs",
+                    "limit: `dd` to tmpfs (/dev/shm)",
+                    Dd {
+                        fsync: false,
+                        tmpfs: true,
+                    },
+                ),
+                Case::new(
+                    workload,
+                    SaveDurable,
+                    "ckpt",
+                    "ckpt `save_torch` (atomic, fsync)",
+                    Rust("ckpt-save-durable"),
+                ),
+                Case::new(
+                    workload,
+                    SaveDurable,
+                    "torch",
+                    "`torch.save` + fsync file and dir",
+                    Python("torch-save-durable"),
+                ),
+                Case::new(
+                    workload,
+                    SaveDurable,
+                    "dd",
+                    "limit: `dd conv=fsync`, same directory",
+                    Dd {
+                        fsync: true,
+                        tmpfs: false,
+                    },
+                ),
+                Case::new(
+                    workload,
+                    LoadEager,
+                    "ckpt",
+                    "ckpt `load_with(mmap: false)`",
+                    Rust("ckpt-load"),
+                )
+                .warm(pth.clone()),
+                Case::new(
+                    workload,
+                    LoadEager,
+                    "torch",
+                    "`torch.load(weights_only=True)`",
+                    Python("torch-load"),
+                )
+                .warm(pth.clone()),
+                Case::new(
+                    workload,
+                    LoadEager,
+                    "st-rs",
+                    "safetensors crate, `fs::read` + `deserialize`",
+                    Rust("st-rs-load"),
+                )
+                .warm(st.clone()),
+                Case::new(
+                    workload,
+                    LoadEager,
+                    "memcpy",
+                    "limit: memcpy of the same size",
+                    Rust("memcpy"),
+                )
+                .arg(bytes),
+                Case::new(
+                    workload,
+                    LoadLazy,
+                    "ckpt",
+                    "ckpt `load_with(mmap: true)`",
+                    Rust("ckpt-load-lazy"),
+                )
+                .warm(pth.clone()),
+                Case::new(
+                    workload,
+                    LoadLazy,
+                    "torch",
+                    "`torch.load(weights_only=True, mmap=True)`",
+                    Python("torch-load-mmap"),
+                )
+                .warm(pth.clone()),
+                Case::new(
+                    workload,
+                    LoadLazy,
+                    "st-py",
+                    "safetensors `load_file` (mmap backend)",
+                    Python("st-load"),
+                )
+                .warm(st.clone()),
+                Case::new(
+                    workload,
+                    LoadLazy,
+                    "st-rs",
+                    "safetensors crate, mmap + `deserialize`",
+                    Rust("st-rs-load-lazy"),
+                )
+                .warm(st),
             ];
             for case in &mut v {
                 case.bytes = bytes;
@@ -270,14 +399,71 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
         "detectron" => {
             let d = &spec.detectron;
             let model = total_bytes(d.model.iter().map(|t| &t.tensor));
-            let momentum = total_bytes(d.model.iter().filter(|t| !t.buffer && t.trainable).map(|t| &t.tensor));
+            let momentum = total_bytes(
+                d.model
+                    .iter()
+                    .filter(|t| !t.buffer && t.trainable)
+                    .map(|t| &t.tensor),
+            );
             let file = dir.join("detectron").join(format!("{}.pth", d.name));
             let mut v = vec![
-                Case::new(workload, SaveDurable, "ckpt", "ckpt `Checkpointer::save` (atomic, fsync)", Rust("ckpt-checkpointer-save")),
-                Case::new(workload, SaveDurable, "fvcore", "fvcore `Checkpointer.save` (torch.save, no fsync)", Python("fvcore-save")),
-                Case::new(workload, SaveDurable, "dd", "limit: `dd conv=fsync`, same directory", Dd { fsync: true, tmpfs: false }),
-                Case::new(workload, Resume, "ckpt", "ckpt `Checkpointer::resume_or_load` + touch", Rust("ckpt-checkpointer-resume")).warm(file.clone()),
-                Case::new(workload, Resume, "fvcore", "fvcore `Checkpointer.resume_or_load`", Python("fvcore-resume")).warm(file),
+                Case::new(
+                    workload,
+                    Save,
+                    "ckpt",
+                    "ckpt: the checkpoint dict by `write_torch` → BufWriter<File>",
+                    Rust("ckpt-checkpoint-write"),
+                ),
+                Case::new(
+                    workload,
+                    Save,
+                    "fvcore",
+                    "fvcore `Checkpointer.save` (torch.save into an open file)",
+                    Python("fvcore-save"),
+                ),
+                Case::new(
+                    workload,
+                    Save,
+                    "dd",
+                    "limit: `dd` to the same directory",
+                    Dd {
+                        fsync: false,
+                        tmpfs: false,
+                    },
+                ),
+                Case::new(
+                    workload,
+                    SaveDurable,
+                    "ckpt",
+                    "ckpt `Checkpointer::save` (atomic, fsync)",
+                    Rust("ckpt-checkpointer-save"),
+                ),
+                Case::new(
+                    workload,
+                    SaveDurable,
+                    "dd",
+                    "limit: `dd conv=fsync`, same directory",
+                    Dd {
+                        fsync: true,
+                        tmpfs: false,
+                    },
+                ),
+                Case::new(
+                    workload,
+                    Resume,
+                    "ckpt",
+                    "ckpt `Checkpointer::resume_or_load` + touch",
+                    Rust("ckpt-checkpointer-resume"),
+                )
+                .warm(file.clone()),
+                Case::new(
+                    workload,
+                    Resume,
+                    "fvcore",
+                    "fvcore `Checkpointer.resume_or_load`",
+                    Python("fvcore-resume"),
+                )
+                .warm(file),
             ];
             for case in &mut v {
                 case.bytes = model + momentum;
@@ -289,10 +475,35 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
         }
         _ => {
             let m = &spec.matching;
-            let mut v = vec![Case::new(workload, Match, "ckpt", &format!("ckpt `align_and_update_state_dicts`, {} keys", m.keys), Rust("ckpt-match")).arg(m.keys as u64)];
+            let mut v = vec![Case::new(
+                workload,
+                Match,
+                "ckpt",
+                &format!("ckpt `align_and_update_state_dicts`, {} keys", m.keys),
+                Rust("ckpt-match"),
+            )
+            .arg(m.keys as u64)];
             for &n in &m.python_keys {
-                v.push(Case::new(workload, Match, "ckpt-n", &format!("ckpt, {n} keys"), Rust("ckpt-match")).arg(n as u64));
-                v.push(Case::new(workload, Match, "python-n", &format!("detectron2's quadratic rule (Python), {n} keys"), Python("py-match")).arg(n as u64));
+                v.push(
+                    Case::new(
+                        workload,
+                        Match,
+                        "ckpt-n",
+                        &format!("ckpt, {n} keys"),
+                        Rust("ckpt-match"),
+                    )
+                    .arg(n as u64),
+                );
+                v.push(
+                    Case::new(
+                        workload,
+                        Match,
+                        "python-n",
+                        &format!("detectron2's quadratic rule (Python), {n} keys"),
+                        Python("py-match"),
+                    )
+                    .arg(n as u64),
+                );
             }
             v
         }
@@ -312,10 +523,7 @@ fn run_case(ctx: &mut Context, case: &Case) -> Result<Sample, BoxError> {
     match &case.runner {
         Runner::Rust(op) => rust_child(&ctx.exe, ctx.dir, op, case.workload, case.arg),
         Runner::Python(op) => {
-            let python = ctx
-                .python
-                .as_mut()
-                .ok_or("a Python case without Python")?;
+            let python = ctx.python.as_mut().ok_or("a Python case without Python")?;
             python.run(op, case.workload, ctx.dir, case.arg)
         }
         Runner::Dd { fsync, tmpfs } => dd(ctx.dir, case.arg, *fsync, *tmpfs),
@@ -330,17 +538,39 @@ fn warm(path: &Path) -> Result<(), BoxError> {
 }
 
 /// Runs `ckpt-bench child` for one Rust operation.
-fn rust_child(exe: &Path, dir: &Path, op: &str, workload: &str, arg: u64) -> Result<Sample, BoxError> {
+fn rust_child(
+    exe: &Path,
+    dir: &Path,
+    op: &str,
+    workload: &str,
+    arg: u64,
+) -> Result<Sample, BoxError> {
     let output = Command::new(exe)
-        .args(["child", "--op", op, "--workload", workload, "--arg", &arg.to_string(), "--dir"])
+        .args([
+            "child",
+            "--op",
+            op,
+            "--workload",
+            workload,
+            "--arg",
+            &arg.to_string(),
+            "--dir",
+        ])
         .arg(dir)
         .stderr(std::process::Stdio::inherit())
         .output()?;
     if !output.status.success() {
-        return Err(format!("ckpt-bench child {op} on {workload} failed ({})", output.status).into());
+        return Err(format!(
+            "ckpt-bench child {op} on {workload} failed ({})",
+            output.status
+        )
+        .into());
     }
     let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout.lines().last().ok_or("the Rust child printed nothing")?;
+    let line = stdout
+        .lines()
+        .last()
+        .ok_or("the Rust child printed nothing")?;
     Ok(serde_json::from_str(line)?)
 }
 

@@ -54,7 +54,11 @@ enum Commands {
         #[arg(long, default_value_os_t = default_script())]
         script: PathBuf,
         /// Comma-separated workloads: big, small, detectron, matching.
-        #[arg(long, default_value = "big,small,detectron,matching", value_delimiter = ',')]
+        #[arg(
+            long,
+            default_value = "big,small,detectron,matching",
+            value_delimiter = ','
+        )]
         workloads: Vec<String>,
         /// Reuse the input files of an earlier run with the same sizes.
         #[arg(long)]
@@ -146,9 +150,8 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
                 keep_files,
             };
             let outcome = driver::run(&options)?;
-            let command = command_line.unwrap_or_else(|| {
-                std::env::args().collect::<Vec<_>>().join(" ")
-            });
+            let command =
+                command_line.unwrap_or_else(|| std::env::args().collect::<Vec<_>>().join(" "));
             let text = report::render(&outcome, &command);
             println!("{text}");
             if let Some(path) = results {

@@ -7,9 +7,13 @@ use std::fs::{self, File};
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use ckpt::format::{load_with, save_safetensors, save_torch, write_torch, LoadOptions, SaveOptions};
+use ckpt::format::{
+    load_with, save_safetensors, save_torch, write_torch, LoadOptions, SaveOptions,
+};
 use ckpt::matching::align_and_update_state_dicts;
-use ckpt::{shared, Checkpointable, Checkpointer, DType, Dict, StateDict, StateDictModel, Tensor, Value};
+use ckpt::{
+    shared, Checkpointable, Checkpointer, DType, Dict, StateDict, StateDictModel, Tensor, Value,
+};
 
 use crate::measure::{measure, Sample};
 use crate::spec::{matching_keys, Spec, TensorSpec};
@@ -28,7 +32,9 @@ impl Paths {
 
     /// The file a save by `contender` writes (removed before each run).
     pub fn output(&self, contender: &str, workload: &str, ext: &str) -> PathBuf {
-        self.dir.join("out").join(format!("{contender}-{workload}.{ext}"))
+        self.dir
+            .join("out")
+            .join(format!("{contender}-{workload}.{ext}"))
     }
 
     /// The directory holding the detection checkpoint every contender resumes from.
@@ -44,7 +50,13 @@ impl Paths {
 type BoxError = Box<dyn std::error::Error>;
 
 /// Runs Rust operation `op` on `workload` and returns its measurement.
-pub fn run(op: &str, workload: &str, paths: &Paths, spec: &Spec, arg: u64) -> Result<Sample, BoxError> {
+pub fn run(
+    op: &str,
+    workload: &str,
+    paths: &Paths,
+    spec: &Spec,
+    arg: u64,
+) -> Result<Sample, BoxError> {
     let tensors = || -> Result<&[TensorSpec], BoxError> {
         match workload {
             "big" => Ok(&spec.big),
@@ -64,10 +76,15 @@ pub fn run(op: &str, workload: &str, paths: &Paths, spec: &Spec, arg: u64) -> Re
         }
         "ckpt-load" => load(&paths.input(workload, "pth"), false),
         "ckpt-load-lazy" => load(&paths.input(workload, "pth"), true),
-        "st-rs-save" => safetensors_save(tensors()?, &paths.output("st-rs", workload, "safetensors")),
+        "st-rs-save" => {
+            safetensors_save(tensors()?, &paths.output("st-rs", workload, "safetensors"))
+        }
         "st-rs-load" => safetensors_load(&paths.input(workload, "safetensors"), false),
         "st-rs-load-lazy" => safetensors_load(&paths.input(workload, "safetensors"), true),
-        "ckpt-checkpointer-save" => checkpointer_save(spec, &paths.dir.join("out").join("ckpt-detectron")),
+        "ckpt-checkpointer-save" => {
+            checkpointer_save(spec, &paths.dir.join("out").join("ckpt-detectron"))
+        }
+        "ckpt-checkpoint-write" => checkpoint_write(spec, &paths.output("ckpt", workload, "pth")),
         "ckpt-checkpointer-resume" => checkpointer_resume(spec, &paths.resume_dir()),
         "ckpt-match" => matching(arg as usize),
         "memcpy" => memcpy(arg as usize),
@@ -104,7 +121,11 @@ fn generate(workload: &str, paths: &Paths, spec: &Spec) -> Result<Sample, BoxErr
             _ => &spec.small,
         };
         let state = random_state(tensors)?;
-        save_torch(paths.input(workload, "pth"), &state.to_value(), &SaveOptions::default())?;
+        save_torch(
+            paths.input(workload, "pth"),
+            &state.to_value(),
+            &SaveOptions::default(),
+        )?;
         save_safetensors(paths.input(workload, "safetensors"), &state, None)?;
     }
     Ok(Sample::default())
@@ -237,6 +258,31 @@ fn checkpointer_save(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
     Ok(sample)
 }
 
+/// The dict `Checkpointer::save` writes, written with `write_torch` into a buffered file
+/// without fsync (what fvcore's `Checkpointer.save` does with `torch.save`).
+fn checkpoint_write(spec: &Spec, out: &Path) -> Result<Sample, BoxError> {
+    let d = &spec.detectron;
+    let model = shared(StateDictModel::new(detectron_model(d, false)?));
+    let mut checkpointer = Checkpointer::new(model, "");
+    checkpointer.add_checkpointable("optimizer", shared(OptimizerState(sgd_state(d)?)))?;
+    remove(out)?;
+    let options = SaveOptions {
+        archive_name: Some("archive".to_string()),
+        ..SaveOptions::default()
+    };
+    let (sample, result) = measure(|| -> Result<(), BoxError> {
+        let mut extra = Dict::new();
+        extra.insert("iteration", Value::Int(d.iteration));
+        let data = checkpointer.checkpoint_dict(extra)?;
+        let mut writer = BufWriter::with_capacity(1 << 20, File::create(out)?);
+        write_torch(&mut writer, &data, &options)?;
+        writer.into_inner().map_err(|e| e.into_error())?;
+        Ok(())
+    });
+    result?;
+    Ok(sample)
+}
+
 /// `Checkpointer::resume_or_load("", resume=True)` into a fresh model and optimizer, then
 /// every byte of the restored tensors (Python's `load_state_dict` copies them all).
 fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
@@ -268,7 +314,10 @@ fn matching(n: usize) -> Result<Sample, BoxError> {
     let keys = matching_keys(n);
     let tiny = Tensor::zeros(DType::Float32, &[4])?;
     let model: Vec<(String, Vec<usize>)> = keys.iter().map(|(m, _)| (m.clone(), vec![4])).collect();
-    let ckpt: StateDict = keys.iter().map(|(_, c)| (c.clone(), tiny.clone())).collect();
+    let ckpt: StateDict = keys
+        .iter()
+        .map(|(_, c)| (c.clone(), tiny.clone()))
+        .collect();
     let (mut sample, result) = measure(|| align_and_update_state_dicts(&model, ckpt, false));
     let matched = result?.matched.len();
     if matched != n {

@@ -52,25 +52,34 @@ impl PythonServer {
     fn read_line(&mut self) -> Result<String, BoxError> {
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
-            return Err(format!(
-                "the Python contender stopped; see {}",
-                self.log.display()
-            )
-            .into());
+            return Err(format!("the Python contender stopped; see {}", self.log.display()).into());
         }
         Ok(line)
     }
 
     /// Runs one Python operation in a forked child and returns its measurement.
-    pub fn run(&mut self, op: &str, workload: &str, dir: &Path, arg: u64) -> Result<Sample, BoxError> {
+    pub fn run(
+        &mut self,
+        op: &str,
+        workload: &str,
+        dir: &Path,
+        arg: u64,
+    ) -> Result<Sample, BoxError> {
         let request = json!({"op": op, "workload": workload, "dir": dir, "arg": arg});
-        let stdin = self.stdin.as_mut().ok_or("the Python contender is closed")?;
+        let stdin = self
+            .stdin
+            .as_mut()
+            .ok_or("the Python contender is closed")?;
         writeln!(stdin, "{request}")?;
         stdin.flush()?;
         let line = self.read_line()?;
         let answer: serde_json::Value = serde_json::from_str(&line)?;
         if let Some(error) = answer.get("error") {
-            return Err(format!("python {op} on {workload}: {error} (log: {})", self.log.display()).into());
+            return Err(format!(
+                "python {op} on {workload}: {error} (log: {})",
+                self.log.display()
+            )
+            .into());
         }
         Ok(serde_json::from_value(answer)?)
     }

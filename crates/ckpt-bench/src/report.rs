@@ -12,7 +12,11 @@ const GIB: f64 = (1u64 << 30) as f64;
 /// Renders the whole report; `command` is the command line that produced it.
 pub fn render(outcome: &Outcome, command: &str) -> String {
     let mut out = String::new();
-    let mode = if outcome.spec.quick { "quick (small sizes, smoke test)" } else { "full" };
+    let mode = if outcome.spec.quick {
+        "quick (small sizes, smoke test)"
+    } else {
+        "full"
+    };
     let _ = writeln!(out, "# ckpt benchmark\n");
     let _ = writeln!(out, "- Command: `{command}`");
     let _ = writeln!(out, "- Date: {}", now_utc());
@@ -27,7 +31,11 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
         out,
         "- Contenders: ckpt {} ({} build), {}, safetensors crate 0.6 (Rust)",
         env!("CARGO_PKG_VERSION"),
-        if cfg!(debug_assertions) { "DEBUG" } else { "release" },
+        if cfg!(debug_assertions) {
+            "DEBUG"
+        } else {
+            "release"
+        },
         match &outcome.torch_version {
             Some(v) => format!("torch {v} + safetensors + fvcore (Python)"),
             None => "no Python contenders (Python with torch not found)".to_string(),
@@ -49,7 +57,11 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
     );
 
     for workload in ["big", "small", "detectron", "matching"] {
-        let rows: Vec<&Case> = outcome.cases.iter().filter(|c| c.workload == workload).collect();
+        let rows: Vec<&Case> = outcome
+            .cases
+            .iter()
+            .filter(|c| c.workload == workload)
+            .collect();
         if rows.is_empty() {
             continue;
         }
@@ -78,7 +90,9 @@ fn workload_title(workload: &str, outcome: &Outcome) -> String {
         "small" => format!(
             "many small: {} tensors of {} float32, {}",
             spec.small.len(),
-            spec.small.first().map_or(0, |t| t.shape.iter().product::<usize>()),
+            spec.small
+                .first()
+                .map_or(0, |t| t.shape.iter().product::<usize>()),
             bytes(crate::spec::total_bytes(&spec.small))
         ),
         "detectron" => {
@@ -155,29 +169,47 @@ fn table(out: &mut String, outcome: &Outcome, rows: &[&Case]) {
     let mut last_kind = None;
     for case in rows {
         let t = seconds(case);
-        let operation = if last_kind == Some(case.kind) { "" } else { case.kind.label() };
+        let operation = if last_kind == Some(case.kind) {
+            ""
+        } else {
+            case.kind.label()
+        };
         last_kind = Some(case.kind);
         let ratio = match reference(outcome, case) {
             Some(r) if !case.limit => format!("{:.2}", t / seconds(r)),
             Some(r) => format!("({:.2})", t / seconds(r)),
             None => "—".into(),
         };
-        let name = if case.id == "ckpt" { format!("**{}**", case.label) } else { case.label.clone() };
+        let name = if case.id == "ckpt" {
+            format!("**{}**", case.label)
+        } else {
+            case.label.clone()
+        };
         let _ = writeln!(
             out,
             "| {operation} | {name} | {} | {} | {ratio} | {} | {} | {} |",
             time(t),
-            if case.bytes > 0 { format!("{:.2}", case.bytes as f64 / GIB / t) } else { "—".into() },
+            if case.bytes > 0 {
+                format!("{:.2}", case.bytes as f64 / GIB / t)
+            } else {
+                "—".into()
+            },
             open_seconds(case).map_or("—".into(), time),
             added_rss(case).map_or("—".into(), |b| bytes(b as u64)),
             rss_before(case).map_or("—".into(), |b| bytes(b as u64)),
         );
     }
-    let _ = writeln!(out, "\n(× ckpt in parentheses for a machine limit: the limit's time / ckpt's.)\n");
+    let _ = writeln!(
+        out,
+        "\n(× ckpt in parentheses for a machine limit: the limit's time / ckpt's.)\n"
+    );
 }
 
 fn matching_table(out: &mut String, outcome: &Outcome, rows: &[&Case]) {
-    let _ = writeln!(out, "| contender | keys | median | × ckpt (same keys) | added RSS |");
+    let _ = writeln!(
+        out,
+        "| contender | keys | median | × ckpt (same keys) | added RSS |"
+    );
     let _ = writeln!(out, "|---|---:|---:|---:|---:|");
     for case in rows {
         let t = seconds(case);
@@ -188,14 +220,22 @@ fn matching_table(out: &mut String, outcome: &Outcome, rows: &[&Case]) {
         let _ = writeln!(
             out,
             "| {} | {} | {} | {ratio} | {} |",
-            if case.id == "ckpt" { format!("**{}**", case.label) } else { case.label.clone() },
+            if case.id == "ckpt" {
+                format!("**{}**", case.label)
+            } else {
+                case.label.clone()
+            },
             case.arg,
             time(t),
             added_rss(case).map_or("—".into(), |b| bytes(b as u64)),
         );
     }
     let n = outcome.spec.matching.keys as f64;
-    if let Some(largest) = rows.iter().filter(|c| c.id == "python-n").max_by_key(|c| c.arg) {
+    if let Some(largest) = rows
+        .iter()
+        .filter(|c| c.id == "python-n")
+        .max_by_key(|c| c.arg)
+    {
         let m = largest.arg as f64;
         let extrapolated = seconds(largest) * (n / m).powi(2);
         let ckpt = rows.iter().find(|c| c.id == "ckpt").map(|c| seconds(c));
@@ -207,7 +247,11 @@ fn matching_table(out: &mut String, outcome: &Outcome, rows: &[&Case]) {
             n * n,
             bytes((n * n * 8.0) as u64),
             time(extrapolated),
-            ckpt.map_or(String::new(), |c| format!(", ≈ {:.0}× ckpt's {}", extrapolated / c, time(c)))
+            ckpt.map_or(String::new(), |c| format!(
+                ", ≈ {:.0}× ckpt's {}",
+                extrapolated / c,
+                time(c)
+            ))
         );
     } else {
         let _ = writeln!(out);
@@ -232,18 +276,42 @@ fn targets(outcome: &Outcome) -> Vec<String> {
     let ratio = |w: &str, kind: Kind, id: &str| -> Option<f64> {
         Some(seconds(find(outcome, w, kind, id)?) / seconds(find(outcome, w, kind, "ckpt")?))
     };
-    if let (Some(ckpt), Some(dd)) = (find(outcome, "big", Save, "ckpt"), find(outcome, "big", Save, "dd")) {
+    if let (Some(ckpt), Some(dd)) = (
+        find(outcome, "big", Save, "ckpt"),
+        find(outcome, "big", Save, "dd"),
+    ) {
         let share = seconds(dd) / seconds(ckpt);
         lines.push(check(
             share >= 0.9,
-            format!("big save at ≥ 90% of the page-cache write bandwidth: {:.0}%", share * 100.0),
+            format!(
+                "big save at ≥ 90% of the page-cache write bandwidth: {:.0}%",
+                share * 100.0
+            ),
         ));
     }
     for (w, kind, id, what, need) in [
         ("big", Save, "torch", "big save ≥ 2× torch.save", 2.0),
-        ("big", LoadEager, "torch", "big eager load ≥ 3× torch.load", 3.0),
-        ("small", Save, "torch", "many small: save ≥ 50× torch.save", 50.0),
-        ("small", LoadEager, "torch", "many small: load ≥ 50× torch.load", 50.0),
+        (
+            "big",
+            LoadEager,
+            "torch",
+            "big eager load ≥ 3× torch.load",
+            3.0,
+        ),
+        (
+            "small",
+            Save,
+            "torch",
+            "many small: save ≥ 50× torch.save",
+            50.0,
+        ),
+        (
+            "small",
+            LoadEager,
+            "torch",
+            "many small: load ≥ 50× torch.load",
+            50.0,
+        ),
     ] {
         if let Some(r) = ratio(w, kind, id) {
             lines.push(check(r >= need, format!("{what}: {r:.1}×")));
@@ -251,7 +319,11 @@ fn targets(outcome: &Outcome) -> Vec<String> {
     }
     for w in ["big", "small"] {
         if let Some(open) = find(outcome, w, LoadLazy, "ckpt").and_then(open_seconds) {
-            let count = if w == "big" { outcome.spec.big.len() } else { outcome.spec.small.len() };
+            let count = if w == "big" {
+                outcome.spec.big.len()
+            } else {
+                outcome.spec.small.len()
+            };
             let per_thousand = open * 1e3 / (count as f64 / 1e3);
             lines.push(check(
                 per_thousand < 1.0,
@@ -265,17 +337,25 @@ fn targets(outcome: &Outcome) -> Vec<String> {
                 let share = added / case.bytes as f64;
                 lines.push(check(
                     share <= 0.05,
-                    format!("{w}: save adds ≤ 5% of the state's size: {} = {:.1}%", bytes(added as u64), share * 100.0),
+                    format!(
+                        "{w}: save adds ≤ 5% of the state's size: {} = {:.1}%",
+                        bytes(added as u64),
+                        share * 100.0
+                    ),
                 ));
             }
         }
         if let Some(case) = find(outcome, w, LoadEager, "ckpt") {
-            let file = std::fs::metadata(outcome.dir.join(format!("{w}.pth"))).map_or(0, |m| m.len());
+            let file =
+                std::fs::metadata(outcome.dir.join(format!("{w}.pth"))).map_or(0, |m| m.len());
             if let (Some(added), true) = (added_rss(case), file > 0) {
                 let times = added / file as f64;
                 lines.push(check(
                     times <= 1.1,
-                    format!("{w}: eager load peaks at ≤ 1.1× the file size: {} = {times:.2}×", bytes(added as u64)),
+                    format!(
+                        "{w}: eager load peaks at ≤ 1.1× the file size: {} = {times:.2}×",
+                        bytes(added as u64)
+                    ),
                 ));
             }
         }
@@ -287,7 +367,10 @@ fn targets(outcome: &Outcome) -> Vec<String> {
         let over = seconds(ckpt) / seconds(dd) - 1.0;
         lines.push(check(
             over <= 0.10,
-            format!("big durable save within 10% of `dd conv=fsync`: {:+.0}%", over * 100.0),
+            format!(
+                "big durable save within 10% of `dd conv=fsync`: {:+.0}%",
+                over * 100.0
+            ),
         ));
     }
     lines

@@ -70,7 +70,14 @@ impl Spec {
         let (big_count, big_shape, small_count, width, keys, python_keys) = if quick {
             (32, [128, 1024], 2_000, 8, 2_000, vec![300, 600])
         } else {
-            (320, [1024, 819], 50_000, 1, 100_000, vec![1_000, 2_000, 4_000])
+            (
+                320,
+                [1024, 819],
+                50_000,
+                1,
+                100_000,
+                vec![1_000, 2_000, 4_000],
+            )
         };
         Spec {
             quick,
@@ -100,7 +107,11 @@ fn big_tensors(count: usize, shape: &[usize]) -> Vec<TensorSpec> {
     const PARTS: [&str; 4] = ["attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"];
     (0..count)
         .map(|i| {
-            let name = format!("blocks.{}.{}.weight", i / PARTS.len(), PARTS[i % PARTS.len()]);
+            let name = format!(
+                "blocks.{}.{}.weight",
+                i / PARTS.len(),
+                PARTS[i % PARTS.len()]
+            );
             TensorSpec::new(name, shape)
         })
         .collect()
@@ -126,20 +137,50 @@ fn resnet50_fpn(width: usize) -> Vec<ModelTensor> {
         }
     };
     let bottom_up = "backbone.bottom_up";
-    conv(&mut out, &format!("{bottom_up}.stem.conv1"), [c(64), 3, 7, 7], false);
+    conv(
+        &mut out,
+        &format!("{bottom_up}.stem.conv1"),
+        [c(64), 3, 7, 7],
+        false,
+    );
     let mut in_channels = c(64);
-    let stages = [(2, 3, 64, 256), (3, 4, 128, 512), (4, 6, 256, 1024), (5, 3, 512, 2048)];
+    let stages = [
+        (2, 3, 64, 256),
+        (3, 4, 128, 512),
+        (4, 6, 256, 1024),
+        (5, 3, 512, 2048),
+    ];
     for (stage, blocks, bottleneck, out_channels) in stages {
         let (b, o) = (c(bottleneck), c(out_channels));
         let trainable = stage > 2;
         for block in 0..blocks {
             let prefix = format!("{bottom_up}.res{stage}.{block}");
             if block == 0 {
-                conv(&mut out, &format!("{prefix}.shortcut"), [o, in_channels, 1, 1], trainable);
+                conv(
+                    &mut out,
+                    &format!("{prefix}.shortcut"),
+                    [o, in_channels, 1, 1],
+                    trainable,
+                );
             }
-            conv(&mut out, &format!("{prefix}.conv1"), [b, in_channels, 1, 1], trainable);
-            conv(&mut out, &format!("{prefix}.conv2"), [b, b, 3, 3], trainable);
-            conv(&mut out, &format!("{prefix}.conv3"), [o, b, 1, 1], trainable);
+            conv(
+                &mut out,
+                &format!("{prefix}.conv1"),
+                [b, in_channels, 1, 1],
+                trainable,
+            );
+            conv(
+                &mut out,
+                &format!("{prefix}.conv2"),
+                [b, b, 3, 3],
+                trainable,
+            );
+            conv(
+                &mut out,
+                &format!("{prefix}.conv3"),
+                [o, b, 1, 1],
+                trainable,
+            );
             in_channels = o;
         }
     }
@@ -151,12 +192,19 @@ fn resnet50_fpn(width: usize) -> Vec<ModelTensor> {
     let fpn = c(256);
     for (level, lateral_in) in [(2, 256), (3, 512), (4, 1024), (5, 2048)] {
         for (kind, cin, k) in [("lateral", c(lateral_in), 1), ("output", fpn, 3)] {
-            out.push(param(format!("backbone.fpn_{kind}{level}.weight"), &[fpn, cin, k, k]));
+            out.push(param(
+                format!("backbone.fpn_{kind}{level}.weight"),
+                &[fpn, cin, k, k],
+            ));
             out.push(param(format!("backbone.fpn_{kind}{level}.bias"), &[fpn]));
         }
     }
     let rpn = "proposal_generator.rpn_head";
-    for (name, cout, k) in [("conv", fpn, 3), ("objectness_logits", 3, 1), ("anchor_deltas", 12, 1)] {
+    for (name, cout, k) in [
+        ("conv", fpn, 3),
+        ("objectness_logits", 3, 1),
+        ("anchor_deltas", 12, 1),
+    ] {
         out.push(param(format!("{rpn}.{name}.weight"), &[cout, fpn, k, k]));
         out.push(param(format!("{rpn}.{name}.bias"), &[cout]));
     }
@@ -223,8 +271,12 @@ mod tests {
             .sum();
         assert!((40_000_000..46_000_000).contains(&params), "{params}");
         assert!((250..350).contains(&spec.detectron.model.len()));
-        let names: std::collections::HashSet<_> =
-            spec.detectron.model.iter().map(|t| &t.tensor.name).collect();
+        let names: std::collections::HashSet<_> = spec
+            .detectron
+            .model
+            .iter()
+            .map(|t| &t.tensor.name)
+            .collect();
         assert_eq!(names.len(), spec.detectron.model.len());
     }
 

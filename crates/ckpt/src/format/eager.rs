@@ -27,7 +27,10 @@ pub(crate) fn read_whole_file(file: &File) -> io::Result<Vec<u8>> {
 fn read_parts(file: &File, bytes: &mut [u8], min_part: usize) -> io::Result<()> {
     use std::os::unix::fs::FileExt;
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let threads = cores.min(MAX_THREADS).min(bytes.len() / min_part.max(1)).max(1);
+    let threads = cores
+        .min(MAX_THREADS)
+        .min(bytes.len() / min_part.max(1))
+        .max(1);
     if threads == 1 {
         return file.read_exact_at(bytes, 0);
     }

@@ -101,7 +101,10 @@ impl Memo {
 
     pub(super) fn insert(&mut self, index: u64, handle: Handle) {
         let dense_len = self.dense.len() as u64;
-        if let Some(slot) = usize::try_from(index).ok().and_then(|i| self.dense.get_mut(i)) {
+        if let Some(slot) = usize::try_from(index)
+            .ok()
+            .and_then(|i| self.dense.get_mut(i))
+        {
             *slot = handle;
         } else if index == dense_len && !self.sparse.contains_key(&index) {
             self.dense.push(handle);

@@ -1,0 +1,95 @@
+//! The benchmark's quick mode runs end to end: every workload, every contender (Python's
+//! too, when Python with torch is there; required under `CI=true`), a Markdown report with
+//! the machine's limits and the issue's targets.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn python() -> Option<PathBuf> {
+    let path = std::env::var_os("CKPT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/root/.cache/ckpt/venv/bin/python"));
+    if path.exists() {
+        return Some(path);
+    }
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!(
+            "python with torch not found at {} (set CKPT_PYTHON); required under CI",
+            path.display()
+        );
+    }
+    eprintln!(
+        "\n!!!!! python with torch not found at {}: benchmarking the Rust contenders only !!!!!\n",
+        path.display()
+    );
+    None
+}
+
+#[test]
+fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("RESULTS.md");
+    let python = python();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ckpt-bench"));
+    command
+        .args(["run", "--quick", "--dir"])
+        .arg(dir.path().join("data"))
+        .arg("--results")
+        .arg(&results);
+    match &python {
+        Some(path) => command.arg("--require-python").arg("--python").arg(path),
+        None => command.arg("--no-python"),
+    };
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "ckpt-bench failed:\n{stderr}");
+
+    let report = std::fs::read_to_string(&results).unwrap();
+    assert_eq!(
+        report.trim(),
+        String::from_utf8_lossy(&output.stdout).trim()
+    );
+    for heading in [
+        "## big:",
+        "## many small:",
+        "## detectron2-style training checkpoint",
+        "## name matching",
+        "## Targets (issue 5)",
+    ] {
+        assert!(report.contains(heading), "no '{heading}' in:\n{report}");
+    }
+    let mut rows = vec![
+        "ckpt `write_torch`",
+        "ckpt `save_torch` (atomic, fsync)",
+        "ckpt `load_with(mmap: false)`",
+        "ckpt `load_with(mmap: true)`",
+        "safetensors crate `serialize_to_file`",
+        "limit: `dd` to the same directory",
+        "limit: `dd` to tmpfs",
+        "limit: `dd conv=fsync`",
+        "limit: memcpy",
+        "ckpt `Checkpointer::save`",
+        "ckpt: the checkpoint dict by `write_torch`",
+        "ckpt `Checkpointer::resume_or_load`",
+        "ckpt `align_and_update_state_dicts`",
+    ];
+    if python.is_some() {
+        rows.extend([
+            "`torch.save(state, path)`",
+            "`torch.load(weights_only=True)`",
+            "`torch.load(weights_only=True, mmap=True)`",
+            "safetensors `save_file`",
+            "safetensors `load_file`",
+            "fvcore `Checkpointer.save`",
+            "fvcore `Checkpointer.resume_or_load`",
+            "detectron2's quadratic rule (Python)",
+        ]);
+    }
+    for row in rows {
+        assert!(report.contains(row), "no row '{row}' in:\n{report}");
+    }
+    // Every timed row has a finite median.
+    assert!(!report.contains("| NaN"), "{report}");
+    // Saves and loads left nothing behind but the inputs.
+    assert!(!dir.path().join("data").join("out").exists());
+}
