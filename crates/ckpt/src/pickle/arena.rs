@@ -24,6 +24,10 @@ pub(super) enum Node {
     Int(i64),
     /// A str (names, storage keys).
     Text(String),
+    /// A bool (`requires_grad` of every tensor).
+    Bool(bool),
+    /// `None`.
+    None,
     /// A Python 2 `str`: raw bytes, text or buffer depending on where it is used.
     Py2Str(Vec<u8>),
     List(Vec<Handle>),
@@ -62,6 +66,8 @@ impl Node {
         match value {
             Value::Int(i) => Node::Int(i),
             Value::Str(s) => Node::Text(s),
+            Value::Bool(b) => Node::Bool(b),
+            Value::None => Node::None,
             other => Node::Leaf(Box::new(other)),
         }
     }
@@ -72,6 +78,8 @@ impl Node {
             Node::Leaf(v) => v.type_name(),
             Node::Int(_) => "int".into(),
             Node::Text(_) => "str".into(),
+            Node::Bool(_) => "bool".into(),
+            Node::None => "NoneType".into(),
             Node::Py2Str(_) => "str (Python 2)".into(),
             Node::List(_) => "list".into(),
             Node::Tuple(_) => "tuple".into(),
@@ -244,6 +252,8 @@ impl Arena {
                 Ok(Some((**v).clone()))
             }
             Node::Int(i) => Ok(Some(Value::Int(*i))),
+            Node::Bool(b) => Ok(Some(Value::Bool(*b))),
+            Node::None => Ok(Some(Value::None)),
             Node::Text(s) => {
                 self.charge_bytes(s.len())?;
                 Ok(Some(Value::Str(s.clone())))
