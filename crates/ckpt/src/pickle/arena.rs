@@ -337,11 +337,17 @@ impl Arena {
                 }
             }
             Build::Dict(kind, pairs, states) => {
-                let mut values = take(2 * pairs + states)?.into_iter();
+                // Drained in place: a state dict's values are not copied into a second vector.
+                let at = done
+                    .len()
+                    .checked_sub(2 * pairs + states)
+                    .ok_or("internal error: missing converted values")?;
+                let mut values = done.drain(at..);
                 let mut dict = Dict {
                     kind,
                     ..Dict::default()
                 };
+                dict.items.reserve(pairs);
                 for _ in 0..pairs {
                     let (Some(key), Some(value)) = (values.next(), values.next()) else {
                         break;
