@@ -191,14 +191,14 @@ struct ZipStorages<'a> {
 impl ZipStorages<'_> {
     fn load(&self, record: &Record, dtype: DType) -> Result<Storage> {
         let bytes = self.buffer.as_bytes();
-        let data = self.index.stored_bytes(bytes, record)?;
+        let range = self.index.stored_range(bytes, record)?;
+        let data = &bytes[range.clone()];
         if self.verify_crc32 {
             check_crc32(record, data)?;
         }
         if self.big_endian {
             return Ok(Storage::from_vec(byteswapped(data, dtype.swap_unit())));
         }
-        let range = self.index.data_range(bytes, record)?;
         Storage::slice(self.buffer.clone(), range.start, range.len())
     }
 }

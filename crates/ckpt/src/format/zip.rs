@@ -156,14 +156,19 @@ impl ZipIndex {
 
     /// The bytes of a STORED record (compressed records are an error naming the record).
     pub fn stored_bytes<'b>(&self, bytes: &'b [u8], record: &Record) -> Result<&'b [u8]> {
+        let range = self.stored_range(bytes, record)?;
+        Ok(&bytes[range])
+    }
+
+    /// [`ZipIndex::data_range`] of a record that must be stored (uncompressed).
+    pub fn stored_range(&self, bytes: &[u8], record: &Record) -> Result<Range<usize>> {
         if record.method != STORED {
             return Err(Error::unsupported(format!(
                 "zip record '{}' is compressed (method {}); only stored records can be read (re-save the checkpoint with torch.save)",
                 record.name, record.method
             )));
         }
-        let range = self.data_range(bytes, record)?;
-        Ok(&bytes[range])
+        self.data_range(bytes, record)
     }
 }
 
