@@ -310,6 +310,28 @@ fn rebuild_functions_make_tensors_and_parameters_over_persistent_storages() {
 }
 
 #[test]
+fn rebuild_arguments_of_unusual_forms_read_or_fail_like_the_usual_ones() {
+    // A list as size and an int flag read like a tuple and a bool.
+    let listed = cat(&[
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(",
+        &storage_pid("FloatStorage", 6),
+        b"K\x02]K\x02aK\x01\x85K\x01tR.",
+    ]);
+    let t = read(&listed);
+    let t = t.as_tensor().unwrap();
+    assert_eq!((t.shape(), t.storage_offset()), (&[2][..], 2));
+    assert!(t.requires_grad());
+    // A size past the storage is an error naming the function.
+    let past = cat(&[
+        b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(",
+        &storage_pid("FloatStorage", 6),
+        b"K\x00K\x07\x85K\x01\x85\x89ccollections\nOrderedDict\n)RtR.",
+    ]);
+    let err = read_with(&past, Py2Strings::Latin1).unwrap_err();
+    assert!(err.to_string().contains("_rebuild_tensor_v2"), "{err}");
+}
+
+#[test]
 fn lazily_conjugated_tensors_and_sparse_rebuilds_are_unsupported_errors() {
     let conj = cat(&[
         b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(",

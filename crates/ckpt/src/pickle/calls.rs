@@ -6,6 +6,7 @@ use crate::pickle::arena::{Handle, Mode, Node};
 use crate::pickle::globals::{self, Known};
 use crate::pickle::numpy;
 use crate::pickle::reader::Machine;
+use crate::tensor::Tensor;
 use crate::value::{DictKind, Value};
 
 impl Machine<'_> {
@@ -151,6 +152,11 @@ impl Machine<'_> {
                 )))
             }
         };
+        if !new && module == "torch._utils" && name == "_rebuild_tensor_v2" {
+            if let Some(tensor) = self.rebuild_tensor_v2_direct(args)? {
+                return Ok(Node::leaf(Value::Tensor(tensor)));
+            }
+        }
         Ok(match globals::classify(&module, &name) {
             Known::Dict(kind) => Node::Dict {
                 kind,
@@ -197,6 +203,61 @@ impl Machine<'_> {
                 state: None,
             },
         })
+    }
+
+    /// `_rebuild_tensor_v2(storage, offset, size, stride[, requires_grad[, hooks]])` read
+    /// straight from the arena when every argument has the form torch writes, which spares
+    /// converting the arguments to values (one call per tensor of a checkpoint). `None`
+    /// sends anything else, errors included, through the general path.
+    fn rebuild_tensor_v2_direct(&self, args: Handle) -> Result<Option<Tensor>> {
+        let Ok(Node::Tuple(items)) = self.arena.node(args) else {
+            return Ok(None);
+        };
+        if !(4..=6).contains(&items.len()) {
+            return Ok(None);
+        }
+        let node = |i: usize| items.get(i).and_then(|&h| self.arena.node(h).ok());
+        let (Some(Node::Storage(index)), Some(Node::Int(offset))) = (node(0), node(1)) else {
+            return Ok(None);
+        };
+        let (Some(typed), Ok(offset)) = (self.arena.storages.get(*index), usize::try_from(*offset))
+        else {
+            return Ok(None);
+        };
+        let (Some(shape), Some(strides)) = (self.usize_tuple(node(2)), self.usize_tuple(node(3)))
+        else {
+            return Ok(None);
+        };
+        // The same flag truthiness as the general path.
+        let requires_grad = match node(4) {
+            Some(Node::Bool(b)) => *b,
+            Some(Node::Int(i)) => *i != 0,
+            _ => false,
+        };
+        // Charged as the general path's conversion would (a memoized shape reused by many
+        // tensors is copied each time).
+        self.arena
+            .charge(shape.len() + strides.len())
+            .map_err(|m| self.err(m))?;
+        Ok(
+            Tensor::new(typed.dtype, shape, strides, offset, typed.storage.clone())
+                .ok()
+                .map(|t| t.with_requires_grad(requires_grad)),
+        )
+    }
+
+    /// The ints of a tuple node, when all are non-negative ints.
+    fn usize_tuple(&self, node: Option<&Node>) -> Option<Vec<usize>> {
+        let Some(Node::Tuple(items)) = node else {
+            return None;
+        };
+        items
+            .iter()
+            .map(|&h| match self.arena.node(h) {
+                Ok(Node::Int(i)) => usize::try_from(*i).ok(),
+                _ => None,
+            })
+            .collect()
     }
 
     /// `copyreg._reconstructor(cls, base, state)`: `base(state)` for builtin containers,
