@@ -191,6 +191,9 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
                 }
                 let sample = run_case(&mut ctx, case)?;
                 case.samples.push(sample);
+                // Every run starts with the same free memory: no earlier output stays in the
+                // page cache for the next save to reclaim.
+                clear_outputs(&dir)?;
             }
         }
         if interactive {
@@ -208,6 +211,15 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
         dir,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+fn clear_outputs(dir: &Path) -> Result<(), BoxError> {
+    let out = dir.join("out");
+    if out.exists() {
+        fs::remove_dir_all(&out)?;
+    }
+    fs::create_dir_all(&out)?;
+    Ok(())
 }
 
 fn inputs_exist(dir: &Path, workload: &str) -> bool {

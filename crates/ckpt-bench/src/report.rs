@@ -45,7 +45,7 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
         out,
         "\nHow it is measured: every measurement is a process of its own (Python: forked from \
          a server that has imported torch, so the import is never timed); `sync` before each; \
-         rows of one workload alternate, the order rotating each repetition. Saves: the target \
+         rows of one workload alternate, the order rotating each repetition, and every output is deleted after its run. Saves: the target \
          is deleted first; the state is built before the timer. Loads: the file is hot in the \
          page cache for every contender (read once right before the run), and the time \
          includes touching every tensor byte (summing it); \"open only\" is the load call \
@@ -135,6 +135,18 @@ fn seconds(case: &Case) -> f64 {
     median(&case.samples.iter().map(|s| s.seconds).collect::<Vec<_>>())
 }
 
+/// The fastest and slowest run (the machine may be shared: the spread shows how much).
+fn spread(case: &Case) -> String {
+    let times = case.samples.iter().map(|s| s.seconds);
+    let min = times.clone().fold(f64::INFINITY, f64::min);
+    let max = times.fold(0.0, f64::max);
+    if case.samples.len() < 2 {
+        "—".into()
+    } else {
+        format!("{} – {}", time(min), time(max))
+    }
+}
+
 fn open_seconds(case: &Case) -> Option<f64> {
     let opens: Vec<f64> = case.samples.iter().filter_map(|s| s.open_seconds).collect();
     (!opens.is_empty()).then(|| median(&opens))
@@ -163,9 +175,9 @@ fn rss_before(case: &Case) -> Option<f64> {
 fn table(out: &mut String, outcome: &Outcome, rows: &[&Case]) {
     let _ = writeln!(
         out,
-        "| operation | contender | median | GiB/s | × ckpt | open only | added RSS | RSS before |"
+        "| operation | contender | median | min – max | GiB/s | × ckpt | open only | added RSS | RSS before |"
     );
-    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|");
+    let _ = writeln!(out, "|---|---|---:|---:|---:|---:|---:|---:|---:|");
     let mut last_kind = None;
     for case in rows {
         let t = seconds(case);
@@ -187,8 +199,9 @@ fn table(out: &mut String, outcome: &Outcome, rows: &[&Case]) {
         };
         let _ = writeln!(
             out,
-            "| {operation} | {name} | {} | {} | {ratio} | {} | {} | {} |",
+            "| {operation} | {name} | {} | {} | {} | {ratio} | {} | {} | {} |",
             time(t),
+            spread(case),
             if case.bytes > 0 {
                 format!("{:.2}", case.bytes as f64 / GIB / t)
             } else {
