@@ -1,5 +1,5 @@
 //! One benchmark run: write the workloads once, then run every contender on the same files,
-//! alternating (the order rotates each repetition), several repetitions, each measurement in
+//! alternating (in a new order each repetition), several repetitions, each measurement in
 //! a process of its own.
 
 use std::fs;
@@ -177,10 +177,10 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
             if !interactive {
                 eprintln!("{workload}: repetition {}/{}", rep + 1, options.reps);
             }
-            // Rotate the order each repetition so no contender always runs first or last.
-            let n = group.len();
-            for k in 0..n {
-                let case = &mut group[(k + rep) % n];
+            // A new order each repetition, so no contender always runs first, last, or after
+            // the same other one (the machine's state after a run affects the next).
+            for k in run_order(group.len(), rep) {
+                let case = &mut group[k];
                 if interactive {
                     eprint!(
                         "\r{workload}: repetition {}/{}, {:<70}",
@@ -211,6 +211,20 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
         dir,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// A permutation of `0..n` that differs between repetitions and between runs alike
+/// (a seeded Fisher-Yates shuffle).
+fn run_order(n: usize, rep: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut state = (rep as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    for i in (1..n).rev() {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        order.swap(i, (state % (i as u64 + 1)) as usize);
+    }
+    order
 }
 
 fn clear_outputs(dir: &Path) -> Result<(), BoxError> {
@@ -615,4 +629,20 @@ fn dd(dir: &Path, bytes: u64, fsync: bool, tmpfs: bool) -> Result<Sample, BoxErr
         seconds,
         ..Sample::default()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_order;
+
+    #[test]
+    fn every_repetition_runs_every_case_once_in_a_new_order() {
+        let orders: Vec<Vec<usize>> = (0..5).map(|rep| run_order(17, rep)).collect();
+        for order in &orders {
+            let mut sorted = order.clone();
+            sorted.sort();
+            assert_eq!(sorted, (0..17).collect::<Vec<_>>());
+        }
+        assert!(orders.windows(2).all(|w| w[0] != w[1]));
+    }
 }

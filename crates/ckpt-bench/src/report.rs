@@ -45,7 +45,7 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
         out,
         "\nHow it is measured: every measurement is a process of its own (Python: forked from \
          a server that has imported torch, so the import is never timed); `sync` before each; \
-         rows of one workload alternate, the order rotating each repetition, and every output is deleted after its run. Saves: the target \
+         rows of one workload alternate, in a new order each repetition, and every output is deleted after its run. Saves: the target \
          is deleted first; the state is built before the timer. Loads: the file is hot in the \
          page cache for every contender (read once right before the run), and the time \
          includes touching every tensor byte (summing it); \"open only\" is the load call \

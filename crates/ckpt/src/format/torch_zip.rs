@@ -3,7 +3,6 @@
 //! `data.pkl` is unpickled with storages resolved to zero-copy views of the `data/<key>`
 //! records (one shared [`Storage`] per key, so views and tied weights stay shared).
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::dtype::DType;
@@ -74,7 +73,8 @@ pub(crate) fn read(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Value> 
         prefix: prefix.clone(),
         big_endian,
         verify_crc32: options.verify_crc32,
-        loaded: HashMap::new(),
+        loaded: vec![None; index.records().len()],
+        full_name: String::new(),
     };
     let pickle_options = PickleOptions {
         py2_strings: Py2Strings::Utf8OrLatin1,
@@ -84,7 +84,7 @@ pub(crate) fn read(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Value> 
     tracing::debug!(
         archive = %prefix,
         version = version_number,
-        storages = storages.loaded.len(),
+        storages = storages.loaded.iter().flatten().count(),
         "read torch zip archive"
     );
     Ok(value)
@@ -185,7 +185,10 @@ struct ZipStorages<'a> {
     prefix: String,
     big_endian: bool,
     verify_crc32: bool,
-    loaded: HashMap<String, Storage>,
+    /// The storages made so far, by record position (a key used twice shares its storage).
+    loaded: Vec<Option<Storage>>,
+    /// Reused for the record name of each persistent id.
+    full_name: String,
 }
 
 impl ZipStorages<'_> {
@@ -227,12 +230,13 @@ impl PersistentLoad for ZipStorages<'_> {
                 fields[2].short_repr(40)
             ))
         })?;
-        let name = format!("data/{key}");
+        // Only errors need the record name on its own.
+        let name = || format!("data/{key}");
         let numel = match &fields[4] {
             Value::Int(n) if *n >= 0 => *n as u64,
             other => {
                 return Err(Error::key(
-                    name,
+                    name(),
                     format!(
                         "storage numel must be a non-negative int, found {}",
                         other.short_repr(40)
@@ -240,22 +244,25 @@ impl PersistentLoad for ZipStorages<'_> {
                 ))
             }
         };
-        if let Some(storage) = self.loaded.get(&key) {
+        self.full_name.clear();
+        self.full_name.push_str(&self.prefix);
+        self.full_name.push_str("data/");
+        self.full_name.push_str(&key);
+        let (position, record) = self
+            .index
+            .position(&self.full_name)
+            .and_then(|i| Some((i, self.index.records().get(i)?)))
+            .ok_or_else(|| Error::key(name(), "the archive has no record for this storage"))?;
+        if let Some(Some(storage)) = self.loaded.get(position) {
             return Ok(TypedStorage {
                 storage: storage.clone(),
                 dtype,
             });
         }
-        let record = self
-            .index
-            .get(&format!("{}{name}", self.prefix))
-            .ok_or_else(|| {
-                Error::key(name.clone(), "the archive has no record for this storage")
-            })?;
         let expected = numel.checked_mul(dtype.size() as u64);
         if expected != Some(record.size) {
             return Err(Error::key(
-                name,
+                name(),
                 format!(
                     "record size ({} bytes) does not match the {numel} {dtype} elements the pickle declares",
                     record.size
@@ -263,10 +270,12 @@ impl PersistentLoad for ZipStorages<'_> {
             ));
         }
         let storage = self.load(record, dtype).map_err(|e| match e {
-            Error::Format { message } => Error::key(name.clone(), message),
+            Error::Format { message } => Error::key(name(), message),
             other => other,
         })?;
-        self.loaded.insert(key, storage.clone());
+        if let Some(slot) = self.loaded.get_mut(position) {
+            *slot = Some(storage.clone());
+        }
         Ok(TypedStorage { storage, dtype })
     }
 }

@@ -123,7 +123,12 @@ impl ZipIndex {
 
     /// The record called `name`.
     pub fn get(&self, name: &str) -> Option<&Record> {
-        self.by_name.get(name).and_then(|&i| self.records.get(i))
+        self.position(name).and_then(|i| self.records.get(i))
+    }
+
+    /// Where the record called `name` is in [`ZipIndex::records`].
+    pub fn position(&self, name: &str) -> Option<usize> {
+        self.by_name.get(name).copied()
     }
 
     /// Where the (possibly compressed) data of `record` lies in `bytes`, read from the
