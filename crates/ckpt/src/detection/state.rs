@@ -1,0 +1,257 @@
+//! The model part of a `DetectionCheckpointer` load: the checkpoint's `model` entry renamed
+//! by the matching heuristics when the checkpoint asks for them, and the report adjusted
+//! afterwards (BEHAVIOUR.md §5). [`plan_load`] runs the same steps without a model, for a
+//! dry run.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::checkpointer::strip_prefix_if_present;
+use crate::error::{Error, Result};
+use crate::incompatible::IncompatibleKeys;
+use crate::matching::{align_and_update_state_dicts, Alignment, ValueEdit};
+use crate::value::{Dict, StateDict, Value};
+
+/// Top-level buffers a model builds from its config, not reported missing.
+const PIXEL_STATS: [&str; 2] = ["pixel_mean", "pixel_std"];
+
+/// Old checkpoints saved anchors that are now non-persistent buffers: not reported unexpected.
+const CELL_ANCHORS: &str = "anchor_generator.cell_anchors";
+
+/// The model state a `DetectionCheckpointer` loads, and how it was obtained.
+#[derive(Debug, Clone)]
+pub struct PreparedState {
+    /// The state to load (before the checkpointer drops entries of the wrong shape).
+    pub state: StateDict,
+    /// The name matching done when the checkpoint asked for it (its `state_dict` is moved
+    /// into [`PreparedState::state`] and left empty).
+    pub alignment: Option<Alignment>,
+    /// Whether every key had a `module.` prefix, removed before anything else.
+    pub module_prefix_stripped: bool,
+}
+
+impl PreparedState {
+    /// The name under which the entry now called `key` is stored in the file.
+    fn file_names(&self) -> HashMap<&str, String> {
+        let prefix = if self.module_prefix_stripped {
+            "module."
+        } else {
+            ""
+        };
+        let mut names: HashMap<&str, String> = HashMap::new();
+        if let Some(alignment) = &self.alignment {
+            for (old, new) in &alignment.c2_renames {
+                names.insert(new.as_str(), format!("{prefix}{old}"));
+            }
+            for m in &alignment.matched {
+                names.insert(m.model_key.as_str(), format!("{prefix}{}", m.checkpoint_key));
+            }
+        }
+        if !prefix.is_empty() {
+            for key in self.state.keys() {
+                names
+                    .entry(key)
+                    .or_insert_with(|| format!("{prefix}{key}"));
+            }
+        }
+        names
+    }
+}
+
+/// Whether the checkpoint dict asks for name matching (`matching_heuristics` true).
+pub fn wants_matching(checkpoint: &Dict) -> bool {
+    match checkpoint.get("matching_heuristics") {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Int(i)) => *i != 0,
+        _ => false,
+    }
+}
+
+/// Whether the checkpoint was converted from Caffe2 (`__author__ == "Caffe2"`).
+pub fn is_caffe2(checkpoint: &Dict) -> bool {
+    checkpoint.get("__author__").and_then(Value::as_str) == Some("Caffe2")
+}
+
+/// Takes `model` out of `checkpoint` (every value a tensor or numpy array, `module.` prefix
+/// removed) and, when `matching_heuristics` is set, renames it to the model's names by
+/// [`align_and_update_state_dicts`] (with Caffe2 renaming first for `__author__ == "Caffe2"`).
+///
+/// The prefix is removed before matching (detectron2 removes it after, so a checkpoint saved
+/// from a wrapped model would match nothing); without matching the result is the same.
+pub fn prepare_model_state(
+    checkpoint: &mut Dict,
+    model_shapes: &[(String, Vec<usize>)],
+) -> Result<PreparedState> {
+    let value = checkpoint
+        .remove("model")
+        .ok_or_else(|| Error::key("model", "the checkpoint has no 'model' entry"))?;
+    let state = match StateDict::from_value(&value) {
+        Ok(state) => state,
+        Err(e @ Error::Key { .. }) => return Err(e),
+        Err(e) => return Err(Error::key("model", e.to_string())),
+    };
+    drop(value);
+    let module_prefix_stripped =
+        !state.is_empty() && state.keys().all(|k| k.is_empty() || k.starts_with("module."));
+    let state = strip_prefix_if_present(state, "module.");
+    if !wants_matching(checkpoint) {
+        return Ok(PreparedState {
+            state,
+            alignment: None,
+            module_prefix_stripped,
+        });
+    }
+    let mut alignment = align_and_update_state_dicts(model_shapes, state, is_caffe2(checkpoint))?;
+    let state = std::mem::take(&mut alignment.state_dict);
+    Ok(PreparedState {
+        state,
+        alignment: Some(alignment),
+        module_prefix_stripped,
+    })
+}
+
+/// Drops from `report` what detectron2 does not warn about: `pixel_mean` / `pixel_std`
+/// missing when they are top-level names of the model (`has_name`), and unexpected keys
+/// containing `anchor_generator.cell_anchors`.
+pub fn filter_detection_report(report: &mut IncompatibleKeys, has_name: impl Fn(&str) -> bool) {
+    for name in PIXEL_STATS {
+        if has_name(name) {
+            report.missing_keys.retain(|k| k != name);
+        }
+    }
+    report
+        .unexpected_keys
+        .retain(|k| !k.contains(CELL_ANCHORS));
+}
+
+/// A model key and the checkpoint entry that would be loaded into it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedMatch {
+    pub model_key: String,
+    /// The key as named in the checkpoint file.
+    pub checkpoint_key: String,
+    pub shape: Vec<usize>,
+}
+
+/// A model key whose checkpoint entry would be skipped for its shape.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct PlannedMismatch {
+    pub model_key: String,
+    /// The key as named in the checkpoint file.
+    pub checkpoint_key: String,
+    pub model_shape: Vec<usize>,
+    pub checkpoint_shape: Vec<usize>,
+}
+
+/// What loading a checkpoint into a model would do, computed without the model's data.
+#[derive(Debug, Clone, Default)]
+pub struct LoadPlan {
+    /// Entries loaded, in the model's order.
+    pub matched: Vec<PlannedMatch>,
+    /// Entries skipped because the shapes differ: best matches of the heuristics first,
+    /// then same-name entries.
+    pub shape_mismatches: Vec<PlannedMismatch>,
+    /// Model keys not loaded (the report's missing keys).
+    pub missing: Vec<String>,
+    /// Checkpoint keys (after renaming) the model does not have.
+    pub unexpected: Vec<String>,
+    /// Caffe2 renames that changed a name, `(file name, new name)`.
+    pub c2_renames: Vec<(String, String)>,
+    /// Caffe2 background-class edits.
+    pub c2_edits: Vec<ValueEdit>,
+    /// Why the load would fail (an ambiguous match, a non-tensor model entry, ...).
+    pub error: Option<String>,
+    /// The tensors that would be loaded, under the model's names, in the model's order.
+    pub loaded: StateDict,
+}
+
+/// The dry run of a `DetectionCheckpointer` load of `checkpoint` (a dict as
+/// [`crate::detection::read_detection_file`] returns it) into a model with `model_shapes`:
+/// the same renaming, shape checks and report filtering, without touching any model.
+pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) -> LoadPlan {
+    let prepared = match prepare_model_state(&mut checkpoint, model_shapes) {
+        Ok(prepared) => prepared,
+        Err(e) => {
+            return LoadPlan {
+                error: Some(e.to_string()),
+                ..LoadPlan::default()
+            }
+        }
+    };
+    let file_names = prepared.file_names();
+    let file_name = |key: &str| {
+        file_names
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_string())
+    };
+
+    let mut plan = LoadPlan::default();
+    if let Some(alignment) = &prepared.alignment {
+        plan.c2_renames = alignment
+            .c2_renames
+            .iter()
+            .filter(|(old, new)| old != new)
+            .cloned()
+            .collect();
+        plan.c2_edits = alignment.c2_edits.clone();
+        plan.shape_mismatches = alignment
+            .shape_mismatches
+            .iter()
+            .map(|m| PlannedMismatch {
+                model_key: m.model_key.clone(),
+                checkpoint_key: file_name_of_mismatch(&prepared, &m.checkpoint_key),
+                model_shape: m.model_shape.clone(),
+                checkpoint_shape: m.checkpoint_shape.clone(),
+            })
+            .collect();
+    }
+
+    let model: HashMap<&str, &[usize]> = model_shapes
+        .iter()
+        .map(|(k, s)| (k.as_str(), s.as_slice()))
+        .collect();
+    let mut loadable: HashSet<&str> = HashSet::new();
+    let mut report = IncompatibleKeys::default();
+    for (key, tensor) in prepared.state.iter() {
+        match model.get(key) {
+            Some(shape) if *shape == tensor.shape() => {
+                loadable.insert(key);
+            }
+            Some(shape) => plan.shape_mismatches.push(PlannedMismatch {
+                model_key: key.to_string(),
+                checkpoint_key: file_name(key),
+                model_shape: shape.to_vec(),
+                checkpoint_shape: tensor.shape().to_vec(),
+            }),
+            None => report.unexpected_keys.push(key.to_string()),
+        }
+    }
+    for (key, shape) in model_shapes {
+        if !loadable.contains(key.as_str()) {
+            report.missing_keys.push(key.clone());
+            continue;
+        }
+        plan.matched.push(PlannedMatch {
+            model_key: key.clone(),
+            checkpoint_key: file_name(key),
+            shape: shape.clone(),
+        });
+        if let Some(tensor) = prepared.state.get(key) {
+            plan.loaded.insert(key.clone(), tensor.clone());
+        }
+    }
+    filter_detection_report(&mut report, |name| model.contains_key(name));
+    plan.missing = report.missing_keys;
+    plan.unexpected = report.unexpected_keys;
+    plan
+}
+
+/// The file name of a checkpoint key reported by the heuristics (already a file name, but
+/// without a removed `module.` prefix).
+fn file_name_of_mismatch(prepared: &PreparedState, key: &str) -> String {
+    if prepared.module_prefix_stripped {
+        format!("module.{key}")
+    } else {
+        key.to_string()
+    }
+}
