@@ -158,23 +158,32 @@ pub struct LoadPlan {
     pub c2_renames: Vec<(String, String)>,
     /// Caffe2 background-class edits.
     pub c2_edits: Vec<ValueEdit>,
+    /// Whether the checkpoint asked for name matching.
+    pub matching_heuristics: bool,
+    /// Whether the checkpoint's names were converted from Caffe2 first.
+    pub caffe2: bool,
     /// Why the load would fail (an ambiguous match, a non-tensor model entry, ...).
     pub error: Option<String>,
     /// The tensors that would be loaded, under the model's names, in the model's order.
     pub loaded: StateDict,
+    /// The checkpoint entries that would not be loaded, named as in the file.
+    pub not_loaded: Vec<String>,
 }
 
 /// The dry run of a `DetectionCheckpointer` load of `checkpoint` (a dict as
 /// [`crate::detection::read_detection_file`] returns it) into a model with `model_shapes`:
 /// the same renaming, shape checks and report filtering, without touching any model.
 pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) -> LoadPlan {
+    let mut plan = LoadPlan {
+        matching_heuristics: wants_matching(&checkpoint),
+        caffe2: wants_matching(&checkpoint) && is_caffe2(&checkpoint),
+        ..LoadPlan::default()
+    };
     let prepared = match prepare_model_state(&mut checkpoint, model_shapes) {
         Ok(prepared) => prepared,
         Err(e) => {
-            return LoadPlan {
-                error: Some(e.to_string()),
-                ..LoadPlan::default()
-            }
+            plan.error = Some(e.to_string());
+            return plan;
         }
     };
     let file_names = prepared.file_names();
@@ -185,7 +194,6 @@ pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) ->
             .unwrap_or_else(|| key.to_string())
     };
 
-    let mut plan = LoadPlan::default();
     if let Some(alignment) = &prepared.alignment {
         plan.c2_renames = alignment
             .c2_renames
@@ -240,6 +248,12 @@ pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) ->
             plan.loaded.insert(key.clone(), tensor.clone());
         }
     }
+    plan.not_loaded = prepared
+        .state
+        .keys()
+        .filter(|key| !loadable.contains(key))
+        .map(file_name)
+        .collect();
     filter_detection_report(&mut report, |name| model.contains_key(name));
     plan.missing = report.missing_keys;
     plan.unexpected = report.unexpected_keys;
