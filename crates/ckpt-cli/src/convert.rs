@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
     flatten_tensors, load_with, save_safetensors, save_torch, LoadOptions, SaveOptions,
 };
-use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::walk::{leaves, Step};
 use ckpt::{Key, Value};
 
@@ -145,7 +145,11 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
         );
     }
     match format {
-        OutputFormat::Torch => save_torch(&args.output, &plan.loaded.to_value(), &SaveOptions::default())?,
+        OutputFormat::Torch => save_torch(
+            &args.output,
+            &plan.loaded.to_value(),
+            &SaveOptions::default(),
+        )?,
         OutputFormat::Safetensors => save_safetensors(&args.output, &plan.loaded, None)?,
     }
     tracing::info!(

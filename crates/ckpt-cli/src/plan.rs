@@ -108,7 +108,10 @@ pub fn render(checkpoint: &str, plan: &LoadPlan) -> String {
         return out;
     }
 
-    let mut matched = Table::new(&["MODEL KEY", "", "CHECKPOINT KEY", "SHAPE"], &[Align::Left; 4]);
+    let mut matched = Table::new(
+        &["MODEL KEY", "", "CHECKPOINT KEY", "SHAPE"],
+        &[Align::Left; 4],
+    );
     for m in &plan.matched {
         matched.row(vec![
             printable(&m.model_key),
@@ -125,7 +128,10 @@ pub fn render(checkpoint: &str, plan: &LoadPlan) -> String {
             renames.row(vec![printable(old), "->".to_string(), printable(new)]);
         }
         section(&mut out, "Caffe2 renames", plan.c2_renames.len(), &renames);
-        let mut edits = Table::new(&["KEY", "EDIT", "SHAPE BEFORE", "SHAPE AFTER"], &[Align::Left; 4]);
+        let mut edits = Table::new(
+            &["KEY", "EDIT", "SHAPE BEFORE", "SHAPE AFTER"],
+            &[Align::Left; 4],
+        );
         for e in &plan.c2_edits {
             let what = match e.kind {
                 ckpt::matching::ValueEditKind::DropLeadingRows(1) => {
@@ -145,11 +151,22 @@ pub fn render(checkpoint: &str, plan: &LoadPlan) -> String {
                 python_shape(&e.shape_after),
             ]);
         }
-        section(&mut out, "background-class edits", plan.c2_edits.len(), &edits);
+        section(
+            &mut out,
+            "background-class edits",
+            plan.c2_edits.len(),
+            &edits,
+        );
     }
 
     let mut mismatches = Table::new(
-        &["MODEL KEY", "", "CHECKPOINT KEY", "MODEL SHAPE", "CHECKPOINT SHAPE"],
+        &[
+            "MODEL KEY",
+            "",
+            "CHECKPOINT KEY",
+            "MODEL SHAPE",
+            "CHECKPOINT SHAPE",
+        ],
         &[Align::Left; 5],
     );
     for m in &plan.shape_mismatches {
@@ -161,8 +178,18 @@ pub fn render(checkpoint: &str, plan: &LoadPlan) -> String {
             python_shape(&m.checkpoint_shape),
         ]);
     }
-    section(&mut out, "shape mismatches (not loaded)", plan.shape_mismatches.len(), &mismatches);
-    section(&mut out, "missing (in the model, not loaded)", plan.missing.len(), &list("MODEL KEY", &plan.missing));
+    section(
+        &mut out,
+        "shape mismatches (not loaded)",
+        plan.shape_mismatches.len(),
+        &mismatches,
+    );
+    section(
+        &mut out,
+        "missing (in the model, not loaded)",
+        plan.missing.len(),
+        &list("MODEL KEY", &plan.missing),
+    );
     section(
         &mut out,
         "unexpected (in the checkpoint, not used)",

@@ -25,9 +25,9 @@ pub fn local_input(input: &Path) -> Result<PathBuf, CliError> {
         return Ok(input.to_path_buf());
     }
     match input.to_str() {
-        Some(text) if text.contains("://") => resolver().get_local_path(text).map_err(|e| {
-            CliError::new(format!("{}: {e}", printable(text)))
-        }),
+        Some(text) if text.contains("://") => resolver()
+            .get_local_path(text)
+            .map_err(|e| CliError::new(format!("{}: {e}", printable(text)))),
         _ => Ok(input.to_path_buf()),
     }
 }

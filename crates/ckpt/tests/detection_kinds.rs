@@ -29,21 +29,44 @@ fn model_zoo_pickle_is_used_as_is_and_names_its_author() {
     let (checkpoint, lines) =
         captured(|| read_detection_file(&reader_fixture("d2_model_zoo.pkl"), false).unwrap());
     assert!(at(&lines, Level::INFO).contains(&"Reading a file from 'torchvision'"));
-    assert_eq!(checkpoint.get("__author__").and_then(Value::as_str), Some("torchvision"));
-    assert_eq!(checkpoint.get("matching_heuristics").and_then(Value::as_bool), Some(true));
+    assert_eq!(
+        checkpoint.get("__author__").and_then(Value::as_str),
+        Some("torchvision")
+    );
+    assert_eq!(
+        checkpoint
+            .get("matching_heuristics")
+            .and_then(Value::as_bool),
+        Some(true)
+    );
     let model = checkpoint.get("model").unwrap().as_dict().unwrap();
     // Used as is: even num_batches_tracked stays.
-    assert!(model.get("backbone.conv1.norm.num_batches_tracked").is_some());
+    assert!(model
+        .get("backbone.conv1.norm.num_batches_tracked")
+        .is_some());
 }
 
 #[test]
 fn pycls_file_loads_model_state_without_batch_counters_by_name_matching() {
     let path = reader_fixture("pycls_like.pyth");
     let checkpoint = read_detection_file(&path, false).unwrap();
-    assert_eq!(checkpoint.get("__author__").and_then(Value::as_str), Some("pycls"));
+    assert_eq!(
+        checkpoint.get("__author__").and_then(Value::as_str),
+        Some("pycls")
+    );
     let state = checkpoint.get("model").unwrap().as_dict().unwrap();
     let keys: Vec<String> = state.iter().map(|(k, _)| k.to_string()).collect();
-    assert_eq!(keys, ["0.weight", "0.bias", "1.weight", "1.bias", "1.running_mean", "1.running_var"]);
+    assert_eq!(
+        keys,
+        [
+            "0.weight",
+            "0.bias",
+            "1.weight",
+            "1.bias",
+            "1.running_mean",
+            "1.running_var"
+        ]
+    );
 
     let model = zero_model([
         ("stem.0.weight", &[2usize, 3][..]),
@@ -56,9 +79,15 @@ fn pycls_file_loads_model_state_without_batch_counters_by_name_matching() {
     let (result, lines) = captured(|| local(&model).load(path.to_str().unwrap(), Some(&[])));
     let extra = result.unwrap();
     assert!(at(&lines, Level::WARN).is_empty(), "{lines:#?}");
-    assert_eq!(extra.get("__author__").and_then(Value::as_str), Some("pycls"));
+    assert_eq!(
+        extra.get("__author__").and_then(Value::as_str),
+        Some("pycls")
+    );
     let stored = state.get("1.running_var").unwrap().as_tensor().unwrap();
-    assert_eq!(values(&model, "stem.1.running_var"), stored.to_vec::<f32>().unwrap());
+    assert_eq!(
+        values(&model, "stem.1.running_var"),
+        stored.to_vec::<f32>().unwrap()
+    );
 }
 
 #[test]
@@ -69,8 +98,14 @@ fn pycls_file_without_model_state_is_an_error_naming_the_file() {
     d.insert("epoch", Value::Int(3));
     save_torch(&path, &Value::Dict(d), &SaveOptions::default()).unwrap();
     let model = zero_model([("w", &[1usize][..])]);
-    let err = local(&model).load(path.to_str().unwrap(), None).unwrap_err().to_string();
-    assert!(err.contains("bad.pyth") && err.contains("model_state"), "{err}");
+    let err = local(&model)
+        .load(path.to_str().unwrap(), None)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("bad.pyth") && err.contains("model_state"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -79,20 +114,31 @@ fn torch_file_with_model_entry_returns_extras_and_hides_cell_anchors() {
     let path = dir.path().join("model_final.pth");
     let mut sd = StateDict::new();
     sd.insert("backbone.w", counting(1.0, &[2]));
-    sd.insert("proposal_generator.anchor_generator.cell_anchors.0", counting(0.0, &[3, 4]));
+    sd.insert(
+        "proposal_generator.anchor_generator.cell_anchors.0",
+        counting(0.0, &[3, 4]),
+    );
     let mut d = Dict::new();
     d.insert("model", sd.to_value());
     d.insert("iteration", Value::Int(89999));
     save_torch(&path, &Value::Dict(d), &SaveOptions::default()).unwrap();
 
-    let model = zero_model([("backbone.w", &[2usize][..]), ("pixel_mean", &[3][..]), ("head.b", &[1][..])]);
+    let model = zero_model([
+        ("backbone.w", &[2usize][..]),
+        ("pixel_mean", &[3][..]),
+        ("head.b", &[1][..]),
+    ]);
     let (result, lines) = captured(|| local(&model).load(path.to_str().unwrap(), None));
     let extra = result.unwrap();
     assert_eq!(extra.get("iteration").and_then(Value::as_int), Some(89999));
     assert_eq!(values(&model, "backbone.w"), vec![1.0, 2.0]);
     let warnings = at(&lines, Level::WARN);
     assert_eq!(warnings.len(), 1, "{warnings:#?}");
-    assert!(warnings[0].contains("head.b") && !warnings[0].contains("pixel_mean"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("head.b") && !warnings[0].contains("pixel_mean"),
+        "{}",
+        warnings[0]
+    );
 }
 
 #[test]
@@ -103,10 +149,16 @@ fn safetensors_and_module_wrapped_files_load_with_matching_on_request() {
     sd.insert("module.layer1.weight", counting(10.0, &[2]));
     sd.insert("module.head.bias", counting(20.0, &[1]));
     save_safetensors(&path, &sd, None).unwrap();
-    let model = zero_model([("backbone.layer1.weight", &[2usize][..]), ("roi.head.bias", &[1][..])]);
+    let model = zero_model([
+        ("backbone.layer1.weight", &[2usize][..]),
+        ("roi.head.bias", &[1][..]),
+    ]);
     // The `module.` prefix of a model saved while wrapped is removed before matching.
     local(&model)
-        .load(&format!("{}?matching_heuristics=True", path.display()), None)
+        .load(
+            &format!("{}?matching_heuristics=True", path.display()),
+            None,
+        )
         .unwrap();
     assert_eq!(values(&model, "backbone.layer1.weight"), vec![10.0, 11.0]);
     assert_eq!(values(&model, "roi.head.bias"), vec![20.0]);
@@ -121,10 +173,16 @@ fn ambiguous_matches_fail_the_load_and_leave_the_model_unchanged() {
     save_torch(&path, &sd.to_value(), &SaveOptions::default()).unwrap();
     let model = zero_model([("a.weight", &[2usize][..]), ("b.weight", &[2][..])]);
     let err = local(&model)
-        .load(&format!("{}?matching_heuristics=True", path.display()), None)
+        .load(
+            &format!("{}?matching_heuristics=True", path.display()),
+            None,
+        )
         .unwrap_err()
         .to_string();
-    assert!(err.contains("Ambiguity found for weight in checkpoint!"), "{err}");
+    assert!(
+        err.contains("Ambiguity found for weight in checkpoint!"),
+        "{err}"
+    );
     assert_eq!(values(&model, "a.weight"), vec![0.0, 0.0]);
 }
 
@@ -141,7 +199,11 @@ fn serve(body: Vec<u8>, requests: usize) -> String {
                 line.clear();
             }
             let mut out = stream;
-            let _ = write!(out, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+            let _ = write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
             let _ = out.write_all(&body);
         }
     });
@@ -154,7 +216,10 @@ fn caffe2_weights_load_from_a_url_once_into_the_cache() {
     let body = std::fs::read(fixture("faster_rcnn_c2.pkl")).unwrap();
     let base = serve(body, 1);
     let cache = tempfile::tempdir().unwrap();
-    let model = zero_model([("backbone.bottom_up.stem.conv1.weight", &[4usize, 3, 1, 1][..])]);
+    let model = zero_model([(
+        "backbone.bottom_up.stem.conv1.weight",
+        &[4usize, 3, 1, 1][..],
+    )]);
     let checkpointer = DetectionCheckpointer::new(model.clone(), "")
         .with_resolver(Resolver::with_cache(HttpCache::new(cache.path())));
     let url = format!("{base}/detectron/R-50-FPN.pkl");

@@ -130,15 +130,20 @@ fn ranks_without_the_file_receive_the_whole_checkpoint_from_rank_zero() {
     let results = run_ranks(&dirs, |_, dir, comm| {
         let rank = rank(dir, comm);
         let path = dir.join("model_0000099.pth");
-        let extra = rank.checkpointer.load(path.to_str().unwrap(), None).unwrap();
+        let extra = rank
+            .checkpointer
+            .load(path.to_str().unwrap(), None)
+            .unwrap();
         rank.state(&extra)
     });
     for (r, (state, lines)) in results.iter().enumerate() {
         assert_eq!(state, &saved, "rank {r}");
         let warnings = at(lines, Level::WARN);
         assert!(
-            warnings.iter().any(|w| w.starts_with("Not all workers can read checkpoint")
-                && w.ends_with("Training may fail to fully resume.")),
+            warnings
+                .iter()
+                .any(|w| w.starts_with("Not all workers can read checkpoint")
+                    && w.ends_with("Training may fail to fully resume.")),
             "rank {r}: {warnings:#?}"
         );
     }
@@ -171,11 +176,17 @@ fn main_worker_without_the_file_fails_every_rank() {
         let rank = rank(dir, comm);
         let path = dir.join("model_0000099.pth");
         let result = rank.checkpointer.load(path.to_str().unwrap(), None);
-        (result.map(|_| ()).map_err(|e| e.to_string()), rank.state(&Dict::new()))
+        (
+            result.map(|_| ()).map_err(|e| e.to_string()),
+            rank.state(&Dict::new()),
+        )
     });
     for (r, ((result, state), _)) in results.iter().enumerate() {
         let err = result.as_ref().unwrap_err();
-        assert!(err.starts_with("File ") && err.contains("not found on main worker."), "rank {r}: {err}");
+        assert!(
+            err.starts_with("File ") && err.contains("not found on main worker."),
+            "rank {r}: {err}"
+        );
         assert_eq!(state.weights, vec![0.0; 6], "rank {r} changed its model");
     }
 }

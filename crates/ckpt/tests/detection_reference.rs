@@ -8,7 +8,9 @@ use std::path::{Path, PathBuf};
 
 use ckpt::detection::DetectionCheckpointer;
 use ckpt::format::{save_torch, SaveOptions};
-use ckpt::matching::{align_and_update_state_dicts, longest_common_prefix, longest_common_prefix_str};
+use ckpt::matching::{
+    align_and_update_state_dicts, longest_common_prefix, longest_common_prefix_str,
+};
 use ckpt::resolve::{Lookup, PathHandler, Resolver};
 use ckpt::{Shared, StateDict, StateDictModel};
 use detection_support::{at, captured, counting, values, zero_model};
@@ -25,8 +27,10 @@ fn complex_model(prefix: &str) -> Shared<StateDictModel> {
         ("res.layer2.weight", vec![2, 3]),
         ("res.layer2.bias", vec![2]),
     ];
-    let names: Vec<(String, Vec<usize>)> =
-        names.into_iter().map(|(n, s)| (format!("{prefix}{n}"), s)).collect();
+    let names: Vec<(String, Vec<usize>)> = names
+        .into_iter()
+        .map(|(n, s)| (format!("{prefix}{n}"), s))
+        .collect();
     zero_model(names.iter().map(|(n, s)| (n.as_str(), s.as_slice())))
 }
 
@@ -58,7 +62,12 @@ fn expected_pairs(prefix: &str) -> Vec<(String, &'static str)> {
 
 fn save_flat(dir: &Path) -> PathBuf {
     let path = dir.join("flat.pth");
-    save_torch(&path, &flat_state_dict().to_value(), &SaveOptions::default()).unwrap();
+    save_torch(
+        &path,
+        &flat_state_dict().to_value(),
+        &SaveOptions::default(),
+    )
+    .unwrap();
     path
 }
 
@@ -70,7 +79,13 @@ fn local(model: &Shared<StateDictModel>) -> DetectionCheckpointer {
 fn complex_model_takes_the_longest_matching_names_with_and_without_module_wrapper() {
     for prefix in ["", "module."] {
         let model = complex_model(prefix);
-        let shapes = model.lock().unwrap().tensors().iter().map(|(n, t)| (n.to_string(), t.shape().to_vec())).collect::<Vec<_>>();
+        let shapes = model
+            .lock()
+            .unwrap()
+            .tensors()
+            .iter()
+            .map(|(n, t)| (n.to_string(), t.shape().to_vec()))
+            .collect::<Vec<_>>();
         let stored = flat_state_dict();
         let aligned = align_and_update_state_dicts(&shapes, stored.clone(), false).unwrap();
         for (model_key, ckpt_key) in expected_pairs(prefix) {
@@ -113,18 +128,35 @@ fn plain_load_matches_exact_names_only_and_the_query_turns_matching_on() {
     assert_eq!(values(&model, "res.layer2.bias"), vec![600.0, 601.0]);
     assert_eq!(values(&model, "block1.layer1.bias"), vec![0.0; 3]);
     let warnings = at(&lines, Level::WARN);
-    assert!(warnings.iter().any(|w| w.contains("not found in the checkpoint") && w.contains("block1.layer1.{bias, weight}")), "{warnings:#?}");
-    assert!(warnings.iter().any(|w| w.contains("not used by the model") && w.contains("layer1.{bias, weight}")), "{warnings:#?}");
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("not found in the checkpoint")
+                && w.contains("block1.layer1.{bias, weight}")),
+        "{warnings:#?}"
+    );
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("not used by the model") && w.contains("layer1.{bias, weight}")),
+        "{warnings:#?}"
+    );
 
     let with_query = format!("{}?matching_heuristics=True", path.display());
     local(&model).load(&with_query, None).unwrap();
-    assert_eq!(values(&model, "block1.layer1.bias"), vec![200.0, 201.0, 202.0]);
+    assert_eq!(
+        values(&model, "block1.layer1.bias"),
+        vec![200.0, 201.0, 202.0]
+    );
 
     let err = local(&model)
         .load(&format!("{}?matching=True", path.display()), None)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("Unsupported query remaining: matching=True"), "{err}");
+    assert!(
+        err.contains("Unsupported query remaining: matching=True"),
+        "{err}"
+    );
 }
 
 /// A user's prefix: `zoo://NAME` is `NAME.pth` in a directory.
@@ -152,8 +184,14 @@ fn custom_path_handler_resolves_its_prefix_and_keeps_the_query() {
     checkpointer
         .load("zoo://flat?matching_heuristics=True", None)
         .unwrap();
-    assert_eq!(values(&model, "block1.layer1.bias"), vec![200.0, 201.0, 202.0]);
-    let err = checkpointer.load("zoo://absent", None).unwrap_err().to_string();
+    assert_eq!(
+        values(&model, "block1.layer1.bias"),
+        vec![200.0, 201.0, 202.0]
+    );
+    let err = checkpointer
+        .load("zoo://absent", None)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("absent.pth"), "{err}");
 }
 
@@ -161,7 +199,10 @@ fn custom_path_handler_resolves_its_prefix_and_keeps_the_query() {
 fn longest_common_prefix_helpers_agree_with_the_reference() {
     assert_eq!(longest_common_prefix_str(&["class", "dlaps"]), "");
     assert_eq!(longest_common_prefix_str(&["classA", "classB"]), "class");
-    assert_eq!(longest_common_prefix_str(&["classA", "classB", "clab"]), "cla");
+    assert_eq!(
+        longest_common_prefix_str(&["classA", "classB", "clab"]),
+        "cla"
+    );
     assert_eq!(longest_common_prefix(&["abc.zfg", "abc.zef"]), "abc.");
     assert_eq!(longest_common_prefix(&["a.b.c", "a.b.d", "a.x"]), "a.");
     assert_eq!(longest_common_prefix(&["x.y", "z.y"]), "");

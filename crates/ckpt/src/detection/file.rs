@@ -76,7 +76,11 @@ pub fn read_detection_bytes(
 ///   "pycls", "matching_heuristics": True}` (`model_state` is required);
 /// - a torch file without `model` becomes `{"model": <the whole dict>}`; the query's
 ///   `matching_heuristics=True` sets that flag.
-pub fn detection_checkpoint(value: Value, kind: FileKind, matching_heuristics: bool) -> Result<Dict> {
+pub fn detection_checkpoint(
+    value: Value,
+    kind: FileKind,
+    matching_heuristics: bool,
+) -> Result<Dict> {
     let Value::Dict(mut data) = value else {
         return Err(Error::format(format!(
             "expected the checkpoint to be a dict, found a {}",

@@ -36,8 +36,8 @@ use crate::value::{Dict, StateDict};
 
 pub use file::{detection_checkpoint, read_detection_bytes, read_detection_file, FileKind};
 pub use state::{
-    filter_detection_report, is_caffe2, plan_load, prepare_model_state, wants_matching,
-    LoadPlan, PlannedMatch, PlannedMismatch, PreparedState,
+    filter_detection_report, is_caffe2, plan_load, prepare_model_state, wants_matching, LoadPlan,
+    PlannedMatch, PlannedMismatch, PreparedState,
 };
 
 /// The loading hooks of a [`DetectionCheckpointer`]: renaming by the matching heuristics
@@ -237,7 +237,9 @@ impl DetectionCheckpointer {
             if !store.exists(&name)? {
                 return Err(Error::format(format!(
                     "{} names '{name}', but {} does not exist; refusing to start from scratch",
-                    store.location(crate::checkpointer::LAST_CHECKPOINT).display(),
+                    store
+                        .location(crate::checkpointer::LAST_CHECKPOINT)
+                        .display(),
                     store.location(&name).display()
                 )));
             }

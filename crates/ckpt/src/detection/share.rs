@@ -43,9 +43,8 @@ pub(crate) fn broadcast_checkpoint(
     let trailer = buffer.split_off(split);
     match trailer.as_slice() {
         [kind, flag, OK] => {
-            let kind = FileKind::from_byte(*kind).ok_or_else(|| {
-                Error::format(format!("rank 0 sent an unknown file kind {kind}"))
-            })?;
+            let kind = FileKind::from_byte(*kind)
+                .ok_or_else(|| Error::format(format!("rank 0 sent an unknown file kind {kind}")))?;
             let result = read_detection_bytes(buffer, kind, *flag != 0);
             match (result, resolved) {
                 (Err(e), Ok(resolved)) if comm.is_main_process() => Err(e.in_file(&resolved.path)),

@@ -43,14 +43,15 @@ impl PreparedState {
                 names.insert(new.as_str(), format!("{prefix}{old}"));
             }
             for m in &alignment.matched {
-                names.insert(m.model_key.as_str(), format!("{prefix}{}", m.checkpoint_key));
+                names.insert(
+                    m.model_key.as_str(),
+                    format!("{prefix}{}", m.checkpoint_key),
+                );
             }
         }
         if !prefix.is_empty() {
             for key in self.state.keys() {
-                names
-                    .entry(key)
-                    .or_insert_with(|| format!("{prefix}{key}"));
+                names.entry(key).or_insert_with(|| format!("{prefix}{key}"));
             }
         }
         names
@@ -90,8 +91,10 @@ pub fn prepare_model_state(
         Err(e) => return Err(Error::key("model", e.to_string())),
     };
     drop(value);
-    let module_prefix_stripped =
-        !state.is_empty() && state.keys().all(|k| k.is_empty() || k.starts_with("module."));
+    let module_prefix_stripped = !state.is_empty()
+        && state
+            .keys()
+            .all(|k| k.is_empty() || k.starts_with("module."));
     let state = strip_prefix_if_present(state, "module.");
     if !wants_matching(checkpoint) {
         return Ok(PreparedState {
@@ -118,9 +121,7 @@ pub fn filter_detection_report(report: &mut IncompatibleKeys, has_name: impl Fn(
             report.missing_keys.retain(|k| k != name);
         }
     }
-    report
-        .unexpected_keys
-        .retain(|k| !k.contains(CELL_ANCHORS));
+    report.unexpected_keys.retain(|k| !k.contains(CELL_ANCHORS));
 }
 
 /// A model key and the checkpoint entry that would be loaded into it.

@@ -81,7 +81,9 @@ pub fn counting(start: f32, shape: &[usize]) -> Tensor {
 }
 
 /// A model of zero tensors with these names and shapes.
-pub fn zero_model<'a>(shapes: impl IntoIterator<Item = (&'a str, &'a [usize])>) -> Shared<StateDictModel> {
+pub fn zero_model<'a>(
+    shapes: impl IntoIterator<Item = (&'a str, &'a [usize])>,
+) -> Shared<StateDictModel> {
     let sd: StateDict = shapes
         .into_iter()
         .map(|(name, shape)| (name.to_string(), zeros(shape)))
