@@ -141,6 +141,13 @@ impl DetectionCheckpointer {
         &self.inner
     }
 
+    /// The plain checkpointer, keeping detectron2's file reading and report (not the path
+    /// resolution nor the multi-rank loading), e.g. to hand to a
+    /// [`crate::PeriodicCheckpointer`] after resuming.
+    pub fn into_checkpointer(self) -> Checkpointer {
+        self.inner
+    }
+
     /// The communicator.
     pub fn communicator(&self) -> &dyn Communicator {
         &*self.comm

@@ -102,3 +102,65 @@ pub(crate) fn shown_path<'a>(resolved: &'a Result<Resolved>, fallback: &'a str) 
         Err(_) => Path::new(fallback),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rank 1 of 2, receiving the same bytes from every broadcast.
+    struct Receiver(Vec<u8>);
+
+    impl Communicator for Receiver {
+        fn rank(&self) -> usize {
+            1
+        }
+        fn world_size(&self) -> usize {
+            2
+        }
+        fn all_gather(&self, value: &[u8]) -> Result<Vec<Vec<u8>>> {
+            Ok(vec![value.to_vec(), value.to_vec()])
+        }
+        fn broadcast(&self, buffer: &mut Vec<u8>) -> Result<()> {
+            buffer.clone_from(&self.0);
+            Ok(())
+        }
+        fn barrier(&self) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    fn received(bytes: &[u8]) -> String {
+        let none: Result<Resolved> = Err(Error::invalid("not resolved here"));
+        broadcast_checkpoint(&Receiver(bytes.to_vec()), &none)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn malformed_broadcasts_are_errors_not_panics() {
+        assert!(received(b"").contains("no trailer"));
+        assert!(received(b"\x02\x00").contains("no trailer"));
+        assert!(received(b"disk full\x00\x00\x00")
+            .contains("rank 0 could not send the checkpoint: disk full"));
+        assert!(received(b"abc\x09\x00\x01").contains("unknown file kind 9"));
+        // A valid trailer around bytes that are no checkpoint: the reader's error.
+        assert!(received(b"\xff\xff\x02\x00\x01").contains("not a checkpoint"));
+    }
+
+    #[test]
+    fn resume_decisions_decode_or_fail_cleanly() {
+        let decide =
+            |bytes: &[u8]| broadcast_last_checkpoint(&Receiver(bytes.to_vec()), || Ok(None));
+        assert_eq!(decide(b"\x00").unwrap(), None);
+        assert_eq!(
+            decide(b"\x01model_final.pth").unwrap().as_deref(),
+            Some("model_final.pth")
+        );
+        assert!(decide(b"\x02broken tag")
+            .unwrap_err()
+            .to_string()
+            .contains("rank 0 cannot resume: broken tag"));
+        assert!(decide(b"").is_err());
+        assert!(decide(b"\x01\xff").is_err());
+    }
+}

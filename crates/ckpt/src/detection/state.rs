@@ -270,3 +270,64 @@ fn file_name_of_mismatch(prepared: &PreparedState, key: &str) -> String {
         key.to_string()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tensor::Tensor;
+
+    fn checkpoint(keys: &[&str], matching: bool) -> Dict {
+        let mut model = Dict::ordered();
+        for key in keys {
+            let t = Tensor::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
+            model.insert(*key, Value::Tensor(t));
+        }
+        let mut d = Dict::new();
+        d.insert("model", Value::Dict(model));
+        if matching {
+            d.insert("matching_heuristics", Value::Bool(true));
+        }
+        d
+    }
+
+    fn shapes(names: &[&str]) -> Vec<(String, Vec<usize>)> {
+        names.iter().map(|n| (n.to_string(), vec![2])).collect()
+    }
+
+    #[test]
+    fn plan_names_checkpoint_keys_as_in_the_file_with_their_module_prefix() {
+        let plan = plan_load(
+            &shapes(&["a.w", "b"]),
+            checkpoint(&["module.a.w", "module.c"], false),
+        );
+        assert_eq!(plan.matched.len(), 1);
+        assert_eq!(plan.matched[0].checkpoint_key, "module.a.w");
+        assert_eq!(plan.not_loaded, vec!["module.c"]);
+        assert_eq!(plan.unexpected, vec!["c"]);
+        assert_eq!(plan.missing, vec!["b"]);
+
+        let plan = plan_load(&shapes(&["net.a.w"]), checkpoint(&["module.a.w"], true));
+        assert!(plan.matching_heuristics && !plan.caffe2);
+        assert_eq!(plan.matched[0].model_key, "net.a.w");
+        assert_eq!(plan.matched[0].checkpoint_key, "module.a.w");
+    }
+
+    #[test]
+    fn report_filter_keeps_nested_pixel_stats_and_other_anchors() {
+        let mut report = IncompatibleKeys {
+            missing_keys: vec![
+                "pixel_mean".into(),
+                "pixel_std".into(),
+                "x.pixel_mean".into(),
+            ],
+            unexpected_keys: vec![
+                "proposal_generator.anchor_generator.cell_anchors.0".into(),
+                "anchor_generator.cell".into(),
+            ],
+            incorrect_shapes: Vec::new(),
+        };
+        filter_detection_report(&mut report, |name| name == "pixel_mean");
+        assert_eq!(report.missing_keys, vec!["pixel_std", "x.pixel_mean"]);
+        assert_eq!(report.unexpected_keys, vec!["anchor_generator.cell"]);
+    }
+}
