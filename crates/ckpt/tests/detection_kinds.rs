@@ -3,15 +3,13 @@
 
 mod detection_support;
 
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
 use std::path::Path;
 
 use ckpt::detection::{read_detection_file, DetectionCheckpointer};
 use ckpt::format::{save_safetensors, save_torch, SaveOptions};
-use ckpt::resolve::{HttpCache, Resolver};
+use ckpt::resolve::Resolver;
 use ckpt::{Dict, StateDict, Value};
-use detection_support::{at, captured, counting, fixture, values, zero_model};
+use detection_support::{at, captured, counting, values, zero_model};
 use tracing::Level;
 
 fn reader_fixture(name: &str) -> std::path::PathBuf {
@@ -186,46 +184,56 @@ fn ambiguous_matches_fail_the_load_and_leave_the_model_unchanged() {
     assert_eq!(values(&model, "a.weight"), vec![0.0, 0.0]);
 }
 
+/// Loading through the HTTP cache, from a server on 127.0.0.1 started by the test.
 #[cfg(feature = "http")]
-/// Serves `body` at any path, `requests` times, on 127.0.0.1; returns the base URL.
-fn serve(body: Vec<u8>, requests: usize) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(requests).flatten() {
-            let mut reader = BufReader::new(stream.try_clone().unwrap());
-            let mut line = String::new();
-            while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
-                line.clear();
-            }
-            let mut out = stream;
-            let _ = write!(
-                out,
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                body.len()
-            );
-            let _ = out.write_all(&body);
-        }
-    });
-    base
-}
+mod over_http {
+    use std::io::{BufRead, BufReader, Write};
+    use std::net::TcpListener;
 
-#[cfg(feature = "http")]
-#[test]
-fn caffe2_weights_load_from_a_url_once_into_the_cache() {
-    let body = std::fs::read(fixture("faster_rcnn_c2.pkl")).unwrap();
-    let base = serve(body, 1);
-    let cache = tempfile::tempdir().unwrap();
-    let model = zero_model([(
-        "backbone.bottom_up.stem.conv1.weight",
-        &[4usize, 3, 1, 1][..],
-    )]);
-    let checkpointer = DetectionCheckpointer::new(model.clone(), "")
-        .with_resolver(Resolver::with_cache(HttpCache::new(cache.path())));
-    let url = format!("{base}/detectron/R-50-FPN.pkl");
-    checkpointer.load(&url, None).unwrap();
-    let want: Vec<f32> = (0..12).map(|i| i as f32).collect();
-    assert_eq!(values(&model, "backbone.bottom_up.stem.conv1.weight"), want);
-    // The server answers once: the second load reads the cached file.
-    checkpointer.load(&url, None).unwrap();
+    use ckpt::resolve::{HttpCache, Resolver};
+    use ckpt::DetectionCheckpointer;
+
+    use crate::detection_support::{fixture, values, zero_model};
+
+    /// Serves `body` at any path, `requests` times, on 127.0.0.1; returns the base URL.
+    fn serve(body: Vec<u8>, requests: usize) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for stream in listener.incoming().take(requests).flatten() {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) && line != "\r\n" {
+                    line.clear();
+                }
+                let mut out = stream;
+                let _ = write!(
+                    out,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = out.write_all(&body);
+            }
+        });
+        base
+    }
+
+    #[test]
+    fn caffe2_weights_load_from_a_url_once_into_the_cache() {
+        let body = std::fs::read(fixture("faster_rcnn_c2.pkl")).unwrap();
+        let base = serve(body, 1);
+        let cache = tempfile::tempdir().unwrap();
+        let model = zero_model([(
+            "backbone.bottom_up.stem.conv1.weight",
+            &[4usize, 3, 1, 1][..],
+        )]);
+        let checkpointer = DetectionCheckpointer::new(model.clone(), "")
+            .with_resolver(Resolver::with_cache(HttpCache::new(cache.path())));
+        let url = format!("{base}/detectron/R-50-FPN.pkl");
+        checkpointer.load(&url, None).unwrap();
+        let want: Vec<f32> = (0..12).map(|i| i as f32).collect();
+        assert_eq!(values(&model, "backbone.bottom_up.stem.conv1.weight"), want);
+        // The server answers once: the second load reads the cached file.
+        checkpointer.load(&url, None).unwrap();
+    }
 }
