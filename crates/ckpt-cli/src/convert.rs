@@ -113,7 +113,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Result<(), CliError> {
     let shapes = plan::model_shapes(model)?;
     let input = printable(&args.input.display().to_string());
-    let path = source::local_input(&args.input)?;
+    let path = source::checkpoint_input(&args.input)?;
     let mut checkpoint = read_detection_file(&path, true)?;
     checkpoint.insert("matching_heuristics", Value::Bool(true));
     let plan = plan::quiet(|| plan_load(&shapes, checkpoint));

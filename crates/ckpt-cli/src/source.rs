@@ -32,6 +32,18 @@ pub fn local_input(input: &Path) -> Result<PathBuf, CliError> {
     }
 }
 
+/// The local file for a checkpoint input that may carry a query string
+/// (`model.pth?matching_heuristics=True`, the query checked and dropped) or be a URL.
+pub fn checkpoint_input(input: &Path) -> Result<PathBuf, CliError> {
+    if input.exists() {
+        return Ok(input.to_path_buf());
+    }
+    match input.to_str() {
+        Some(text) => Ok(resolve(text)?.path),
+        None => Ok(input.to_path_buf()),
+    }
+}
+
 /// Resolves a checkpoint path with its query string (`?matching_heuristics=True`).
 pub fn resolve(input: &str) -> Result<Resolved, CliError> {
     resolver()

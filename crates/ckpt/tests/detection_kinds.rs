@@ -236,4 +236,39 @@ mod over_http {
         // The server answers once: the second load reads the cached file.
         checkpointer.load(&url, None).unwrap();
     }
+
+    #[test]
+    fn refused_download_is_an_error_naming_the_url_and_caches_nothing() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cache = tempfile::tempdir().unwrap();
+        let model = zero_model([("w", &[1usize][..])]);
+        let checkpointer = DetectionCheckpointer::new(model, "")
+            .with_resolver(Resolver::with_cache(HttpCache::new(cache.path())));
+        let url = format!("http://127.0.0.1:{port}/model_final.pkl");
+        let err = checkpointer.load(&url, None).unwrap_err().to_string();
+        assert!(err.contains(&url), "{err}");
+        let left: Vec<_> = walk(cache.path());
+        assert!(left.is_empty(), "{left:?}");
+    }
+
+    fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .flat_map(|e| {
+                let path = e.path();
+                if path.is_dir() {
+                    walk(&path)
+                } else {
+                    vec![path]
+                }
+            })
+            .collect()
+    }
 }

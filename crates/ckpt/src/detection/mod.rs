@@ -285,6 +285,7 @@ impl DetectionCheckpointer {
         );
         let checkpoint = share::broadcast_checkpoint(comm, &resolved)?;
         let path = share::shown_path(&resolved, shown);
+        tracing::info!("[Checkpointer] Loading from {} ...", path.display());
         self.inner
             .load_checkpoint(path, checkpoint, checkpointables)
             .in_file(path)
@@ -292,6 +293,7 @@ impl DetectionCheckpointer {
 
     fn load_local(&self, resolved: &Resolved, checkpointables: Option<&[&str]>) -> Result<Dict> {
         let path = &resolved.path;
+        tracing::info!("[Checkpointer] Loading from {} ...", path.display());
         let checkpoint = read_detection_file(path, resolved.options.matching_heuristics)?;
         self.inner
             .load_checkpoint(path, checkpoint, checkpointables)
