@@ -5,8 +5,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::checkpointer::strip_prefix_if_present;
-use crate::error::{Error, Result};
+use crate::checkpointer::{strip_prefix_if_present, take_model_entry};
+use crate::error::Result;
 use crate::incompatible::IncompatibleKeys;
 use crate::matching::{align_and_update_state_dicts, Alignment, ValueEdit};
 use crate::value::{Dict, StateDict, Value};
@@ -82,15 +82,7 @@ pub fn prepare_model_state(
     checkpoint: &mut Dict,
     model_shapes: &[(String, Vec<usize>)],
 ) -> Result<PreparedState> {
-    let value = checkpoint
-        .remove("model")
-        .ok_or_else(|| Error::key("model", "the checkpoint has no 'model' entry"))?;
-    let state = match StateDict::from_value(&value) {
-        Ok(state) => state,
-        Err(e @ Error::Key { .. }) => return Err(e),
-        Err(e) => return Err(Error::key("model", e.to_string())),
-    };
-    drop(value);
+    let state = take_model_entry(checkpoint)?;
     let module_prefix_stripped = !state.is_empty()
         && state
             .keys()
