@@ -77,6 +77,12 @@ class Cli:
             raise CaseFailure(f"`ckpt {args[0]}` exited {proc.returncode}: {last_line(proc.stderr)}")
         return proc
 
+    def convert(self, source, target, *flags):
+        proc = self.ok("convert", source, target, *flags)
+        if not os.path.exists(target):
+            raise CaseFailure(f"`ckpt convert` exited 0 but wrote no {os.path.basename(target)}")
+        return proc
+
 
 class InProcessReference(Cli):
     """reference_cli.py called in this process (importing torch per call would take minutes)."""
@@ -218,12 +224,12 @@ def run_variant(cli, case, variant, workdir):
     expected = case.expected_value()
 
     out = os.path.join(workdir, stem + ".out.pt")
-    cli.ok("convert", case_file, out)
+    cli.convert(case_file, out)
     check_same(expected, strict_load(out, mmap=False), "torch.load of ckpt's output")
     check_same(expected, strict_load(out, mmap=True), "torch.load(mmap=True) of ckpt's output")
 
     again = os.path.join(workdir, stem + ".again.pt")
-    cli.ok("convert", out, again)
+    cli.convert(out, again)
     check_same(expected, strict_load(again, mmap=False), "torch.load of ckpt's output converted again")
 
     check_inspect(cli, case_file, expected if variant.format == "pickle" else case.value, variant)
