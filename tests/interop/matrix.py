@@ -105,7 +105,12 @@ class InProcessReference(Cli):
 
 
 def last_line(text):
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    """The line of stderr that says what went wrong (for a panic, its message and location)."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        if "panicked at" in line:
+            message = lines[i + 1] if i + 1 < len(lines) else ""
+            return f"PANIC {message} ({line})"
     return lines[-1] if lines else "(no message)"
 
 
