@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 SAFETENSORS_DTYPES = {
     torch.float64, torch.float32, torch.float16, torch.bfloat16, torch.int64, torch.int32,
     torch.int16, torch.int8, torch.uint8, torch.uint16, torch.uint32, torch.uint64, torch.bool,
-    torch.complex64, torch.float8_e4m3fn, torch.float8_e5m2,
+    torch.float8_e4m3fn, torch.float8_e5m2,
 }
 
 
@@ -43,7 +43,7 @@ def read(path):
 def numpy_to_torch(obj):
     if isinstance(obj, (np.ndarray, np.generic)):
         a = np.asarray(obj)
-        return torch.from_numpy(np.ascontiguousarray(a.astype(a.dtype.newbyteorder("="))).copy())
+        return torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True))
     if isinstance(obj, dict):
         out = obj.copy()  # keeps the type (dict, OrderedDict, Counter) and key order
         for k, v in obj.items():
@@ -72,7 +72,7 @@ def walk(obj, path=()):
 def entry(path, value):
     if isinstance(value, (np.ndarray, np.generic)):
         a = np.asarray(value)
-        t = torch.from_numpy(np.ascontiguousarray(a.astype(a.dtype.newbyteorder("="))))
+        t = torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True))
         kind_type = "numpy.ndarray"
     elif isinstance(value, torch.Tensor):
         t, kind_type = value, ("Parameter" if isinstance(value, torch.nn.Parameter) else "Tensor")
