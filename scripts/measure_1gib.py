@@ -7,8 +7,10 @@ Makes a state dict of 320 float32 tensors (~1 GiB) with torch.save, then runs ea
 own process: `ckpt inspect`, `ckpt convert in.pt out.pt`, `ckpt convert in.pt out.safetensors`,
 and torch.load(weights_only=True) / torch.load(mmap=True) in a fresh python. Wall time is the
 best of --repeat runs (the file is in the page cache: this measures the work, not the disk); peak
-RSS is the largest resident set the process reached (from wait4), which for a memory-mapped file
-includes the mapped pages it touched. A bare `import torch` is measured too, as torch.load's floor.
+RSS is the largest resident set the process reached (from wait4; it includes the mapped pages of
+the file it touched, and on Linux never reads below the size of this script's process, shown by
+the /bin/true row); peak anon is the largest heap/anonymous memory, sampled every millisecond.
+A bare `import torch` is measured too, as torch.load's floor.
 This is a quick measurement, not a benchmark.
 """
 
@@ -38,23 +40,45 @@ def make_file(path):
     return os.path.getsize(path)
 
 
+def anon_rss(pid):
+    """The process's anonymous (heap) resident memory in bytes, or 0 once it has exited."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
 def measure(argv):
-    """(seconds, peak RSS in bytes) of one run of argv, which must succeed."""
+    """(seconds, peak RSS, peak anonymous RSS) of one run of argv, which must succeed.
+
+    Peak RSS (from wait4) counts the pages of memory-mapped files the process touched; the
+    anonymous peak, sampled every millisecond, counts only memory it allocated.
+    """
     start = time.perf_counter()
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
+    peak_anon = 0
+    while True:
+        pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+        if pid:
+            break
+        peak_anon = max(peak_anon, anon_rss(proc.pid))
+        time.sleep(0.001)
     elapsed = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         err = proc.stderr.read().decode(errors="replace").strip().splitlines()
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}): {err[-1] if err else ''}")
     proc.stderr.close()
-    return elapsed, usage.ru_maxrss * 1024  # ru_maxrss is in KiB on Linux
+    return elapsed, usage.ru_maxrss * 1024, peak_anon  # ru_maxrss is in KiB on Linux
 
 
 def best_of(argv, repeat):
     runs = [measure(argv) for _ in range(repeat)]
-    return min(t for t, _ in runs), max(m for _, m in runs)
+    return min(r[0] for r in runs), max(r[1] for r in runs), max(r[2] for r in runs)
 
 
 def main():
@@ -72,6 +96,7 @@ def main():
         py = sys.executable
         load = "import torch, sys; sd = torch.load(sys.argv[1], weights_only=True{}); assert len(sd) == {}"
         commands = [
+            ("/bin/true (floor: this script's own size)", ["/bin/true"]),
             ("ckpt inspect in.pt", [args.ckpt, "inspect", src]),
             ("ckpt inspect --json in.pt", [args.ckpt, "inspect", src, "--json"]),
             ("ckpt convert in.pt out.pt", [args.ckpt, "convert", src, os.path.join(tmp, "out.pt")]),
@@ -81,10 +106,10 @@ def main():
             ("torch.load(weights_only=True, mmap=True)", [py, "-c", load.format(", mmap=True", TENSORS), src]),
         ]
         measure([py, "-c", f"open({src!r}, 'rb').read()"])  # warm the page cache
-        print(f"\n{'command':<42} {'best time':>10} {'peak RSS':>10}")
+        print(f"\n{'command':<42} {'best time':>10} {'peak RSS':>10} {'peak anon':>10}")
         for label, argv in commands:
-            seconds, rss = best_of(argv, args.repeat)
-            print(f"{label:<42} {seconds:>9.2f}s {rss / 2**20:>7.0f} MiB", flush=True)
+            seconds, rss, anon = best_of(argv, args.repeat)
+            print(f"{label:<42} {seconds:>9.2f}s {rss / 2**20:>6.0f} MiB {anon / 2**20:>6.0f} MiB", flush=True)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
