@@ -20,12 +20,14 @@ else
     export CKPT_PYTHON=""
 fi
 
-for component in rustfmt clippy; do
-    if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
-        step "installing the $component component"
-        rustup component add "$component"
-    fi
-done
+if command -v rustup >/dev/null 2>&1; then
+    for component in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+            step "installing the $component component"
+            rustup component add "$component"
+        fi
+    done
+fi
 
 step "cargo fmt --all -- --check"
 cargo fmt --all -- --check
