@@ -1,19 +1,23 @@
 """The interop matrix's cases: Python objects as torch users save them.
 
 Each case is built deterministically (fixed seed) and saved in several variants (torch zip with
-pickle protocol 2 and 4, the legacy pre-1.6 stream); the numpy case is a plain pickle as the
-detectron2 model zoo ships them. `matrix.py` runs every variant through the `ckpt` CLI.
+pickle protocol 2 and 4, the legacy pre-1.6 stream); the numpy cases are plain pickles as the
+detectron2 model zoo ships them and as Python 2 wrote Detectron1 files. `matrix.py` runs every
+variant through the `ckpt` CLI.
 """
 
 import collections
 import math
 import pickle
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import torch
 from torch import nn
+
+import py2_pickle
 
 # Every dtype torch can save (issue 2's list), as torch names them.
 DTYPES = [
@@ -63,6 +67,14 @@ def pickle_variants():
         return save
 
     return [Variant("pkl-p2", dump(2), "pickle"), Variant("pkl-p4", dump(4), "pickle")]
+
+
+def py2_variants():
+    def save(obj, path):
+        with open(path, "wb") as f:
+            f.write(py2_pickle.dumps(obj))
+
+    return [Variant("py2", save, "pickle")]
 
 
 @dataclass
@@ -357,12 +369,39 @@ def numpy_case():
     }
     value = {"model": model, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}
 
-    def as_tensor(a):
-        a = np.asarray(a)  # (np.ascontiguousarray would turn 0-d arrays into 1-d ones)
-        return torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True))
+    return Case("numpy_model_zoo_pkl", value, pickle_variants(), expected=numpy_to_torch(value))
 
-    expected = dict(value, model={k: as_tensor(a) for k, a in model.items()})
-    return Case("numpy_model_zoo_pkl", value, pickle_variants(), expected=expected)
+
+def detectron1_py2_case():
+    """A Detectron1/Caffe2 pickle as Python 2 wrote it; Python 3 reads it with latin-1 strings."""
+    rng = np.random.default_rng(1)
+    blobs = {
+        "conv1_w": rng.standard_normal((2, 3, 2, 2)).astype(np.float32),
+        "conv1_b": np.zeros(2, dtype=np.float32),
+        "fc1000_w_fortran": np.asfortranarray(rng.standard_normal((3, 5))),
+        "res2_0_branch2a_bn_s_big_endian": np.arange(4, dtype=">f4"),
+        "pred_b_long": rng.standard_normal(100).astype(np.float32),  # > 255 bytes: BINSTRING
+        "lr_iter": np.array(7, dtype=np.int64),
+        "mask_u8": np.array([[1, 0], [255, 3]], dtype=np.uint8),
+        "caf\xe9_latin1_key": np.ones(2, dtype=np.float64),
+    }
+    value = {"blobs": blobs, "iter": 2**40, "lr": 0.01, "name": "R-50 caf\xe9", "scale": np.float32(1.5)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # numpy warns about the numpy.core name Python 2 used
+        loaded = pickle.loads(py2_pickle.dumps(value), encoding="latin1")
+    return Case("detectron1_py2_pkl", value, py2_variants(), expected=numpy_to_torch(loaded))
+
+
+def numpy_to_torch(obj):
+    """What `ckpt convert` must make of numpy values: tensors of the same dtype, shape, values."""
+    if isinstance(obj, (np.ndarray, np.generic)):
+        a = np.asarray(obj)  # (np.ascontiguousarray would turn 0-d arrays into 1-d ones)
+        return torch.from_numpy(np.array(a, dtype=a.dtype.newbyteorder("="), order="C", copy=True))
+    if isinstance(obj, dict):
+        return {k: numpy_to_torch(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(numpy_to_torch(v) for v in obj)
+    return obj
 
 
 def all_cases():
@@ -372,7 +411,7 @@ def all_cases():
     cases += [shapes_case(), views_case(), same_tensor_twice_case()]
     cases += module_cases() + optimizer_cases() + scheduler_cases() + trainer_checkpoint_cases()
     cases += python_value_cases()
-    cases += [lazy_view_case(), numpy_case()]
+    cases += [lazy_view_case(), numpy_case(), detectron1_py2_case()]
     for case in cases:
         case.skip = case.skip or {}
     return cases
