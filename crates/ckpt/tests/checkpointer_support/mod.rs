@@ -6,7 +6,6 @@ mod log_capture;
 #[allow(unused_imports)] // not every test file captures logs
 pub use log_capture::capture_logs;
 
-
 use ckpt::{shared, Checkpointable, Result, Shared, StateDict, StateDictModel, Tensor, Value};
 
 /// A model with two layers whose values are all `fill`.
@@ -56,4 +55,3 @@ impl Checkpointable for Counter {
         Ok(())
     }
 }
-
