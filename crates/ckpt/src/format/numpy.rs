@@ -1,12 +1,30 @@
-//! numpy inside pickles: `ndarray` (`_reconstruct` + `__setstate__`, `_frombuffer`), numpy
-//! scalars and dtypes; and reading plain pickles (Detectron1/Caffe2 and detectron2 `.pkl`).
+//! Plain pickles: Detectron1/Caffe2 `.pkl` (Python 2) and detectron2 model-zoo `.pkl`
+//! (Python 3), whose numpy arrays the pickle reader turns into [`Value::NdArray`]s.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::format::LoadOptions;
+use crate::pickle::{read_pickle, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};
 use crate::value::Value;
 
-/// Reads a plain pickle file (no persistent ids); Python 2 strings decode as latin1.
+/// A plain pickle holds no persistent ids: one is an error.
+struct NoPersistentIds;
+
+impl PersistentLoad for NoPersistentIds {
+    fn persistent_load(&mut self, pid: &Value) -> Result<TypedStorage> {
+        Err(Error::format(format!(
+            "a plain pickle refers to an external object (persistent id {}); torch files are zip archives or legacy streams",
+            pid.short_repr(60)
+        )))
+    }
+}
+
+/// Reads a plain pickle file (no persistent ids); Python 2 strings decode as latin1, as
+/// `pickle.load(f, encoding="latin1")` in detectron2 does.
 pub(crate) fn read_plain_pickle(bytes: &[u8], options: &LoadOptions) -> Result<Value> {
-    let _ = (bytes, options);
-    todo!("plain pickle reader")
+    let pickle_options = PickleOptions {
+        py2_strings: Py2Strings::Latin1,
+        limits: options.limits,
+    };
+    let (value, _) = read_pickle(bytes, 0, &pickle_options, &mut NoPersistentIds)?;
+    Ok(value)
 }

@@ -1,2 +1,261 @@
 //! Reading zip archives: the central directory is parsed once into an index of records
 //! (name, data offset, size, method, crc32), checked against the file size.
+//!
+//! Only the end records, the central directory and, per record looked up, that record's
+//! local header are read; lookups by name are hash-map lookups.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use crate::error::{Error, Result};
+
+const EOCD_SIG: u32 = 0x0605_4b50;
+const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
+const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
+const CENTRAL_SIG: u32 = 0x0201_4b50;
+const LOCAL_SIG: u32 = 0x0403_4b50;
+
+/// Compression method of a stored (uncompressed) record.
+pub(crate) const STORED: u16 = 0;
+
+/// One record of the central directory.
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub name: String,
+    pub method: u16,
+    pub crc32: u32,
+    pub compressed_size: u64,
+    pub size: u64,
+    local_header: u64,
+}
+
+/// The central directory of an archive held in memory.
+#[derive(Debug)]
+pub(crate) struct ZipIndex {
+    records: Vec<Record>,
+    by_name: HashMap<String, usize>,
+}
+
+fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
+    let raw = bytes.get(at..at.checked_add(2)?)?;
+    Some(u16::from_le_bytes([raw[0], raw[1]]))
+}
+
+fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+    let raw = bytes.get(at..at.checked_add(4)?)?;
+    Some(u32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]))
+}
+
+fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
+    let raw = bytes.get(at..at.checked_add(8)?)?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(raw);
+    Some(u64::from_le_bytes(a))
+}
+
+fn truncated(what: &str, at: usize) -> Error {
+    Error::format(format!(
+        "zip archive: {what} at byte {at} runs past the end of the file"
+    ))
+}
+
+impl ZipIndex {
+    /// Parses the end records and the central directory of `bytes`.
+    pub fn parse(bytes: &[u8]) -> Result<ZipIndex> {
+        let eocd = find_eocd(bytes)?;
+        let mut count =
+            u64::from(u16_at(bytes, eocd + 10).ok_or_else(|| truncated("end record", eocd))?);
+        let mut cd_size =
+            u64::from(u32_at(bytes, eocd + 12).ok_or_else(|| truncated("end record", eocd))?);
+        let mut cd_offset =
+            u64::from(u32_at(bytes, eocd + 16).ok_or_else(|| truncated("end record", eocd))?);
+        if eocd >= 20 && u32_at(bytes, eocd - 20) == Some(ZIP64_LOCATOR_SIG) {
+            let at =
+                u64_at(bytes, eocd - 12).ok_or_else(|| truncated("zip64 locator", eocd - 20))?;
+            let at = usize::try_from(at)
+                .ok()
+                .filter(|&a| a < bytes.len())
+                .ok_or_else(|| {
+                    Error::format(format!(
+                        "zip archive: zip64 end record offset {at} is outside the file"
+                    ))
+                })?;
+            if u32_at(bytes, at) != Some(ZIP64_EOCD_SIG) {
+                return Err(Error::format(format!(
+                    "zip archive: no zip64 end record at byte {at}"
+                )));
+            }
+            count = u64_at(bytes, at + 32).ok_or_else(|| truncated("zip64 end record", at))?;
+            cd_size = u64_at(bytes, at + 40).ok_or_else(|| truncated("zip64 end record", at))?;
+            cd_offset = u64_at(bytes, at + 48).ok_or_else(|| truncated("zip64 end record", at))?;
+        }
+        let end = cd_offset.checked_add(cd_size);
+        if !matches!(end, Some(e) if e <= bytes.len() as u64) {
+            return Err(Error::format(format!(
+                "zip archive: central directory ({cd_size} bytes at {cd_offset}) runs past the end of the file ({} bytes)",
+                bytes.len()
+            )));
+        }
+        // Each central header takes at least 46 bytes: a larger count is a lie.
+        if count > cd_size / 46 {
+            return Err(Error::format(format!(
+                "zip archive: {count} entries cannot fit in a central directory of {cd_size} bytes"
+            )));
+        }
+        let cd = &bytes[cd_offset as usize..(cd_offset + cd_size) as usize];
+        let mut records = Vec::with_capacity(count as usize);
+        let mut by_name = HashMap::with_capacity(count as usize);
+        let mut pos = 0usize;
+        for _ in 0..count {
+            let (record, next) = central_record(cd, pos, cd_offset as usize)?;
+            pos = next;
+            // The first record of a duplicated name wins, as in miniz's lookup.
+            by_name.entry(record.name.clone()).or_insert(records.len());
+            records.push(record);
+        }
+        Ok(ZipIndex { records, by_name })
+    }
+
+    /// Records in central-directory order.
+    pub fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    /// The record called `name`.
+    pub fn get(&self, name: &str) -> Option<&Record> {
+        self.by_name.get(name).and_then(|&i| self.records.get(i))
+    }
+
+    /// Where the (possibly compressed) data of `record` lies in `bytes`, read from the
+    /// record's local header.
+    pub fn data_range(&self, bytes: &[u8], record: &Record) -> Result<Range<usize>> {
+        let at = usize::try_from(record.local_header).unwrap_or(usize::MAX);
+        if u32_at(bytes, at) != Some(LOCAL_SIG) {
+            return Err(Error::format(format!(
+                "zip archive: no local header for '{}' at byte {at}",
+                record.name
+            )));
+        }
+        let name_len = u16_at(bytes, at + 26).ok_or_else(|| truncated("local header", at))?;
+        let extra_len = u16_at(bytes, at + 28).ok_or_else(|| truncated("local header", at))?;
+        let start = at + 30 + usize::from(name_len) + usize::from(extra_len);
+        let end = usize::try_from(record.compressed_size)
+            .ok()
+            .and_then(|n| start.checked_add(n))
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| {
+                Error::format(format!(
+                    "zip archive: data of '{}' ({} bytes at {start}) runs past the end of the file ({} bytes)",
+                    record.name,
+                    record.compressed_size,
+                    bytes.len()
+                ))
+            })?;
+        Ok(start..end)
+    }
+
+    /// The bytes of a STORED record (compressed records are an error naming the record).
+    pub fn stored_bytes<'b>(&self, bytes: &'b [u8], record: &Record) -> Result<&'b [u8]> {
+        if record.method != STORED {
+            return Err(Error::unsupported(format!(
+                "zip record '{}' is compressed (method {}); only stored records can be read (re-save the checkpoint with torch.save)",
+                record.name, record.method
+            )));
+        }
+        let range = self.data_range(bytes, record)?;
+        Ok(&bytes[range])
+    }
+}
+
+/// The classic end-of-central-directory record: the last signature within the final
+/// 22 + 65535 bytes whose comment length reaches the end of the file.
+fn find_eocd(bytes: &[u8]) -> Result<usize> {
+    if bytes.len() < 22 {
+        return Err(Error::format("zip archive: too short for an end record"));
+    }
+    let lowest = bytes.len().saturating_sub(22 + 0xFFFF);
+    let mut at = bytes.len() - 22;
+    loop {
+        if u32_at(bytes, at) == Some(EOCD_SIG) {
+            let comment = u16_at(bytes, at + 20).map(usize::from);
+            if comment.is_some_and(|c| at + 22 + c <= bytes.len()) {
+                return Ok(at);
+            }
+        }
+        if at == lowest {
+            return Err(Error::format(
+                "zip archive: no end-of-central-directory record (truncated or not a zip file)",
+            ));
+        }
+        at -= 1;
+    }
+}
+
+/// One central header at `pos` of the central directory `cd` (which starts at `base` in the
+/// file); returns the record and the position of the next header.
+fn central_record(cd: &[u8], pos: usize, base: usize) -> Result<(Record, usize)> {
+    let at = base + pos;
+    if u32_at(cd, pos) != Some(CENTRAL_SIG) {
+        return Err(Error::format(format!(
+            "zip archive: expected a central directory header at byte {at}"
+        )));
+    }
+    let field16 = |off: usize| u16_at(cd, pos + off).ok_or_else(|| truncated("central header", at));
+    let field32 = |off: usize| u32_at(cd, pos + off).ok_or_else(|| truncated("central header", at));
+    let method = field16(10)?;
+    let crc32 = field32(16)?;
+    let mut compressed_size = u64::from(field32(20)?);
+    let mut size = u64::from(field32(24)?);
+    let name_len = usize::from(field16(28)?);
+    let extra_len = usize::from(field16(30)?);
+    let comment_len = usize::from(field16(32)?);
+    let mut local_header = u64::from(field32(42)?);
+    let name_start = pos + 46;
+    let extra_start = name_start + name_len;
+    let next = extra_start + extra_len + comment_len;
+    if next > cd.len() {
+        return Err(truncated("central header", at));
+    }
+    let name = String::from_utf8_lossy(&cd[name_start..extra_start]).into_owned();
+    // zip64 extended information: present fields follow the order uncompressed size,
+    // compressed size, local header offset, each only when the 32-bit field is saturated.
+    let mut extra = &cd[extra_start..extra_start + extra_len];
+    while extra.len() >= 4 {
+        let id = u16::from_le_bytes([extra[0], extra[1]]);
+        let len = usize::from(u16::from_le_bytes([extra[2], extra[3]]));
+        let body = extra.get(4..4 + len).ok_or_else(|| {
+            Error::format(format!(
+                "zip archive: bad extra field in the header of '{name}'"
+            ))
+        })?;
+        if id == 1 {
+            let mut fields = body.chunks_exact(8).map(|c| {
+                let mut a = [0u8; 8];
+                a.copy_from_slice(c);
+                u64::from_le_bytes(a)
+            });
+            let missing = || Error::format(format!("zip archive: short zip64 field for '{name}'"));
+            if size == 0xFFFF_FFFF {
+                size = fields.next().ok_or_else(missing)?;
+            }
+            if compressed_size == 0xFFFF_FFFF {
+                compressed_size = fields.next().ok_or_else(missing)?;
+            }
+            if local_header == 0xFFFF_FFFF {
+                local_header = fields.next().ok_or_else(missing)?;
+            }
+        }
+        extra = &extra[4 + len..];
+    }
+    Ok((
+        Record {
+            name,
+            method,
+            crc32,
+            compressed_size,
+            size,
+            local_header,
+        },
+        next,
+    ))
+}

@@ -1,2 +1,449 @@
 //! What each known global means: rebuild functions, storage classes, dtypes, containers,
 //! numpy; and Python 2 to Python 3 name mapping.
+//!
+//! Nothing here imports or runs anything: a known global is interpreted from its arguments,
+//! an unknown one stays an opaque object in the reader.
+
+use crate::dtype::DType;
+use crate::pickle::numpy;
+use crate::pickle::reader::TypedStorage;
+use crate::tensor::Tensor;
+use crate::value::{DictKind, Object, ObjectBuild, Value};
+
+/// Module of the placeholder objects that stand for storages while a rebuild function's
+/// arguments are interpreted (the name is the storage's index in the reader's table).
+pub(super) const STORAGE_REF: &str = "\u{0}ckpt.storage";
+
+/// The Python 3 module and name of a global pickled by Python 2 (`fix_imports`).
+pub(super) fn map_py2_name(module: &str, name: &str) -> (String, String) {
+    let (module, name) = match (module, name) {
+        ("__builtin__", "unicode" | "basestring") => ("builtins", "str"),
+        ("__builtin__", "long") => ("builtins", "int"),
+        ("__builtin__", "xrange") => ("builtins", "range"),
+        ("__builtin__", "reduce") => ("functools", "reduce"),
+        ("__builtin__" | "exceptions", _) => ("builtins", name),
+        ("copy_reg", _) => ("copyreg", name),
+        ("Queue", _) => ("queue", name),
+        ("repr", _) => ("reprlib", name),
+        ("cPickle", _) => ("pickle", name),
+        ("_abcoll", _) => ("collections.abc", name),
+        ("UserDict", "UserDict" | "IterableUserDict") => ("collections", "UserDict"),
+        ("UserList", _) => ("collections", name),
+        ("UserString", _) => ("collections", name),
+        _ => (module, name),
+    };
+    (module.to_string(), name.to_string())
+}
+
+/// How the reader treats a call of a global.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Known {
+    /// Builds a mapping that later opcodes fill (`dict`, `OrderedDict`, `Counter`).
+    Dict(DictKind),
+    /// `collections.defaultdict(factory)`: an empty dict that later opcodes fill (the
+    /// factory is dropped; the items are what a checkpoint needs).
+    DefaultDict,
+    /// `copyreg._reconstructor(cls, base, state)`, how protocols 0 and 1 pickle instances:
+    /// a `dict`/`list` subclass reads as its items, any other class as an opaque object.
+    Reconstructor,
+    /// Builds a set from one iterable argument.
+    Set { frozen: bool },
+    /// Interpreted by [`call`] from its converted arguments; `raw` keeps Python 2 strings
+    /// as bytes (numpy buffers).
+    Call { raw: bool },
+    /// Kept as an opaque object (possibly interpreted later by `BUILD`, as numpy does).
+    Object,
+}
+
+const TORCH_UTILS: &[&str] = &[
+    "_rebuild_tensor",
+    "_rebuild_tensor_v2",
+    "_rebuild_tensor_v3",
+    "_rebuild_parameter",
+    "_rebuild_parameter_with_state",
+    "_rebuild_device_tensor_from_cpu_tensor",
+    "_rebuild_device_tensor_from_numpy",
+    "_rebuild_qtensor",
+    "_rebuild_sparse_tensor",
+    "_rebuild_sparse_csr_tensor",
+    "_rebuild_meta_tensor_no_storage",
+    "_rebuild_nested_tensor",
+    "_rebuild_wrapper_subclass",
+];
+
+/// Classifies `module.name` (already mapped to Python 3 names).
+pub(super) fn classify(module: &str, name: &str) -> Known {
+    match (module, name) {
+        ("collections", "OrderedDict") => Known::Dict(DictKind::OrderedDict),
+        ("collections", "Counter") => Known::Dict(DictKind::Counter),
+        ("builtins", "dict") => Known::Dict(DictKind::Dict),
+        ("collections", "defaultdict") => Known::DefaultDict,
+        ("copyreg", "_reconstructor") => Known::Reconstructor,
+        ("builtins", "set") => Known::Set { frozen: false },
+        ("builtins", "frozenset") => Known::Set { frozen: true },
+        ("builtins", "bytearray" | "bytes" | "complex")
+        | ("_codecs", "encode")
+        | ("torch", "Size" | "device")
+        | ("torch._tensor", "_rebuild_from_type_v2") => Known::Call { raw: false },
+        ("torch._utils", n) if TORCH_UTILS.contains(&n) => Known::Call { raw: false },
+        (m, "scalar") if numpy::is_multiarray_module(m) => Known::Call { raw: true },
+        (m, "_frombuffer") if numpy::is_numeric_module(m) => Known::Call { raw: true },
+        _ => Known::Object,
+    }
+}
+
+/// The value a `GLOBAL` stands for by itself, when it is a value rather than a callable
+/// (dtype objects such as `torch.float16`).
+pub(super) fn global_value(module: &str, name: &str) -> Option<Value> {
+    if module == "torch" {
+        // `torch.float`/`torch.long` are aliases of the dtype objects.
+        return DType::from_name(name).map(Value::DType);
+    }
+    None
+}
+
+/// Calls a global classified as [`Known::Call`] on converted arguments. Storages appear as
+/// [`STORAGE_REF`] objects resolved in `storages`.
+pub(super) fn call(
+    module: &str,
+    name: &str,
+    args: Vec<Value>,
+    storages: &[TypedStorage],
+) -> Result<Value, String> {
+    match (module, name) {
+        ("torch._utils", _) => rebuild(name, args, storages),
+        ("torch._tensor", "_rebuild_from_type_v2") => {
+            let [func, new_type, inner, _state] = fixed::<4>(name, args)?;
+            let func = match func {
+                Value::Object(o) if matches!(o.build, ObjectBuild::Global) => o,
+                other => {
+                    return Err(format!(
+                        "_rebuild_from_type_v2: expected a function, found a {}",
+                        other.type_name()
+                    ))
+                }
+            };
+            let inner = match inner {
+                Value::Tuple(items) | Value::List(items) => items,
+                other => {
+                    return Err(format!(
+                        "_rebuild_from_type_v2: expected an argument tuple, found a {}",
+                        other.type_name()
+                    ))
+                }
+            };
+            if classify(&func.module, &func.name) != (Known::Call { raw: false }) {
+                return Err(format!(
+                    "unsupported: _rebuild_from_type_v2 of {}",
+                    func.qualified_name()
+                ));
+            }
+            let value = call(&func.module, &func.name, inner, storages)?;
+            let is_parameter = matches!(&new_type, Value::Object(o) if o.name == "Parameter");
+            Ok(match value {
+                Value::Tensor(t) if is_parameter => Value::Parameter(t),
+                other => other,
+            })
+        }
+        ("torch", "Size") => {
+            let [dims] = fixed::<1>(name, args)?;
+            Ok(Value::Size(int_list("torch.Size", &dims)?))
+        }
+        ("torch", "device") => device(args),
+        ("_codecs", "encode") => encode(args),
+        ("builtins", "bytes") => Ok(Value::Bytes(byte_args("bytes", args)?)),
+        ("builtins", "bytearray") => Ok(Value::ByteArray(byte_args("bytearray", args)?)),
+        ("builtins", "complex") => {
+            let re = args.first().map_or(Some(0.0), Value::as_float);
+            let im = args.get(1).map_or(Some(0.0), Value::as_float);
+            match (re, im, args.len() <= 2) {
+                (Some(re), Some(im), true) => Ok(Value::Complex(re, im)),
+                _ => Err("complex: expected up to two numbers".into()),
+            }
+        }
+        (m, "scalar") if numpy::is_multiarray_module(m) => numpy::scalar(args),
+        (m, "_frombuffer") if numpy::is_numeric_module(m) => numpy::frombuffer(args),
+        _ => Err(format!("no interpretation for {module}.{name}")),
+    }
+}
+
+/// Exactly `N` arguments.
+fn fixed<const N: usize>(name: &str, args: Vec<Value>) -> Result<[Value; N], String> {
+    let found = args.len();
+    args.try_into()
+        .map_err(|_| format!("{name}: expected {N} arguments, found {found}"))
+}
+
+/// The torch tensor rebuild functions of `torch._utils`.
+fn rebuild(name: &str, args: Vec<Value>, storages: &[TypedStorage]) -> Result<Value, String> {
+    let arg = |i: usize| args.get(i);
+    let need = |n: usize| {
+        if args.len() < n {
+            Err(format!(
+                "{name}: expected at least {n} arguments, found {}",
+                args.len()
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    match name {
+        "_rebuild_tensor" => {
+            need(4)?;
+            Ok(Value::Tensor(tensor_from(name, &args, None, storages)?))
+        }
+        "_rebuild_tensor_v2" => {
+            need(4)?;
+            check_metadata(name, arg(6))?;
+            let t = tensor_from(name, &args, None, storages)?;
+            Ok(Value::Tensor(t.with_requires_grad(truthy(arg(4)))))
+        }
+        "_rebuild_tensor_v3" => {
+            need(7)?;
+            check_metadata(name, arg(7))?;
+            let dtype = match arg(6) {
+                Some(Value::DType(d)) => *d,
+                Some(other) => {
+                    return Err(format!(
+                        "{name}: expected a dtype as 7th argument, found {}",
+                        other.short_repr(40)
+                    ))
+                }
+                None => unreachable_arg(name)?,
+            };
+            let t = tensor_from(name, &args, Some(dtype), storages)?;
+            Ok(Value::Tensor(t.with_requires_grad(truthy(arg(4)))))
+        }
+        "_rebuild_parameter" | "_rebuild_parameter_with_state" => {
+            need(2)?;
+            match arg(0) {
+                Some(Value::Tensor(t) | Value::Parameter(t)) => {
+                    Ok(Value::Parameter(t.clone().with_requires_grad(truthy(arg(1)))))
+                }
+                Some(other) => Err(format!(
+                    "{name}: expected a tensor, found a {}",
+                    other.type_name()
+                )),
+                None => unreachable_arg(name),
+            }
+        }
+        "_rebuild_device_tensor_from_cpu_tensor" | "_rebuild_device_tensor_from_numpy" => {
+            need(1)?;
+            match arg(0) {
+                Some(Value::Tensor(t) | Value::NdArray(t)) => Ok(Value::Tensor(
+                    t.clone().with_requires_grad(truthy(arg(3))),
+                )),
+                Some(other) => Err(format!(
+                    "{name}: expected a tensor, found a {}",
+                    other.type_name()
+                )),
+                None => unreachable_arg(name),
+            }
+        }
+        other => Err(format!(
+            "unsupported: torch._utils.{other} (quantized, sparse, nested, meta and wrapper-subclass tensors are not supported)"
+        )),
+    }
+}
+
+fn unreachable_arg<T>(name: &str) -> Result<T, String> {
+    Err(format!("{name}: missing argument"))
+}
+
+/// Rejects lazily conjugated/negated views, whose stored bytes are not their values.
+fn check_metadata(name: &str, metadata: Option<&Value>) -> Result<(), String> {
+    if let Some(Value::Dict(d)) = metadata {
+        for (key, value) in d.iter() {
+            if truthy(Some(value)) {
+                return Err(format!(
+                    "unsupported: {name} with tensor metadata '{key}' (save the tensor with .resolve_conj()/.resolve_neg())"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `storage, storage_offset, size, stride` of the rebuild functions into a tensor.
+fn tensor_from(
+    name: &str,
+    args: &[Value],
+    dtype: Option<DType>,
+    storages: &[TypedStorage],
+) -> Result<Tensor, String> {
+    let storage = match args.first() {
+        Some(Value::Object(o)) if o.module == STORAGE_REF => o
+            .name
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| storages.get(i))
+            .ok_or_else(|| format!("{name}: dangling storage reference"))?,
+        Some(other) => {
+            return Err(format!(
+                "{name}: expected a storage (persistent id) as first argument, found a {}",
+                other.type_name()
+            ))
+        }
+        None => return unreachable_arg(name),
+    };
+    let offset = match args.get(1) {
+        Some(Value::Int(i)) if *i >= 0 => usize::try_from(*i).map_err(|e| e.to_string())?,
+        other => {
+            return Err(format!(
+                "{name}: storage offset must be a non-negative int, found {}",
+                other.map_or("nothing".into(), |v| v.short_repr(40))
+            ))
+        }
+    };
+    let shape = usize_list(name, "size", args.get(2))?;
+    let strides = usize_list(name, "stride", args.get(3))?;
+    let dtype = dtype.unwrap_or(storage.dtype);
+    Tensor::new(dtype, shape, strides, offset, storage.storage.clone())
+        .map_err(|e| format!("{name}: {e}"))
+}
+
+fn usize_list(name: &str, what: &str, value: Option<&Value>) -> Result<Vec<usize>, String> {
+    let value = value.ok_or_else(|| format!("{name}: missing {what}"))?;
+    int_list(name, value)?
+        .into_iter()
+        .map(|d| {
+            usize::try_from(d)
+                .map_err(|_| format!("{name}: {what} must not be negative, found {d}"))
+        })
+        .collect()
+}
+
+/// A tuple/list/`torch.Size` of ints.
+pub(super) fn int_list(name: &str, value: &Value) -> Result<Vec<i64>, String> {
+    let items = match value {
+        Value::Tuple(items) | Value::List(items) => items,
+        Value::Size(dims) => return Ok(dims.clone()),
+        other => {
+            return Err(format!(
+                "{name}: expected a tuple of ints, found a {}",
+                other.type_name()
+            ))
+        }
+    };
+    items
+        .iter()
+        .map(|v| match v {
+            Value::Int(i) => Ok(*i),
+            other => Err(format!(
+                "{name}: expected ints, found {}",
+                other.short_repr(40)
+            )),
+        })
+        .collect()
+}
+
+/// Python truthiness of the simple values used as flags.
+pub(super) fn truthy(value: Option<&Value>) -> bool {
+    match value {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Int(i)) => *i != 0,
+        _ => false,
+    }
+}
+
+/// Text of a `str`, or of Python 2 bytes read as latin1.
+pub(super) fn text_of(value: &Value) -> Option<String> {
+    match value {
+        Value::Str(s) => Some(s.clone()),
+        Value::Bytes(b) => Some(b.iter().map(|&c| char::from(c)).collect()),
+        _ => None,
+    }
+}
+
+/// `torch.device('cuda', 1)`, `torch.device('cuda:1')`, `torch.device('cpu')`.
+fn device(args: Vec<Value>) -> Result<Value, String> {
+    let spec = args
+        .first()
+        .and_then(text_of)
+        .ok_or("torch.device: expected a device string")?;
+    let (kind, mut index) = match spec.split_once(':') {
+        Some((kind, idx)) => (
+            kind.to_string(),
+            Some(
+                idx.parse::<i64>()
+                    .map_err(|_| format!("torch.device: bad index in '{spec}'"))?,
+            ),
+        ),
+        None => (spec.clone(), None),
+    };
+    match args.get(1) {
+        Some(Value::Int(i)) => index = Some(*i),
+        Some(Value::None) | None => {}
+        Some(other) => {
+            return Err(format!(
+                "torch.device: expected an int index, found {}",
+                other.short_repr(40)
+            ))
+        }
+    }
+    Ok(Value::Device { kind, index })
+}
+
+/// `_codecs.encode(text, encoding)`, how Python 3 pickles `bytes` at protocol 2.
+fn encode(args: Vec<Value>) -> Result<Value, String> {
+    let encoding = match args.get(1) {
+        None => "utf-8".to_string(),
+        Some(v) => text_of(v).ok_or("_codecs.encode: expected an encoding name")?,
+    };
+    match args.first() {
+        Some(Value::Str(s)) => encode_text(s, &encoding).map(Value::Bytes),
+        Some(Value::Bytes(b)) => Ok(Value::Bytes(b.clone())),
+        _ => Err("_codecs.encode: expected a string to encode".into()),
+    }
+}
+
+fn encode_text(text: &str, encoding: &str) -> Result<Vec<u8>, String> {
+    match encoding.to_ascii_lowercase().replace('_', "-").as_str() {
+        "latin1" | "latin-1" | "iso-8859-1" | "iso8859-1" | "l1" => text
+            .chars()
+            .map(|c| {
+                u8::try_from(u32::from(c))
+                    .map_err(|_| format!("_codecs.encode: '{c}' is not a latin1 character"))
+            })
+            .collect(),
+        "utf-8" | "utf8" => Ok(text.as_bytes().to_vec()),
+        "ascii" if text.is_ascii() => Ok(text.as_bytes().to_vec()),
+        other => Err(format!(
+            "unsupported: _codecs.encode with encoding '{other}'"
+        )),
+    }
+}
+
+/// Arguments of `bytes(...)`/`bytearray(...)`: nothing, bytes, a list of ints, or text
+/// with an encoding.
+fn byte_args(name: &str, args: Vec<Value>) -> Result<Vec<u8>, String> {
+    match args.as_slice() {
+        [] => Ok(Vec::new()),
+        [Value::Bytes(b) | Value::ByteArray(b)] => Ok(b.clone()),
+        [Value::Str(s), enc] => {
+            let enc = text_of(enc).ok_or_else(|| format!("{name}: expected an encoding"))?;
+            encode_text(s, &enc)
+        }
+        [Value::List(items) | Value::Tuple(items)] => items
+            .iter()
+            .map(|v| match v {
+                Value::Int(i) => u8::try_from(*i).map_err(|_| format!("{name}: {i} is not a byte")),
+                other => Err(format!(
+                    "{name}: expected ints, found {}",
+                    other.short_repr(30)
+                )),
+            })
+            .collect(),
+        _ => Err(format!("unsupported: {name} with these arguments")),
+    }
+}
+
+/// An opaque object for a global that is not interpreted.
+pub(super) fn object(module: &str, name: &str, build: ObjectBuild) -> Value {
+    Value::Object(Box::new(Object {
+        module: module.to_string(),
+        name: name.to_string(),
+        build,
+        state: None,
+    }))
+}

@@ -6,8 +6,13 @@
 //! opaque [`crate::Object`]. Every length is checked against the input before allocating,
 //! and nesting depth and the number of values built are bounded.
 
+mod arena;
+mod calls;
 mod globals;
+mod numpy;
+mod opcodes;
 mod reader;
+mod text;
 mod writer;
 
 pub use reader::{read_pickle, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};

@@ -1,10 +1,18 @@
 //! The pickle virtual machine (protocols 0-5). It builds values; it never imports or calls.
+//!
+//! Objects live in an [`Arena`] so the memo shares them by reference; known globals are
+//! interpreted when called ([`globals`]), anything else stays an opaque object. Every length
+//! read from the stream is checked against the remaining input before anything is allocated.
+
+use std::collections::HashMap;
 
 use crate::dtype::DType;
-use crate::error::Result;
-use crate::pickle::Limits;
+use crate::error::{Error, Result};
+use crate::pickle::arena::{Arena, Handle, Mode, Node};
+use crate::pickle::opcodes::{long_value, opcode_name};
+use crate::pickle::{text, Limits};
 use crate::tensor::Storage;
-use crate::value::Value;
+use crate::value::{DictKind, Value};
 
 /// How Python 2 byte strings (`STRING`, `BINSTRING`, `SHORT_BINSTRING`) become text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -19,14 +27,18 @@ pub enum Py2Strings {
 /// Options of [`read_pickle`].
 #[derive(Debug, Clone, Copy, Default)]
 pub struct PickleOptions {
+    /// How Python 2 strings become text.
     pub py2_strings: Py2Strings,
+    /// Bounds on nesting depth and on the number of values produced.
     pub limits: Limits,
 }
 
 /// A storage resolved from a persistent id, with the dtype its storage class names.
 #[derive(Debug, Clone)]
 pub struct TypedStorage {
+    /// The bytes (shared by every tensor that refers to the same persistent id).
     pub storage: Storage,
+    /// The element type the storage class names (`UInt8` for `UntypedStorage`).
     pub dtype: DType,
 }
 
@@ -41,12 +53,553 @@ pub trait PersistentLoad {
 /// Reads one pickle from the start of `data`. Returns the value and the number of bytes the
 /// pickle took (up to and including `STOP`). `base_offset` is added to offsets in errors so
 /// they are offsets in the file.
+///
+/// Nothing is imported or executed: unknown globals become opaque [`crate::Object`]s. Nesting
+/// depth and the number of values produced are bounded by `options.limits`.
 pub fn read_pickle(
     data: &[u8],
     base_offset: u64,
     options: &PickleOptions,
     persistent: &mut dyn PersistentLoad,
 ) -> Result<(Value, usize)> {
-    let _ = (data, base_offset, options, persistent);
-    todo!("pickle reader")
+    Machine {
+        data,
+        pos: 0,
+        op_start: 0,
+        op: 0,
+        base: base_offset,
+        persistent,
+        arena: Arena::new(options.py2_strings, options.limits, data.len()),
+        stack: Vec::new(),
+        marks: Vec::new(),
+        memo: HashMap::new(),
+    }
+    .run()
+}
+
+pub(super) struct Machine<'a> {
+    pub(super) data: &'a [u8],
+    pub(super) pos: usize,
+    pub(super) op_start: usize,
+    pub(super) op: u8,
+    pub(super) base: u64,
+    pub(super) persistent: &'a mut dyn PersistentLoad,
+    pub(super) arena: Arena,
+    pub(super) stack: Vec<Handle>,
+    pub(super) marks: Vec<usize>,
+    pub(super) memo: HashMap<u64, Handle>,
+}
+
+impl<'a> Machine<'a> {
+    pub(super) fn err(&self, message: impl std::fmt::Display) -> Error {
+        Error::pickle(
+            self.base + self.op_start as u64,
+            format!("{} (0x{:02x}): {message}", opcode_name(self.op), self.op),
+        )
+    }
+
+    fn run(mut self) -> Result<(Value, usize)> {
+        loop {
+            self.op_start = self.pos;
+            let Some(&op) = self.data.get(self.pos) else {
+                return Err(Error::pickle(
+                    self.base + self.pos as u64,
+                    "truncated pickle: expected an opcode (no STOP)",
+                ));
+            };
+            self.op = op;
+            self.pos += 1;
+            if op == b'.' {
+                let top = self.pop()?;
+                let value = self.convert(top, Mode::TEXT)?;
+                return Ok((value, self.pos));
+            }
+            self.step(op)?;
+        }
+    }
+
+    fn step(&mut self, op: u8) -> Result<()> {
+        match op {
+            0x80 => {
+                let proto = self.u8()?;
+                if proto > 5 {
+                    return Err(self.err(format!("unsupported protocol {proto} (0-5)")));
+                }
+            }
+            0x95 => {
+                let len = self.u64()?;
+                if len > (self.data.len() - self.pos) as u64 {
+                    return Err(self.err(format!(
+                        "frame of {len} bytes runs past the end of the input"
+                    )));
+                }
+            }
+            b'(' => self.marks.push(self.stack.len()),
+            b'0' => {
+                if self.marks.last() == Some(&self.stack.len()) {
+                    self.marks.pop();
+                } else {
+                    self.pop()?;
+                }
+            }
+            b'1' => {
+                self.pop_mark()?;
+            }
+            b'2' => {
+                let top = self.top()?;
+                self.stack.push(top);
+            }
+            b'F' => {
+                let line = self.line()?;
+                let f =
+                    text::parse_float(line).ok_or_else(|| self.err("expected a decimal float"))?;
+                self.push(Node::Leaf(Value::Float(f)));
+            }
+            b'G' => {
+                let bytes = self.take(8)?;
+                let mut raw = [0u8; 8];
+                raw.copy_from_slice(bytes);
+                self.push(Node::Leaf(Value::Float(f64::from_be_bytes(raw))));
+            }
+            b'I' => {
+                let line = self.line()?;
+                let v = text::parse_int_opcode(line)
+                    .ok_or_else(|| self.err("expected a decimal int"))?;
+                self.push(Node::Leaf(v));
+            }
+            b'L' => {
+                let line = self.line()?;
+                let v = text::parse_int(line).ok_or_else(|| self.err("expected a decimal int"))?;
+                self.push(Node::Leaf(v));
+            }
+            b'J' => {
+                let v = i64::from(self.i32()?);
+                self.push(Node::Leaf(Value::Int(v)));
+            }
+            b'K' => {
+                let v = i64::from(self.u8()?);
+                self.push(Node::Leaf(Value::Int(v)));
+            }
+            b'M' => {
+                let v = i64::from(self.u16()?);
+                self.push(Node::Leaf(Value::Int(v)));
+            }
+            0x8A => {
+                let n = usize::from(self.u8()?);
+                let bytes = self.take(n)?;
+                self.push(Node::Leaf(long_value(bytes)));
+            }
+            0x8B => {
+                let n = self.len_i32()?;
+                let bytes = self.take(n)?;
+                self.push(Node::Leaf(long_value(bytes)));
+            }
+            b'N' => self.push(Node::Leaf(Value::None)),
+            0x88 => self.push(Node::Leaf(Value::Bool(true))),
+            0x89 => self.push(Node::Leaf(Value::Bool(false))),
+            b'S' => {
+                let line = self.line()?;
+                let bytes = text::unquote_string(line)
+                    .ok_or_else(|| self.err("expected a quoted string"))?;
+                self.push(Node::Py2Str(bytes));
+            }
+            b'T' => {
+                let n = self.len_i32()?;
+                let bytes = self.take(n)?.to_vec();
+                self.push(Node::Py2Str(bytes));
+            }
+            b'U' => {
+                let n = usize::from(self.u8()?);
+                let bytes = self.take(n)?.to_vec();
+                self.push(Node::Py2Str(bytes));
+            }
+            b'V' => {
+                let line = self.line()?;
+                let s = text::raw_unicode_escape(line)
+                    .ok_or_else(|| self.err("expected raw-unicode-escape text"))?;
+                self.push(Node::Leaf(Value::Str(s)));
+            }
+            b'X' => {
+                let n = self.len_u32()?;
+                self.push_text(n)?;
+            }
+            0x8C => {
+                let n = usize::from(self.u8()?);
+                self.push_text(n)?;
+            }
+            0x8D => {
+                let n = self.len_u64()?;
+                self.push_text(n)?;
+            }
+            b'B' | b'C' | 0x8E | 0x96 => {
+                let n = match op {
+                    b'B' => self.len_u32()?,
+                    b'C' => usize::from(self.u8()?),
+                    _ => self.len_u64()?,
+                };
+                let bytes = self.take(n)?.to_vec();
+                self.push(Node::Leaf(if op == 0x96 {
+                    Value::ByteArray(bytes)
+                } else {
+                    Value::Bytes(bytes)
+                }));
+            }
+            b']' => self.push(Node::List(Vec::new())),
+            b')' => self.push(Node::Tuple(Vec::new())),
+            b'}' => self.push(Node::Dict {
+                kind: DictKind::Dict,
+                items: Vec::new(),
+                states: Vec::new(),
+            }),
+            0x8F => self.push(Node::Set {
+                frozen: false,
+                items: Vec::new(),
+            }),
+            b'l' => {
+                let items = self.pop_mark()?;
+                self.push(Node::List(items));
+            }
+            b't' => {
+                let items = self.pop_mark()?;
+                self.push(Node::Tuple(items));
+            }
+            0x85..=0x87 => {
+                let n = usize::from(op - 0x84);
+                let items = self.pop_n(n)?;
+                self.push(Node::Tuple(items));
+            }
+            0x91 => {
+                let items = self.pop_mark()?;
+                self.push(Node::Set {
+                    frozen: true,
+                    items,
+                });
+            }
+            b'd' => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(items)?;
+                self.push(Node::Dict {
+                    kind: DictKind::Dict,
+                    items: pairs,
+                    states: Vec::new(),
+                });
+            }
+            b'a' => {
+                let item = self.pop()?;
+                self.extend_list(vec![item])?;
+            }
+            b'e' => {
+                let items = self.pop_mark()?;
+                self.extend_list(items)?;
+            }
+            b's' => {
+                let value = self.pop()?;
+                let key = self.pop()?;
+                self.set_items(vec![(key, value)])?;
+            }
+            b'u' => {
+                let items = self.pop_mark()?;
+                let pairs = self.pairs(items)?;
+                self.set_items(pairs)?;
+            }
+            0x90 => {
+                let items = self.pop_mark()?;
+                let top = self.top()?;
+                match self.arena.nodes.get_mut(top) {
+                    Some(Node::Set {
+                        frozen: false,
+                        items: set,
+                    }) => set.extend(items),
+                    _ => {
+                        let kind = self.kind(top);
+                        return Err(self.err(format!("expected a set to add to, found a {kind}")));
+                    }
+                }
+            }
+            b'c' => {
+                let module = self.line_text()?;
+                let name = self.line_text()?;
+                self.push_global(&module, &name);
+            }
+            0x93 => {
+                let name = self.pop()?;
+                let module = self.pop()?;
+                let name = self.str_of(name)?;
+                let module = self.str_of(module)?;
+                self.push_global(&module, &name);
+            }
+            b'g' => {
+                let line = self.line()?;
+                let index = text::parse_index(line)
+                    .ok_or_else(|| self.err("expected a decimal memo index"))?;
+                self.get(index)?;
+            }
+            b'h' => {
+                let index = u64::from(self.u8()?);
+                self.get(index)?;
+            }
+            b'j' => {
+                let index = u64::from(self.u32()?);
+                self.get(index)?;
+            }
+            b'p' => {
+                let line = self.line()?;
+                let index = text::parse_index(line)
+                    .ok_or_else(|| self.err("expected a decimal memo index"))?;
+                self.put(index)?;
+            }
+            b'q' => {
+                let index = u64::from(self.u8()?);
+                self.put(index)?;
+            }
+            b'r' => {
+                let index = u64::from(self.u32()?);
+                self.put(index)?;
+            }
+            0x94 => {
+                let index = self.memo.len() as u64;
+                self.put(index)?;
+            }
+            b'P' => {
+                let line = self.line()?;
+                let pid = Value::Str(String::from_utf8_lossy(line).into_owned());
+                self.persistent_load(&pid)?;
+            }
+            b'Q' => {
+                let pid = self.pop()?;
+                let pid = self.convert(pid, Mode::TEXT)?;
+                self.persistent_load(&pid)?;
+            }
+            b'R' => {
+                let args = self.pop()?;
+                let callable = self.pop()?;
+                let node = self.call(callable, args, false)?;
+                self.push(node);
+            }
+            0x81 => {
+                let args = self.pop()?;
+                let class = self.pop()?;
+                let node = self.call(class, args, true)?;
+                self.push(node);
+            }
+            0x92 => {
+                let _kwargs = self.pop()?;
+                let args = self.pop()?;
+                let class = self.pop()?;
+                let node = self.call(class, args, true)?;
+                self.push(node);
+            }
+            b'i' => {
+                let module = self.line_text()?;
+                let name = self.line_text()?;
+                let items = self.pop_mark()?;
+                let class = self.global_node(&module, &name);
+                let args = self.arena.add(Node::Tuple(items));
+                let node = self.call(class, args, false)?;
+                self.push(node);
+            }
+            b'o' => {
+                let mut items = self.pop_mark()?;
+                if items.is_empty() {
+                    return Err(self.err("expected a class after MARK"));
+                }
+                let class = items.remove(0);
+                let args = self.arena.add(Node::Tuple(items));
+                let node = self.call(class, args, false)?;
+                self.push(node);
+            }
+            b'b' => self.build()?,
+            0x82..=0x84 => {
+                return Err(self.err(
+                    "unsupported: copyreg extension codes are not allowed in checkpoint files",
+                ))
+            }
+            0x97 => {
+                return Err(self.err(
+                    "unsupported: out-of-band buffers (pickle protocol 5) are not stored in files",
+                ))
+            }
+            0x98 => {}
+            other => {
+                return Err(Error::pickle(
+                    self.base + self.op_start as u64,
+                    format!("unknown opcode 0x{other:02x}"),
+                ))
+            }
+        }
+        Ok(())
+    }
+
+    // ---- input ------------------------------------------------------------------------
+
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
+        let data = self.data;
+        let left = data.len() - self.pos;
+        if n > left {
+            return Err(self.err(format!(
+                "argument of {n} bytes runs past the end of the input ({left} bytes left)"
+            )));
+        }
+        let start = self.pos;
+        self.pos += n;
+        Ok(&data[start..start + n])
+    }
+
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
+        let mut raw = [0u8; N];
+        raw.copy_from_slice(self.take(N)?);
+        Ok(raw)
+    }
+
+    pub(super) fn u8(&mut self) -> Result<u8> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(super) fn u16(&mut self) -> Result<u16> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+
+    pub(super) fn u32(&mut self) -> Result<u32> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    pub(super) fn i32(&mut self) -> Result<i32> {
+        Ok(i32::from_le_bytes(self.array()?))
+    }
+
+    pub(super) fn u64(&mut self) -> Result<u64> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// A length that must fit in the remaining input (checked again by `take`).
+    pub(super) fn checked_len(&self, n: u64) -> Result<usize> {
+        let left = (self.data.len() - self.pos) as u64;
+        if n > left {
+            return Err(self.err(format!(
+                "declared length {n} runs past the end of the input ({left} bytes left)"
+            )));
+        }
+        Ok(n as usize)
+    }
+
+    pub(super) fn len_u32(&mut self) -> Result<usize> {
+        let n = self.u32()?;
+        self.checked_len(u64::from(n))
+    }
+
+    pub(super) fn len_u64(&mut self) -> Result<usize> {
+        let n = self.u64()?;
+        self.checked_len(n)
+    }
+
+    pub(super) fn len_i32(&mut self) -> Result<usize> {
+        let n = self.i32()?;
+        if n < 0 {
+            return Err(self.err(format!("negative length {n}")));
+        }
+        self.checked_len(n as u64)
+    }
+
+    /// The text up to the next newline (protocol-0 arguments), without the newline.
+    pub(super) fn line(&mut self) -> Result<&'a [u8]> {
+        let data = self.data;
+        let rest = &data[self.pos..];
+        let Some(end) = rest.iter().position(|&b| b == b'\n') else {
+            return Err(self.err("expected a newline-terminated argument"));
+        };
+        self.pos += end + 1;
+        Ok(&rest[..end])
+    }
+
+    pub(super) fn line_text(&mut self) -> Result<String> {
+        let line = self.line()?;
+        Ok(String::from_utf8_lossy(line).into_owned())
+    }
+
+    pub(super) fn push_text(&mut self, n: usize) -> Result<()> {
+        // Python writes lone surrogates with `surrogatepass`; they become U+FFFD here.
+        let s = String::from_utf8_lossy(self.take(n)?).into_owned();
+        self.push(Node::Leaf(Value::Str(s)));
+        Ok(())
+    }
+
+    // ---- stack and memo ---------------------------------------------------------------
+
+    pub(super) fn push(&mut self, node: Node) {
+        let handle = self.arena.add(node);
+        self.stack.push(handle);
+    }
+
+    pub(super) fn pop(&mut self) -> Result<Handle> {
+        if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
+            return Err(self.err("expected an object on the stack, found a MARK"));
+        }
+        self.stack
+            .pop()
+            .ok_or_else(|| self.err("expected an object on the stack, found none"))
+    }
+
+    pub(super) fn top(&self) -> Result<Handle> {
+        if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
+            return Err(self.err("expected an object on the stack, found a MARK"));
+        }
+        self.stack
+            .last()
+            .copied()
+            .ok_or_else(|| self.err("expected an object on the stack, found none"))
+    }
+
+    pub(super) fn pop_n(&mut self, n: usize) -> Result<Vec<Handle>> {
+        let floor = self.marks.last().copied().unwrap_or(0);
+        if self.stack.len() < floor + n {
+            return Err(self.err(format!("expected {n} objects on the stack")));
+        }
+        Ok(self.stack.split_off(self.stack.len() - n))
+    }
+
+    pub(super) fn pop_mark(&mut self) -> Result<Vec<Handle>> {
+        let mark = self
+            .marks
+            .pop()
+            .ok_or_else(|| self.err("expected a MARK on the stack"))?;
+        if mark > self.stack.len() {
+            return Err(self.err("MARK above the top of the stack"));
+        }
+        Ok(self.stack.split_off(mark))
+    }
+
+    pub(super) fn get(&mut self, index: u64) -> Result<()> {
+        let handle = *self
+            .memo
+            .get(&index)
+            .ok_or_else(|| self.err(format!("memo entry {index} was never stored")))?;
+        self.stack.push(handle);
+        Ok(())
+    }
+
+    pub(super) fn put(&mut self, index: u64) -> Result<()> {
+        let top = self.top()?;
+        self.memo.insert(index, top);
+        Ok(())
+    }
+
+    pub(super) fn kind(&self, handle: Handle) -> String {
+        self.arena
+            .node(handle)
+            .map(Node::kind)
+            .unwrap_or_else(|e| e)
+    }
+
+    pub(super) fn convert(&self, handle: Handle, mode: Mode) -> Result<Value> {
+        self.arena.value(handle, mode).map_err(|m| self.err(m))
+    }
+
+    /// A string argument (`STACK_GLOBAL` names).
+    pub(super) fn str_of(&self, handle: Handle) -> Result<String> {
+        match self.arena.node(handle).map_err(|m| self.err(m))? {
+            Node::Leaf(Value::Str(s)) => Ok(s.clone()),
+            Node::Py2Str(b) => Ok(self.arena.py2_text(b)),
+            other => Err(self.err(format!("expected a str, found a {}", other.kind()))),
+        }
+    }
 }

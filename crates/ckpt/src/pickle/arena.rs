@@ -1,0 +1,402 @@
+//! The objects a pickle builds, held in an arena and referred to by handle, so that the memo
+//! shares objects by reference (a dict memoized before `SETITEMS` is seen filled by every
+//! later `BINGET`; `BUILD` mutates the memoized object). Conversion to [`Value`] counts every
+//! value produced (memo-bomb defence) and bounds the depth (deep nesting and cycles).
+
+use std::cell::Cell;
+
+use crate::pickle::globals::{object, STORAGE_REF};
+use crate::pickle::reader::{Py2Strings, TypedStorage};
+use crate::pickle::Limits;
+use crate::tensor::Tensor;
+use crate::value::{Dict, DictKind, Key, Object, ObjectBuild, Value};
+
+/// Index of a node in the arena.
+pub(super) type Handle = usize;
+
+/// One object built by the pickle.
+#[derive(Debug)]
+pub(super) enum Node {
+    /// A finished value: scalars, strings, and the results of interpreted globals.
+    Leaf(Value),
+    /// A Python 2 `str`: raw bytes, text or buffer depending on where it is used.
+    Py2Str(Vec<u8>),
+    List(Vec<Handle>),
+    Tuple(Vec<Handle>),
+    Set {
+        frozen: bool,
+        items: Vec<Handle>,
+    },
+    /// Key/value pairs in insertion order (a repeated key replaces, as in Python), and the
+    /// states `BUILD` applied (instance attributes of an `OrderedDict`).
+    Dict {
+        kind: DictKind,
+        items: Vec<(Handle, Handle)>,
+        states: Vec<Handle>,
+    },
+    /// A global (class or function) by name.
+    Global {
+        module: String,
+        name: String,
+    },
+    /// A call (`REDUCE`) or `__new__` (`NEWOBJ`) of a global that is not interpreted.
+    Object {
+        module: String,
+        name: String,
+        new: bool,
+        args: Handle,
+        state: Option<Handle>,
+    },
+    /// A storage from a persistent id, by index in [`Arena::storages`].
+    Storage(usize),
+}
+
+impl Node {
+    /// A short name for error messages.
+    pub(super) fn kind(&self) -> String {
+        match self {
+            Node::Leaf(v) => v.type_name(),
+            Node::Py2Str(_) => "str (Python 2)".into(),
+            Node::List(_) => "list".into(),
+            Node::Tuple(_) => "tuple".into(),
+            Node::Set { .. } => "set".into(),
+            Node::Dict { .. } => "dict".into(),
+            Node::Global { module, name } => format!("global {module}.{name}"),
+            Node::Object { module, name, .. } => format!("{module}.{name} object"),
+            Node::Storage(_) => "storage".into(),
+        }
+    }
+}
+
+/// How Python 2 strings and storages convert.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Mode {
+    /// Python 2 strings become `Bytes` (numpy buffers) instead of text.
+    pub raw_py2: bool,
+    /// Storages become placeholder objects for the rebuild functions.
+    pub storage_refs: bool,
+}
+
+impl Mode {
+    /// How values of the final result convert.
+    pub const TEXT: Mode = Mode {
+        raw_py2: false,
+        storage_refs: false,
+    };
+}
+
+/// The arena, the storages from persistent ids, and the conversion budget.
+pub(super) struct Arena {
+    pub nodes: Vec<Node>,
+    pub storages: Vec<TypedStorage>,
+    py2_strings: Py2Strings,
+    max_depth: usize,
+    max_values: usize,
+    values_left: Cell<usize>,
+    bytes_left: Cell<usize>,
+}
+
+impl Arena {
+    pub fn new(py2_strings: Py2Strings, limits: Limits, input_len: usize) -> Arena {
+        Arena {
+            nodes: Vec::new(),
+            storages: Vec::new(),
+            py2_strings,
+            max_depth: limits.max_depth,
+            max_values: limits.max_values,
+            values_left: Cell::new(limits.max_values),
+            // Strings and bytes copied by memo references may not exceed a few times the
+            // input: a short pickle must not expand to gigabytes.
+            bytes_left: Cell::new(input_len.saturating_mul(4).saturating_add(64 << 20)),
+        }
+    }
+
+    /// Adds a node and returns its handle.
+    pub fn add(&mut self, node: Node) -> Handle {
+        self.nodes.push(node);
+        self.nodes.len() - 1
+    }
+
+    /// The node of a handle made by [`Arena::add`].
+    pub fn node(&self, handle: Handle) -> Result<&Node, String> {
+        self.nodes
+            .get(handle)
+            .ok_or_else(|| format!("internal error: no object {handle}"))
+    }
+
+    /// Charges `n` produced values to the budget.
+    pub fn charge(&self, n: usize) -> Result<(), String> {
+        let left = self.values_left.get();
+        if n > left {
+            return Err(format!(
+                "the pickle expands to more than {} values (limit; memo references copy values)",
+                self.max_values
+            ));
+        }
+        self.values_left.set(left - n);
+        Ok(())
+    }
+
+    fn charge_bytes(&self, n: usize) -> Result<(), String> {
+        let left = self.bytes_left.get();
+        if n > left {
+            return Err(
+                "the pickle expands to far more string bytes than it holds (memo references copy strings)"
+                    .into(),
+            );
+        }
+        self.bytes_left.set(left - n);
+        Ok(())
+    }
+
+    /// Text of a Python 2 string.
+    pub fn py2_text(&self, bytes: &[u8]) -> String {
+        if self.py2_strings == Py2Strings::Utf8OrLatin1 {
+            if let Ok(s) = std::str::from_utf8(bytes) {
+                return s.to_string();
+            }
+        }
+        bytes.iter().map(|&b| char::from(b)).collect()
+    }
+
+    /// The value of a node. Iterative (an explicit task stack), so a hostile nesting
+    /// depth cannot overflow the call stack; every value produced is charged before its
+    /// task is queued, so pending work never exceeds the value limit.
+    pub fn value(&self, root: Handle, mode: Mode) -> Result<Value, String> {
+        self.charge(1)?;
+        let mut tasks = vec![Task::Visit(root, mode, 0)];
+        let mut done: Vec<Value> = Vec::new();
+        while let Some(task) = tasks.pop() {
+            match task {
+                Task::Visit(handle, mode, depth) => {
+                    if depth > self.max_depth {
+                        return Err(format!(
+                            "objects nested deeper than {} levels (limit), or a reference cycle",
+                            self.max_depth
+                        ));
+                    }
+                    if let Some(value) = self.expand(handle, mode, depth, &mut tasks)? {
+                        done.push(value);
+                    }
+                }
+                Task::Finish(build) => {
+                    let value = self.finish(build, &mut done)?;
+                    done.push(value);
+                }
+            }
+        }
+        match (done.pop(), done.is_empty()) {
+            (Some(value), true) => Ok(value),
+            _ => Err("internal error: unbalanced conversion".into()),
+        }
+    }
+
+    /// Converts a leaf, or queues the children of a container followed by the step that
+    /// assembles them.
+    fn expand(
+        &self,
+        handle: Handle,
+        mode: Mode,
+        depth: usize,
+        tasks: &mut Vec<Task>,
+    ) -> Result<Option<Value>, String> {
+        let mut queue = |build: Build, children: &mut dyn Iterator<Item = (Handle, Mode)>| {
+            tasks.push(Task::Finish(build));
+            let start = tasks.len();
+            for (child, child_mode) in children {
+                tasks.push(Task::Visit(child, child_mode, depth + 1));
+            }
+            self.charge(tasks.len() - start)?;
+            // Children run in order: the first child must be on top of the stack.
+            tasks[start..].reverse();
+            Ok::<_, String>(None)
+        };
+        match self.node(handle)? {
+            Node::Leaf(v) => {
+                if let Value::Str(s) = v {
+                    self.charge_bytes(s.len())?;
+                } else if let Value::Bytes(b) | Value::ByteArray(b) = v {
+                    self.charge_bytes(b.len())?;
+                }
+                Ok(Some(v.clone()))
+            }
+            Node::Py2Str(bytes) => {
+                self.charge_bytes(bytes.len())?;
+                Ok(Some(if mode.raw_py2 {
+                    Value::Bytes(bytes.clone())
+                } else {
+                    Value::Str(self.py2_text(bytes))
+                }))
+            }
+            Node::List(items) => queue(
+                Build::List(items.len()),
+                &mut items.iter().map(|&h| (h, mode)),
+            ),
+            Node::Tuple(items) => queue(
+                Build::Tuple(items.len()),
+                &mut items.iter().map(|&h| (h, mode)),
+            ),
+            Node::Set { frozen, items } => queue(
+                Build::Set(items.len(), *frozen),
+                &mut items.iter().map(|&h| (h, mode)),
+            ),
+            Node::Dict {
+                kind,
+                items,
+                states,
+            } => queue(
+                Build::Dict(*kind, items.len(), states.len()),
+                &mut items
+                    .iter()
+                    .flat_map(|&(k, v)| [(k, Mode::TEXT), (v, mode)])
+                    .chain(states.iter().map(|&s| (s, mode))),
+            ),
+            Node::Global { module, name } => Ok(Some(object(module, name, ObjectBuild::Global))),
+            Node::Object { args, state, .. } => queue(
+                Build::Object(handle, state.is_some()),
+                &mut std::iter::once(*args).chain(*state).map(|h| (h, mode)),
+            ),
+            Node::Storage(index) => {
+                if mode.storage_refs {
+                    return Ok(Some(object(
+                        STORAGE_REF,
+                        &index.to_string(),
+                        ObjectBuild::Global,
+                    )));
+                }
+                // A storage saved by itself reads as a flat tensor over all its bytes.
+                let typed = self
+                    .storages
+                    .get(*index)
+                    .ok_or("internal error: dangling storage")?;
+                let numel = typed.storage.len() / typed.dtype.size();
+                let tensor =
+                    Tensor::new(typed.dtype, vec![numel], vec![1], 0, typed.storage.clone())
+                        .map_err(|e| e.to_string())?;
+                Ok(Some(Value::Tensor(tensor)))
+            }
+        }
+    }
+
+    /// Assembles a container from its converted children (the last values of `done`).
+    fn finish(&self, build: Build, done: &mut Vec<Value>) -> Result<Value, String> {
+        let mut take = |n: usize| -> Result<Vec<Value>, String> {
+            let at = done
+                .len()
+                .checked_sub(n)
+                .ok_or("internal error: missing converted values")?;
+            Ok(done.split_off(at))
+        };
+        Ok(match build {
+            Build::List(n) => Value::List(take(n)?),
+            Build::Tuple(n) => Value::Tuple(take(n)?),
+            Build::Set(n, frozen) => {
+                let items = take(n)?;
+                if frozen {
+                    Value::FrozenSet(items)
+                } else {
+                    Value::Set(items)
+                }
+            }
+            Build::Dict(kind, pairs, states) => {
+                let mut values = take(2 * pairs + states)?.into_iter();
+                let mut dict = Dict {
+                    kind,
+                    ..Dict::default()
+                };
+                for _ in 0..pairs {
+                    let (Some(key), Some(value)) = (values.next(), values.next()) else {
+                        break;
+                    };
+                    let key = Key::from_value(&key).map_err(|e| e.to_string())?;
+                    dict.items.insert(key, value);
+                }
+                for state in values {
+                    set_attributes(&mut dict, state)?;
+                }
+                Value::Dict(dict)
+            }
+            Build::Object(handle, has_state) => {
+                let mut parts = take(1 + usize::from(has_state))?.into_iter();
+                let args = match parts.next() {
+                    Some(Value::Tuple(items)) => items,
+                    Some(other) => vec![other],
+                    None => Vec::new(),
+                };
+                let Node::Object {
+                    module, name, new, ..
+                } = self.node(handle)?
+                else {
+                    return Err("internal error: object changed during conversion".into());
+                };
+                Value::Object(Box::new(Object {
+                    module: module.clone(),
+                    name: name.clone(),
+                    build: if *new {
+                        ObjectBuild::New(args)
+                    } else {
+                        ObjectBuild::Call(args)
+                    },
+                    state: parts.next(),
+                }))
+            }
+        })
+    }
+}
+
+/// A step of the iterative conversion.
+enum Task {
+    Visit(Handle, Mode, usize),
+    Finish(Build),
+}
+
+/// How to assemble a container from its converted children.
+enum Build {
+    List(usize),
+    Tuple(usize),
+    Set(usize, bool),
+    /// Kind, number of key/value pairs, number of `BUILD` states.
+    Dict(DictKind, usize, usize),
+    /// The object node, and whether a state follows its arguments.
+    Object(Handle, bool),
+}
+
+/// `BUILD` on an `OrderedDict`: `__dict__.update(state)`, where the state may be a dict or
+/// a `(dict, slots)` pair.
+fn set_attributes(dict: &mut Dict, state: Value) -> Result<(), String> {
+    let parts = match state {
+        Value::Tuple(parts) if parts.len() == 2 => parts,
+        other => vec![other],
+    };
+    for part in parts {
+        match part {
+            Value::None => {}
+            Value::Dict(d) => {
+                for (key, value) in d.items {
+                    match key {
+                        Key::Str(name) => {
+                            dict.attributes.insert(name, value);
+                        }
+                        other => {
+                            return Err(format!(
+                                "BUILD: attribute names must be strings, found {other}"
+                            ))
+                        }
+                    }
+                }
+            }
+            other => {
+                return Err(format!(
+                    "BUILD: the state of a {} must be a dict, found a {}",
+                    match dict.kind {
+                        DictKind::Dict => "dict",
+                        DictKind::OrderedDict => "OrderedDict",
+                        DictKind::Counter => "Counter",
+                    },
+                    other.type_name()
+                ))
+            }
+        }
+    }
+    Ok(())
+}

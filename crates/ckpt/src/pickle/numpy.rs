@@ -1,0 +1,199 @@
+//! numpy inside pickles: `ndarray` (`_reconstruct` + `__setstate__`, `_frombuffer`), numpy
+//! scalars and dtypes, as numpy 1.x/2.x and Python 2 write them (FORMATS.md §5.2-§5.4).
+//! Arrays become [`Value::NdArray`] tensors owning their bytes in little-endian order.
+
+use crate::dtype::DType;
+use crate::pickle::globals::{int_list, text_of, truthy};
+use crate::tensor::{contiguous_strides, Storage, Tensor};
+use crate::value::{ObjectBuild, Value};
+
+/// Modules that hold `_reconstruct` and `scalar` across numpy versions.
+pub(super) fn is_multiarray_module(module: &str) -> bool {
+    matches!(
+        module,
+        "numpy.core.multiarray"
+            | "numpy._core.multiarray"
+            | "numpy.core._multiarray_umath"
+            | "numpy._core._multiarray_umath"
+    )
+}
+
+/// Modules that hold `_frombuffer` across numpy versions.
+pub(super) fn is_numeric_module(module: &str) -> bool {
+    matches!(module, "numpy.core.numeric" | "numpy._core.numeric")
+}
+
+/// Whether a global is numpy's array constructor, whose `BUILD` state carries the data.
+pub(super) fn is_reconstruct(module: &str, name: &str) -> bool {
+    name == "_reconstruct" && is_multiarray_module(module)
+}
+
+/// An element type and whether its bytes are big-endian.
+struct NumpyDType {
+    dtype: DType,
+    big_endian: bool,
+}
+
+/// Reads a `numpy.dtype(typestr, align, copy)` object with its `BUILD` state.
+fn numpy_dtype(value: &Value) -> Result<NumpyDType, String> {
+    let object = match value {
+        Value::Object(o) if o.module == "numpy" && o.name == "dtype" => o,
+        other => {
+            return Err(format!(
+                "expected a numpy.dtype, found {}",
+                other.short_repr(60)
+            ))
+        }
+    };
+    let args = match &object.build {
+        ObjectBuild::Call(args) | ObjectBuild::New(args) => args,
+        ObjectBuild::Global => {
+            return Err("expected a numpy.dtype instance, found the class".into())
+        }
+    };
+    let typestr = args
+        .first()
+        .and_then(text_of)
+        .ok_or("numpy.dtype: expected a type string")?;
+    let mut big_endian = typestr.starts_with('>');
+    let bare = typestr.trim_start_matches(['<', '>', '|', '=']);
+    if let Some(Value::Tuple(state)) = &object.state {
+        match state.get(1).and_then(text_of).as_deref() {
+            Some(">") => big_endian = true,
+            Some("<") => big_endian = false,
+            _ => {}
+        }
+        if state
+            .get(3)
+            .is_some_and(|names| !matches!(names, Value::None))
+        {
+            return Err(format!(
+                "unsupported: structured numpy dtype {typestr} (only plain numeric arrays are supported)"
+            ));
+        }
+    }
+    if bare.starts_with('O') {
+        return Err(
+            "unsupported: numpy object arrays (dtype 'O') hold Python objects, not numbers".into(),
+        );
+    }
+    let dtype = DType::from_numpy_typestr(bare)
+        .ok_or_else(|| format!("unsupported: numpy dtype '{typestr}'"))?;
+    Ok(NumpyDType { dtype, big_endian })
+}
+
+/// The bytes of an array buffer: bytes, a bytearray, or a Python 2 str read as latin1
+/// (numpy's own fallback for Python 2 pickles).
+fn buffer_bytes(value: Value) -> Result<Vec<u8>, String> {
+    match value {
+        Value::Bytes(b) | Value::ByteArray(b) => Ok(b),
+        Value::Str(s) => s
+            .chars()
+            .map(|c| {
+                u8::try_from(u32::from(c))
+                    .map_err(|_| "numpy buffer: text with a non-latin1 character".to_string())
+            })
+            .collect(),
+        Value::List(_) => Err("unsupported: numpy object arrays (a list of Python objects)".into()),
+        other => Err(format!(
+            "numpy buffer: expected bytes, found a {}",
+            other.type_name()
+        )),
+    }
+}
+
+fn shape_of(value: &Value) -> Result<Vec<usize>, String> {
+    int_list("numpy shape", value)?
+        .into_iter()
+        .map(|d| usize::try_from(d).map_err(|_| format!("numpy shape: negative dimension {d}")))
+        .collect()
+}
+
+/// A numpy array of `shape` over `bytes` (C or Fortran order), byte-swapped to little-endian.
+fn array(
+    dtype: &NumpyDType,
+    shape: Vec<usize>,
+    fortran: bool,
+    mut bytes: Vec<u8>,
+) -> Result<Tensor, String> {
+    let numel = crate::tensor::checked_numel(&shape).map_err(|e| e.to_string())?;
+    let expected = numel.checked_mul(dtype.dtype.size());
+    if expected != Some(bytes.len()) {
+        return Err(format!(
+            "numpy array: buffer size does not match array size ({} bytes for {} of shape {shape:?})",
+            bytes.len(),
+            dtype.dtype
+        ));
+    }
+    let unit = dtype.dtype.swap_unit();
+    if dtype.big_endian && unit > 1 {
+        for chunk in bytes.chunks_exact_mut(unit) {
+            chunk.reverse();
+        }
+    }
+    let strides = if fortran {
+        let reversed: Vec<usize> = shape.iter().rev().copied().collect();
+        contiguous_strides(&reversed).into_iter().rev().collect()
+    } else {
+        contiguous_strides(&shape)
+    };
+    Tensor::new(dtype.dtype, shape, strides, 0, Storage::from_vec(bytes)).map_err(|e| e.to_string())
+}
+
+/// `ndarray.__setstate__((version, shape, dtype, is_fortran, rawdata))` (or the 4-tuple
+/// without version), applied to the array `_reconstruct` made.
+pub(super) fn ndarray_from_state(state: Value) -> Result<Value, String> {
+    let mut items = match state {
+        Value::Tuple(items) => items,
+        other => {
+            return Err(format!(
+                "numpy array state: expected a tuple, found a {}",
+                other.type_name()
+            ))
+        }
+    };
+    if items.len() == 5 {
+        match items.remove(0) {
+            Value::Int(0 | 1) => {}
+            other => {
+                return Err(format!(
+                    "numpy array state: unsupported version {}",
+                    other.short_repr(20)
+                ))
+            }
+        }
+    }
+    let [shape, dtype, fortran, data]: [Value; 4] = items.try_into().map_err(|v: Vec<Value>| {
+        format!(
+            "numpy array state: expected 4 or 5 items, found {}",
+            v.len() + 1
+        )
+    })?;
+    let dtype = numpy_dtype(&dtype)?;
+    let tensor = array(
+        &dtype,
+        shape_of(&shape)?,
+        truthy(Some(&fortran)),
+        buffer_bytes(data)?,
+    )?;
+    Ok(Value::NdArray(tensor))
+}
+
+/// `numpy.core.multiarray.scalar(dtype, bytes)`: a numpy scalar, as a 0-d array.
+pub(super) fn scalar(args: Vec<Value>) -> Result<Value, String> {
+    let mut args = args.into_iter();
+    let dtype = numpy_dtype(&args.next().ok_or("numpy scalar: missing dtype")?)?;
+    let data = buffer_bytes(args.next().ok_or("numpy scalar: missing data")?)?;
+    Ok(Value::NdArray(array(&dtype, Vec::new(), false, data)?))
+}
+
+/// `numpy.core.numeric._frombuffer(buffer, dtype, shape, order)` (protocol 5 arrays).
+pub(super) fn frombuffer(args: Vec<Value>) -> Result<Value, String> {
+    let [buffer, dtype, shape, order]: [Value; 4] = args
+        .try_into()
+        .map_err(|_| "numpy _frombuffer: expected 4 arguments".to_string())?;
+    let dtype = numpy_dtype(&dtype)?;
+    let fortran = text_of(&order).as_deref() == Some("F");
+    let tensor = array(&dtype, shape_of(&shape)?, fortran, buffer_bytes(buffer)?)?;
+    Ok(Value::NdArray(tensor))
+}
