@@ -95,8 +95,14 @@ pub fn batch_indices(iteration: u64) -> Vec<usize> {
 
 pub fn batch(data: &Data, iteration: u64) -> candle_core::Result<(Tensor, Tensor)> {
     let idx = batch_indices(iteration);
-    let x: Vec<f32> = idx.iter().flat_map(|&i| data.x[i * IN..(i + 1) * IN].to_vec()).collect();
-    let y: Vec<f32> = idx.iter().flat_map(|&i| data.y[i * OUT..(i + 1) * OUT].to_vec()).collect();
+    let x: Vec<f32> = idx
+        .iter()
+        .flat_map(|&i| data.x[i * IN..(i + 1) * IN].to_vec())
+        .collect();
+    let y: Vec<f32> = idx
+        .iter()
+        .flat_map(|&i| data.y[i * OUT..(i + 1) * OUT].to_vec())
+        .collect();
     Ok((
         Tensor::from_vec(x, (BATCH, IN), &Device::Cpu)?,
         Tensor::from_vec(y, (BATCH, OUT), &Device::Cpu)?,
@@ -129,7 +135,9 @@ pub fn build_mlp() -> candle_core::Result<(Mlp, VarMapModel)> {
     for (name, var) in model.vars() {
         let fan_in = if name.starts_with("fc1") { IN } else { HIDDEN };
         let bound = 1.0 / (fan_in as f32).sqrt();
-        let values: Vec<f32> = (0..var.elem_count()).map(|_| rng.next_f32() * bound).collect();
+        let values: Vec<f32> = (0..var.elem_count())
+            .map(|_| rng.next_f32() * bound)
+            .collect();
         var.set(&Tensor::from_vec(values, var.shape(), &Device::Cpu)?)?;
     }
     Ok((mlp, model))
@@ -209,7 +217,10 @@ pub fn run(config: &Config) -> BoxResult<Outcome> {
             .map_err(|_| "optimizer lock poisoned")?
             .backward_step(&loss)?;
         if iteration % 50 == 0 {
-            println!("iteration {iteration}: loss {:.6}", loss.to_scalar::<f32>()?);
+            println!(
+                "iteration {iteration}: loss {:.6}",
+                loss.to_scalar::<f32>()?
+            );
         }
         periodic.step(iteration, Dict::new())?;
         if config.stop_at == Some(iteration) {
