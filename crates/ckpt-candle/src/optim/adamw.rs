@@ -6,7 +6,7 @@ use candle_nn::Optimizer;
 use ckpt::{Checkpointable, Dict, Result, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
-use super::{lerp, scalar_like};
+use super::{lerp, scalar_like, to_candle_error};
 use crate::VarMapModel;
 
 /// Hyperparameters of [`AdamW`]; the defaults are `torch.optim.AdamW`'s.
@@ -17,6 +17,25 @@ pub struct AdamWConfig {
     pub beta2: f64,
     pub eps: f64,
     pub weight_decay: f64,
+}
+
+impl AdamWConfig {
+    /// The checks of torch's `Adam.__init__`.
+    pub fn validate(&self) -> Result<()> {
+        let checks = [
+            (self.lr >= 0.0, "lr", self.lr),
+            (self.eps >= 0.0, "eps", self.eps),
+            ((0.0..1.0).contains(&self.beta1), "beta1", self.beta1),
+            ((0.0..1.0).contains(&self.beta2), "beta2", self.beta2),
+            (self.weight_decay >= 0.0, "weight_decay", self.weight_decay),
+        ];
+        match checks.iter().find(|(ok, _, _)| !ok) {
+            Some((_, name, value)) => Err(ckpt::Error::invalid(format!(
+                "invalid AdamW {name}: {value}"
+            ))),
+            None => Ok(()),
+        }
+    }
 }
 
 impl Default for AdamWConfig {
@@ -149,7 +168,10 @@ impl Optimizer for AdamW {
     type Config = AdamWConfig;
 
     /// Float variables only (as candle's own optimizers); the others are not numbered.
+    /// Refuses the hyperparameters torch refuses (negative lr, eps or weight decay, betas
+    /// outside [0, 1)).
     fn new(vars: Vec<Var>, config: AdamWConfig) -> candle_core::Result<AdamW> {
+        config.validate().map_err(to_candle_error)?;
         let params: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
         let state = vec![None; params.len()];
         Ok(AdamW {
@@ -247,6 +269,7 @@ impl Checkpointable for AdamW {
                 }),
             });
         }
+        config.validate()?;
         self.config = config;
         self.state = states;
         Ok(())

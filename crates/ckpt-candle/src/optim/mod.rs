@@ -10,6 +10,11 @@ pub use sgd::{Sgd, SgdConfig};
 
 use candle_core::Tensor;
 
+/// A ckpt error as a candle error, for the `candle_core::Result`s of `Optimizer`.
+fn to_candle_error(e: ckpt::Error) -> candle_core::Error {
+    candle_core::Error::Msg(e.to_string())
+}
+
 /// `x` as a 0-d tensor of `like`'s dtype and device (rounded once, as torch rounds a
 /// Python float operand to the tensor's dtype).
 fn scalar_like(x: f64, like: &Tensor) -> candle_core::Result<Tensor> {

@@ -6,6 +6,7 @@ use candle_core::{Tensor as CTensor, Var};
 use candle_nn::Optimizer;
 use ckpt::{Checkpointable, Dict, Result, Value};
 
+use super::to_candle_error;
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
 use crate::VarMapModel;
 
@@ -17,6 +18,26 @@ pub struct SgdConfig {
     pub dampening: f64,
     pub weight_decay: f64,
     pub nesterov: bool,
+}
+
+impl SgdConfig {
+    /// The checks of torch's `SGD.__init__`.
+    pub fn validate(&self) -> Result<()> {
+        let checks = [
+            (self.lr >= 0.0, "lr", self.lr),
+            (self.momentum >= 0.0, "momentum", self.momentum),
+            (self.weight_decay >= 0.0, "weight_decay", self.weight_decay),
+        ];
+        if let Some((_, name, value)) = checks.iter().find(|(ok, _, _)| !ok) {
+            return Err(ckpt::Error::invalid(format!("invalid SGD {name}: {value}")));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(ckpt::Error::invalid(
+                "Nesterov momentum requires a momentum and zero dampening",
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl Default for SgdConfig {
@@ -105,7 +126,9 @@ impl Optimizer for Sgd {
     type Config = SgdConfig;
 
     /// Float variables only (as candle's own optimizers); the others are not numbered.
+    /// Refuses the hyperparameters torch refuses.
     fn new(vars: Vec<Var>, config: SgdConfig) -> candle_core::Result<Sgd> {
+        config.validate().map_err(to_candle_error)?;
         let params: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
         let momentum_buffers = vec![None; params.len()];
         Ok(Sgd {
@@ -187,6 +210,7 @@ impl Checkpointable for Sgd {
             };
             buffers.push(buf);
         }
+        config.validate()?;
         self.config = config;
         self.momentum_buffers = buffers;
         Ok(())
