@@ -25,6 +25,21 @@ pub fn candle_error(e: candle_core::Error) -> Error {
     Error::invalid(format!("candle: {e}"))
 }
 
+/// `tensor` converted to `dtype` (a no-op when it has it already).
+///
+/// candle 0.11's own float8_e4m3 → f64 conversion recurses without end (a stack overflow
+/// that aborts the process), so that one goes through f32, which holds every fp8 value
+/// exactly.
+pub fn cast(tensor: &CTensor, dtype: CDType) -> Result<CTensor> {
+    let via_f32 = tensor.dtype() == CDType::F8E4M3 && dtype == CDType::F64;
+    let tensor = if via_f32 {
+        tensor.to_dtype(CDType::F32).map_err(candle_error)?
+    } else {
+        tensor.clone()
+    };
+    tensor.to_dtype(dtype).map_err(candle_error)
+}
+
 /// The ckpt dtype of a candle dtype, if ckpt (and torch) have it.
 pub fn dtype_to_ckpt(dtype: CDType) -> Option<DType> {
     Some(match dtype {
@@ -205,6 +220,13 @@ mod tests {
             c.to_vec2::<i64>().unwrap(),
             vec![vec![1, 4], vec![2, 5], vec![3, 6]]
         );
+    }
+
+    #[test]
+    fn fp8_casts_to_f64_exactly() {
+        let t = Tensor::from_bytes(DType::Float8E4M3Fn, &[3], vec![0x38, 0xC4, 0x7E]).unwrap();
+        let c = cast(&to_candle(&t, &Device::Cpu).unwrap(), CDType::F64).unwrap();
+        assert_eq!(c.to_vec1::<f64>().unwrap(), vec![1.0, -3.0, 448.0]);
     }
 
     #[test]

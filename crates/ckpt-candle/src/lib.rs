@@ -36,6 +36,6 @@ mod convert;
 mod optim;
 mod varmap;
 
-pub use convert::{candle_error, dtype_to_candle, dtype_to_ckpt, to_candle, to_ckpt};
+pub use convert::{candle_error, cast, dtype_to_candle, dtype_to_ckpt, to_candle, to_ckpt};
 pub use optim::{AdamW, AdamWConfig, Sgd, SgdConfig};
 pub use varmap::VarMapModel;

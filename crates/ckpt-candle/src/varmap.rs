@@ -12,7 +12,7 @@ use candle_nn::VarMap;
 use ckpt::incompatible::IncompatibleKeys;
 use ckpt::{Error, LoadedKeys, Model, Result, StateDict};
 
-use crate::convert::{candle_error, dtype_to_candle, to_candle, to_ckpt};
+use crate::convert::{candle_error, cast, dtype_to_candle, to_candle, to_ckpt};
 
 /// A `candle_nn::VarMap` checkpointed as a state dict of its variables.
 ///
@@ -167,7 +167,7 @@ impl Model for VarMapModel {
                     t.dtype()
                 ))),
             }
-            .and_then(|c| c.to_dtype(var.dtype()).map_err(candle_error))
+            .and_then(|c| cast(&c, var.dtype()))
             .map_err(|e| Error::key(&name, e.to_string()))?;
             updates.push((name, var, value));
         }

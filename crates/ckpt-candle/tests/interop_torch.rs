@@ -206,3 +206,78 @@ fn candle_and_torch_trained_from_scratch_agree() {
     );
     assert_close(&rust.model, &torch);
 }
+
+fn run_dtypes_script(python: &Path, mode: &str, file: &Path) -> String {
+    let out = Command::new(python)
+        .arg(script("torch_dtypes.py"))
+        .arg(mode)
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+const DTYPES: [(&str, candle_core::DType); 10] = [
+    ("uint8", candle_core::DType::U8),
+    ("uint32", candle_core::DType::U32),
+    ("int16", candle_core::DType::I16),
+    ("int32", candle_core::DType::I32),
+    ("int64", candle_core::DType::I64),
+    ("bfloat16", candle_core::DType::BF16),
+    ("float16", candle_core::DType::F16),
+    ("float32", candle_core::DType::F32),
+    ("float64", candle_core::DType::F64),
+    ("float8_e4m3fn", candle_core::DType::F8E4M3),
+];
+
+fn values_of(t: &candle_core::Tensor) -> Vec<f64> {
+    ckpt_candle::cast(t, candle_core::DType::F64)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
+}
+
+#[test]
+fn every_dtype_candle_and_torch_share_crosses_in_both_directions() {
+    let Some(python) = python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let expected: Vec<f64> = (0..15).map(f64::from).collect();
+
+    // torch → candle: each torch tensor loads into a variable of the matching candle dtype.
+    let from_torch = dir.path().join("torch_dtypes.pth");
+    run_dtypes_script(&python, "write", &from_torch);
+    let varmap = candle_nn::VarMap::new();
+    for (name, dtype) in DTYPES {
+        let var = candle_core::Var::zeros((3, 5), dtype, &candle_core::Device::Cpu).unwrap();
+        varmap.data().lock().unwrap().insert(name.to_string(), var);
+    }
+    let mut model = ckpt_candle::VarMapModel::new(varmap.clone());
+    let file = ckpt::format::load(&from_torch).unwrap();
+    let state = ckpt::StateDict::from_value(file.get("model").unwrap()).unwrap();
+    let report = model.load_non_strict(state).unwrap();
+    assert!(report.is_empty(), "{report:?}");
+    for (name, dtype) in DTYPES {
+        let t = varmap.data().lock().unwrap()[name].as_tensor().clone();
+        assert_eq!(t.dtype(), dtype);
+        assert_eq!(values_of(&t), expected, "{name}");
+    }
+
+    // candle → torch: torch reads each variable with its dtype and values.
+    let from_candle = dir.path().join("candle_dtypes.pth");
+    let mut top = ckpt::Dict::new();
+    top.insert("model", model.state_dict().unwrap().to_value());
+    ckpt::format::save_torch(&from_candle, &ckpt::Value::Dict(top), &Default::default()).unwrap();
+    let read: BTreeMap<String, (String, Vec<f64>)> =
+        serde_json::from_str(run_dtypes_script(&python, "read", &from_candle).trim()).unwrap();
+    assert_eq!(read.len(), DTYPES.len());
+    for (name, _) in DTYPES {
+        assert_eq!(read[name], (name.to_string(), expected.clone()), "{name}");
+    }
+}

@@ -55,7 +55,7 @@ fn group_keys(state: &Value) -> Vec<String> {
         .collect()
 }
 
-fn entry<'a>(state: &'a Value, index: i64) -> Option<&'a Value> {
+fn entry(state: &Value, index: i64) -> Option<&Value> {
     state.get("state")?.as_dict()?.items.get(&Key::Int(index))
 }
 

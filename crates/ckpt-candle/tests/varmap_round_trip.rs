@@ -195,3 +195,19 @@ fn the_model_order_puts_listed_names_first_then_sorts() {
     let model = VarMapModel::new(varmap).with_order(["fc.weight", "fc.bias", "absent"]);
     assert_eq!(model.names(), vec!["fc.weight", "fc.bias", "a", "z"]);
 }
+
+#[test]
+fn an_fp8_entry_loads_into_an_f64_variable() {
+    let target = varmap_with(&[("w", sample(DType::F64, &[2], 0.0))]);
+    let mut state = StateDict::new();
+    let fp8 = ckpt::Tensor::from_bytes(ckpt::DType::Float8E4M3Fn, &[2], vec![0x38, 0xC4]).unwrap();
+    state.insert("w", fp8);
+    VarMapModel::new(target.clone())
+        .load_state_dict(state)
+        .unwrap();
+    let w = target.data().lock().unwrap()["w"]
+        .as_tensor()
+        .to_vec1::<f64>()
+        .unwrap();
+    assert_eq!(w, vec![1.0, -3.0]);
+}

@@ -12,7 +12,7 @@
 use candle_core::{Device, Tensor as CTensor, Var};
 use ckpt::{Dict, Error, Key, Result, Value};
 
-use crate::convert::{candle_error, to_candle, to_ckpt};
+use crate::convert::{candle_error, cast, to_candle, to_ckpt};
 
 /// `{'state': state, 'param_groups': [group + {'params': [0..n]}]}`.
 pub(crate) fn optimizer_state(
@@ -216,7 +216,7 @@ pub(crate) fn param_tensor(entry: &Dict, name: &str, index: usize, param: &Var) 
         ));
     }
     to_candle(tensor, param.device())
-        .and_then(|t| t.to_dtype(param.dtype()).map_err(candle_error))
+        .and_then(|t| cast(&t, param.dtype()))
         .map_err(|e| Error::key(&key, e.to_string()))
 }
 
@@ -233,7 +233,7 @@ pub(crate) fn step_count(entry: &Dict, index: usize) -> Result<u64> {
         other => match other.as_tensor() {
             Some(t) if t.numel() == 1 => {
                 let c = to_candle(t, &Device::Cpu)
-                    .and_then(|c| c.to_dtype(candle_core::DType::F64).map_err(candle_error))
+                    .and_then(|c| cast(&c, candle_core::DType::F64))
                     .and_then(|c| c.flatten_all().map_err(candle_error))
                     .and_then(|c| c.to_vec1::<f64>().map_err(candle_error))
                     .map_err(|e| Error::key(&key, e.to_string()))?;
