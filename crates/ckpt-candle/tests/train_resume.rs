@@ -56,6 +56,36 @@ fn interrupted_and_resumed_training_equals_uninterrupted_training_bit_for_bit() 
 }
 
 #[test]
+fn a_run_interrupted_at_any_iteration_resumes_to_the_same_weights() {
+    let short = |dir: &Path, stop_at| Config {
+        save_dir: dir.to_path_buf(),
+        max_iter: 24,
+        period: 5,
+        max_to_keep: Some(1),
+        stop_at,
+    };
+    let straight_dir = tempfile::tempdir().unwrap();
+    let straight = run(&short(straight_dir.path(), None)).unwrap();
+    for stop_at in 0..24 {
+        let dir = tempfile::tempdir().unwrap();
+        run(&short(dir.path(), Some(stop_at))).unwrap();
+        let resumed = run(&short(dir.path(), None)).unwrap();
+        // The last checkpoint: the periodic one before the stop, or the final one.
+        let expected_start = if stop_at == 23 {
+            24
+        } else {
+            (stop_at + 1) / 5 * 5
+        };
+        assert_eq!(resumed.started_at, expected_start, "stopped at {stop_at}");
+        assert_eq!(
+            weights_bits(&resumed.model),
+            weights_bits(&straight.model),
+            "stopped at {stop_at}"
+        );
+    }
+}
+
+#[test]
 fn periodic_checkpoints_keep_at_most_max_to_keep_files() {
     let dir = tempfile::tempdir().unwrap();
     run(&config(dir.path(), Some(44))).unwrap();
