@@ -58,9 +58,10 @@ struct ParamState {
     exp_avg_sq: CTensor,
 }
 
-/// AdamW with decoupled weight decay, computing exactly what torch's single-tensor
-/// `AdamW.step` computes (the path torch takes on the CPU by default), in the parameter's
-/// dtype and on its device:
+/// AdamW with decoupled weight decay, computing what torch's single-tensor `AdamW.step`
+/// computes (the path torch takes on the CPU by default), with the same operations in the
+/// same order, in the parameter's dtype and on its device (torch's kernels fuse some
+/// multiply-adds, so results differ by rounding only):
 ///
 /// ```text
 /// step += 1
