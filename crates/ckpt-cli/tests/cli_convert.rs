@@ -28,7 +28,6 @@ fn assert_dir_holds(dir: &Path, expected: &[&str]) {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn torch_round_trip_keeps_every_entry_and_the_sharing() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("copy.pth");
@@ -42,7 +41,6 @@ fn torch_round_trip_keeps_every_entry_and_the_sharing() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn detectron_numpy_arrays_become_torch_tensors() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.pt");
@@ -59,7 +57,6 @@ fn detectron_numpy_arrays_become_torch_tensors() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn non_tensor_values_block_safetensors_output() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.safetensors");
@@ -71,7 +68,6 @@ fn non_tensor_values_block_safetensors_output() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn tensors_only_drops_values_and_says_which() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.safetensors");
@@ -93,7 +89,6 @@ fn tensors_only_drops_values_and_says_which() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn key_selects_one_sub_dict() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("model.safetensors");
@@ -114,7 +109,6 @@ fn key_selects_one_sub_dict() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn missing_key_lists_the_keys_there_are() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("x.pth");
@@ -132,7 +126,6 @@ fn missing_key_lists_the_keys_there_are() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn opaque_object_cannot_be_written_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.pth");
@@ -142,7 +135,6 @@ fn opaque_object_cannot_be_written_and_leaves_no_file() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn safetensors_converts_to_torch() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("weights.bin");
@@ -154,7 +146,6 @@ fn safetensors_converts_to_torch() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn converting_over_an_existing_file_replaces_it() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("out.safetensors");

@@ -6,7 +6,6 @@ use common::{ckpt, entry, fixture, inspect_json, success};
 use serde_json::json;
 
 #[test]
-#[ignore = "needs format readers"]
 fn training_state_lists_tensors_and_values_by_path() {
     let report = inspect_json(&fixture("train_state.pth"));
     assert_eq!(report["format"], "torch-zip");
@@ -54,7 +53,6 @@ fn training_state_lists_tensors_and_values_by_path() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn totals_count_a_shared_storage_once() {
     let report = inspect_json(&fixture("train_state.pth"));
     let totals = &report["totals"];
@@ -67,7 +65,6 @@ fn totals_count_a_shared_storage_once() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn unknown_globals_are_listed_as_opaque() {
     let report = inspect_json(&fixture("opaque.pth"));
     let args = entry(&report, json!(["args"]));
@@ -88,7 +85,6 @@ fn unknown_globals_are_listed_as_opaque() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn detectron_pickle_shows_numpy_arrays() {
     let report = inspect_json(&fixture("detectron.pkl"));
     assert_eq!(report["format"], "pickle");
@@ -101,7 +97,6 @@ fn detectron_pickle_shows_numpy_arrays() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn safetensors_file_shows_its_tensors() {
     let report = inspect_json(&fixture("tensors.safetensors"));
     assert_eq!(report["format"], "safetensors");
@@ -111,7 +106,6 @@ fn safetensors_file_shows_its_tensors() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn table_for_people_names_paths_and_totals() {
     let table = success(&ckpt(&[
         "inspect".as_ref(),

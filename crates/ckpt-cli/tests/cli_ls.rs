@@ -63,7 +63,6 @@ fn empty_checkpoint_file_is_listed_as_not_intact() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn python_checkpointer_directory_is_listed_by_iteration_with_the_tag() {
     let dir = fvcore_dir();
     let listing = ls_json(dir.path());
@@ -115,7 +114,6 @@ fn python_checkpointer_directory_is_listed_by_iteration_with_the_tag() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn truncated_checkpoint_is_reported_broken_with_a_reason() {
     let dir = fvcore_dir();
     let path = dir.path().join("model_0000009.pth");
@@ -136,7 +134,6 @@ fn truncated_checkpoint_is_reported_broken_with_a_reason() {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn flipped_tensor_byte_fails_the_crc_check() {
     let dir = fvcore_dir();
     let path = dir.path().join("model_0000004.pth");
@@ -169,7 +166,6 @@ fn first_record_data(bytes: &[u8], name: &[u8]) -> usize {
 }
 
 #[test]
-#[ignore = "needs format readers"]
 fn tag_naming_a_deleted_checkpoint_is_flagged() {
     let dir = fvcore_dir();
     fs::remove_file(dir.path().join("model_final.pth")).unwrap();

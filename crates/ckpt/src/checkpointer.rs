@@ -79,15 +79,23 @@ pub fn read_checkpoint_file(path: &Path) -> Result<Dict> {
 /// a numpy array (the error names the key and the type found), and a `module.` prefix on
 /// every key (a model saved while wrapped for data parallelism) is removed.
 pub fn take_model_state(checkpoint: &mut Dict) -> Result<StateDict> {
+    Ok(strip_prefix_if_present(
+        take_model_entry(checkpoint)?,
+        "module.",
+    ))
+}
+
+/// Takes `"model"` out of a checkpoint dict as a state dict, as it is in the file: every
+/// value must be a tensor or a numpy array (the error names the key and the type found).
+pub fn take_model_entry(checkpoint: &mut Dict) -> Result<StateDict> {
     let value = checkpoint
         .remove("model")
         .ok_or_else(|| Error::key("model", "the checkpoint has no 'model' entry"))?;
-    let state = match StateDict::from_value(&value) {
-        Ok(state) => state,
-        Err(e @ Error::Key { .. }) => return Err(e),
-        Err(e) => return Err(Error::key("model", e.to_string())),
-    };
-    Ok(strip_prefix_if_present(state, "module."))
+    match StateDict::from_value(&value) {
+        Ok(state) => Ok(state),
+        Err(e @ Error::Key { .. }) => Err(e),
+        Err(e) => Err(Error::key("model", e.to_string())),
+    }
 }
 
 /// Removes `prefix` from every key when every non-empty key starts with it (also from the

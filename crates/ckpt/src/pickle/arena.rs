@@ -98,13 +98,18 @@ pub(super) struct Arena {
 
 impl Arena {
     pub fn new(py2_strings: Py2Strings, limits: Limits, input_len: usize) -> Arena {
+        // Without memo references a pickle yields at most about one value per input byte;
+        // a small slack above that admits honest sharing while a tiny memo bomb stays small.
+        let max_values = limits
+            .max_values
+            .min(input_len.saturating_mul(8).saturating_add(1_000_000));
         Arena {
             nodes: Vec::new(),
             storages: Vec::new(),
             py2_strings,
             max_depth: limits.max_depth,
-            max_values: limits.max_values,
-            values_left: Cell::new(limits.max_values),
+            max_values,
+            values_left: Cell::new(max_values),
             // Strings and bytes copied by memo references may not exceed a few times the
             // input: a short pickle must not expand to gigabytes.
             bytes_left: Cell::new(input_len.saturating_mul(4).saturating_add(64 << 20)),
