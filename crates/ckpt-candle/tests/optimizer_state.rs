@@ -338,3 +338,38 @@ fn invalid_hyperparameters_are_refused_as_torch_refuses_them() {
     };
     assert!(Sgd::from_model(&model, nesterov).is_err());
 }
+
+#[test]
+fn a_checkpoint_whose_optimizer_state_is_refused_leaves_the_model_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    // A checkpoint of other weights with an optimizer over three parameters.
+    let (fc, other) = setup();
+    let mut three = AdamW::new(
+        other
+            .vars()
+            .into_iter()
+            .map(|(_, v)| v)
+            .chain([Var::zeros(1, DType::F32, &Device::Cpu).unwrap()])
+            .collect(),
+        AdamWConfig::default(),
+    )
+    .unwrap();
+    three.backward_step(&loss(&fc, 0)).unwrap();
+    let mut top = ckpt::Dict::new();
+    top.insert("model", ckpt::Model::state_dict(&other).unwrap().to_value());
+    top.insert("optimizer", three.state_dict().unwrap());
+    top.insert("iteration", Value::Int(0));
+    let path = dir.path().join("bad.pth");
+    save_torch(&path, &Value::Dict(top), &SaveOptions::default()).unwrap();
+
+    let (_, model) = setup();
+    let before = bits(&model);
+    let optimizer = ckpt::shared(AdamW::from_model(&model, AdamWConfig::default()).unwrap());
+    let mut checkpointer = ckpt::Checkpointer::new(ckpt::shared(model.clone()), dir.path());
+    checkpointer
+        .add_checkpointable("optimizer", optimizer)
+        .unwrap();
+    let err = checkpointer.load(&path, None).unwrap_err();
+    assert!(err.to_string().contains("3 parameters"), "{err}");
+    assert_eq!(bits(&model), before);
+}
