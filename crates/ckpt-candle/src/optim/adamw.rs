@@ -12,10 +12,15 @@ use crate::VarMapModel;
 /// Hyperparameters of [`AdamW`]; the defaults are `torch.optim.AdamW`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
+    /// Learning rate (`lr`).
     pub lr: f64,
+    /// Decay of the first moment (`betas[0]`).
     pub beta1: f64,
+    /// Decay of the second moment (`betas[1]`).
     pub beta2: f64,
+    /// Added to the denominator (`eps`).
     pub eps: f64,
+    /// Decoupled weight decay: each step multiplies the parameter by `1 - lr * weight_decay`.
     pub weight_decay: f64,
 }
 

@@ -13,10 +13,15 @@ use crate::VarMapModel;
 /// Hyperparameters of [`Sgd`]; the defaults are `torch.optim.SGD`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct SgdConfig {
+    /// Learning rate (`lr`).
     pub lr: f64,
+    /// Momentum factor; 0 keeps no momentum buffers.
     pub momentum: f64,
+    /// Dampening of the gradient added to the momentum buffer.
     pub dampening: f64,
+    /// L2 penalty added to the gradient (`grad + weight_decay * param`).
     pub weight_decay: f64,
+    /// Nesterov momentum (needs momentum > 0 and no dampening).
     pub nesterov: bool,
 }
 
