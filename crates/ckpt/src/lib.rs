@@ -42,3 +42,8 @@ pub use incompatible::IncompatibleKeys;
 pub use model::{shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel};
 pub use periodic::PeriodicCheckpointer;
 pub use store::{LocalDir, Store};
+
+// The README's Rust examples are compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;
