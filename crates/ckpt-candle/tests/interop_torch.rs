@@ -3,7 +3,7 @@
 //! the same steps from the same checkpoint give the same weights (within 1e-5 of each
 //! tensor's scale: the matmul kernels round differently, the optimizer math is the same).
 //!
-//! Python comes from `CKPT_PYTHON` (default `/root/.cache/ckpt/venv/bin/python`). Without it
+//! Python comes from `CKPT_PYTHON` (default: the venv `scripts/setup-python.sh` makes). Without it
 //! the tests are skipped loudly, except with `CI=true`, where that is a failure.
 
 #[path = "../examples/train_mlp.rs"]
@@ -16,7 +16,9 @@ use std::process::Command;
 use ckpt::Model;
 use train_mlp::{run, Config};
 
-const DEFAULT_PYTHON: &str = "/root/.cache/ckpt/venv/bin/python";
+#[path = "../../../tests/support/python.rs"]
+mod python_support;
+
 /// Steps trained before the checkpoint is handed over, and after.
 const N: u64 = 20;
 const M: u64 = 15;
@@ -27,26 +29,9 @@ fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// The Python interpreter with torch, or `None` (after saying why) to skip.
-pub fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("CKPT_PYTHON")
-        .map_or_else(|| PathBuf::from(DEFAULT_PYTHON), PathBuf::from);
-    let usable = Command::new(&python)
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if usable {
-        return Some(python);
-    }
-    let why = format!(
-        "{} with torch is not available (set CKPT_PYTHON)",
-        python.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("interop test cannot run in CI: {why}");
-    }
-    eprintln!("\n*** SKIPPING candle/torch interop test: {why} ***\n");
-    None
+/// The Python interpreter for these tests, or `None` (after saying why) to skip.
+fn python() -> Option<PathBuf> {
+    python_support::interop_python("the candle/torch interop tests", "torch")
 }
 
 #[derive(serde::Deserialize, Debug)]

@@ -2,7 +2,7 @@
 //! after a few steps resume in torch (`tests/interop/candle/torch_sgd.py`), and the same
 //! further steps in torch and in candle give the same weights and momentum buffers.
 //!
-//! Python comes from `CKPT_PYTHON` (default `/root/.cache/ckpt/venv/bin/python`). Without it
+//! Python comes from `CKPT_PYTHON` (default: the venv `scripts/setup-python.sh` makes). Without it
 //! the test is skipped loudly, except with `CI=true`, where that is a failure.
 
 use std::collections::BTreeMap;
@@ -14,27 +14,12 @@ use candle_nn::{linear, Optimizer, VarBuilder, VarMap};
 use ckpt::{shared, Checkpointable, Checkpointer, Dict};
 use ckpt_candle::{Sgd, SgdConfig, VarMapModel};
 
-const DEFAULT_PYTHON: &str = "/root/.cache/ckpt/venv/bin/python";
+#[path = "../../../tests/support/python.rs"]
+mod python_support;
 
+/// The Python interpreter for these tests, or `None` (after saying why) to skip.
 fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("CKPT_PYTHON")
-        .map_or_else(|| PathBuf::from(DEFAULT_PYTHON), PathBuf::from);
-    let usable = Command::new(&python)
-        .args(["-c", "import torch"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if usable {
-        return Some(python);
-    }
-    let why = format!(
-        "{} with torch is not available (set CKPT_PYTHON)",
-        python.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("interop test cannot run in CI: {why}");
-    }
-    eprintln!("\n*** SKIPPING candle/torch SGD interop test: {why} ***\n");
-    None
+    python_support::interop_python("the candle/torch SGD interop test", "torch")
 }
 
 #[derive(serde::Deserialize, Debug)]
