@@ -26,7 +26,7 @@ where
         "{TEMP_PREFIX}{}-{}-{}",
         std::process::id(),
         unique(),
-        name.to_string_lossy()
+        name_hint(&name.to_string_lossy())
     ));
     let result = write_temp(&temp, write).and_then(|()| {
         fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
@@ -75,6 +75,16 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// The start of the target's name, for people looking at a directory: short enough that the
+/// temporary name stays within the 255-byte limit of file names whatever the target's length.
+fn name_hint(name: &str) -> &str {
+    let mut end = name.len().min(64);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 fn unique() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -87,6 +97,16 @@ fn unique() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_unicode_names_save() {
+        let dir = tempfile::tempdir().unwrap();
+        // 244 bytes: a valid file name, too long once a temporary prefix is added in full.
+        let name = format!("{}.pth", "é".repeat(120));
+        let path = dir.path().join(&name);
+        atomic_write(&path, |w| w.write_all(b"x").map_err(|e| Error::io(&path, e))).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"x");
+    }
 
     #[test]
     fn failed_write_leaves_previous_file_and_no_temp() {
