@@ -104,7 +104,10 @@ mod tests {
         // 244 bytes: a valid file name, too long once a temporary prefix is added in full.
         let name = format!("{}.pth", "é".repeat(120));
         let path = dir.path().join(&name);
-        atomic_write(&path, |w| w.write_all(b"x").map_err(|e| Error::io(&path, e))).unwrap();
+        atomic_write(&path, |w| {
+            w.write_all(b"x").map_err(|e| Error::io(&path, e))
+        })
+        .unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"x");
     }
 
