@@ -73,11 +73,7 @@ fn damaged_files_never_panic_inspect_or_convert() {
             let runs = [
                 ckpt(&["inspect".as_ref(), input.as_os_str()]),
                 ckpt(&["inspect".as_ref(), "--json".as_ref(), input.as_os_str()]),
-                ckpt(&[
-                    "convert".as_ref(),
-                    input.as_os_str(),
-                    output.as_os_str(),
-                ]),
+                ckpt(&["convert".as_ref(), input.as_os_str(), output.as_os_str()]),
             ];
             for run in runs {
                 let err = stderr(&run);
