@@ -239,6 +239,16 @@ impl Tensor {
             )));
         }
         let numel = checked_numel(&shape)?;
+        // A view with zero strides (torch's `expand`) may declare many more elements than
+        // its storage holds; its byte size must still be a size (`nbytes` relies on it).
+        if numel
+            .checked_mul(dtype.size())
+            .is_none_or(|n| isize::try_from(n).is_err())
+        {
+            return Err(Error::format(format!(
+                "{dtype} tensor of shape {shape:?} has more bytes than fit in memory"
+            )));
+        }
         if numel > 0 {
             let mut last = offset;
             for (dim, stride) in shape.iter().zip(&strides) {

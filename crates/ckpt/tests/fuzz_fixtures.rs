@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use ckpt::detection::DetectionCheckpointer;
 use ckpt::format::{load_bytes, LoadOptions};
 use ckpt::resolve::Resolver;
-use ckpt::{DType, StateDict, Tensor, Value};
+use ckpt::{DType, StateDict, Tensor};
 
 const FIXTURES: &[&str] = &[
     "d2_model_zoo.pkl",
@@ -79,17 +79,27 @@ fn mutate(rng: &mut Rng, bytes: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Rounds per fixture and seed; `CKPT_FUZZ_ROUNDS` / `CKPT_FUZZ_SEED` run a longer or
+/// different pass by hand.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
 fn panics(f: impl FnOnce()) -> bool {
     catch_unwind(AssertUnwindSafe(f)).is_err()
 }
 
 #[test]
 fn mutated_fixtures_never_panic_the_reader() {
-    let mut rng = Rng(0x5eed_1234_abcd_0001);
+    let mut rng = Rng(setting("CKPT_FUZZ_SEED", 0x5eed_1234_abcd_0001));
+    let rounds = setting("CKPT_FUZZ_ROUNDS", 1500);
     let mut failures = Vec::new();
     for name in FIXTURES {
         let original = std::fs::read(fixture(name)).unwrap();
-        for round in 0..1500 {
+        for round in 0..rounds {
             let bytes = mutate(&mut rng, &original);
             let copy = bytes.clone();
             let panicked = panics(|| {
@@ -121,14 +131,14 @@ fn model() -> ckpt::Shared<ckpt::StateDictModel> {
 
 #[test]
 fn mutated_fixtures_never_panic_the_detection_checkpointer() {
-    let mut rng = Rng(0x5eed_1234_abcd_0002);
+    let mut rng = Rng(setting("CKPT_FUZZ_SEED", 0x5eed_1234_abcd_0002) ^ 2);
     let dir = tempfile::tempdir().unwrap();
     let mut failures = Vec::new();
     for name in FIXTURES {
         let original = std::fs::read(fixture(name)).unwrap();
         let file_name = Path::new(name).file_name().unwrap();
         let path = dir.path().join(file_name);
-        for round in 0..300 {
+        for round in 0..setting("CKPT_FUZZ_ROUNDS", 1500) / 5 {
             let bytes = mutate(&mut rng, &original);
             std::fs::write(&path, &bytes).unwrap();
             let path_str = path.to_str().unwrap().to_string();
@@ -149,6 +159,3 @@ fn mutated_fixtures_never_panic_the_detection_checkpointer() {
     }
     assert!(failures.is_empty(), "panics on: {failures:#?}");
 }
-
-#[allow(dead_code)]
-fn unused(_: Value) {}
