@@ -41,3 +41,22 @@ fn an_expanded_view_of_one_element_reads() {
     assert_eq!(t.nbytes(), 12_000);
     assert_eq!(t.to_vec::<f32>().unwrap(), vec![0.0; 3000]);
 }
+
+fn huge_views(count: usize) -> ckpt::StateDict {
+    let one = ckpt::Tensor::from_slice(&[0f32], &[1]).unwrap();
+    (0..count)
+        .map(|i| {
+            // 2^60 float32 elements over one: 2^62 bytes.
+            (format!("t{i}"), one.view(&[1 << 60], &[0], 0).unwrap())
+        })
+        .collect()
+}
+
+#[test]
+fn safetensors_of_views_too_big_to_gather_is_an_error_naming_the_tensor() {
+    let mut out = Vec::new();
+    let err = ckpt::format::write_safetensors(&mut out, &huge_views(1), None).unwrap_err();
+    assert!(err.to_string().contains("t0"), "{err}");
+    let err = ckpt::format::write_safetensors(&mut out, &huge_views(5), None).unwrap_err();
+    assert!(err.to_string().contains("more bytes than a file"), "{err}");
+}
