@@ -5,7 +5,9 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use ckpt::detection::DetectionCheckpointer;
-use ckpt::format::{load_bytes, LoadOptions};
+use ckpt::format::{
+    flatten_tensors, load_bytes, write_safetensors, write_torch, LoadOptions, SaveOptions,
+};
 use ckpt::resolve::Resolver;
 use ckpt::{DType, StateDict, Tensor};
 
@@ -104,9 +106,18 @@ fn mutated_fixtures_never_panic_the_reader() {
             let copy = bytes.clone();
             let panicked = panics(|| {
                 if let Ok(loaded) = load_bytes(bytes, &LoadOptions::default()) {
-                    // Walk, format and clone what was read, as `ckpt inspect` does.
+                    // Walk, format, clone and write what was read, as `ckpt inspect` and
+                    // `ckpt convert` do.
                     let _ = format!("{:?}", loaded.value);
                     let _ = loaded.value.clone();
+                    let _ = ckpt::walk::leaves(&loaded.value).count();
+                    let options = SaveOptions {
+                        archive_name: Some("fuzz".into()),
+                        ..SaveOptions::default()
+                    };
+                    let _ = write_torch(&mut Vec::new(), &loaded.value, &options);
+                    let (tensors, _) = flatten_tensors(&loaded.value);
+                    let _ = write_safetensors(&mut Vec::new(), &tensors, None);
                 }
             });
             if panicked {
