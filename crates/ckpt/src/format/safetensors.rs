@@ -183,6 +183,8 @@ fn json_string(s: &str) -> Result<String> {
 /// keys by their Python repr). Lists and tuples holding tensors are flattened by index.
 /// Every other value (and every empty container) is returned by path as the second element,
 /// in order, so callers can report or drop it. The root's `_metadata` attribute is kept.
+/// A tensor whose joined name is already taken (`{"a.b": x, "a": {"b": y}}`) is returned
+/// with the other values too, never dropped.
 pub fn flatten_tensors(value: &Value) -> (StateDict, Vec<(String, Value)>) {
     let mut sd = StateDict::new();
     let mut others = Vec::new();
@@ -201,7 +203,11 @@ pub fn flatten_tensors(value: &Value) -> (StateDict, Vec<(String, Value)>) {
         };
         match value {
             Value::Tensor(t) | Value::Parameter(t) | Value::NdArray(t) => {
-                sd.insert(path, t.clone());
+                if sd.tensors.contains_key(&path) {
+                    others.push((path, value.clone()));
+                } else {
+                    sd.insert(path, t.clone());
+                }
             }
             Value::Dict(d) if !d.is_empty() => {
                 for (key, child) in d.items.iter().rev() {
