@@ -181,7 +181,7 @@ pub fn to_ckpt(tensor: &CTensor) -> Result<Tensor> {
 pub fn to_candle(tensor: &Tensor, device: &Device) -> Result<CTensor> {
     let dtype = dtype_to_candle(tensor.dtype())
         .ok_or_else(|| Error::unsupported(format!("candle has no {} tensors", tensor.dtype())))?;
-    let bytes = tensor.contiguous_bytes();
+    let bytes = tensor.try_contiguous_bytes()?;
     let shape = tensor.shape();
     match dtype {
         CDType::U8 => decode::<u8>(&bytes, shape, device),

@@ -114,9 +114,13 @@ impl VarMapModel {
                 }
             }
         }
-        for (name, _, _) in &incorrect_shapes {
-            state.remove(name);
-        }
+        let skipped: HashSet<&str> = incorrect_shapes
+            .iter()
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        state
+            .tensors
+            .retain(|name, _| !skipped.contains(name.as_str()));
         let loaded = self.load_state_dict(state)?;
         Ok(IncompatibleKeys {
             missing_keys: loaded.missing_keys,
@@ -141,14 +145,20 @@ impl Model for VarMapModel {
     /// and device (as torch's `copy_` does). All entries are converted before any variable
     /// is written, so an error leaves the model unchanged. A shape that differs from the
     /// variable's is an error naming the key.
-    fn load_state_dict(&mut self, mut state: StateDict) -> Result<LoadedKeys> {
+    fn load_state_dict(&mut self, state: StateDict) -> Result<LoadedKeys> {
         let mut updates = Vec::new();
         let mut missing = Vec::new();
+        // Marked rather than removed: removing from an ordered map shifts every later entry,
+        // which would make a load quadratic in the number of tensors.
+        let mut used = vec![false; state.len()];
         for (name, var) in self.vars() {
-            let Some(t) = state.remove(&name) else {
+            let Some((index, _, t)) = state.tensors.get_full(&name) else {
                 missing.push(name);
                 continue;
             };
+            if let Some(slot) = used.get_mut(index) {
+                *slot = true;
+            }
             if t.shape() != var.dims() {
                 return Err(Error::key(
                     &name,
@@ -161,7 +171,7 @@ impl Model for VarMapModel {
             }
             // Convert through a dtype candle has, then to the variable's dtype.
             let value = match dtype_to_candle(t.dtype()) {
-                Some(_) => to_candle(&t, var.device()),
+                Some(_) => to_candle(t, var.device()),
                 None => Err(Error::unsupported(format!(
                     "candle has no {} tensors",
                     t.dtype()
@@ -177,7 +187,12 @@ impl Model for VarMapModel {
         }
         Ok(LoadedKeys {
             missing_keys: missing,
-            unexpected_keys: state.keys().map(str::to_string).collect(),
+            unexpected_keys: state
+                .keys()
+                .zip(used)
+                .filter(|(_, used)| !used)
+                .map(|(name, _)| name.to_string())
+                .collect(),
         })
     }
 

@@ -211,3 +211,32 @@ fn an_fp8_entry_loads_into_an_f64_variable() {
         .unwrap();
     assert_eq!(w, vec![1.0, -3.0]);
 }
+
+#[test]
+fn many_variables_load_with_unexpected_names_in_file_order() {
+    // Enough entries that a per-entry shift of the checkpoint's map would dominate the load.
+    let n = 20_000;
+    let varmap = VarMap::new();
+    {
+        let mut data = varmap.data().lock().unwrap();
+        for i in 0..n {
+            let t = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
+            data.insert(format!("v{i:05}"), Var::from_tensor(&t).unwrap());
+        }
+    }
+    let mut model = VarMapModel::new(varmap.clone());
+    let mut state = StateDict::new();
+    state.insert("zz.extra", ckpt::Tensor::from_slice(&[1f32], &[1]).unwrap());
+    for i in 0..n {
+        state.insert(
+            format!("v{i:05}"),
+            ckpt::Tensor::from_slice(&[i as f32], &[1]).unwrap(),
+        );
+    }
+    state.insert("aa.extra", ckpt::Tensor::from_slice(&[2f32], &[1]).unwrap());
+    let loaded = model.load_state_dict(state).unwrap();
+    assert!(loaded.missing_keys.is_empty());
+    assert_eq!(loaded.unexpected_keys, ["zz.extra", "aa.extra"]);
+    let last = varmap.data().lock().unwrap()[&format!("v{:05}", n - 1)].clone();
+    assert_eq!(last.to_vec1::<f32>().unwrap(), [(n - 1) as f32]);
+}

@@ -112,7 +112,8 @@ impl Report {
             if let Some(tensor) = leaf.value.as_tensor() {
                 let bytes = tensor.nbytes() as u64;
                 totals.tensors += 1;
-                totals.tensor_bytes += bytes;
+                // Expanded views can each declare up to isize::MAX bytes.
+                totals.tensor_bytes = totals.tensor_bytes.saturating_add(bytes);
                 if storages.insert(tensor.storage().id()) {
                     totals.storages += 1;
                     totals.storage_bytes += tensor.storage().len() as u64;

@@ -270,7 +270,7 @@ impl Checkpointer {
         };
         let basename = format!("{name}.pth");
         check_basename(name)?;
-        check_basename(&basename)?;
+        check_tag_name(&basename)?;
         let data = self.checkpoint_dict(extra)?;
 
         if let Err(e) = store.remove_stale_temporaries() {
@@ -303,7 +303,7 @@ impl Checkpointer {
 
     /// Writes `basename` into `last_checkpoint`, atomically.
     pub fn tag_last_checkpoint(&self, basename: &str) -> Result<()> {
-        check_basename(basename)?;
+        check_tag_name(basename)?;
         let store = self.require_store()?;
         store.write(LAST_CHECKPOINT, &mut |w| {
             w.write_all(basename.as_bytes())
@@ -514,6 +514,18 @@ impl Checkpointer {
             .as_ref()
             .ok_or_else(|| Error::invalid("this checkpointer has no save directory"))
     }
+}
+
+/// A plain file name that `last_checkpoint` can name: readers (Python's too) strip the tag,
+/// so a name starting or ending with whitespace could be saved but never resumed.
+fn check_tag_name(basename: &str) -> Result<()> {
+    check_basename(basename)?;
+    if basename.trim() != basename {
+        return Err(Error::invalid(format!(
+            "'{basename}' starts or ends with whitespace, which last_checkpoint cannot keep"
+        )));
+    }
+    Ok(())
 }
 
 /// Drops the entries whose shape differs from the model's (unless the model accepts any

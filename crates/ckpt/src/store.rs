@@ -5,7 +5,7 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
@@ -56,6 +56,9 @@ pub fn check_basename(name: &str) -> Result<()> {
     Ok(())
 }
 
+/// The most [`LocalDir`] reads of a small file (a tag).
+pub const MAX_SMALL_FILE: u64 = 64 * 1024;
+
 /// A local directory. Writes go to a temporary file in the directory, are fsynced, renamed
 /// over the target and the directory is fsynced. The directory is created on first write.
 #[derive(Debug, Clone)]
@@ -103,13 +106,26 @@ impl Store for LocalDir {
         atomic_write(&path, |w| write(w)).map_err(|e| name_target(e, &path))
     }
 
+    /// Reads at most [`MAX_SMALL_FILE`] bytes: a larger file (or a link to a device that never
+    /// ends) is an error, not a read of unbounded size.
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(name)?;
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path, e)),
+        let file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_SMALL_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&path, e))?;
+        if bytes.len() as u64 > MAX_SMALL_FILE {
+            return Err(Error::format(format!(
+                "{} is larger than {MAX_SMALL_FILE} bytes; it should hold one file name",
+                path.display()
+            )));
         }
+        Ok(Some(bytes))
     }
 
     fn exists(&self, name: &str) -> Result<bool> {

@@ -323,3 +323,25 @@ fn temporaries_of_dead_writers_are_removed_by_the_next_save_and_never_listed() {
         vec!["last_checkpoint", "model_0000019.pth"]
     );
 }
+
+#[test]
+fn an_oversized_last_checkpoint_is_an_error_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a tag a checkpointer wrote: 2 MiB of name.
+    fs::write(dir.path().join("last_checkpoint"), vec![b'x'; 2 << 20]).unwrap();
+    let checkpointer = Checkpointer::new(model(1.0), dir.path());
+    let err = checkpointer
+        .resume_or_load("", true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("larger than"),
+        "{}",
+        &err[..err.len().min(300)]
+    );
+    assert!(
+        err.len() < 1000,
+        "the error repeats the file: {} bytes",
+        err.len()
+    );
+}

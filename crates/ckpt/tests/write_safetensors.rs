@@ -164,6 +164,23 @@ fn flatten_joins_nested_keys_and_reports_other_values() {
 }
 
 #[test]
+fn flatten_never_drops_a_tensor_whose_joined_name_is_taken() {
+    let t = |x: f32| Value::Tensor(Tensor::from_slice(&[x], &[1]).unwrap());
+    let mut inner = Dict::new();
+    inner.insert("b", t(2.0));
+    let mut root = Dict::new();
+    root.insert("a.b", t(1.0));
+    root.insert("a", Value::Dict(inner));
+    let (sd, others) = flatten_tensors(&Value::Dict(root));
+    assert_eq!(sd.get("a.b").unwrap().to_vec::<f32>().unwrap(), [1.0]);
+    let [(path, Value::Tensor(second))] = others.as_slice() else {
+        panic!("the second a.b is not reported: {others:?}");
+    };
+    assert_eq!(path, "a.b");
+    assert_eq!(second.to_vec::<f32>().unwrap(), [2.0]);
+}
+
+#[test]
 fn files_cross_between_python_safetensors_and_ckpt() {
     let Some(python) = python() else { return };
     let dir = tempfile::tempdir().unwrap();
