@@ -309,9 +309,12 @@ fn temporaries_of_dead_writers_are_removed_by_the_next_save_and_never_listed() {
     let mut dead = Command::new("true").spawn().unwrap();
     let pid = dead.id();
     dead.wait().unwrap();
+    // Written on this host (temporary names carry `<pid>@<host>`).
+    let owner = ckpt::format::temp_owner();
+    let (_, host) = owner.split_once('@').unwrap();
     let stale = dir
         .path()
-        .join(format!("{TEMP_PREFIX}{pid}-7-model_0000009.pth"));
+        .join(format!("{TEMP_PREFIX}{pid}@{host}-7-model_0000009.pth"));
     fs::write(&stale, b"PK\x03\x04 half a checkpoint").unwrap();
 
     let checkpointer = Checkpointer::new(model(1.0), dir.path());

@@ -8,7 +8,6 @@ use checkpointer_support::model;
 use ckpt::{Checkpointer, Dict};
 
 #[test]
-#[ignore = "fails until atomic_write keeps its temporary names within 255 bytes (format/atomic.rs)"]
 fn a_unicode_name_near_the_filesystem_limit_saves_and_is_tagged() {
     let dir = tempfile::tempdir().unwrap();
     // 80 three-byte characters: 244 bytes with `.pth`, within the 255-byte limit.

@@ -10,13 +10,12 @@ use ckpt::{Checkpointer, Dict};
 
 #[cfg(target_os = "linux")]
 #[test]
-#[ignore = "fails until temporary names say which host wrote them (format/atomic.rs) and only this host's are checked by pid"]
 fn a_temporary_another_host_is_writing_survives_a_save() {
     let dir = tempfile::tempdir().unwrap();
     // Written just now by pid 4294967295 of another host: no such pid exists here.
-    let in_flight = dir
-        .path()
-        .join(format!("{TEMP_PREFIX}4294967295-1-model_0000009.pth"));
+    let in_flight = dir.path().join(format!(
+        "{TEMP_PREFIX}4294967295@other.host-1-model_0000009.pth"
+    ));
     std::fs::write(&in_flight, b"PK\x03\x04 being written").unwrap();
 
     let checkpointer = Checkpointer::new(model(1.0), dir.path());

@@ -24,7 +24,7 @@ where
         .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
     let temp = dir.join(format!(
         "{TEMP_PREFIX}{}-{}-{}",
-        std::process::id(),
+        temp_owner(),
         unique(),
         name_hint(&name.to_string_lossy())
     ));
@@ -73,6 +73,32 @@ fn parent_dir(path: &Path) -> PathBuf {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     }
+}
+
+/// Who writes a temporary file: `<pid>@<host>`, so that a save directory shared by several
+/// hosts (NFS, a volume of several containers) can tell its own leftovers from another host's
+/// save in flight. The host name keeps only characters that cannot be confused with the
+/// separators of the temporary name.
+pub fn temp_owner() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        let raw = fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        let host: String = raw
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+            .take(32)
+            .collect();
+        if host.is_empty() {
+            "localhost".to_string()
+        } else {
+            host
+        }
+    });
+    format!("{}@{host}", std::process::id())
 }
 
 /// The start of the target's name, for people looking at a directory: short enough that the
