@@ -4,6 +4,7 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
+use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
     flatten_tensors, load_with, save_safetensors, save_torch, LoadOptions, SaveOptions,
 };
@@ -12,6 +13,7 @@ use ckpt::{Key, Value};
 
 use crate::error::CliError;
 use crate::output::{abbreviate, printable};
+use crate::{plan, source};
 
 /// Convert a checkpoint to a torch or safetensors file
 ///
@@ -22,7 +24,8 @@ use crate::output::{abbreviate, printable};
 /// it is either the old file or the complete new one.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The checkpoint to read (any format ckpt reads, detected from the content).
+    /// The checkpoint to read (any format ckpt reads, detected from the content); a URL or a
+    /// detectron2:// or catalog:// name is downloaded once into the cache.
     pub input: PathBuf,
     /// The file to write; its extension picks the format.
     pub output: PathBuf,
@@ -31,8 +34,16 @@ pub struct Args {
     #[arg(long)]
     pub tensors_only: bool,
     /// Convert only this top-level entry of the checkpoint (e.g. `model`).
-    #[arg(long, value_name = "KEY")]
+    #[arg(long, value_name = "KEY", conflicts_with = "heuristics")]
     pub key: Option<String>,
+    /// Rename the checkpoint's model weights to the names of the model in --model, as
+    /// detectron2's DetectionCheckpointer does (Caffe2 renaming for Detectron1 files, then
+    /// suffix matching), and write only what would load: a state dict ready for a strict load.
+    #[arg(long, requires = "model")]
+    pub heuristics: bool,
+    /// With --heuristics: the checkpoint whose state dict gives the model's names and shapes.
+    #[arg(long, value_name = "MODEL_FILE", requires = "heuristics")]
+    pub model: Option<String>,
 }
 
 /// The formats `convert` writes.
@@ -70,7 +81,11 @@ impl OutputFormat {
 
 pub fn run(args: &Args) -> Result<(), CliError> {
     let format = OutputFormat::for_path(&args.output)?;
-    let loaded = load_with(&args.input, &LoadOptions::default())?;
+    if let Some(model) = args.model.as_deref().filter(|_| args.heuristics) {
+        return convert_by_heuristics(args, model, format);
+    }
+    let input = source::local_input(&args.input)?;
+    let loaded = load_with(&input, &LoadOptions::default())?;
     let value = match &args.key {
         Some(key) => select_key(loaded.value, key, &args.input)?,
         None => loaded.value,
@@ -88,6 +103,58 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         "converted {} ({}) to {}",
         args.input.display(),
         loaded.format,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// Writes the tensors a `DetectionCheckpointer` load with matching heuristics would load,
+/// under the model's names; what is left out is listed on stderr.
+fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Result<(), CliError> {
+    let shapes = plan::model_shapes(model)?;
+    let input = printable(&args.input.display().to_string());
+    let path = source::checkpoint_input(&args.input)?;
+    let mut checkpoint = read_detection_file(&path, true)?;
+    checkpoint.insert("matching_heuristics", Value::Bool(true));
+    let plan = plan::quiet(|| plan_load(&shapes, checkpoint));
+    if let Some(error) = &plan.error {
+        return Err(CliError::new(format!("{input}: {error}")));
+    }
+    if plan.loaded.is_empty() {
+        return Err(CliError::new(format!(
+            "{input}: no tensor matches a name and shape of the model in {}",
+            printable(model)
+        )));
+    }
+    let skipped: Vec<String> = plan.not_loaded.iter().map(|k| printable(k)).collect();
+    if !skipped.is_empty() {
+        eprintln!(
+            "ckpt: note: {} checkpoint tensor{} not written (shape mismatch or not in the model): {}",
+            skipped.len(),
+            if skipped.len() == 1 { "" } else { "s" },
+            abbreviate(&skipped, LISTED)
+        );
+    }
+    if !plan.missing.is_empty() {
+        let missing: Vec<String> = plan.missing.iter().map(|k| printable(k)).collect();
+        eprintln!(
+            "ckpt: note: {} model name{} not in the output: {}",
+            missing.len(),
+            if missing.len() == 1 { " is" } else { "s are" },
+            abbreviate(&missing, LISTED)
+        );
+    }
+    match format {
+        OutputFormat::Torch => save_torch(
+            &args.output,
+            &plan.loaded.to_value(),
+            &SaveOptions::default(),
+        )?,
+        OutputFormat::Safetensors => save_safetensors(&args.output, &plan.loaded, None)?,
+    }
+    tracing::info!(
+        "wrote {} tensors renamed to the model's names to {}",
+        plan.loaded.len(),
         args.output.display()
     );
     Ok(())

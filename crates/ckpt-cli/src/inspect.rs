@@ -19,7 +19,8 @@ use crate::output::{human_bytes, print, printable, step_json, Align, JsonLines, 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint file: torch (.pth/.pt, zip or legacy), Detectron pickle (.pkl),
-    /// pycls (.pyth) or safetensors; the format is detected from the content.
+    /// pycls (.pyth) or safetensors; the format is detected from the content. A URL or a
+    /// detectron2:// or catalog:// name is downloaded once into the cache.
     pub file: PathBuf,
     /// Print JSON for scripts instead of tables.
     #[arg(long)]
@@ -30,7 +31,8 @@ pub struct Args {
 const REPR_CHARS: usize = 80;
 
 pub fn run(args: &Args) -> Result<(), CliError> {
-    let loaded = load_with(&args.file, &LoadOptions::default())?;
+    let path = crate::source::local_input(&args.file)?;
+    let loaded = load_with(&path, &LoadOptions::default())?;
     let report = Report::new(&args.file.display().to_string(), &loaded);
     if args.json {
         print(&report.to_json()?)
@@ -110,7 +112,8 @@ impl Report {
             if let Some(tensor) = leaf.value.as_tensor() {
                 let bytes = tensor.nbytes() as u64;
                 totals.tensors += 1;
-                totals.tensor_bytes += bytes;
+                // Expanded views can each declare up to isize::MAX bytes.
+                totals.tensor_bytes = totals.tensor_bytes.saturating_add(bytes);
                 if storages.insert(tensor.storage().id()) {
                     totals.storages += 1;
                     totals.storage_bytes += tensor.storage().len() as u64;

@@ -2,10 +2,11 @@
 //! `Checkpointer` (Python or ckpt) leaves it.
 
 use std::fs;
-use std::io::ErrorKind;
+use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use ckpt::format::{load_with, LoadOptions};
+use ckpt::store::MAX_SMALL_FILE;
 use serde::Serialize;
 
 use crate::error::{one_line, CliError};
@@ -138,10 +139,29 @@ fn examine(path: &Path, file: String, metadata: &fs::Metadata) -> Checkpoint {
     }
 }
 
+/// At most one byte more than [`MAX_SMALL_FILE`] of `path` (a link to an endless device
+/// is not read forever).
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut bytes = Vec::new();
+    fs::File::open(path)?
+        .take(MAX_SMALL_FILE + 1)
+        .read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
 /// The `last_checkpoint` tag of `dir`, if there is one.
 fn read_tag(dir: &Path) -> Result<Option<Tag>, CliError> {
     let path = dir.join(TAG_FILE);
-    let bytes = match fs::read(&path) {
+    let bytes = match read_bounded(&path) {
+        Ok(bytes) if bytes.len() as u64 > MAX_SMALL_FILE => {
+            return Ok(Some(Tag {
+                target: String::new(),
+                exists: false,
+                error: Some(format!(
+                    "{TAG_FILE} is larger than {MAX_SMALL_FILE} bytes; it should hold one file name"
+                )),
+            }))
+        }
         Ok(bytes) => bytes,
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
         Err(e) => {

@@ -1,4 +1,4 @@
-//! `ckpt`: inspect, convert and list deep-learning checkpoints.
+//! `ckpt`: inspect, convert, list deep-learning checkpoints, and plan loading them.
 //!
 //! Every subcommand lives in its own module; this file only parses arguments, sets up
 //! logging and turns errors into one line on stderr with exit code 1.
@@ -8,6 +8,8 @@ mod error;
 mod inspect;
 mod ls;
 mod output;
+mod plan;
+mod source;
 mod time;
 
 use std::process::ExitCode;
@@ -29,6 +31,7 @@ enum Command {
     Inspect(inspect::Args),
     Convert(convert::Args),
     Ls(ls::Args),
+    Plan(plan::Args),
 }
 
 fn main() -> ExitCode {
@@ -42,6 +45,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(&args),
         Command::Convert(args) => convert::run(&args),
         Command::Ls(args) => ls::run(&args),
+        Command::Plan(args) => plan::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

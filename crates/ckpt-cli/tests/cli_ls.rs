@@ -177,3 +177,15 @@ fn tag_naming_a_deleted_checkpoint_is_flagged() {
         "no such file in the directory"
     );
 }
+
+#[test]
+fn an_oversized_tag_is_flagged_without_being_printed() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::write(dir.path().join("last_checkpoint"), vec![b'x'; 2 << 20]).unwrap();
+    let listing = ls_json(dir.path());
+    assert_eq!(listing["last_checkpoint"]["exists"], false);
+    let error = listing["last_checkpoint"]["error"].as_str().unwrap();
+    assert!(error.contains("larger than"), "{error}");
+    let table = success(&ckpt(&["ls".as_ref(), dir.path().as_os_str()]));
+    assert!(table.len() < 1000, "{} bytes of listing", table.len());
+}

@@ -79,15 +79,23 @@ pub fn read_checkpoint_file(path: &Path) -> Result<Dict> {
 /// a numpy array (the error names the key and the type found), and a `module.` prefix on
 /// every key (a model saved while wrapped for data parallelism) is removed.
 pub fn take_model_state(checkpoint: &mut Dict) -> Result<StateDict> {
+    Ok(strip_prefix_if_present(
+        take_model_entry(checkpoint)?,
+        "module.",
+    ))
+}
+
+/// Takes `"model"` out of a checkpoint dict as a state dict, as it is in the file: every
+/// value must be a tensor or a numpy array (the error names the key and the type found).
+pub fn take_model_entry(checkpoint: &mut Dict) -> Result<StateDict> {
     let value = checkpoint
         .remove("model")
         .ok_or_else(|| Error::key("model", "the checkpoint has no 'model' entry"))?;
-    let state = match StateDict::from_value(&value) {
-        Ok(state) => state,
-        Err(e @ Error::Key { .. }) => return Err(e),
-        Err(e) => return Err(Error::key("model", e.to_string())),
-    };
-    Ok(strip_prefix_if_present(state, "module."))
+    match StateDict::from_value(&value) {
+        Ok(state) => Ok(state),
+        Err(e @ Error::Key { .. }) => Err(e),
+        Err(e) => Err(Error::key("model", e.to_string())),
+    }
 }
 
 /// Removes `prefix` from every key when every non-empty key starts with it (also from the
@@ -262,7 +270,7 @@ impl Checkpointer {
         };
         let basename = format!("{name}.pth");
         check_basename(name)?;
-        check_basename(&basename)?;
+        check_tag_name(&basename)?;
         let data = self.checkpoint_dict(extra)?;
 
         if let Err(e) = store.remove_stale_temporaries() {
@@ -295,7 +303,7 @@ impl Checkpointer {
 
     /// Writes `basename` into `last_checkpoint`, atomically.
     pub fn tag_last_checkpoint(&self, basename: &str) -> Result<()> {
-        check_basename(basename)?;
+        check_tag_name(basename)?;
         let store = self.require_store()?;
         store.write(LAST_CHECKPOINT, &mut |w| {
             w.write_all(basename.as_bytes())
@@ -506,6 +514,18 @@ impl Checkpointer {
             .as_ref()
             .ok_or_else(|| Error::invalid("this checkpointer has no save directory"))
     }
+}
+
+/// A plain file name that `last_checkpoint` can name: readers (Python's too) strip the tag,
+/// so a name starting or ending with whitespace could be saved but never resumed.
+fn check_tag_name(basename: &str) -> Result<()> {
+    check_basename(basename)?;
+    if basename.trim() != basename {
+        return Err(Error::invalid(format!(
+            "'{basename}' starts or ends with whitespace, which last_checkpoint cannot keep"
+        )));
+    }
+    Ok(())
 }
 
 /// Drops the entries whose shape differs from the model's (unless the model accepts any

@@ -13,6 +13,7 @@
 //! ```
 
 pub mod checkpointer;
+pub mod detection;
 pub mod dist;
 pub mod dtype;
 pub mod error;
@@ -36,7 +37,13 @@ pub use tensor::{Buffer, Element, Storage, Tensor};
 pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
 
 pub use checkpointer::{CheckpointHooks, Checkpointer, DefaultHooks, LAST_CHECKPOINT};
+pub use detection::DetectionCheckpointer;
 pub use incompatible::IncompatibleKeys;
 pub use model::{shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel};
 pub use periodic::PeriodicCheckpointer;
 pub use store::{LocalDir, Store};
+
+// The README's Rust examples are compiled as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

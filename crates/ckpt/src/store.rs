@@ -5,11 +5,11 @@
 
 use std::fmt;
 use std::fs;
-use std::io::{ErrorKind, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{atomic_write, TEMP_PREFIX};
+use crate::format::{atomic_write, temp_owner, TEMP_PREFIX};
 
 /// A flat namespace of files (a checkpoint directory), addressed by plain basenames.
 pub trait Store: Send + Sync + fmt::Debug {
@@ -55,6 +55,9 @@ pub fn check_basename(name: &str) -> Result<()> {
     }
     Ok(())
 }
+
+/// The most [`LocalDir`] reads of a small file (a tag).
+pub const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 /// A local directory. Writes go to a temporary file in the directory, are fsynced, renamed
 /// over the target and the directory is fsynced. The directory is created on first write.
@@ -103,13 +106,26 @@ impl Store for LocalDir {
         atomic_write(&path, |w| write(w)).map_err(|e| name_target(e, &path))
     }
 
+    /// Reads at most [`MAX_SMALL_FILE`] bytes: a larger file (or a link to a device that never
+    /// ends) is an error, not a read of unbounded size.
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(name)?;
-        match fs::read(&path) {
-            Ok(bytes) => Ok(Some(bytes)),
-            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(Error::io(path, e)),
+        let file = match fs::File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        };
+        let mut bytes = Vec::new();
+        file.take(MAX_SMALL_FILE + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| Error::io(&path, e))?;
+        if bytes.len() as u64 > MAX_SMALL_FILE {
+            return Err(Error::format(format!(
+                "{} is larger than {MAX_SMALL_FILE} bytes; it should hold one file name",
+                path.display()
+            )));
         }
+        Ok(Some(bytes))
     }
 
     fn exists(&self, name: &str) -> Result<bool> {
@@ -166,7 +182,8 @@ impl Store for LocalDir {
             let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
                 continue;
             };
-            if temp_writer_is_gone(rest) {
+            let modified = entry.metadata().and_then(|m| m.modified()).ok();
+            if temp_writer_is_gone(rest, modified) {
                 let path = entry.path();
                 match fs::remove_file(&path) {
                     Ok(()) => tracing::debug!("Removed stale temporary file {}", path.display()),
@@ -179,18 +196,29 @@ impl Store for LocalDir {
     }
 }
 
-/// Whether the process that wrote a temporary file (`<pid>-<unique>-<name>` after the
-/// prefix) can no longer finish it. Our own process may have a write in flight; another
-/// live process may too. Where liveness cannot be checked, only files of other processes
-/// whose pid cannot be read are removed.
-fn temp_writer_is_gone(rest: &str) -> bool {
-    let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else {
+/// Whether the writer of a temporary file (`<pid>@<host>-<unique>-<name>` after the prefix)
+/// can no longer finish it: a process of this host that is gone, or any writer of a file
+/// untouched for a day (a host that crashed). Our own process may have a write in flight,
+/// another live process or another host too; where liveness cannot be checked, a file is
+/// kept until it is a day old.
+fn temp_writer_is_gone(rest: &str, modified: Option<std::time::SystemTime>) -> bool {
+    const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    if modified
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age > ABANDONED_AFTER)
+    {
+        return true;
+    }
+    let owner = rest.split('-').next().unwrap_or_default();
+    let this = temp_owner();
+    let (Some((pid, host)), Some((_, this_host))) = (owner.split_once('@'), this.split_once('@'))
+    else {
         return false;
     };
-    if pid == std::process::id() {
+    let Ok(pid) = pid.parse::<u32>() else {
         return false;
-    }
-    process_is_gone(pid)
+    };
+    host == this_host && pid != std::process::id() && process_is_gone(pid)
 }
 
 #[cfg(target_os = "linux")]
@@ -238,10 +266,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalDir::new(dir.path());
         // No process has the largest pid, so that writer is gone (checked on Linux).
-        let dead = dir.path().join(format!("{TEMP_PREFIX}4294967295-1-a.pth"));
-        let ours = dir
+        let owner = temp_owner();
+        let (_, host) = owner.split_once('@').unwrap();
+        let dead = dir
             .path()
-            .join(format!("{TEMP_PREFIX}{}-1-a.pth", std::process::id()));
+            .join(format!("{TEMP_PREFIX}4294967295@{host}-1-a.pth"));
+        let ours = dir.path().join(format!("{TEMP_PREFIX}{owner}-1-a.pth"));
         fs::write(&dead, b"x").unwrap();
         fs::write(&ours, b"x").unwrap();
         store.remove_stale_temporaries().unwrap();

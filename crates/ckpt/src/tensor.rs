@@ -239,6 +239,16 @@ impl Tensor {
             )));
         }
         let numel = checked_numel(&shape)?;
+        // A view with zero strides (torch's `expand`) may declare many more elements than
+        // its storage holds; its byte size must still be a size (`nbytes` relies on it).
+        if numel
+            .checked_mul(dtype.size())
+            .is_none_or(|n| isize::try_from(n).is_err())
+        {
+            return Err(Error::format(format!(
+                "{dtype} tensor of shape {shape:?} has more bytes than fit in memory"
+            )));
+        }
         if numel > 0 {
             let mut last = offset;
             for (dim, stride) in shape.iter().zip(&strides) {
@@ -387,13 +397,48 @@ impl Tensor {
 
     /// The element bytes in row-major order: borrowed when contiguous, gathered otherwise.
     pub fn contiguous_bytes(&self) -> Cow<'_, [u8]> {
+        match self.borrowed_bytes() {
+            Some(bytes) => Cow::Borrowed(bytes),
+            None => Cow::Owned(self.gather(Vec::with_capacity(self.nbytes()))),
+        }
+    }
+
+    /// [`Tensor::contiguous_bytes`], with an error instead of an abort when the gathered
+    /// copy cannot be allocated: an expanded view (zero strides) of a few bytes in a file
+    /// may declare exabytes of elements.
+    pub fn try_contiguous_bytes(&self) -> Result<Cow<'_, [u8]>> {
+        if let Some(bytes) = self.borrowed_bytes() {
+            return Ok(Cow::Borrowed(bytes));
+        }
+        let mut out = Vec::new();
+        out.try_reserve_exact(self.nbytes()).map_err(|_| {
+            Error::invalid(format!(
+                "cannot allocate {} bytes to gather a {} tensor of shape {:?}",
+                self.nbytes(),
+                self.dtype,
+                self.shape
+            ))
+        })?;
+        Ok(Cow::Owned(self.gather(out)))
+    }
+
+    /// The element bytes when they lie in order in the storage.
+    fn borrowed_bytes(&self) -> Option<&[u8]> {
+        if self.numel() == 0 {
+            // Its offset was never checked against the storage: torch allows any.
+            return Some(&[]);
+        }
+        if !self.is_contiguous() {
+            return None;
+        }
+        let start = self.offset * self.dtype.size();
+        Some(&self.storage.as_bytes()[start..start + self.nbytes()])
+    }
+
+    /// Appends the elements in row-major order to `out`.
+    fn gather(&self, mut out: Vec<u8>) -> Vec<u8> {
         let size = self.dtype.size();
         let bytes = self.storage.as_bytes();
-        if self.is_contiguous() {
-            let start = self.offset * size;
-            return Cow::Borrowed(&bytes[start..start + self.nbytes()]);
-        }
-        let mut out = Vec::with_capacity(self.nbytes());
         let ndim = self.shape.len();
         let mut index = vec![0usize; ndim];
         for _ in 0..self.numel() {
@@ -412,7 +457,7 @@ impl Tensor {
                 index[d] = 0;
             }
         }
-        Cow::Owned(out)
+        out
     }
 
     /// A contiguous copy that owns its bytes (a view of a memory map becomes owned data).
@@ -439,7 +484,7 @@ impl Tensor {
         }
         let size = self.dtype.size();
         Ok(self
-            .contiguous_bytes()
+            .try_contiguous_bytes()?
             .chunks_exact(size)
             .map(T::from_le_bytes)
             .collect())

@@ -435,20 +435,29 @@ fn repr_into(value: &Value, out: &mut String, max: usize) {
     }
 }
 
-/// Python's `repr` of a float (`1.0`, `nan`, `inf`, `-0.0`, `1e-08`).
+/// Python's `repr` of a float (`1.0`, `0.0001`, `1e-08`, `1.5e+16`, `nan`, `inf`, `-0.0`).
 pub fn float_repr(f: f64) -> String {
     if f.is_nan() {
-        "nan".into()
-    } else if f.is_infinite() {
-        if f > 0.0 {
-            "inf".into()
+        return "nan".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "inf".into() } else { "-inf".into() };
+    }
+    // Shortest round-trip digits, laid out as Python does: positional for exponents in
+    // [-4, 16), else scientific with a signed exponent of at least two digits.
+    let sci = format!("{f:e}");
+    let (mantissa, exponent) = sci.split_once('e').unwrap_or((sci.as_str(), "0"));
+    let exponent: i32 = exponent.parse().unwrap_or(0);
+    if f == 0.0 || (-4..16).contains(&exponent) {
+        let plain = format!("{f}");
+        if plain.contains('.') {
+            plain
         } else {
-            "-inf".into()
+            format!("{plain}.0")
         }
-    } else if f == f.trunc() && f.abs() < 1e16 {
-        format!("{f:.1}")
     } else {
-        format!("{f:?}")
+        let sign = if exponent < 0 { '-' } else { '+' };
+        format!("{mantissa}e{sign}{:02}", exponent.abs())
     }
 }
 
@@ -557,6 +566,31 @@ impl FromIterator<(String, Tensor)> for StateDict {
         StateDict {
             tensors: iter.into_iter().collect(),
             metadata: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::float_repr;
+
+    #[test]
+    fn floats_print_as_python_prints_them() {
+        for (f, python) in [
+            (1.0, "1.0"),
+            (0.1, "0.1"),
+            (1e-8, "1e-08"),
+            (0.0001, "0.0001"),
+            (0.00001, "1e-05"),
+            (1.5e16, "1.5e+16"),
+            (1e15, "1000000000000000.0"),
+            (-0.0, "-0.0"),
+            (123.456, "123.456"),
+            (f64::NAN, "nan"),
+            (f64::NEG_INFINITY, "-inf"),
+            (2.5e-300, "2.5e-300"),
+        ] {
+            assert_eq!(float_repr(f), python, "{f:e}");
         }
     }
 }

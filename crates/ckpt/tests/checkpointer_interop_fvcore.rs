@@ -2,7 +2,7 @@
 //! shared save directory: Python trains and saves; Rust resumes, trains on and saves; Python
 //! resumes the Rust checkpoint and gets the same tensors, momentum and iteration.
 //!
-//! Python comes from `CKPT_PYTHON` (default `/root/.cache/ckpt/venv/bin/python`). Without it
+//! Python comes from `CKPT_PYTHON` (default: the venv `scripts/setup-python.sh` makes). Without it
 //! the test is skipped loudly, except with `CI=true`, where that is a failure.
 
 #[path = "../examples/train/mlp.rs"]
@@ -18,32 +18,16 @@ use ckpt::{
     shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel, Tensor, Value,
 };
 
-const DEFAULT_PYTHON: &str = "/root/.cache/ckpt/venv/bin/python";
+#[path = "../../../tests/support/python.rs"]
+mod python_support;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/fvcore/fvcore_side.py")
 }
 
-/// The Python interpreter with torch and fvcore, or `None` (after saying why) to skip.
+/// The Python interpreter for these tests, or `None` (after saying why) to skip.
 fn python() -> Option<PathBuf> {
-    let python = std::env::var_os("CKPT_PYTHON")
-        .map_or_else(|| PathBuf::from(DEFAULT_PYTHON), PathBuf::from);
-    let usable = Command::new(&python)
-        .args(["-c", "import torch, fvcore.common.checkpoint"])
-        .output()
-        .is_ok_and(|out| out.status.success());
-    if usable {
-        return Some(python);
-    }
-    let why = format!(
-        "{} with torch and fvcore is not available (set CKPT_PYTHON)",
-        python.display()
-    );
-    if std::env::var("CI").is_ok_and(|v| v == "true") {
-        panic!("interop test cannot run in CI: {why}");
-    }
-    eprintln!("\n*** SKIPPING fvcore interop test: {why} ***\n");
-    None
+    python_support::interop_python("the fvcore interop test", "torch, fvcore.common.checkpoint")
 }
 
 #[derive(serde::Deserialize, Debug)]

@@ -404,7 +404,8 @@ fn saving_without_a_directory_or_with_saving_disabled_does_nothing() {
 fn names_that_are_not_plain_basenames_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let checkpointer = Checkpointer::new(model(0.0), dir.path());
-    for bad in ["../escape", "a/b", "", ".."] {
+    // A leading blank would be stripped from last_checkpoint: saved, but never resumed.
+    for bad in ["../escape", "a/b", "", "..", " model", "\tmodel_final"] {
         assert!(
             checkpointer.save(bad, Dict::new()).is_err(),
             "{bad:?} accepted"

@@ -309,9 +309,12 @@ fn temporaries_of_dead_writers_are_removed_by_the_next_save_and_never_listed() {
     let mut dead = Command::new("true").spawn().unwrap();
     let pid = dead.id();
     dead.wait().unwrap();
+    // Written on this host (temporary names carry `<pid>@<host>`).
+    let owner = ckpt::format::temp_owner();
+    let (_, host) = owner.split_once('@').unwrap();
     let stale = dir
         .path()
-        .join(format!("{TEMP_PREFIX}{pid}-7-model_0000009.pth"));
+        .join(format!("{TEMP_PREFIX}{pid}@{host}-7-model_0000009.pth"));
     fs::write(&stale, b"PK\x03\x04 half a checkpoint").unwrap();
 
     let checkpointer = Checkpointer::new(model(1.0), dir.path());
@@ -321,5 +324,27 @@ fn temporaries_of_dead_writers_are_removed_by_the_next_save_and_never_listed() {
     assert_eq!(
         dir_names(dir.path()),
         vec!["last_checkpoint", "model_0000019.pth"]
+    );
+}
+
+#[test]
+fn an_oversized_last_checkpoint_is_an_error_without_reading_it_all() {
+    let dir = tempfile::tempdir().unwrap();
+    // Not a tag a checkpointer wrote: 2 MiB of name.
+    fs::write(dir.path().join("last_checkpoint"), vec![b'x'; 2 << 20]).unwrap();
+    let checkpointer = Checkpointer::new(model(1.0), dir.path());
+    let err = checkpointer
+        .resume_or_load("", true)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("larger than"),
+        "{}",
+        &err[..err.len().min(300)]
+    );
+    assert!(
+        err.len() < 1000,
+        "the error repeats the file: {} bytes",
+        err.len()
     );
 }

@@ -1,56 +1,12 @@
 //! Matching logs what detectron2 logs: the shape warnings, the table of matches, the
 //! ambiguity, an empty match and the Caffe2 row edits.
 
-use std::sync::{Arc, Mutex};
-
 use ckpt::matching::{align_and_update_state_dicts, convert_c2_detectron_names};
 use ckpt::{StateDict, Tensor};
-use tracing::field::{Field, Visit};
-use tracing::span::{Attributes, Id, Record};
-use tracing::{Event, Level, Metadata};
+use tracing::Level;
 
-type Lines = Arc<Mutex<Vec<(Level, String)>>>;
-
-/// Records the message of every event.
-struct Capture(Lines);
-
-struct Message(String);
-
-impl Visit for Message {
-    fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        if field.name() == "message" {
-            self.0 = format!("{value:?}");
-        }
-    }
-}
-
-impl tracing::Subscriber for Capture {
-    fn enabled(&self, _: &Metadata<'_>) -> bool {
-        true
-    }
-    fn new_span(&self, _: &Attributes<'_>) -> Id {
-        Id::from_u64(1)
-    }
-    fn record(&self, _: &Id, _: &Record<'_>) {}
-    fn record_follows_from(&self, _: &Id, _: &Id) {}
-    fn event(&self, event: &Event<'_>) {
-        let mut message = Message(String::new());
-        event.record(&mut message);
-        self.0
-            .lock()
-            .unwrap()
-            .push((*event.metadata().level(), message.0));
-    }
-    fn enter(&self, _: &Id) {}
-    fn exit(&self, _: &Id) {}
-}
-
-fn captured<T>(f: impl FnOnce() -> T) -> (T, Vec<(Level, String)>) {
-    let lines = Lines::default();
-    let out = tracing::subscriber::with_default(Capture(lines.clone()), f);
-    let lines = lines.lock().unwrap().clone();
-    (out, lines)
-}
+mod log_capture;
+use log_capture::captured;
 
 fn zeros(shape: &[usize]) -> Tensor {
     Tensor::zeros(ckpt::DType::Float32, shape).unwrap()

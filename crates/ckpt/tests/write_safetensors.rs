@@ -10,24 +10,12 @@ use ckpt::format::{
 };
 use ckpt::{DType, Dict, StateDict, Tensor, Value};
 
+#[path = "../../../tests/support/python.rs"]
+mod python_support;
+
+/// The Python interpreter for these tests, or `None` (after saying why) to skip.
 fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("CKPT_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/ckpt/venv/bin/python"));
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "python with torch not found at {} (set CKPT_PYTHON); required under CI",
-            path.display()
-        );
-    }
-    eprintln!(
-        "\n!!!!! SKIPPED: python with torch not found at {} (set CKPT_PYTHON) !!!!!\n",
-        path.display()
-    );
-    None
+    python_support::interop_python("the Python safetensors test", "torch, safetensors, numpy")
 }
 
 /// The dtypes safetensors (and the crate) can hold.
@@ -173,6 +161,23 @@ fn flatten_joins_nested_keys_and_reports_other_values() {
     assert_eq!(sd.keys().collect::<Vec<_>>(), ["model.w", "list.0", "5"]);
     let paths: Vec<&str> = others.iter().map(|(p, _)| p.as_str()).collect();
     assert_eq!(paths, ["model.lr", "list.1", "iteration"]);
+}
+
+#[test]
+fn flatten_never_drops_a_tensor_whose_joined_name_is_taken() {
+    let t = |x: f32| Value::Tensor(Tensor::from_slice(&[x], &[1]).unwrap());
+    let mut inner = Dict::new();
+    inner.insert("b", t(2.0));
+    let mut root = Dict::new();
+    root.insert("a.b", t(1.0));
+    root.insert("a", Value::Dict(inner));
+    let (sd, others) = flatten_tensors(&Value::Dict(root));
+    assert_eq!(sd.get("a.b").unwrap().to_vec::<f32>().unwrap(), [1.0]);
+    let [(path, Value::Tensor(second))] = others.as_slice() else {
+        panic!("the second a.b is not reported: {others:?}");
+    };
+    assert_eq!(path, "a.b");
+    assert_eq!(second.to_vec::<f32>().unwrap(), [2.0]);
 }
 
 #[test]

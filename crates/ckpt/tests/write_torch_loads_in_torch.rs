@@ -13,24 +13,12 @@ use ckpt::format::{save_torch, SaveOptions};
 use ckpt::{DType, Dict, DictKind, Key, Tensor, Value};
 use num_bigint::BigInt;
 
-pub fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("CKPT_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/ckpt/venv/bin/python"));
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "python with torch not found at {} (set CKPT_PYTHON); required under CI",
-            path.display()
-        );
-    }
-    eprintln!(
-        "\n!!!!! SKIPPED: python with torch not found at {} (set CKPT_PYTHON) !!!!!\n",
-        path.display()
-    );
-    None
+#[path = "../../../tests/support/python.rs"]
+mod python_support;
+
+/// The Python interpreter for these tests, or `None` (after saying why) to skip.
+fn python() -> Option<PathBuf> {
+    python_support::interop_python("the torch load test of written files", "torch")
 }
 
 fn repo_file(relative: &str) -> PathBuf {

@@ -24,9 +24,9 @@ where
         .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
     let temp = dir.join(format!(
         "{TEMP_PREFIX}{}-{}-{}",
-        std::process::id(),
+        temp_owner(),
         unique(),
-        name.to_string_lossy()
+        name_hint(&name.to_string_lossy())
     ));
     let result = write_temp(&temp, write).and_then(|()| {
         fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
@@ -75,6 +75,42 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
+/// Who writes a temporary file: `<pid>@<host>`, so that a save directory shared by several
+/// hosts (NFS, a volume of several containers) can tell its own leftovers from another host's
+/// save in flight. The host name keeps only characters that cannot be confused with the
+/// separators of the temporary name.
+pub fn temp_owner() -> String {
+    static HOST: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let host = HOST.get_or_init(|| {
+        let raw = fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_default();
+        let host: String = raw
+            .trim()
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric() || *c == '.' || *c == '_')
+            .take(32)
+            .collect();
+        if host.is_empty() {
+            "localhost".to_string()
+        } else {
+            host
+        }
+    });
+    format!("{}@{host}", std::process::id())
+}
+
+/// The start of the target's name, for people looking at a directory: short enough that the
+/// temporary name stays within the 255-byte limit of file names whatever the target's length.
+fn name_hint(name: &str) -> &str {
+    let mut end = name.len().min(64);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    &name[..end]
+}
+
 fn unique() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
@@ -87,6 +123,19 @@ fn unique() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_unicode_names_save() {
+        let dir = tempfile::tempdir().unwrap();
+        // 244 bytes: a valid file name, too long once a temporary prefix is added in full.
+        let name = format!("{}.pth", "é".repeat(120));
+        let path = dir.path().join(&name);
+        atomic_write(&path, |w| {
+            w.write_all(b"x").map_err(|e| Error::io(&path, e))
+        })
+        .unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"x");
+    }
 
     #[test]
     fn failed_write_leaves_previous_file_and_no_temp() {

@@ -27,7 +27,7 @@ use crate::pickle::Limits;
 use crate::tensor::Buffer;
 use crate::value::{StateDict, Value};
 
-pub use atomic::{atomic_write, fsync_dir, TEMP_PREFIX};
+pub use atomic::{atomic_write, fsync_dir, temp_owner, TEMP_PREFIX};
 pub use safetensors::{flatten_tensors, write_safetensors};
 pub use torch_save::write_torch;
 

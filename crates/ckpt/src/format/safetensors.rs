@@ -143,7 +143,12 @@ pub fn write_safetensors(
     let mut offset = 0usize;
     for (name, dtype, tensor) in &entries {
         push_key(&mut header, name)?;
-        let end = offset + tensor.nbytes();
+        let end = offset.checked_add(tensor.nbytes()).ok_or_else(|| {
+            Error::key(
+                *name,
+                "the tensors add up to more bytes than a file can hold",
+            )
+        })?;
         let shape = serde_json::to_string(tensor.shape())
             .map_err(|e| Error::invalid(format!("safetensors header: {e}")))?;
         header.push_str(&format!(
@@ -160,8 +165,11 @@ pub fn write_safetensors(
     out.write_all(&(header.len() as u64).to_le_bytes())
         .map_err(io)?;
     out.write_all(&header).map_err(io)?;
-    for (_, _, tensor) in &entries {
-        out.write_all(&tensor.contiguous_bytes()).map_err(io)?;
+    for (name, _, tensor) in &entries {
+        let bytes = tensor
+            .try_contiguous_bytes()
+            .map_err(|e| Error::key(*name, e.to_string()))?;
+        out.write_all(&bytes).map_err(io)?;
     }
     out.flush().map_err(io)?;
     Ok(())
@@ -175,6 +183,8 @@ fn json_string(s: &str) -> Result<String> {
 /// keys by their Python repr). Lists and tuples holding tensors are flattened by index.
 /// Every other value (and every empty container) is returned by path as the second element,
 /// in order, so callers can report or drop it. The root's `_metadata` attribute is kept.
+/// A tensor whose joined name is already taken (`{"a.b": x, "a": {"b": y}}`) is returned
+/// with the other values too, never dropped.
 pub fn flatten_tensors(value: &Value) -> (StateDict, Vec<(String, Value)>) {
     let mut sd = StateDict::new();
     let mut others = Vec::new();
@@ -193,7 +203,11 @@ pub fn flatten_tensors(value: &Value) -> (StateDict, Vec<(String, Value)>) {
         };
         match value {
             Value::Tensor(t) | Value::Parameter(t) | Value::NdArray(t) => {
-                sd.insert(path, t.clone());
+                if sd.tensors.contains_key(&path) {
+                    others.push((path, value.clone()));
+                } else {
+                    sd.insert(path, t.clone());
+                }
             }
             Value::Dict(d) if !d.is_empty() => {
                 for (key, child) in d.items.iter().rev() {

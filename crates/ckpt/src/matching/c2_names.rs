@@ -376,7 +376,7 @@ pub(crate) fn move_first_row_to_end(tensor: &Tensor) -> Result<Tensor> {
             "cannot move the first row of a 0-d tensor (expected at least one dimension)",
         ));
     };
-    let mut bytes = tensor.contiguous_bytes().into_owned();
+    let mut bytes = tensor.try_contiguous_bytes()?.into_owned();
     // No rows: nothing to move.
     if let Some(row_bytes) = bytes.len().checked_div(rows) {
         bytes.rotate_left(row_bytes);

@@ -28,23 +28,12 @@ pub mod c2_names;
 pub mod report;
 mod suffix_index;
 
+pub(crate) use crate::incompatible::python_shape as shape_tuple;
 pub use align::{align_and_update_state_dicts, Alignment, MatchedKey, ShapeMismatch};
 pub use c2_names::{
     convert_c2_detectron_names, convert_c2_name, C2Conversion, ValueEdit, ValueEditKind,
 };
 pub use report::{format_match_table, group_str, longest_common_prefix, longest_common_prefix_str};
-
-/// A shape as Python prints a tuple: `()`, `(3,)`, `(2, 3)`.
-pub(crate) fn shape_tuple(shape: &[usize]) -> String {
-    match shape {
-        [] => "()".to_string(),
-        [one] => format!("({one},)"),
-        dims => {
-            let parts: Vec<String> = dims.iter().map(usize::to_string).collect();
-            format!("({})", parts.join(", "))
-        }
-    }
-}
 
 /// A shape as torch prints `tensor.shape`: `torch.Size([2, 3])`.
 pub(crate) fn torch_size(shape: &[usize]) -> String {

@@ -21,7 +21,9 @@ pub use writer::{write_pickle, PickleWriter, StorageSink};
 /// Bounds that keep a hostile pickle from exhausting memory or the stack.
 #[derive(Debug, Clone, Copy)]
 pub struct Limits {
-    /// Deepest nesting of containers in the result.
+    /// Deepest nesting of containers in the result. `Value`'s clone, drop and `Debug` recurse,
+    /// so the default leaves room for them on a 2 MB thread stack in a debug build (a dict
+    /// level costs about 3 KB there); real checkpoints nest fewer than 20 levels.
     pub max_depth: usize,
     /// Most values the result may contain, counting every copy made by memo references.
     pub max_values: usize,
@@ -30,7 +32,7 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Limits {
         Limits {
-            max_depth: 1_000,
+            max_depth: 200,
             max_values: 50_000_000,
         }
     }

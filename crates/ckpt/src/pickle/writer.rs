@@ -494,17 +494,17 @@ impl<'s> PickleWriter<'s> {
 
     /// The tensor to save for `t`: `t` itself when its storage can be saved as a whole with
     /// its dtype, else a contiguous copy in a storage of its own (always valid for torch).
-    fn shareable(&mut self, t: &Tensor) -> Tensor {
+    fn shareable(&mut self, t: &Tensor) -> Result<Tensor> {
         let dtype = t.dtype();
         let id = t.storage().id();
         // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
         #[allow(clippy::manual_is_multiple_of)]
         let whole_elements = t.storage().len() % dtype.size() == 0;
         match self.storage_dtypes.get(&id) {
-            Some(&first) if first == dtype => return t.clone(),
+            Some(&first) if first == dtype => return Ok(t.clone()),
             None if whole_elements => {
                 self.storage_dtypes.insert(id, dtype);
-                return t.clone();
+                return Ok(t.clone());
             }
             _ => {}
         }
@@ -512,17 +512,20 @@ impl<'s> PickleWriter<'s> {
             "writing a {dtype} tensor {:?} into a storage of its own (its storage is shared with another dtype or not a whole number of elements)",
             t.shape()
         );
-        let copy = t.to_owned_contiguous();
+        // Fallible: an expanded view (zero strides) may declare far more bytes than it has.
+        let bytes = t.try_contiguous_bytes()?.into_owned();
+        let copy =
+            Tensor::from_bytes(dtype, t.shape(), bytes)?.with_requires_grad(t.requires_grad());
         self.storage_dtypes.insert(copy.storage().id(), dtype);
         self.copies.push(copy.clone());
-        copy
+        Ok(copy)
     }
 
     /// `_rebuild_tensor_v2(storage, offset, size, stride, requires_grad, OrderedDict())`, or
     /// `_rebuild_tensor_v3(..., dtype)` over an `UntypedStorage` for dtypes without a typed
     /// storage class.
     fn tensor(&mut self, tensor: &Tensor) -> Result<()> {
-        let t = self.shareable(tensor);
+        let t = self.shareable(tensor)?;
         let dtype = t.dtype();
         let key = self.sink.storage_key(&t)?;
         let storage_bytes = t.storage().len();

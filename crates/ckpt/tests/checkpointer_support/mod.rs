@@ -1,8 +1,10 @@
 //! Helpers shared by the checkpointer, periodic and crash tests.
 #![allow(dead_code)]
 
-use std::io::Write;
-use std::sync::{Arc, Mutex};
+#[path = "../log_capture/mod.rs"]
+mod log_capture;
+#[allow(unused_imports)] // not every test file captures logs
+pub use log_capture::capture_logs;
 
 use ckpt::{shared, Checkpointable, Result, Shared, StateDict, StateDictModel, Tensor, Value};
 
@@ -52,33 +54,4 @@ impl Checkpointable for Counter {
         })?;
         Ok(())
     }
-}
-
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Buffer {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Runs `f` and returns what it logged (messages only, no colours).
-pub fn capture_logs<R>(f: impl FnOnce() -> R) -> (R, String) {
-    let buffer = Buffer::default();
-    let writer = buffer.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .with_max_level(tracing::Level::DEBUG)
-        .finish();
-    let result = tracing::subscriber::with_default(subscriber, f);
-    let text = String::from_utf8_lossy(&buffer.0.lock().unwrap()).into_owned();
-    (result, text)
 }

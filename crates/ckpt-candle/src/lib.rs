@@ -1,0 +1,43 @@
+//! # ckpt-candle
+//!
+//! Checkpoint a [candle](https://docs.rs/candle-core) training run with ckpt:
+//!
+//! - [`VarMapModel`]: a `candle_nn::VarMap` as a ckpt [`ckpt::Model`] (its variables as a
+//!   state dict, loaded back non-strictly with missing/unexpected/shape reports);
+//! - [`AdamW`] and [`Sgd`]: `candle_nn::Optimizer`s that compute what `torch.optim.AdamW` /
+//!   `torch.optim.SGD` compute and checkpoint in exactly their `state_dict()` layout, so
+//!   optimizer state moves between a candle run and a PyTorch run;
+//! - [`to_ckpt`] / [`to_candle`]: tensor conversions that copy the elements once.
+//!
+//! ```no_run
+//! use candle_core::{DType, Device};
+//! use candle_nn::{linear, VarBuilder, VarMap};
+//! use ckpt::{shared, Checkpointer, PeriodicCheckpointer};
+//! use ckpt_candle::{AdamW, AdamWConfig, VarMapModel};
+//! use candle_nn::Optimizer;
+//!
+//! let varmap = VarMap::new();
+//! let fc = linear(4, 1, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu).pp("fc"))?;
+//! let model = VarMapModel::new(varmap).with_order(["fc.weight", "fc.bias"]);
+//! let optimizer = shared(AdamW::from_model(&model, AdamWConfig::default())?);
+//! let mut checkpointer = Checkpointer::new(shared(model), "output");
+//! checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
+//! let extra = checkpointer.resume_or_load("", true)?;
+//! let start = extra.get("iteration").and_then(|v| v.as_int()).map_or(0, |i| i as u64 + 1);
+//! let mut periodic = PeriodicCheckpointer::new(checkpointer, 100, Some(1000), Some(3), "model")?;
+//! for iteration in start..1000 {
+//!     // ... loss = ...; optimizer.lock().unwrap().backward_step(&loss)?;
+//!     periodic.step(iteration, ckpt::Dict::new())?;
+//! }
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
+
+mod convert;
+mod optim;
+mod varmap;
+
+pub use convert::{candle_error, cast, dtype_to_candle, dtype_to_ckpt, to_candle, to_ckpt};
+pub use optim::{AdamW, AdamWConfig, Sgd, SgdConfig};
+pub use varmap::VarMapModel;

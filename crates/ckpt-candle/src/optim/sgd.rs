@@ -1,0 +1,223 @@
+//! [`Sgd`]: torch's `SGD` (momentum, dampening, Nesterov, weight decay) for candle
+//! variables, with torch's state-dict layout.
+
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor as CTensor, Var};
+use candle_nn::Optimizer;
+use ckpt::{Checkpointable, Dict, Result, Value};
+
+use super::to_candle_error;
+use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
+use crate::VarMapModel;
+
+/// Hyperparameters of [`Sgd`]; the defaults are `torch.optim.SGD`'s.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdConfig {
+    /// Learning rate (`lr`).
+    pub lr: f64,
+    /// Momentum factor; 0 keeps no momentum buffers.
+    pub momentum: f64,
+    /// Dampening of the gradient added to the momentum buffer.
+    pub dampening: f64,
+    /// L2 penalty added to the gradient (`grad + weight_decay * param`).
+    pub weight_decay: f64,
+    /// Nesterov momentum (needs momentum > 0 and no dampening).
+    pub nesterov: bool,
+}
+
+impl SgdConfig {
+    /// The checks of torch's `SGD.__init__`.
+    pub fn validate(&self) -> Result<()> {
+        let checks = [
+            (self.lr >= 0.0, "lr", self.lr),
+            (self.momentum >= 0.0, "momentum", self.momentum),
+            (self.weight_decay >= 0.0, "weight_decay", self.weight_decay),
+        ];
+        if let Some((_, name, value)) = checks.iter().find(|(ok, _, _)| !ok) {
+            return Err(ckpt::Error::invalid(format!("invalid SGD {name}: {value}")));
+        }
+        if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
+            return Err(ckpt::Error::invalid(
+                "Nesterov momentum requires a momentum and zero dampening",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl Default for SgdConfig {
+    fn default() -> SgdConfig {
+        SgdConfig {
+            lr: 1e-3,
+            momentum: 0.0,
+            dampening: 0.0,
+            weight_decay: 0.0,
+            nesterov: false,
+        }
+    }
+}
+
+/// Stochastic gradient descent computing what torch's single-tensor `SGD.step` computes:
+///
+/// ```text
+/// g = grad + weight_decay * param
+/// buf = g at the first step, else buf * momentum + (1 - dampening) * g   (if momentum != 0)
+/// g = g + momentum * buf if nesterov, else buf                          (if momentum != 0)
+/// param += -lr * g
+/// ```
+///
+/// Its checkpoint state is `torch.optim.SGD.state_dict()` (`momentum_buffer` per parameter
+/// when momentum is used), parameters numbered as for [`crate::AdamW`].
+#[derive(Debug)]
+pub struct Sgd {
+    params: Vec<Var>,
+    config: SgdConfig,
+    momentum_buffers: Vec<Option<CTensor>>,
+}
+
+impl Sgd {
+    /// An optimizer over the variables of `model`, numbered in the model's order.
+    pub fn from_model(model: &VarMapModel, config: SgdConfig) -> candle_core::Result<Sgd> {
+        let vars = model.vars().into_iter().map(|(_, var)| var).collect();
+        Sgd::new(vars, config)
+    }
+
+    /// The hyperparameters.
+    pub fn config(&self) -> &SgdConfig {
+        &self.config
+    }
+
+    /// The parameters, in index order.
+    pub fn params(&self) -> &[Var] {
+        &self.params
+    }
+
+    fn step_one(&mut self, index: usize, grad: &CTensor) -> candle_core::Result<()> {
+        let SgdConfig {
+            lr,
+            momentum,
+            dampening,
+            weight_decay,
+            nesterov,
+        } = self.config;
+        let (Some(var), Some(slot)) =
+            (self.params.get(index), self.momentum_buffers.get_mut(index))
+        else {
+            return Ok(());
+        };
+        let param = var.as_tensor();
+        let mut g = if weight_decay != 0.0 {
+            (grad + param.affine(weight_decay, 0.0)?)?
+        } else {
+            grad.clone()
+        };
+        if momentum != 0.0 {
+            let buf = match slot.take() {
+                None => g.copy()?,
+                Some(buf) => (buf.affine(momentum, 0.0)? + g.affine(1.0 - dampening, 0.0)?)?,
+            };
+            g = if nesterov {
+                (&g + buf.affine(momentum, 0.0)?)?
+            } else {
+                buf.clone()
+            };
+            *slot = Some(buf);
+        }
+        var.set(&(param + g.affine(-lr, 0.0)?)?)
+    }
+}
+
+impl Optimizer for Sgd {
+    type Config = SgdConfig;
+
+    /// Float variables only (as candle's own optimizers); the others are not numbered.
+    /// Refuses the hyperparameters torch refuses.
+    fn new(vars: Vec<Var>, config: SgdConfig) -> candle_core::Result<Sgd> {
+        config.validate().map_err(to_candle_error)?;
+        let params: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
+        let momentum_buffers = vec![None; params.len()];
+        Ok(Sgd {
+            params,
+            config,
+            momentum_buffers,
+        })
+    }
+
+    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
+        for index in 0..self.params.len() {
+            let grad = self
+                .params
+                .get(index)
+                .and_then(|var| grads.get(var))
+                .cloned();
+            if let Some(grad) = grad {
+                self.step_one(index, &grad)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn learning_rate(&self) -> f64 {
+        self.config.lr
+    }
+
+    fn set_learning_rate(&mut self, lr: f64) {
+        self.config.lr = lr;
+    }
+}
+
+impl Checkpointable for Sgd {
+    fn state_dict(&self) -> Result<Value> {
+        let mut per_param = Vec::new();
+        for (index, buf) in self.momentum_buffers.iter().enumerate() {
+            let Some(buf) = buf else { continue };
+            let mut entry = Dict::new();
+            entry.insert("momentum_buffer", ts::tensor_value(buf)?);
+            per_param.push((index, entry));
+        }
+        let c = &self.config;
+        let group = vec![
+            ("lr", Value::Float(c.lr)),
+            ("momentum", Value::Float(c.momentum)),
+            ("dampening", Value::Float(c.dampening)),
+            ("weight_decay", Value::Float(c.weight_decay)),
+            ("nesterov", Value::Bool(c.nesterov)),
+            ("maximize", Value::Bool(false)),
+            ("foreach", Value::None),
+            ("differentiable", Value::Bool(false)),
+            ("fused", Value::None),
+        ];
+        optimizer_state(per_param, group, self.params.len())
+    }
+
+    /// Takes the hyperparameters and momentum buffers of `state` (as torch does); nothing
+    /// changes unless all of it is valid. Refuses `maximize`.
+    fn load_state_dict(&mut self, state: Value) -> Result<()> {
+        let loaded = read_optimizer_state(&state, self.params.len())?;
+        let group = loaded.group;
+        ts::require_unset(group, "maximize")?;
+        let config = SgdConfig {
+            lr: ts::number(group, "lr")?,
+            momentum: ts::number(group, "momentum")?,
+            dampening: ts::number(group, "dampening")?,
+            weight_decay: ts::number(group, "weight_decay")?,
+            nesterov: ts::flag(group, "nesterov")?,
+        };
+        let mut buffers = Vec::with_capacity(self.params.len());
+        for (index, (entry, param)) in loaded.per_param.iter().zip(&self.params).enumerate() {
+            let buf = match entry {
+                Some(entry)
+                    if !matches!(entry.get("momentum_buffer"), None | Some(Value::None)) =>
+                {
+                    Some(ts::param_tensor(entry, "momentum_buffer", index, param)?)
+                }
+                _ => None,
+            };
+            buffers.push(buf);
+        }
+        config.validate()?;
+        self.config = config;
+        self.momentum_buffers = buffers;
+        Ok(())
+    }
+}

@@ -1,0 +1,206 @@
+//! [`VarMapModel`]: a `candle_nn::VarMap` as a ckpt [`Model`].
+//!
+//! A `VarMap` is a hash map, so it has no order of its own. The model's order (of its state
+//! dict, and of the parameter indices an optimizer built from it uses) is the order given
+//! with [`VarMapModel::with_order`], followed by every other name in sorted order. Give the
+//! order `torch.nn.Module.parameters()` has to exchange optimizer state with PyTorch.
+
+use std::collections::HashSet;
+
+use candle_core::Var;
+use candle_nn::VarMap;
+use ckpt::incompatible::IncompatibleKeys;
+use ckpt::{Error, LoadedKeys, Model, Result, StateDict};
+
+use crate::convert::{candle_error, cast, dtype_to_candle, to_candle, to_ckpt};
+
+/// A `candle_nn::VarMap` checkpointed as a state dict of its variables.
+///
+/// The model shares the variables with the `VarMap` it was made from (a `VarMap` clone is a
+/// handle): loading a state dict writes into the very tensors the candle model computes with.
+///
+/// ```
+/// use candle_core::{DType, Device};
+/// use candle_nn::{linear, VarBuilder, VarMap};
+/// use ckpt::Model;
+/// let varmap = VarMap::new();
+/// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+/// let _fc = linear(3, 2, vb.pp("fc"))?;
+/// let model = ckpt_candle::VarMapModel::new(varmap).with_order(["fc.weight", "fc.bias"]);
+/// let sd = model.state_dict()?;
+/// assert_eq!(sd.keys().collect::<Vec<_>>(), ["fc.weight", "fc.bias"]);
+/// assert_eq!(sd.get("fc.weight").unwrap().shape(), &[2, 3]);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct VarMapModel {
+    varmap: VarMap,
+    order: Vec<String>,
+}
+
+impl std::fmt::Debug for VarMapModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VarMapModel")
+            .field("names", &self.names())
+            .finish()
+    }
+}
+
+impl VarMapModel {
+    /// The variables of `varmap`, in sorted name order.
+    pub fn new(varmap: VarMap) -> VarMapModel {
+        VarMapModel {
+            varmap,
+            order: Vec::new(),
+        }
+    }
+
+    /// Puts `names` first, in this order (names the map does not have are ignored; the
+    /// others follow sorted).
+    pub fn with_order<I, S>(mut self, names: I) -> VarMapModel
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.order = names.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The `VarMap` (a handle to the same variables).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+
+    /// The names of the variables, in the model's order.
+    pub fn names(&self) -> Vec<String> {
+        self.vars().into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// The variables with their names, in the model's order. An optimizer built from
+    /// these (see [`crate::AdamW::from_model`]) numbers its parameters in this order.
+    pub fn vars(&self) -> Vec<(String, Var)> {
+        let data = self
+            .varmap
+            .data()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = Vec::with_capacity(data.len());
+        let mut listed = HashSet::new();
+        for name in &self.order {
+            if let Some(var) = data.get(name) {
+                if listed.insert(name.as_str()) {
+                    out.push((name.clone(), var.clone()));
+                }
+            }
+        }
+        let mut rest: Vec<(&String, &Var)> = data
+            .iter()
+            .filter(|(name, _)| !listed.contains(name.as_str()))
+            .collect();
+        rest.sort_by(|a, b| a.0.cmp(b.0));
+        out.extend(rest.into_iter().map(|(n, v)| (n.clone(), v.clone())));
+        out
+    }
+
+    /// Loads `state` non-strictly, as `Checkpointer` does with a file: entries whose shape
+    /// differs from the variable's are skipped and reported with the missing and
+    /// unexpected names. Nothing is changed when an entry cannot be converted.
+    pub fn load_non_strict(&mut self, mut state: StateDict) -> Result<IncompatibleKeys> {
+        let mut incorrect_shapes = Vec::new();
+        for (name, var) in self.vars() {
+            if let Some(t) = state.get(&name) {
+                if t.shape() != var.dims() {
+                    incorrect_shapes.push((name.clone(), t.shape().to_vec(), var.dims().to_vec()));
+                }
+            }
+        }
+        let skipped: HashSet<&str> = incorrect_shapes
+            .iter()
+            .map(|(name, _, _)| name.as_str())
+            .collect();
+        state
+            .tensors
+            .retain(|name, _| !skipped.contains(name.as_str()));
+        let loaded = self.load_state_dict(state)?;
+        Ok(IncompatibleKeys {
+            missing_keys: loaded.missing_keys,
+            unexpected_keys: loaded.unexpected_keys,
+            incorrect_shapes,
+        })
+    }
+}
+
+impl Model for VarMapModel {
+    fn state_dict(&self) -> Result<StateDict> {
+        self.vars()
+            .into_iter()
+            .map(|(name, var)| {
+                let t = to_ckpt(var.as_tensor()).map_err(|e| Error::key(&name, e.to_string()))?;
+                Ok((name, t))
+            })
+            .collect()
+    }
+
+    /// Every variable named in `state` takes its value, converted to the variable's dtype
+    /// and device (as torch's `copy_` does). All entries are converted before any variable
+    /// is written, so an error leaves the model unchanged. A shape that differs from the
+    /// variable's is an error naming the key.
+    fn load_state_dict(&mut self, state: StateDict) -> Result<LoadedKeys> {
+        let mut updates = Vec::new();
+        let mut missing = Vec::new();
+        // Marked rather than removed: removing from an ordered map shifts every later entry,
+        // which would make a load quadratic in the number of tensors.
+        let mut used = vec![false; state.len()];
+        for (name, var) in self.vars() {
+            let Some((index, _, t)) = state.tensors.get_full(&name) else {
+                missing.push(name);
+                continue;
+            };
+            if let Some(slot) = used.get_mut(index) {
+                *slot = true;
+            }
+            if t.shape() != var.dims() {
+                return Err(Error::key(
+                    &name,
+                    format!(
+                        "shape {:?} in the checkpoint, {:?} in the model",
+                        t.shape(),
+                        var.dims()
+                    ),
+                ));
+            }
+            // Convert through a dtype candle has, then to the variable's dtype.
+            let value = match dtype_to_candle(t.dtype()) {
+                Some(_) => to_candle(t, var.device()),
+                None => Err(Error::unsupported(format!(
+                    "candle has no {} tensors",
+                    t.dtype()
+                ))),
+            }
+            .and_then(|c| cast(&c, var.dtype()))
+            .map_err(|e| Error::key(&name, e.to_string()))?;
+            updates.push((name, var, value));
+        }
+        for (name, var, value) in updates {
+            var.set(&value)
+                .map_err(|e| Error::key(&name, candle_error(e).to_string()))?;
+        }
+        Ok(LoadedKeys {
+            missing_keys: missing,
+            unexpected_keys: state
+                .keys()
+                .zip(used)
+                .filter(|(_, used)| !used)
+                .map(|(name, _)| name.to_string())
+                .collect(),
+        })
+    }
+
+    fn shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        Ok(self
+            .vars()
+            .into_iter()
+            .map(|(name, var)| (name, var.dims().to_vec()))
+            .collect())
+    }
+}

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Runs every check and test of the workspace: rustfmt, clippy (warnings are errors), then
+# `cargo test --workspace` with the Python venv of scripts/setup-python.sh for the live PyTorch
+# interop tests. Extra arguments go to `cargo test`. Exits with the first failing step's code.
+#
+# With CI=true the interop tests must run: a Python or torch that cannot be set up fails the run.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+step() { echo "==> $*" >&2; }
+
+step "Python environment for the interop tests"
+if python="$(scripts/setup-python.sh)"; then
+    export CKPT_PYTHON="$python"
+elif [[ "${CI:-}" == "true" ]]; then
+    echo "test.sh: the Python environment could not be set up, and CI=true requires it" >&2
+    exit 1
+else
+    echo "test.sh: WARNING: no Python environment; the interop tests will be skipped" >&2
+    export CKPT_PYTHON=""
+fi
+
+if command -v rustup >/dev/null 2>&1; then
+    for component in rustfmt clippy; do
+        if ! rustup component list --installed 2>/dev/null | grep -q "^$component"; then
+            step "installing the $component component"
+            rustup component add "$component"
+        fi
+    done
+fi
+
+step "cargo fmt --all -- --check"
+cargo fmt --all -- --check
+
+step "cargo clippy --workspace --all-targets -- -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo test --workspace $*"
+CI="${CI:-}" cargo test --workspace "$@"

@@ -1,0 +1,112 @@
+"""The PyTorch side of the candle interop tests: the MLP, data and AdamW of
+crates/ckpt-candle/examples/train_mlp.rs, in torch.
+
+    torch_mlp.py --max-iter N --out FILE [--resume FILE]
+
+Trains iterations [start, N) (start = 0, or the resumed checkpoint's "iteration" + 1) and saves
+torch.save({"model": ..., "optimizer": ..., "iteration": N - 1}, FILE). Prints one JSON line:
+the iteration, each parameter's values, and the optimizer's step per parameter index.
+"""
+
+import argparse
+import json
+
+import torch
+
+IN, HIDDEN, OUT = 16, 64, 4
+SAMPLES, BATCH = 512, 32
+DATA_SEED, INIT_SEED = 2024, 7
+MASK = (1 << 64) - 1
+LR, WEIGHT_DECAY = 1e-2, 1e-2
+
+
+class SplitMix64:
+    def __init__(self, seed):
+        self.state = seed & MASK
+
+    def next_u64(self):
+        self.state = (self.state + 0x9E3779B97F4A7C15) & MASK
+        z = self.state
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+        return z ^ (z >> 31)
+
+    def next_f32(self):
+        # Exact in float32, as in Rust.
+        return (self.next_u64() >> 40) / float(1 << 23) - 1.0
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1 = torch.nn.Linear(IN, HIDDEN)
+        self.fc2 = torch.nn.Linear(HIDDEN, OUT)
+        rng = SplitMix64(INIT_SEED)
+        with torch.no_grad():
+            for name, p in self.named_parameters():
+                bound = 1.0 / (IN if name.startswith("fc1") else HIDDEN) ** 0.5
+                values = [rng.next_f32() * bound for _ in range(p.numel())]
+                p.copy_(torch.tensor(values, dtype=torch.float32).reshape(p.shape))
+
+    def forward(self, x):
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def synthetic_data():
+    rng = SplitMix64(DATA_SEED)
+    x = torch.tensor([rng.next_f32() for _ in range(SAMPLES * IN)], dtype=torch.float32)
+    x = x.reshape(SAMPLES, IN)
+    y = torch.stack([x[:, j] * x[:, j + 4] + 0.5 * x[:, j + 8] for j in range(OUT)], dim=1)
+    return x, y
+
+
+def batch_indices(iteration):
+    per_epoch = SAMPLES // BATCH
+    epoch = iteration // per_epoch
+    rng = SplitMix64(DATA_SEED ^ ((epoch * 0x5851F42D4C957F2D) & MASK))
+    order = list(range(SAMPLES))
+    for i in range(SAMPLES - 1, 0, -1):
+        j = rng.next_u64() % (i + 1)
+        order[i], order[j] = order[j], order[i]
+    start = (iteration % per_epoch) * BATCH
+    return order[start:start + BATCH]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--max-iter", type=int, required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--resume")
+    args = parser.parse_args()
+
+    torch.set_num_threads(1)
+    model = Mlp()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    start = 0
+    if args.resume:
+        checkpoint = torch.load(args.resume)
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        start = checkpoint["iteration"] + 1
+
+    x, y = synthetic_data()
+    for iteration in range(start, args.max_iter):
+        idx = torch.tensor(batch_indices(iteration))
+        loss = ((model(x[idx]) - y[idx]) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    torch.save(
+        {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+         "iteration": args.max_iter - 1},
+        args.out,
+    )
+    steps = {str(i): float(s["step"]) for i, s in optimizer.state_dict()["state"].items()}
+    params = {k: v.flatten().tolist() for k, v in model.state_dict().items()}
+    print(json.dumps({"iteration": args.max_iter - 1, "params": params, "steps": steps,
+                      "started_at": start}))
+
+
+if __name__ == "__main__":
+    main()
