@@ -6,7 +6,7 @@ use candle_nn::Optimizer;
 use ckpt::{Checkpointable, Dict, Result, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
-use super::{lerp, scalar_like, to_candle_error};
+use super::{float_vars, lerp, scalar_like, step_each, to_candle_error};
 use crate::VarMapModel;
 
 /// Hyperparameters of [`AdamW`]; the defaults are `torch.optim.AdamW`'s.
@@ -178,7 +178,7 @@ impl Optimizer for AdamW {
     /// outside [0, 1)).
     fn new(vars: Vec<Var>, config: AdamWConfig) -> candle_core::Result<AdamW> {
         config.validate().map_err(to_candle_error)?;
-        let params: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
+        let params = float_vars(vars);
         let state = vec![None; params.len()];
         Ok(AdamW {
             params,
@@ -188,17 +188,8 @@ impl Optimizer for AdamW {
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        for index in 0..self.params.len() {
-            let grad = self
-                .params
-                .get(index)
-                .and_then(|var| grads.get(var))
-                .cloned();
-            if let Some(grad) = grad {
-                self.step_one(index, &grad)?;
-            }
-        }
-        Ok(())
+        let params = self.params.clone();
+        step_each(&params, grads, |index, grad| self.step_one(index, grad))
     }
 
     fn learning_rate(&self) -> f64 {

@@ -8,7 +8,27 @@ mod torch_state;
 pub use adamw::{AdamW, AdamWConfig};
 pub use sgd::{Sgd, SgdConfig};
 
-use candle_core::Tensor;
+use candle_core::backprop::GradStore;
+use candle_core::{Tensor, Var};
+
+/// The variables an optimizer numbers: the float ones, as candle's own optimizers take.
+fn float_vars(vars: Vec<Var>) -> Vec<Var> {
+    vars.into_iter().filter(|v| v.dtype().is_float()).collect()
+}
+
+/// Runs `step_one(index, grad)` for every parameter that has a gradient, in parameter order.
+fn step_each(
+    params: &[Var],
+    grads: &GradStore,
+    mut step_one: impl FnMut(usize, &Tensor) -> candle_core::Result<()>,
+) -> candle_core::Result<()> {
+    for (index, var) in params.iter().enumerate() {
+        if let Some(grad) = grads.get(var).cloned() {
+            step_one(index, &grad)?;
+        }
+    }
+    Ok(())
+}
 
 /// A ckpt error as a candle error, for the `candle_core::Result`s of `Optimizer`.
 fn to_candle_error(e: ckpt::Error) -> candle_core::Error {

@@ -6,8 +6,8 @@ use candle_core::{Tensor as CTensor, Var};
 use candle_nn::Optimizer;
 use ckpt::{Checkpointable, Dict, Result, Value};
 
-use super::to_candle_error;
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
+use super::{float_vars, step_each, to_candle_error};
 use crate::VarMapModel;
 
 /// Hyperparameters of [`Sgd`]; the defaults are `torch.optim.SGD`'s.
@@ -134,7 +134,7 @@ impl Optimizer for Sgd {
     /// Refuses the hyperparameters torch refuses.
     fn new(vars: Vec<Var>, config: SgdConfig) -> candle_core::Result<Sgd> {
         config.validate().map_err(to_candle_error)?;
-        let params: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
+        let params = float_vars(vars);
         let momentum_buffers = vec![None; params.len()];
         Ok(Sgd {
             params,
@@ -144,17 +144,8 @@ impl Optimizer for Sgd {
     }
 
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        for index in 0..self.params.len() {
-            let grad = self
-                .params
-                .get(index)
-                .and_then(|var| grads.get(var))
-                .cloned();
-            if let Some(grad) = grad {
-                self.step_one(index, &grad)?;
-            }
-        }
-        Ok(())
+        let params = self.params.clone();
+        step_each(&params, grads, |index, grad| self.step_one(index, grad))
     }
 
     fn learning_rate(&self) -> f64 {
