@@ -4,6 +4,7 @@
 //! It is `$CKPT_PYTHON`, else the venv `scripts/setup-python.sh` makes under
 //! `${CKPT_CACHE:-$HOME/.cache/ckpt}`. When it cannot import what a test needs, the test is
 //! skipped with a loud message, except under `CI=true`, where that is a failure.
+#![allow(dead_code)] // each test uses a different subset
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,4 +49,25 @@ fn configured_python() -> PathBuf {
         .or_else(|| std::env::var_os("HOME").map(|home| Path::new(&home).join(".cache/ckpt")))
         .unwrap_or_else(|| PathBuf::from(".cache/ckpt"));
     cache.join("venv/bin/python")
+}
+
+/// Runs `python script args...`, fails the test with Python's stderr if it fails, and returns
+/// the last line it printed (the interop scripts print their result as one JSON line).
+pub fn run_script_last_line(python: &Path, script: &Path, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg(script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", python.display()));
+    assert!(
+        out.status.success(),
+        "python {} {args:?} failed:\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .last()
+        .expect("the script printed a result")
+        .to_string()
 }

@@ -43,19 +43,8 @@ struct Snapshot {
 }
 
 fn run_torch(python: &Path, args: &[&str]) -> Snapshot {
-    let out = Command::new(python)
-        .arg(script("torch_mlp.py"))
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let line = stdout.lines().last().expect("python printed a result");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line}"))
+    let line = python_support::run_script_last_line(python, &script("torch_mlp.py"), args);
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line}"))
 }
 
 /// Every tensor of `model` equals torch's within 1e-5 of the tensor's largest magnitude.

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear, Optimizer, VarBuilder, VarMap};
@@ -80,23 +79,17 @@ fn resumes_in_torch_with(config: SgdConfig) {
         .unwrap();
     checkpointer.save("sgd", Dict::new()).unwrap();
 
-    let out = Command::new(&python)
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/candle/torch_sgd.py"))
-        .args([
+    let line = python_support::run_script_last_line(
+        &python,
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/interop/candle/torch_sgd.py"),
+        &[
             "--resume",
             dir.path().join("sgd.pth").to_str().unwrap(),
             "--steps",
             "4",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        ],
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let torch: Snapshot = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let torch: Snapshot = serde_json::from_str(&line).unwrap();
     assert_eq!(torch.group["momentum"].as_f64(), Some(config.momentum));
     assert_eq!(torch.group["nesterov"].as_bool(), Some(config.nesterov));
 

@@ -12,7 +12,6 @@ mod sgd;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use ckpt::{
     shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel, Tensor, Value,
@@ -38,19 +37,8 @@ struct Snapshot {
 }
 
 fn run_python(python: &Path, args: &[&str]) -> Snapshot {
-    let out = Command::new(python)
-        .arg(script())
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "python {args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let line = stdout.lines().last().expect("python printed a result");
-    serde_json::from_str(line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line}"))
+    let line = python_support::run_script_last_line(python, &script(), args);
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad JSON from python ({e}): {line}"))
 }
 
 fn as_f32(values: &[f64]) -> Vec<f32> {
