@@ -139,6 +139,15 @@ impl Key {
         }
     }
 
+    /// [`Key::from_value`] taking the value, so a string key is moved rather than copied.
+    pub fn from_owned(value: Value) -> Result<Key> {
+        match value {
+            Value::Str(s) => Ok(Key::Str(s)),
+            Value::Bytes(b) => Ok(Key::Bytes(b)),
+            other => Key::from_value(&other),
+        }
+    }
+
     /// The key of a hashable value; an error names the type of an unhashable one.
     pub fn from_value(value: &Value) -> Result<Key> {
         Ok(match value {

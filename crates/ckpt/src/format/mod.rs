@@ -9,6 +9,7 @@
 //! ```
 
 mod atomic;
+mod data_starts;
 mod eager;
 mod numpy;
 mod safetensors;
@@ -171,18 +172,24 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
     } else {
         Buffer::Heap(eager::read_whole_file(&file).map_err(|e| Error::io(path, e))?)
     };
-    read_buffer(Arc::new(buffer), options).in_file(path)
+    let mapped = buffer.is_mapped().then_some(&file);
+    read_buffer(Arc::new(buffer), options, mapped).in_file(path)
 }
 
 /// Reads a checkpoint held in memory.
 pub fn load_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Loaded> {
-    read_buffer(Arc::new(Buffer::Heap(bytes)), options)
+    read_buffer(Arc::new(Buffer::Heap(bytes)), options, None)
 }
 
-fn read_buffer(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Loaded> {
+/// Reads a checkpoint from `buffer`; `file` is the file it maps, when it is a map.
+fn read_buffer(
+    buffer: Arc<Buffer>,
+    options: &LoadOptions,
+    file: Option<&std::fs::File>,
+) -> Result<Loaded> {
     let format = detect(buffer.as_bytes())?;
     let value = match format {
-        Format::TorchZip => torch_zip::read(buffer, options)?,
+        Format::TorchZip => torch_zip::read(buffer, options, file)?,
         Format::TorchLegacy => torch_legacy::read(buffer, options)?,
         Format::TorchTar => torch_legacy::read_tar(buffer, options)?,
         Format::Pickle => numpy::read_plain_pickle(buffer.as_bytes(), options)?,

@@ -7,21 +7,29 @@ use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::format::data_starts::DataStarts;
 use crate::format::zip::{Record, ZipIndex};
 use crate::format::LoadOptions;
-use crate::pickle::{read_pickle, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};
+use crate::pickle::{
+    read_pickle, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
+};
 use crate::tensor::{Buffer, Storage};
 use crate::value::{ObjectBuild, Value};
 
 /// Oldest and newest archive versions torch reads (`caffe2/serialize/versions.h`).
 const VERSIONS: std::ops::RangeInclusive<u64> = 1..=10;
 
-/// Reads the object saved in a torch zip archive; storages are views of `buffer`.
-pub(crate) fn read(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Value> {
+/// Reads the object saved in a torch zip archive; storages are views of `buffer`, which
+/// maps `file` when `file` is given.
+pub(crate) fn read(
+    buffer: Arc<Buffer>,
+    options: &LoadOptions,
+    file: Option<&std::fs::File>,
+) -> Result<Value> {
     let bytes = buffer.as_bytes();
     let index = ZipIndex::parse(bytes)?;
     let prefix = archive_prefix(&index)?;
-    let record = |name: &str| index.get(&format!("{prefix}{name}"));
+    let record = |name: &str| index.find(&format!("{prefix}{name}"));
     if record("constants.pkl").is_some() {
         return Err(Error::unsupported(
             "a TorchScript archive (torch.jit.save); load it with torch.jit.load and save its state_dict() with torch.save",
@@ -67,20 +75,41 @@ pub(crate) fn read(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Value> 
     if options.verify_crc32 {
         check_crc32(pickle, data)?;
     }
+    let numbered = numbered_records(&index, &prefix);
+    let starts = DataStarts::new(&index, bytes, file);
     let mut storages = ZipStorages {
         buffer: buffer.clone(),
         index: &index,
+        starts: &starts,
         prefix: prefix.clone(),
         big_endian,
         verify_crc32: options.verify_crc32,
         loaded: vec![None; index.records().len()],
+        numbered: &numbered,
         full_name: String::new(),
     };
     let pickle_options = PickleOptions {
         py2_strings: Py2Strings::Utf8OrLatin1,
         limits: options.limits,
     };
-    let (value, _) = read_pickle(data, range.start as u64, &pickle_options, &mut storages)?;
+    let mut unpickle = || read_pickle(data, range.start as u64, &pickle_options, &mut storages);
+    let (value, _) = if starts.worth_a_thread(buffer.is_mapped()) {
+        std::thread::scope(|scope| {
+            // The pickle asks for storages 0, 1, 2, ...: the helper starts from the end.
+            let last_first = numbered.iter().rev().filter(|&&p| p != NONE);
+            let ahead = std::thread::Builder::new()
+                .name("ckpt-zip-headers".into())
+                .spawn_scoped(scope, || starts.read_ahead(last_first.map(|&p| p as usize)));
+            if let Err(e) = &ahead {
+                tracing::debug!(error = %e, "no thread to read zip headers ahead");
+            }
+            let result = unpickle();
+            starts.finish();
+            result
+        })
+    } else {
+        unpickle()
+    }?;
     tracing::debug!(
         archive = %prefix,
         version = version_number,
@@ -96,7 +125,7 @@ fn archive_prefix(index: &ZipIndex) -> Result<String> {
     if let Some(first) = index.records().first() {
         if let Some(slash) = first.name.find('/') {
             let prefix = &first.name[..=slash];
-            if index.get(&format!("{prefix}data.pkl")).is_some() {
+            if index.find(&format!("{prefix}data.pkl")).is_some() {
                 return Ok(prefix.to_string());
             }
         }
@@ -120,15 +149,19 @@ fn archive_prefix(index: &ZipIndex) -> Result<String> {
 /// The dtype of a storage class from a persistent id: a legacy typed storage class such as
 /// `torch.FloatStorage` (also `torch.cuda.*`), or `UntypedStorage` (bytes).
 pub(super) fn storage_dtype(class: &Value) -> Result<DType> {
-    let (module, name) = match class {
-        Value::Object(o) if matches!(o.build, ObjectBuild::Global) => (&o.module, &o.name),
-        other => {
-            return Err(Error::format(format!(
-                "persistent id: expected a storage class, found {}",
-                other.short_repr(60)
-            )))
+    match class {
+        Value::Object(o) if matches!(o.build, ObjectBuild::Global) => {
+            storage_class_dtype(&o.module, &o.name)
         }
-    };
+        other => Err(Error::format(format!(
+            "persistent id: expected a storage class, found {}",
+            other.short_repr(60)
+        ))),
+    }
+}
+
+/// The dtype of the storage class `module.name`.
+fn storage_class_dtype(module: &str, name: &str) -> Result<DType> {
     if !module.starts_with("torch") {
         return Err(Error::format(format!(
             "persistent id: expected a torch storage class, found {module}.{name}"
@@ -182,20 +215,31 @@ fn check_crc32(record: &Record, data: &[u8]) -> Result<()> {
 struct ZipStorages<'a> {
     buffer: Arc<Buffer>,
     index: &'a ZipIndex,
+    /// Data offsets of the records, shared with the thread that reads headers ahead.
+    starts: &'a DataStarts<'a>,
     prefix: String,
     big_endian: bool,
     verify_crc32: bool,
     /// The storages made so far, by record position (a key used twice shares its storage).
     loaded: Vec<Option<Storage>>,
-    /// Reused for the record name of each persistent id.
+    /// Record positions of the storages `data/0`, `data/1`, ... ([`NONE`]: no record).
+    numbered: &'a [u32],
+    /// Reused for the record name of a persistent id found by name.
     full_name: String,
 }
 
 impl ZipStorages<'_> {
-    fn load(&self, record: &Record, dtype: DType) -> Result<Storage> {
+    fn load(&self, position: usize, record: &Record, dtype: DType) -> Result<Storage> {
         let bytes = self.buffer.as_bytes();
-        let range = self.index.stored_range(bytes, record)?;
-        let data = &bytes[range.clone()];
+        let start = self.starts.start(position)?;
+        let len = usize::try_from(record.compressed_size).unwrap_or(usize::MAX);
+        let range = start..start.saturating_add(len);
+        let data = bytes.get(range.clone()).ok_or_else(|| {
+            Error::format(format!(
+                "zip archive: data of '{}' runs past the end of the file",
+                record.name
+            ))
+        })?;
         if self.verify_crc32 {
             check_crc32(record, data)?;
         }
@@ -230,27 +274,37 @@ impl PersistentLoad for ZipStorages<'_> {
                 fields[2].short_repr(40)
             ))
         })?;
+        let numel = match &fields[4] {
+            Value::Int(n) => Ok(*n),
+            other => Err(other.short_repr(40)),
+        };
+        self.storage(dtype, &key, numel)
+    }
+
+    fn torch_storage(&mut self, id: &PersistentStorageId<'_>) -> Result<TypedStorage> {
+        let dtype = storage_class_dtype(id.class_module, id.class_name)?;
+        self.storage(dtype, id.key, Ok(id.numel))
+    }
+}
+
+impl ZipStorages<'_> {
+    /// The storage of record `data/<key>`, holding `numel` elements of `dtype` (`numel` is
+    /// the declared value's text when it is not an int).
+    fn storage(
+        &mut self,
+        dtype: DType,
+        key: &str,
+        numel: std::result::Result<i64, String>,
+    ) -> Result<TypedStorage> {
         // Only errors need the record name on its own.
         let name = || format!("data/{key}");
-        let numel = match &fields[4] {
-            Value::Int(n) if *n >= 0 => *n as u64,
-            other => {
-                return Err(Error::key(
-                    name(),
-                    format!(
-                        "storage numel must be a non-negative int, found {}",
-                        other.short_repr(40)
-                    ),
-                ))
-            }
+        let numel = match numel {
+            Ok(n) if n >= 0 => n as u64,
+            Ok(n) => return Err(numel_error(name(), n.to_string())),
+            Err(found) => return Err(numel_error(name(), found)),
         };
-        self.full_name.clear();
-        self.full_name.push_str(&self.prefix);
-        self.full_name.push_str("data/");
-        self.full_name.push_str(&key);
         let (position, record) = self
-            .index
-            .position(&self.full_name)
+            .position(key)
             .and_then(|i| Some((i, self.index.records().get(i)?)))
             .ok_or_else(|| Error::key(name(), "the archive has no record for this storage"))?;
         if let Some(Some(storage)) = self.loaded.get(position) {
@@ -269,7 +323,7 @@ impl PersistentLoad for ZipStorages<'_> {
                 ),
             ));
         }
-        let storage = self.load(record, dtype).map_err(|e| match e {
+        let storage = self.load(position, record, dtype).map_err(|e| match e {
             Error::Format { message } => Error::key(name(), message),
             other => other,
         })?;
@@ -278,4 +332,67 @@ impl PersistentLoad for ZipStorages<'_> {
         }
         Ok(TypedStorage { storage, dtype })
     }
+
+    /// Where the record of storage `key` is in the index: by number for the keys torch
+    /// writes (`0`, `1`, ...), else by name.
+    fn position(&mut self, key: &str) -> Option<usize> {
+        if let Some(&position) = canonical_number(key).and_then(|n| self.numbered.get(n)) {
+            if position != NONE {
+                return Some(position as usize);
+            }
+        }
+        self.full_name.clear();
+        self.full_name.push_str(&self.prefix);
+        self.full_name.push_str("data/");
+        self.full_name.push_str(key);
+        self.index.position(&self.full_name)
+    }
+}
+
+/// No record for this number.
+const NONE: u32 = u32::MAX;
+
+/// The record position of each storage `data/<n>` for n = 0, 1, ..., as far as they run
+/// without gaps (torch numbers storages in order); other names are looked up by name.
+fn numbered_records(index: &ZipIndex, prefix: &str) -> Vec<u32> {
+    let mut numbered = Vec::new();
+    for (position, record) in index.records().iter().enumerate() {
+        let Some(n) = record
+            .name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_prefix("data/"))
+            .and_then(canonical_number)
+        else {
+            continue;
+        };
+        // Sparse numbering (a hand-made archive) falls back to name lookups.
+        if n > index.records().len() {
+            continue;
+        }
+        if numbered.len() <= n {
+            numbered.resize(n + 1, NONE);
+        }
+        // The first record of a duplicated name wins, as in the name index.
+        if numbered[n] == NONE {
+            numbered[n] = u32::try_from(position).unwrap_or(NONE);
+        }
+    }
+    numbered
+}
+
+/// `text` as a number when it is written the way Python's `str(int)` writes one.
+fn canonical_number(text: &str) -> Option<usize> {
+    let bytes = text.as_bytes();
+    let canonical = !bytes.is_empty()
+        && bytes.len() <= 9
+        && bytes.iter().all(u8::is_ascii_digit)
+        && (bytes[0] != b'0' || bytes.len() == 1);
+    canonical.then(|| text.parse().ok()).flatten()
+}
+
+fn numel_error(name: String, found: String) -> Error {
+    Error::key(
+        name,
+        format!("storage numel must be a non-negative int, found {found}"),
+    )
 }

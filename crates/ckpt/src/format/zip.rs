@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
 
@@ -29,11 +30,19 @@ pub(crate) struct Record {
     local_header: u64,
 }
 
+impl Record {
+    /// Offset of the record's local header in the file.
+    pub fn local_header(&self) -> u64 {
+        self.local_header
+    }
+}
+
 /// The central directory of an archive held in memory.
 #[derive(Debug)]
 pub(crate) struct ZipIndex {
     records: Vec<Record>,
-    by_name: HashMap<String, usize>,
+    /// Built on the first lookup by name: torch's storages are found by number instead.
+    by_name: OnceLock<HashMap<String, usize>>,
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
@@ -104,16 +113,16 @@ impl ZipIndex {
         }
         let cd = &bytes[cd_offset as usize..(cd_offset + cd_size) as usize];
         let mut records = Vec::with_capacity(count as usize);
-        let mut by_name = HashMap::with_capacity(count as usize);
         let mut pos = 0usize;
         for _ in 0..count {
             let (record, next) = central_record(cd, pos, cd_offset as usize)?;
             pos = next;
-            // The first record of a duplicated name wins, as in miniz's lookup.
-            by_name.entry(record.name.clone()).or_insert(records.len());
             records.push(record);
         }
-        Ok(ZipIndex { records, by_name })
+        Ok(ZipIndex {
+            records,
+            by_name: OnceLock::new(),
+        })
     }
 
     /// Records in central-directory order.
@@ -121,42 +130,46 @@ impl ZipIndex {
         &self.records
     }
 
-    /// The record called `name`.
-    pub fn get(&self, name: &str) -> Option<&Record> {
-        self.position(name).and_then(|i| self.records.get(i))
+    /// Where the record called `name` is in [`ZipIndex::records`] (a hash lookup).
+    pub fn position(&self, name: &str) -> Option<usize> {
+        let by_name = self.by_name.get_or_init(|| {
+            let mut by_name = HashMap::with_capacity(self.records.len());
+            for (i, record) in self.records.iter().enumerate() {
+                // The first record of a duplicated name wins, as in miniz's lookup.
+                by_name.entry(record.name.clone()).or_insert(i);
+            }
+            by_name
+        });
+        by_name.get(name).copied()
     }
 
-    /// Where the record called `name` is in [`ZipIndex::records`].
-    pub fn position(&self, name: &str) -> Option<usize> {
-        self.by_name.get(name).copied()
+    /// The record called `name`, found by a scan (for the few lookups of an archive that
+    /// are not worth a hash index).
+    pub fn find(&self, name: &str) -> Option<&Record> {
+        self.records.iter().find(|r| r.name == name)
     }
 
     /// Where the (possibly compressed) data of `record` lies in `bytes`, read from the
     /// record's local header.
     pub fn data_range(&self, bytes: &[u8], record: &Record) -> Result<Range<usize>> {
         let at = usize::try_from(record.local_header).unwrap_or(usize::MAX);
-        if u32_at(bytes, at) != Some(LOCAL_SIG) {
-            return Err(Error::format(format!(
-                "zip archive: no local header for '{}' at byte {at}",
-                record.name
-            )));
-        }
-        let name_len = u16_at(bytes, at + 26).ok_or_else(|| truncated("local header", at))?;
-        let extra_len = u16_at(bytes, at + 28).ok_or_else(|| truncated("local header", at))?;
-        let start = at + 30 + usize::from(name_len) + usize::from(extra_len);
-        let end = usize::try_from(record.compressed_size)
-            .ok()
-            .and_then(|n| start.checked_add(n))
-            .filter(|&e| e <= bytes.len())
-            .ok_or_else(|| {
-                Error::format(format!(
-                    "zip archive: data of '{}' ({} bytes at {start}) runs past the end of the file ({} bytes)",
-                    record.name,
-                    record.compressed_size,
-                    bytes.len()
-                ))
-            })?;
-        Ok(start..end)
+        let header = at
+            .checked_add(LOCAL_HEADER_LEN)
+            .and_then(|end| bytes.get(at..end))
+            .ok_or_else(|| missing_local_header(record, at))?;
+        data_range_from_header(bytes.len(), record, header)
+    }
+
+    /// [`ZipIndex::stored_range`] from the first 30 bytes of the record's local header,
+    /// read by the caller, in a file of `file_len` bytes.
+    pub fn stored_range_from_header(
+        &self,
+        file_len: usize,
+        record: &Record,
+        header: &[u8],
+    ) -> Result<Range<usize>> {
+        check_stored(record)?;
+        data_range_from_header(file_len, record, header)
     }
 
     /// The bytes of a STORED record (compressed records are an error naming the record).
@@ -167,14 +180,53 @@ impl ZipIndex {
 
     /// [`ZipIndex::data_range`] of a record that must be stored (uncompressed).
     pub fn stored_range(&self, bytes: &[u8], record: &Record) -> Result<Range<usize>> {
-        if record.method != STORED {
-            return Err(Error::unsupported(format!(
-                "zip record '{}' is compressed (method {}); only stored records can be read (re-save the checkpoint with torch.save)",
-                record.name, record.method
-            )));
-        }
+        check_stored(record)?;
         self.data_range(bytes, record)
     }
+}
+
+/// Length of a local header before its name and extra field.
+pub(crate) const LOCAL_HEADER_LEN: usize = 30;
+
+fn missing_local_header(record: &Record, at: usize) -> Error {
+    Error::format(format!(
+        "zip archive: no local header for '{}' at byte {at}",
+        record.name
+    ))
+}
+
+fn check_stored(record: &Record) -> Result<()> {
+    if record.method != STORED {
+        return Err(Error::unsupported(format!(
+            "zip record '{}' is compressed (method {}); only stored records can be read (re-save the checkpoint with torch.save)",
+            record.name, record.method
+        )));
+    }
+    Ok(())
+}
+
+/// The data range of `record` given its local header's first 30 bytes.
+fn data_range_from_header(file_len: usize, record: &Record, header: &[u8]) -> Result<Range<usize>> {
+    let at = usize::try_from(record.local_header).unwrap_or(usize::MAX);
+    if u32_at(header, 0) != Some(LOCAL_SIG) {
+        return Err(missing_local_header(record, at));
+    }
+    let name_len = u16_at(header, 26).ok_or_else(|| truncated("local header", at))?;
+    let extra_len = u16_at(header, 28).ok_or_else(|| truncated("local header", at))?;
+    let start = at
+        .checked_add(LOCAL_HEADER_LEN + usize::from(name_len) + usize::from(extra_len))
+        .ok_or_else(|| truncated("local header", at))?;
+    let end = usize::try_from(record.compressed_size)
+        .ok()
+        .and_then(|n| start.checked_add(n))
+        .filter(|&e| e <= file_len)
+        .ok_or_else(|| {
+            Error::format(format!(
+                "zip archive: data of '{}' ({} bytes at {start}) runs past the end of the file ({file_len} bytes)",
+                record.name, record.compressed_size
+            ))
+        })?;
+    Ok(start..end)
 }
 
 /// The classic end-of-central-directory record: the last signature within the final

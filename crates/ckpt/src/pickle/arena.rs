@@ -26,6 +26,8 @@ pub(super) enum Node {
     Text(String),
     /// A bool (`requires_grad` of every tensor).
     Bool(bool),
+    /// A tensor (one per tensor record; unboxed, it fits the node's size).
+    Tensor(Tensor),
     /// `None`.
     None,
     /// A Python 2 `str`: raw bytes, text or buffer depending on where it is used.
@@ -67,9 +69,43 @@ impl Node {
             Value::Int(i) => Node::Int(i),
             Value::Str(s) => Node::Text(s),
             Value::Bool(b) => Node::Bool(b),
+            Value::Tensor(t) => Node::Tensor(t),
             Value::None => Node::None,
             other => Node::Leaf(Box::new(other)),
         }
+    }
+
+    /// Calls `f` with every node this one holds.
+    fn for_each_child(&self, mut f: impl FnMut(Handle)) {
+        match self {
+            Node::List(items) | Node::Tuple(items) | Node::Set { items, .. } => {
+                items.iter().for_each(|&h| f(h))
+            }
+            Node::Dict { items, states, .. } => {
+                for &(k, v) in items {
+                    f(k);
+                    f(v);
+                }
+                states.iter().for_each(|&h| f(h));
+            }
+            Node::Object { args, state, .. } => {
+                f(*args);
+                state.iter().for_each(|&h| f(h));
+            }
+            _ => {}
+        }
+    }
+
+    /// Whether the node holds no other nodes.
+    pub(super) fn is_scalar(&self) -> bool {
+        !matches!(
+            self,
+            Node::List(_)
+                | Node::Tuple(_)
+                | Node::Set { .. }
+                | Node::Dict { .. }
+                | Node::Object { .. }
+        )
     }
 
     /// A short name for error messages.
@@ -79,6 +115,7 @@ impl Node {
             Node::Int(_) => "int".into(),
             Node::Text(_) => "str".into(),
             Node::Bool(_) => "bool".into(),
+            Node::Tensor(_) => "Tensor".into(),
             Node::None => "NoneType".into(),
             Node::Py2Str(_) => "str (Python 2)".into(),
             Node::List(_) => "list".into(),
@@ -193,7 +230,54 @@ impl Arena {
     /// The value of a node. Iterative (an explicit task stack), so a hostile nesting
     /// depth cannot overflow the call stack; every value produced is charged before its
     /// task is queued, so pending work never exceeds the value limit.
-    pub fn value(&self, root: Handle, mode: Mode) -> Result<Value, String> {
+    pub fn value(&mut self, root: Handle, mode: Mode) -> Result<Value, String> {
+        self.convert_tree(root, mode, None)
+    }
+
+    /// The value of the pickle's result. Strings and finished values (tensors) that no
+    /// other node refers to are moved out of their nodes rather than copied: the arena is
+    /// not used after this.
+    pub fn take_value(&mut self, root: Handle) -> Result<Value, String> {
+        let mut refs = self.reference_counts();
+        if let Some(r) = refs.get_mut(root) {
+            *r = r.saturating_add(1);
+        }
+        self.convert_tree(root, Mode::TEXT, Some(&refs))
+    }
+
+    /// How many nodes refer to each node (saturating; dead nodes count too, which only
+    /// makes a copy where a move would have done). Everything inside a node referred to
+    /// twice counts as referred to twice: it is converted twice.
+    fn reference_counts(&self) -> Vec<u8> {
+        let mut refs = vec![0u8; self.nodes.len()];
+        for node in &self.nodes {
+            node.for_each_child(|h| {
+                if let Some(r) = refs.get_mut(h) {
+                    *r = r.saturating_add(1);
+                }
+            });
+        }
+        let mut shared: Vec<Handle> = (0..refs.len()).filter(|&h| refs[h] >= 2).collect();
+        while let Some(handle) = shared.pop() {
+            if let Some(node) = self.nodes.get(handle) {
+                node.for_each_child(|h| {
+                    if let Some(r) = refs.get_mut(h).filter(|r| **r < 2) {
+                        *r = 2;
+                        shared.push(h);
+                    }
+                });
+            }
+        }
+        refs
+    }
+
+    /// The conversion; `refs` (reference counts) when leaves referred to once may be moved.
+    fn convert_tree(
+        &mut self,
+        root: Handle,
+        mode: Mode,
+        refs: Option<&[u8]>,
+    ) -> Result<Value, String> {
         self.charge(1)?;
         let mut tasks = vec![Task::Visit(root, mode, 0)];
         let mut done: Vec<Value> = Vec::new();
@@ -206,7 +290,7 @@ impl Arena {
                             self.max_depth
                         ));
                     }
-                    if let Some(value) = self.expand(handle, mode, depth, &mut tasks)? {
+                    if let Some(value) = self.expand(handle, mode, depth, refs, &mut tasks)? {
                         done.push(value);
                     }
                 }
@@ -225,12 +309,19 @@ impl Arena {
     /// Converts a leaf, or queues the children of a container followed by the step that
     /// assembles them.
     fn expand(
-        &self,
+        &mut self,
         handle: Handle,
         mode: Mode,
         depth: usize,
+        refs: Option<&[u8]>,
         tasks: &mut Vec<Task>,
     ) -> Result<Option<Value>, String> {
+        if let Some(value) = self.scalar(handle, mode, refs)? {
+            return Ok(Some(value));
+        }
+        if let Some(dict) = self.flat_dict(handle, mode, depth, refs)? {
+            return Ok(Some(dict));
+        }
         let mut queue = |build: Build, children: &mut dyn Iterator<Item = (Handle, Mode)>| {
             tasks.push(Task::Finish(build));
             let start = tasks.len();
@@ -243,29 +334,6 @@ impl Arena {
             Ok::<_, String>(None)
         };
         match self.node(handle)? {
-            Node::Leaf(v) => {
-                if let Value::Str(s) = &**v {
-                    self.charge_bytes(s.len())?;
-                } else if let Value::Bytes(b) | Value::ByteArray(b) = &**v {
-                    self.charge_bytes(b.len())?;
-                }
-                Ok(Some((**v).clone()))
-            }
-            Node::Int(i) => Ok(Some(Value::Int(*i))),
-            Node::Bool(b) => Ok(Some(Value::Bool(*b))),
-            Node::None => Ok(Some(Value::None)),
-            Node::Text(s) => {
-                self.charge_bytes(s.len())?;
-                Ok(Some(Value::Str(s.clone())))
-            }
-            Node::Py2Str(bytes) => {
-                self.charge_bytes(bytes.len())?;
-                Ok(Some(if mode.raw_py2 {
-                    Value::Bytes(bytes.clone())
-                } else {
-                    Value::Str(self.py2_text(bytes))
-                }))
-            }
             Node::List(items) => queue(
                 Build::List(items.len()),
                 &mut items.iter().map(|&h| (h, mode)),
@@ -289,11 +357,100 @@ impl Arena {
                     .flat_map(|&(k, v)| [(k, Mode::TEXT), (v, mode)])
                     .chain(states.iter().map(|&s| (s, mode))),
             ),
-            Node::Global { module, name } => Ok(Some(object(module, name, ObjectBuild::Global))),
             Node::Object { args, state, .. } => queue(
                 Build::Object(handle, state.is_some()),
                 &mut std::iter::once(*args).chain(*state).map(|h| (h, mode)),
             ),
+            other => Err(format!(
+                "internal error: {} is not a container",
+                other.kind()
+            )),
+        }
+    }
+
+    /// A dict whose keys and values are all scalars (a state dict), built at once rather
+    /// than through the task stack, so its values are never held twice.
+    fn flat_dict(
+        &mut self,
+        handle: Handle,
+        mode: Mode,
+        depth: usize,
+        refs: Option<&[u8]>,
+    ) -> Result<Option<Value>, String> {
+        let Node::Dict {
+            kind,
+            items,
+            states,
+        } = self.node(handle)?
+        else {
+            return Ok(None);
+        };
+        let is_scalar = |h: Handle| self.nodes.get(h).is_some_and(Node::is_scalar);
+        if depth >= self.max_depth
+            || !states.is_empty()
+            || !items.iter().all(|&(k, v)| is_scalar(k) && is_scalar(v))
+        {
+            return Ok(None);
+        }
+        let (kind, items) = (*kind, items.clone());
+        self.charge(2 * items.len())?;
+        let mut dict = Dict {
+            kind,
+            ..Dict::default()
+        };
+        dict.items.reserve(items.len());
+        for (k, v) in items {
+            let (Some(key), Some(value)) = (
+                self.scalar(k, Mode::TEXT, refs)?,
+                self.scalar(v, mode, refs)?,
+            ) else {
+                return Err("internal error: a scalar did not convert".into());
+            };
+            let key = Key::from_owned(key).map_err(|e| e.to_string())?;
+            dict.items.insert(key, value);
+        }
+        Ok(Some(Value::Dict(dict)))
+    }
+
+    /// The value of a node that holds no other nodes (`None` for a container), moved out
+    /// of it when `refs` says nothing else refers to it.
+    fn scalar(
+        &mut self,
+        handle: Handle,
+        mode: Mode,
+        refs: Option<&[u8]>,
+    ) -> Result<Option<Value>, String> {
+        if refs.is_some_and(|r| r.get(handle).is_some_and(|&n| n <= 1)) {
+            if let Some(value) = self.take_leaf(handle)? {
+                return Ok(Some(value));
+            }
+        }
+        Ok(Some(match self.node(handle)? {
+            Node::Leaf(v) => {
+                if let Value::Str(s) = &**v {
+                    self.charge_bytes(s.len())?;
+                } else if let Value::Bytes(b) | Value::ByteArray(b) = &**v {
+                    self.charge_bytes(b.len())?;
+                }
+                (**v).clone()
+            }
+            Node::Int(i) => Value::Int(*i),
+            Node::Bool(b) => Value::Bool(*b),
+            Node::Tensor(t) => Value::Tensor(t.clone()),
+            Node::None => Value::None,
+            Node::Text(s) => {
+                self.charge_bytes(s.len())?;
+                Value::Str(s.clone())
+            }
+            Node::Py2Str(bytes) => {
+                self.charge_bytes(bytes.len())?;
+                if mode.raw_py2 {
+                    Value::Bytes(bytes.clone())
+                } else {
+                    Value::Str(self.py2_text(bytes))
+                }
+            }
+            Node::Global { module, name } => object(module, name, ObjectBuild::Global),
             Node::Storage(index) => {
                 if mode.storage_refs {
                     return Ok(Some(object(
@@ -311,9 +468,36 @@ impl Arena {
                 let tensor =
                     Tensor::new(typed.dtype, vec![numel], vec![1], 0, typed.storage.clone())
                         .map_err(|e| e.to_string())?;
-                Ok(Some(Value::Tensor(tensor)))
+                Value::Tensor(tensor)
             }
+            Node::List(_)
+            | Node::Tuple(_)
+            | Node::Set { .. }
+            | Node::Dict { .. }
+            | Node::Object { .. } => return Ok(None),
+        }))
+    }
+
+    /// The value of a leaf or str node, moved out of it (a node referred to once).
+    fn take_leaf(&mut self, handle: Handle) -> Result<Option<Value>, String> {
+        let Some(node) = self.nodes.get_mut(handle) else {
+            return Ok(None);
+        };
+        if !matches!(node, Node::Leaf(_) | Node::Text(_) | Node::Tensor(_)) {
+            return Ok(None);
         }
+        let value = match std::mem::replace(node, Node::None) {
+            Node::Leaf(v) => *v,
+            Node::Tensor(t) => Value::Tensor(t),
+            Node::Text(s) => Value::Str(s),
+            _ => return Ok(None),
+        };
+        if let Value::Str(s) = &value {
+            self.charge_bytes(s.len())?;
+        } else if let Value::Bytes(b) | Value::ByteArray(b) = &value {
+            self.charge_bytes(b.len())?;
+        }
+        Ok(Some(value))
     }
 
     /// Assembles a container from its converted children (the last values of `done`).
@@ -352,7 +536,7 @@ impl Arena {
                     let (Some(key), Some(value)) = (values.next(), values.next()) else {
                         break;
                     };
-                    let key = Key::from_value(&key).map_err(|e| e.to_string())?;
+                    let key = Key::from_owned(key).map_err(|e| e.to_string())?;
                     dict.items.insert(key, value);
                 }
                 for state in values {
@@ -443,4 +627,19 @@ fn set_attributes(dict: &mut Dict, state: Value) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Node;
+
+    #[test]
+    fn a_node_stays_small() {
+        // Several nodes per object of a pickle: a tensor node must not make them all grow.
+        assert!(
+            std::mem::size_of::<Node>() <= 80,
+            "{}",
+            std::mem::size_of::<Node>()
+        );
+    }
 }

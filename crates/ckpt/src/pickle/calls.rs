@@ -327,7 +327,8 @@ impl Machine<'_> {
             Some(Node::Dict { states, .. }) => states.push(state),
             Some(Node::Object { state: slot, .. }) => *slot = Some(state),
             // Legacy `Tensor.set_` state and `Parameter.__setstate__`: the tensor is complete.
-            Some(Node::Leaf(v)) if matches!(**v, Value::Tensor(_) | Value::Parameter(_)) => {}
+            Some(Node::Tensor(_)) => {}
+            Some(Node::Leaf(v)) if matches!(**v, Value::Parameter(_)) => {}
             _ => {
                 let kind = self.kind(target);
                 return Err(self.err(format!("cannot apply a state to a {kind}")));

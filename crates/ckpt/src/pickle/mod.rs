@@ -12,10 +12,13 @@ mod globals;
 mod numpy;
 mod opcodes;
 mod reader;
+mod tensor_record;
 mod text;
 mod writer;
 
-pub use reader::{read_pickle, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};
+pub use reader::{
+    read_pickle, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
+};
 pub use writer::{write_pickle, PickleWriter, StorageSink};
 
 /// Bounds that keep a hostile pickle from exhausting memory or the stack.

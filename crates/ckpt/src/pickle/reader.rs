@@ -9,10 +9,11 @@ use std::collections::HashMap;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::arena::{Arena, Handle, Mode, Node};
+use crate::pickle::globals::object;
 use crate::pickle::opcodes::{long_value, opcode_name};
 use crate::pickle::{text, Limits};
 use crate::tensor::Storage;
-use crate::value::{DictKind, Value};
+use crate::value::{DictKind, ObjectBuild, Value};
 
 /// How Python 2 byte strings (`STRING`, `BINSTRING`, `SHORT_BINSTRING`) become text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -48,6 +49,42 @@ pub trait PersistentLoad {
     /// appear as `Value::Object` globals with module `torch` and a name ending in `Storage`,
     /// or `torch.storage.UntypedStorage`).
     fn persistent_load(&mut self, pid: &Value) -> Result<TypedStorage>;
+
+    /// torch's usual persistent id, by parts: what the reader's fast path for tensor
+    /// records passes, so no tuple is built per tensor. The default builds the tuple and
+    /// calls [`PersistentLoad::persistent_load`].
+    fn torch_storage(&mut self, id: &PersistentStorageId<'_>) -> Result<TypedStorage> {
+        self.persistent_load(&id.to_value())
+    }
+}
+
+/// A persistent id `('storage', class, key, location, numel)` as torch writes it for each
+/// storage, by parts.
+#[derive(Debug, Clone, Copy)]
+pub struct PersistentStorageId<'a> {
+    /// Module of the storage class (`torch`, `torch.cuda`).
+    pub class_module: &'a str,
+    /// Name of the storage class (`FloatStorage`, `UntypedStorage`).
+    pub class_name: &'a str,
+    /// The storage key (the record `data/<key>` of a zip archive).
+    pub key: &'a str,
+    /// Where the storage lived (`cpu`, `cuda:0`).
+    pub location: &'a str,
+    /// Number of elements.
+    pub numel: i64,
+}
+
+impl PersistentStorageId<'_> {
+    /// The id as the tuple value [`PersistentLoad::persistent_load`] receives.
+    pub fn to_value(&self) -> Value {
+        Value::Tuple(vec![
+            Value::Str("storage".into()),
+            object(self.class_module, self.class_name, ObjectBuild::Global),
+            Value::Str(self.key.into()),
+            Value::Str(self.location.into()),
+            Value::Int(self.numel),
+        ])
+    }
 }
 
 /// Reads one pickle from the start of `data`. Returns the value and the number of bytes the
@@ -62,6 +99,17 @@ pub fn read_pickle(
     options: &PickleOptions,
     persistent: &mut dyn PersistentLoad,
 ) -> Result<(Value, usize)> {
+    read_pickle_with(data, base_offset, options, persistent, true)
+}
+
+/// [`read_pickle`], with the fast path for tensor records on or off (tests compare both).
+pub(super) fn read_pickle_with(
+    data: &[u8],
+    base_offset: u64,
+    options: &PickleOptions,
+    persistent: &mut dyn PersistentLoad,
+    tensor_records: bool,
+) -> Result<(Value, usize)> {
     Machine {
         data,
         pos: 0,
@@ -73,16 +121,50 @@ pub fn read_pickle(
         stack: Vec::new(),
         marks: Vec::new(),
         memo: Memo::default(),
+        replaying: 0,
+        tensor_records,
     }
     .run()
+}
+
+/// A memo entry: a node, or (top bit set) a part of a tensor record that the fast path read
+/// without building it: its offset and length in the input, replayed when fetched
+/// (see [`crate::pickle::tensor_record`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Slot(u64);
+
+const DEFERRED: u64 = 1 << 63;
+
+impl Slot {
+    pub(super) fn node(handle: Handle) -> Slot {
+        Slot(handle as u64 & !DEFERRED)
+    }
+
+    /// A part of the input to replay: `None` when it does not fit the packing (offsets up
+    /// to 2^47, lengths up to 65,535 bytes), so the caller reads the record the slow way.
+    pub(super) fn deferred(start: usize, len: usize) -> Option<Slot> {
+        let start = u64::try_from(start).ok().filter(|&s| s < 1 << 47)?;
+        let len = u64::try_from(len).ok().filter(|&l| l <= 0xFFFF)?;
+        Some(Slot(DEFERRED | start << 16 | len))
+    }
+
+    /// The node, or the input range to replay.
+    fn get(self) -> std::result::Result<Handle, (usize, usize)> {
+        if self.0 & DEFERRED == 0 {
+            Ok(self.0 as Handle)
+        } else {
+            let start = ((self.0 & !DEFERRED) >> 16) as usize;
+            Err((start, (self.0 & 0xFFFF) as usize))
+        }
+    }
 }
 
 /// The memo. Picklers number entries 0, 1, 2, ... in order, so those live in a vector;
 /// any other index (a hand-made file) goes to a hash map, so a huge index costs nothing.
 #[derive(Default)]
 pub(super) struct Memo {
-    dense: Vec<Handle>,
-    sparse: HashMap<u64, Handle>,
+    dense: Vec<Slot>,
+    sparse: HashMap<u64, Slot>,
     len: usize,
 }
 
@@ -92,28 +174,36 @@ impl Memo {
         self.len
     }
 
-    pub(super) fn get(&self, index: u64) -> Option<Handle> {
+    pub(super) fn get(&self, index: u64) -> Option<Slot> {
         match usize::try_from(index).ok().and_then(|i| self.dense.get(i)) {
-            Some(&handle) => Some(handle),
+            Some(&slot) => Some(slot),
             None => self.sparse.get(&index).copied(),
         }
     }
 
-    pub(super) fn insert(&mut self, index: u64, handle: Handle) {
+    pub(super) fn contains(&self, index: u64) -> bool {
+        self.get(index).is_some()
+    }
+
+    pub(super) fn insert(&mut self, index: u64, slot: Slot) {
         let dense_len = self.dense.len() as u64;
-        if let Some(slot) = usize::try_from(index)
+        if let Some(entry) = usize::try_from(index)
             .ok()
             .and_then(|i| self.dense.get_mut(i))
         {
-            *slot = handle;
+            *entry = slot;
         } else if index == dense_len && !self.sparse.contains_key(&index) {
-            self.dense.push(handle);
+            self.dense.push(slot);
             self.len += 1;
-        } else if self.sparse.insert(index, handle).is_none() {
+        } else if self.sparse.insert(index, slot).is_none() {
             self.len += 1;
         }
     }
 }
+
+/// Deepest chain of memo parts replayed inside one another (a hand-made file can make a
+/// part refer to itself).
+const MAX_REPLAY_DEPTH: usize = 32;
 
 pub(super) struct Machine<'a> {
     pub(super) data: &'a [u8],
@@ -126,6 +216,11 @@ pub(super) struct Machine<'a> {
     pub(super) stack: Vec<Handle>,
     pub(super) marks: Vec<usize>,
     pub(super) memo: Memo,
+    /// How many memo parts are being replayed (memo stores are skipped while replaying:
+    /// the entries exist already).
+    pub(super) replaying: usize,
+    /// Whether tensor records take the fast path.
+    pub(super) tensor_records: bool,
 }
 
 impl<'a> Machine<'a> {
@@ -149,7 +244,7 @@ impl<'a> Machine<'a> {
             self.pos += 1;
             if op == b'.' {
                 let top = self.pop()?;
-                let value = self.convert(top, Mode::TEXT)?;
+                let value = self.arena.take_value(top).map_err(|m| self.err(m))?;
                 return Ok((value, self.pos));
             }
             self.step(op)?;
@@ -172,7 +267,11 @@ impl<'a> Machine<'a> {
                     )));
                 }
             }
-            b'(' => self.marks.push(self.stack.len()),
+            b'(' => {
+                if !(self.tensor_records && self.tensor_record()?) {
+                    self.marks.push(self.stack.len());
+                }
+            }
             b'0' => {
                 if self.marks.last() == Some(&self.stack.len()) {
                     self.marks.pop();
@@ -607,17 +706,67 @@ impl<'a> Machine<'a> {
     }
 
     pub(super) fn get(&mut self, index: u64) -> Result<()> {
-        let handle = self
-            .memo
-            .get(index)
-            .ok_or_else(|| self.err(format!("memo entry {index} was never stored")))?;
+        let handle = self.fetch(index)?;
         self.stack.push(handle);
         Ok(())
     }
 
+    /// The node of memo entry `index`, built first when it is a deferred part.
+    pub(super) fn fetch(&mut self, index: u64) -> Result<Handle> {
+        let slot = self
+            .memo
+            .get(index)
+            .ok_or_else(|| self.err(format!("memo entry {index} was never stored")))?;
+        match slot.get() {
+            Ok(handle) => Ok(handle),
+            Err((start, len)) => {
+                let handle = self.replay(start, len)?;
+                self.memo.insert(index, Slot::node(handle));
+                Ok(handle)
+            }
+        }
+    }
+
+    /// Runs the machine over `len` bytes of input at `start` (a part of a tensor record
+    /// the fast path skipped) and returns the one object they make.
+    fn replay(&mut self, start: usize, len: usize) -> Result<Handle> {
+        if self.replaying >= MAX_REPLAY_DEPTH {
+            return Err(self.err(format!(
+                "memo references nested deeper than {MAX_REPLAY_DEPTH} levels"
+            )));
+        }
+        let saved = (
+            self.pos,
+            self.op_start,
+            self.op,
+            std::mem::take(&mut self.stack),
+            std::mem::take(&mut self.marks),
+        );
+        self.replaying += 1;
+        self.pos = start;
+        let end = start.saturating_add(len).min(self.data.len());
+        let mut result = Ok(());
+        while self.pos < end && result.is_ok() {
+            self.op_start = self.pos;
+            self.op = self.data[self.pos];
+            self.pos += 1;
+            result = self.step(self.op);
+        }
+        let made = match (result, self.stack.as_slice(), self.marks.is_empty()) {
+            (Err(e), _, _) => Err(e),
+            (Ok(()), &[handle], true) if self.pos == end => Ok(handle),
+            _ => Err(self.err("a memoized part of a tensor record does not make one object")),
+        };
+        self.replaying -= 1;
+        (self.pos, self.op_start, self.op, self.stack, self.marks) = saved;
+        made
+    }
+
     pub(super) fn put(&mut self, index: u64) -> Result<()> {
         let top = self.top()?;
-        self.memo.insert(index, top);
+        if self.replaying == 0 {
+            self.memo.insert(index, Slot::node(top));
+        }
         Ok(())
     }
 
@@ -628,8 +777,9 @@ impl<'a> Machine<'a> {
             .unwrap_or_else(|e| e)
     }
 
-    pub(super) fn convert(&self, handle: Handle, mode: Mode) -> Result<Value> {
-        self.arena.value(handle, mode).map_err(|m| self.err(m))
+    pub(super) fn convert(&mut self, handle: Handle, mode: Mode) -> Result<Value> {
+        let converted = self.arena.value(handle, mode);
+        converted.map_err(|m| self.err(m))
     }
 
     /// A string argument (`STACK_GLOBAL` names).
