@@ -244,6 +244,8 @@ impl<'a> Machine<'a> {
             self.pos += 1;
             if op == b'.' {
                 let top = self.pop()?;
+                // The memo is done with: free it before the result is built beside the arena.
+                self.memo = Memo::default();
                 let value = self.arena.take_value(top).map_err(|m| self.err(m))?;
                 return Ok((value, self.pos));
             }
