@@ -278,7 +278,7 @@ fn central_record(cd: &[u8], pos: usize, base: usize) -> Result<(Record, usize)>
     if next > cd.len() {
         return Err(truncated("central header", at));
     }
-    let name = String::from_utf8_lossy(&cd[name_start..extra_start]).into_owned();
+    let name = crate::pickle::text::utf8_lossy(&cd[name_start..extra_start]);
     // zip64 extended information: present fields follow the order uncompressed size,
     // compressed size, local header offset, each only when the 32-bit field is saturated.
     let mut extra = &cd[extra_start..extra_start + extra_len];

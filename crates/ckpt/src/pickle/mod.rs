@@ -13,7 +13,7 @@ mod numpy;
 mod opcodes;
 mod reader;
 mod tensor_record;
-mod text;
+pub(crate) mod text;
 mod writer;
 
 pub use reader::{

@@ -501,7 +501,7 @@ impl<'a> Machine<'a> {
             }
             b'P' => {
                 let line = self.line()?;
-                let pid = Value::Str(String::from_utf8_lossy(line).into_owned());
+                let pid = Value::Str(text::utf8_lossy(line));
                 self.persistent_load(&pid)?;
             }
             b'Q' => {
@@ -652,12 +652,12 @@ impl<'a> Machine<'a> {
 
     pub(super) fn line_text(&mut self) -> Result<String> {
         let line = self.line()?;
-        Ok(String::from_utf8_lossy(line).into_owned())
+        Ok(text::utf8_lossy(line))
     }
 
     pub(super) fn push_text(&mut self, n: usize) -> Result<()> {
         // Python writes lone surrogates with `surrogatepass`; they become U+FFFD here.
-        let s = String::from_utf8_lossy(self.take(n)?).into_owned();
+        let s = text::utf8_lossy(self.take(n)?);
         self.push(Node::leaf(Value::Str(s)));
         Ok(())
     }

@@ -154,3 +154,12 @@ mod tests {
         assert_eq!(raw_unicode_escape(br"caf\u00e9").unwrap(), "café");
     }
 }
+
+/// `bytes` as text, invalid UTF-8 replaced by U+FFFD. Validates with the standard fast
+/// check first: `String::from_utf8_lossy` walks byte by byte even over valid text.
+pub(crate) fn utf8_lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
