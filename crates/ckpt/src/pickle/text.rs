@@ -128,6 +128,15 @@ pub(super) fn raw_unicode_escape(text: &[u8]) -> Option<String> {
     Some(out)
 }
 
+/// `bytes` as text, invalid UTF-8 replaced by U+FFFD. Validates with the standard fast
+/// check first: `String::from_utf8_lossy` walks byte by byte even over valid text.
+pub(crate) fn utf8_lossy(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,13 +162,10 @@ mod tests {
         assert!(unquote_string(b"'abc").is_none());
         assert_eq!(raw_unicode_escape(br"caf\u00e9").unwrap(), "café");
     }
-}
 
-/// `bytes` as text, invalid UTF-8 replaced by U+FFFD. Validates with the standard fast
-/// check first: `String::from_utf8_lossy` walks byte by byte even over valid text.
-pub(crate) fn utf8_lossy(bytes: &[u8]) -> String {
-    match std::str::from_utf8(bytes) {
-        Ok(text) => text.to_owned(),
-        Err(_) => String::from_utf8_lossy(bytes).into_owned(),
+    #[test]
+    fn utf8_lossy_keeps_valid_text_and_replaces_invalid_bytes() {
+        assert_eq!(utf8_lossy("μ.weight".as_bytes()), "μ.weight");
+        assert_eq!(utf8_lossy(b"a\xffb"), "a\u{fffd}b");
     }
 }
