@@ -3,7 +3,7 @@
 //! (`dd` to the page cache and to tmpfs, memcpy) measured beside them.
 //!
 //! ```text
-//! ckpt-bench run [--quick] [--reps N] [--dir DIR] [--results FILE]   # everything
+//! ckpt-bench run [--quick] [--reps N] [--dir DIR] [--results FILE] [--readme README.md]
 //! ckpt-bench child --op OP --workload W --dir DIR                     # one measurement
 //! ```
 //! `scripts/bench.sh` builds it in release mode and runs it.
@@ -66,6 +66,9 @@ enum Commands {
         /// Also write the Markdown report to this file.
         #[arg(long)]
         results: Option<PathBuf>,
+        /// Also put the tables into this README, between its benchmark markers.
+        #[arg(long)]
+        readme: Option<PathBuf>,
         /// The command line to print in the report (default: this one).
         #[arg(long)]
         command_line: Option<String>,
@@ -126,6 +129,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             workloads,
             keep_files,
             results,
+            readme,
             command_line,
         } => {
             let python = if no_python { None } else { find_python(python) };
@@ -157,6 +161,13 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             if let Some(path) = results {
                 std::fs::write(&path, &text)?;
                 eprintln!("results written to {}", path.display());
+            }
+            if let Some(path) = readme {
+                let old = std::fs::read_to_string(&path)?;
+                let new = report::splice_readme(&old, &text)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::write(&path, new)?;
+                eprintln!("tables written into {}", path.display());
             }
         }
     }

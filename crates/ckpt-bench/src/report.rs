@@ -79,6 +79,37 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
     out
 }
 
+/// Start and end markers of the benchmark section of a README.
+pub const README_START: &str = "<!-- bench:start (written by scripts/bench.sh --readme README.md) -->";
+pub const README_END: &str = "<!-- bench:end -->";
+
+/// `readme` with the text between [`README_START`] and [`README_END`] replaced by `report`
+/// (one heading level down); an error when the markers are missing.
+pub fn splice_readme(readme: &str, report: &str) -> Result<String, String> {
+    let start = readme
+        .find(README_START)
+        .ok_or_else(|| format!("no line {README_START} in the README"))?;
+    let after = start + README_START.len();
+    let end = readme[after..]
+        .find(README_END)
+        .map(|e| after + e)
+        .ok_or_else(|| format!("no line {README_END} after the start marker in the README"))?;
+    let body: Vec<String> = report
+        .lines()
+        .filter(|line| !line.starts_with("# "))
+        .map(|line| match line.strip_prefix("## ") {
+            Some(title) => format!("### {title}"),
+            None => line.to_string(),
+        })
+        .collect();
+    Ok(format!(
+        "{}\n{}\n{}",
+        &readme[..after],
+        body.join("\n").trim(),
+        &readme[end..]
+    ))
+}
+
 fn workload_title(workload: &str, outcome: &Outcome) -> String {
     let spec = &outcome.spec;
     match workload {
@@ -444,4 +475,21 @@ fn machine() -> String {
         bytes(mem_kib * 1024),
         kernel.trim()
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readme_section_is_replaced_between_its_markers() {
+        let readme = format!("# Title\n\n{README_START}\nold\n{README_END}\n\nrest\n");
+        let report = "# ckpt benchmark\n\n- Date: now\n\n## big\n\n| a |\n";
+        let spliced = splice_readme(&readme, report).unwrap();
+        assert_eq!(
+            spliced,
+            format!("# Title\n\n{README_START}\n- Date: now\n\n### big\n\n| a |\n{README_END}\n\nrest\n")
+        );
+        assert!(splice_readme("no markers", report).is_err());
+    }
 }
