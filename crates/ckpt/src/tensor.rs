@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapMut};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
@@ -27,10 +27,32 @@ enum StorageData {
 }
 
 /// The bytes of a whole file, read once: a memory map, or (for eager loads and in-memory
-/// input) one heap buffer. Storages of the tensors in the file are slices of it.
+/// input) memory the process owns. Storages of the tensors in the file are slices of it.
 pub enum Buffer {
     Map(Mmap),
     Heap(Vec<u8>),
+    /// An eager read of a large file: anonymous memory, so that it can be provisioned in huge
+    /// pages. Owned like `Heap`; it does not depend on the file.
+    Anon(AnonMemory),
+}
+
+/// Anonymous private memory holding a copy of a file (rounded up to whole huge pages).
+pub struct AnonMemory {
+    map: MmapMut,
+    len: usize,
+}
+
+impl AnonMemory {
+    /// `map` holding `len` bytes of content at its start.
+    pub(crate) fn new(map: MmapMut, len: usize) -> AnonMemory {
+        debug_assert!(len <= map.len());
+        AnonMemory { map, len }
+    }
+
+    /// The bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        self.map.get(..self.len).unwrap_or(&self.map)
+    }
 }
 
 impl Buffer {
@@ -48,6 +70,7 @@ impl Buffer {
         match self {
             Buffer::Map(map) => map,
             Buffer::Heap(bytes) => bytes,
+            Buffer::Anon(memory) => memory.as_bytes(),
         }
     }
 

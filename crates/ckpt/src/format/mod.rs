@@ -170,7 +170,7 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
         }
         Buffer::map(&file).map_err(|e| Error::io(path, e))?
     } else {
-        Buffer::Heap(eager::read_whole_file(&file).map_err(|e| Error::io(path, e))?)
+        eager::read_whole_file(&file).map_err(|e| Error::io(path, e))?
     };
     let mapped = buffer.is_mapped().then_some(&file);
     read_buffer(Arc::new(buffer), options, mapped).in_file(path)
