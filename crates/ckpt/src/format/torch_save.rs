@@ -73,12 +73,20 @@ pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) ->
     };
     records.name(0, &mut name);
     zip.begin(&name, pickle.len)?;
-    pickle.stream(&mut Keys::default(), &mut |bytes| {
+    let mut keys = Keys::default();
+    pickle.stream(&mut keys, &mut |bytes| {
         pickle_hash.update(bytes);
         zip.data(bytes)
     })?;
     zip.end()?;
     pickle_hash.end_part();
+    if keys.0 != storages.0.len() {
+        return Err(Error::invalid(format!(
+            "the pickle named {} storages when measured, {} when written",
+            storages.0.len(),
+            keys.0
+        )));
+    }
 
     records.storages = storages.0.len();
     let alignment = options.alignment.to_string();
@@ -87,7 +95,8 @@ pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) ->
     let mut id = String::new();
     for i in 0..records.count() {
         records.name(i, &mut name);
-        let data: &[u8] = match records.kind(i) {
+        let kind = records.kind(i);
+        let data: &[u8] = match kind {
             Record::Pickle => &[], // written above
             Record::FormatVersion => b"1",
             Record::StorageAlignment => alignment.as_bytes(),
@@ -106,7 +115,7 @@ pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) ->
                 id.as_bytes()
             }
         };
-        if i > 0 {
+        if !matches!(kind, Record::Pickle) {
             zip.add(&name, data)?;
         }
         names_hash.update(&name.as_bytes()[archive.len() + 1..]);
