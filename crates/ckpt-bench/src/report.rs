@@ -80,7 +80,8 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
 }
 
 /// Start and end markers of the benchmark section of a README.
-pub const README_START: &str = "<!-- bench:start (written by scripts/bench.sh --readme README.md) -->";
+pub const README_START: &str =
+    "<!-- bench:start (written by scripts/bench.sh --readme README.md) -->";
 pub const README_END: &str = "<!-- bench:end -->";
 
 /// `readme` with the text between [`README_START`] and [`README_END`] replaced by `report`

@@ -4,33 +4,37 @@
 //! laid out by [`ZipWriter`] exactly as miniz does, so the output is byte-identical to
 //! `torch.save` apart from the `.data/serialization_id` payload.
 
-use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
 use crate::format::zip_write::ZipWriter;
 use crate::format::SaveOptions;
-use crate::pickle::{write_pickle, StorageSink};
+use crate::pickle::{measure_pickle, StorageSink};
 use crate::tensor::{Storage, Tensor};
 use crate::value::Value;
 
-/// Storages in order of first appearance while pickling; the key of a storage is its index.
+/// Storages in order of first appearance while pickling; the key of a storage is its index
+/// (the pickle writer asks once per storage).
 #[derive(Default)]
-struct Storages {
-    keys: HashMap<usize, usize>,
-    storages: Vec<Storage>,
-}
+struct Storages(Vec<Storage>);
 
 impl StorageSink for Storages {
     fn storage_key(&mut self, tensor: &Tensor) -> Result<String> {
-        let storage = tensor.storage();
-        let next = self.storages.len();
-        let key = *self.keys.entry(storage.id()).or_insert(next);
-        if key == next {
-            self.storages.push(storage.clone());
-        }
-        Ok(key.to_string())
+        self.0.push(tensor.storage().clone());
+        Ok((self.0.len() - 1).to_string())
+    }
+}
+
+/// The keys again, for the second pass over the same value (same storages, same order).
+#[derive(Default)]
+struct Keys(usize);
+
+impl StorageSink for Keys {
+    fn storage_key(&mut self, _: &Tensor) -> Result<String> {
+        self.0 += 1;
+        Ok((self.0 - 1).to_string())
     }
 }
 
@@ -42,6 +46,10 @@ impl StorageSink for Storages {
 /// shared (a small view of a large storage saves the whole storage). Output is
 /// deterministic: the same value gives the same bytes.
 ///
+/// Memory: neither the pickle nor the archive is built in memory; besides the pickle memo
+/// (a reference per distinct string, as CPython's), a save keeps a few dozen bytes per
+/// record.
+///
 /// Fails (before writing anything) on values a weights-only torch file cannot hold: see
 /// [`crate::pickle::write_pickle`].
 pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) -> Result<()> {
@@ -51,60 +59,155 @@ pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) ->
             "archive name {archive:?} must be non-empty and contain no path separator"
         )));
     }
+    // Measured first: a value torch cannot hold fails before anything is written, and the
+    // pickle's length is known for its header. It is then written as it is made.
     let mut storages = Storages::default();
-    let pickle = write_pickle(value, &mut storages)?;
-
-    let alignment = options.alignment.to_string();
-    let storage_names: Vec<String> = (0..storages.storages.len())
-        .map(|key| format!("data/{key}"))
-        .collect();
-    let mut records: Vec<(&str, &[u8])> = Vec::with_capacity(storage_names.len() + 7);
-    records.push(("data.pkl", &pickle));
-    records.push((".format_version", b"1"));
-    records.push((".storage_alignment", alignment.as_bytes()));
-    records.push(("byteorder", b"little"));
-    for (name, storage) in storage_names.iter().zip(&storages.storages) {
-        records.push((name, storage.as_bytes()));
-    }
-    records.push(("version", b"3\n"));
-    let id = serialization_id(records.iter().map(|(name, _)| *name), &pickle);
-    records.push((".data/serialization_id", id.as_bytes()));
+    let pickle = measure_pickle(value, &mut storages)?;
 
     let mut zip = ZipWriter::new(out, options.alignment, options.crc32)?;
-    let mut full_name = String::new();
-    for (name, data) in records {
-        full_name.clear();
-        full_name.push_str(archive);
-        full_name.push('/');
-        full_name.push_str(name);
-        zip.add(&full_name, data)?;
+    let mut pickle_hash = Fnv::new();
+    let mut name = String::new();
+    let mut records = Records {
+        archive,
+        storages: 0,
+    };
+    records.name(0, &mut name);
+    zip.begin(&name, pickle.len)?;
+    let mut keys = Keys::default();
+    pickle.stream(&mut keys, &mut |bytes| {
+        pickle_hash.update(bytes);
+        zip.data(bytes)
+    })?;
+    zip.end()?;
+    pickle_hash.end_part();
+    if keys.0 != storages.0.len() {
+        return Err(Error::invalid(format!(
+            "the pickle named {} storages when measured, {} when written",
+            storages.0.len(),
+            keys.0
+        )));
     }
-    let len = zip.finish()?;
+
+    records.storages = storages.0.len();
+    let alignment = options.alignment.to_string();
+    // The serialization id hashes the names of the records before it.
+    let mut names_hash = Fnv::new();
+    let mut id = String::new();
+    for i in 0..records.count() {
+        records.name(i, &mut name);
+        let kind = records.kind(i);
+        let data: &[u8] = match kind {
+            Record::Pickle => &[], // written above
+            Record::FormatVersion => b"1",
+            Record::StorageAlignment => alignment.as_bytes(),
+            Record::ByteOrder => b"little",
+            Record::Storage(key) => storages.0[key].as_bytes(),
+            Record::Version => b"3\n",
+            Record::SerializationId => {
+                id.clear();
+                // Writing to a String cannot fail.
+                let _ = write!(
+                    id,
+                    "{:020}{:020}",
+                    names_hash.finish(),
+                    pickle_hash.finish()
+                );
+                id.as_bytes()
+            }
+        };
+        if !matches!(kind, Record::Pickle) {
+            zip.add(&name, data)?;
+        }
+        names_hash.update(&name.as_bytes()[archive.len() + 1..]);
+        names_hash.end_part();
+    }
+    let len = zip.finish(&mut |i, name| records.name(i, name))?;
     tracing::debug!(
         "wrote torch archive '{archive}': {} storages, {len} bytes",
-        storages.storages.len()
+        records.storages
     );
     Ok(())
 }
 
-/// 40 decimal digits, like torch's (which hashes record names and CRCs with a hash that is
-/// not reproducible across processes). Ours is a deterministic FNV-1a of the record names
-/// and the pickle, so the same value always gives the same file.
-fn serialization_id<'a>(names: impl Iterator<Item = &'a str>, pickle: &[u8]) -> String {
-    let fnv = |parts: &mut dyn Iterator<Item = &[u8]>| {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for part in parts {
-            for &b in part {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            h ^= 0xFF;
+/// The records of a torch archive, in order.
+enum Record {
+    Pickle,
+    FormatVersion,
+    StorageAlignment,
+    ByteOrder,
+    Storage(usize),
+    Version,
+    SerializationId,
+}
+
+/// Names the records of an archive of `storages` storages (so that they need not be kept).
+struct Records<'a> {
+    archive: &'a str,
+    storages: usize,
+}
+
+impl Records<'_> {
+    fn count(&self) -> usize {
+        self.storages + 6
+    }
+
+    fn kind(&self, i: usize) -> Record {
+        match i {
+            0 => Record::Pickle,
+            1 => Record::FormatVersion,
+            2 => Record::StorageAlignment,
+            3 => Record::ByteOrder,
+            i if i - 4 < self.storages => Record::Storage(i - 4),
+            i if i - 4 == self.storages => Record::Version,
+            _ => Record::SerializationId,
         }
-        h
-    };
-    let names_hash = fnv(&mut names.map(str::as_bytes));
-    let content_hash = fnv(&mut std::iter::once(pickle));
-    format!("{names_hash:020}{content_hash:020}")
+    }
+
+    /// Puts `<archive>/<record name>` in `out`.
+    fn name(&self, i: usize, out: &mut String) {
+        out.clear();
+        out.push_str(self.archive);
+        out.push('/');
+        match self.kind(i) {
+            Record::Pickle => out.push_str("data.pkl"),
+            Record::FormatVersion => out.push_str(".format_version"),
+            Record::StorageAlignment => out.push_str(".storage_alignment"),
+            Record::ByteOrder => out.push_str("byteorder"),
+            Record::Storage(key) => {
+                // Writing to a String cannot fail.
+                let _ = write!(out, "data/{key}");
+            }
+            Record::Version => out.push_str("version"),
+            Record::SerializationId => out.push_str(".data/serialization_id"),
+        }
+    }
+}
+
+/// The serialization id: 40 decimal digits, like torch's (which hashes record names and
+/// CRCs with a hash that is not reproducible across processes). Ours is a deterministic
+/// FNV-1a of the record names and of the pickle, so the same value always gives the same
+/// file. Each part hashed (a name, the whole pickle) ends with a `0xFF` mix.
+struct Fnv(u64);
+
+impl Fnv {
+    fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn end_part(&mut self) {
+        self.0 ^= 0xFF;
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// The archive folder torch would use for `path`: the file name up to its last `.`, when it

@@ -25,12 +25,24 @@ const FLAGS_UTF8: u16 = 0x0800;
 /// Largest alignment whose padding still fits the u16 extra length next to a zip64 field.
 pub(crate) const MAX_ALIGNMENT: u64 = 65_504;
 
-/// One finished record, for the central directory.
+/// One finished record, for the central directory. Its name is asked for again when the
+/// directory is written (archives may hold 100,000s of records whose names the caller can
+/// regenerate): only its length is kept, as a check.
 struct Entry {
-    name: String,
-    crc32: u32,
-    size: u64,
     local_offset: u64,
+    size: u64,
+    crc32: u32,
+    name_len: u16,
+}
+
+/// The record being written, between [`ZipWriter::begin`] and [`ZipWriter::end`].
+struct OpenRecord {
+    local_offset: u64,
+    size: u64,
+    name_len: u16,
+    zip64: Zip64,
+    written: u64,
+    hasher: crc32fast::Hasher,
 }
 
 /// A streaming writer of miniz-identical zip archives.
@@ -40,6 +52,9 @@ pub(crate) struct ZipWriter<'w> {
     alignment: u64,
     crc32: bool,
     entries: Vec<Entry>,
+    open: Option<OpenRecord>,
+    /// The open record's name, for errors (reused).
+    open_name: String,
     /// Reused for every header and descriptor (archives may hold 100,000s of records).
     scratch: Vec<u8>,
 }
@@ -105,6 +120,8 @@ impl<'w> ZipWriter<'w> {
             alignment,
             crc32,
             entries: Vec::new(),
+            open: None,
+            open_name: String::new(),
             scratch: Vec::with_capacity(256),
         })
     }
@@ -135,6 +152,22 @@ impl<'w> ZipWriter<'w> {
         size: u64,
         chunks: impl IntoIterator<Item = &'d [u8]>,
     ) -> Result<()> {
+        self.begin(name, size)?;
+        for chunk in chunks {
+            self.data(chunk)?;
+        }
+        self.end()
+    }
+
+    /// Starts a record of `size` bytes: its local header. The bytes follow by
+    /// [`ZipWriter::data`], then [`ZipWriter::end`].
+    pub(crate) fn begin(&mut self, name: &str, size: u64) -> Result<()> {
+        if self.open.is_some() {
+            return Err(Error::invalid(format!(
+                "zip record {name} started before record {} ended",
+                self.open_name
+            )));
+        }
         let local_offset = self.offset;
         let name_len = u16::try_from(name.len())
             .map_err(|_| Error::invalid(format!("zip record name too long: {name}")))?;
@@ -178,28 +211,54 @@ impl<'w> ZipWriter<'w> {
         self.emit_scratch()?;
         debug_assert_eq!(self.offset % self.alignment, 0);
 
-        let mut hasher = crc32fast::Hasher::new();
-        let mut written = 0u64;
-        for chunk in chunks {
-            if self.crc32 {
-                hasher.update(chunk);
-            }
-            self.emit(chunk)?;
-            written += chunk.len() as u64;
+        self.open_name.clear();
+        self.open_name.push_str(name);
+        self.open = Some(OpenRecord {
+            local_offset,
+            size,
+            name_len,
+            zip64,
+            written: 0,
+            hasher: crc32fast::Hasher::new(),
+        });
+        Ok(())
+    }
+
+    /// Writes bytes of the open record.
+    pub(crate) fn data(&mut self, chunk: &[u8]) -> Result<()> {
+        let Some(open) = self.open.as_mut() else {
+            return Err(Error::invalid("zip record data written outside a record"));
+        };
+        if self.crc32 {
+            open.hasher.update(chunk);
         }
-        if written != size {
+        open.written += chunk.len() as u64;
+        self.emit(chunk)
+    }
+
+    /// Ends the open record: checks its size and writes its data descriptor.
+    pub(crate) fn end(&mut self) -> Result<()> {
+        let Some(open) = self.open.take() else {
+            return Err(Error::invalid("zip record ended before it started"));
+        };
+        if open.written != open.size {
             return Err(Error::invalid(format!(
-                "zip record {name}: announced {size} bytes, got {written}"
+                "zip record {}: announced {} bytes, got {}",
+                self.open_name, open.size, open.written
             )));
         }
-        let crc32 = if self.crc32 { hasher.finalize() } else { 0 };
-
+        let size = open.size;
+        let crc32 = if self.crc32 {
+            open.hasher.finalize()
+        } else {
+            0
+        };
         if size > 0 {
             let mut descriptor = std::mem::take(&mut self.scratch);
             descriptor.clear();
             descriptor.extend_from_slice(&DATA_DESCRIPTOR.to_le_bytes());
             descriptor.extend_from_slice(&crc32.to_le_bytes());
-            if zip64.any() {
+            if open.zip64.any() {
                 descriptor.extend_from_slice(&size.to_le_bytes());
                 descriptor.extend_from_slice(&size.to_le_bytes());
             } else {
@@ -210,21 +269,37 @@ impl<'w> ZipWriter<'w> {
             self.emit_scratch()?;
         }
         self.entries.push(Entry {
-            name: name.to_string(),
-            crc32,
+            local_offset: open.local_offset,
             size,
-            local_offset,
+            crc32,
+            name_len: open.name_len,
         });
         Ok(())
     }
 
     /// The central directory and the end records (zip64 end record and locator always, as
-    /// torch's writer). Returns the total archive length.
-    pub(crate) fn finish(mut self) -> Result<u64> {
+    /// torch's writer). `name_of(i, name)` puts the name of the `i`-th record (from 0) in
+    /// `name`. Returns the total archive length.
+    pub(crate) fn finish(mut self, name_of: &mut dyn FnMut(usize, &mut String)) -> Result<u64> {
+        if self.open.is_some() {
+            return Err(Error::invalid(format!(
+                "zip archive finished before record {} ended",
+                self.open_name
+            )));
+        }
         let cd_offset = self.offset;
         let entries = std::mem::take(&mut self.entries);
         let mut record = Vec::new();
-        for entry in &entries {
+        let mut name = String::new();
+        for (i, entry) in entries.iter().enumerate() {
+            name.clear();
+            name_of(i, &mut name);
+            if name.len() != usize::from(entry.name_len) {
+                return Err(Error::invalid(format!(
+                    "zip record {i} was named with {} bytes, now {name:?}",
+                    entry.name_len
+                )));
+            }
             record.clear();
             let zip64 = Zip64::for_record(entry.local_offset, entry.size);
             let extra_len = if zip64.any() { zip64.extra_len() } else { 0 } as u16;
@@ -243,14 +318,14 @@ impl<'w> ZipWriter<'w> {
             record.extend_from_slice(&entry.crc32.to_le_bytes());
             record.extend_from_slice(&size32.to_le_bytes());
             record.extend_from_slice(&size32.to_le_bytes());
-            record.extend_from_slice(&(entry.name.len() as u16).to_le_bytes());
+            record.extend_from_slice(&entry.name_len.to_le_bytes());
             record.extend_from_slice(&extra_len.to_le_bytes());
             record.extend_from_slice(&0u16.to_le_bytes()); // comment length
             record.extend_from_slice(&0u16.to_le_bytes()); // disk
             record.extend_from_slice(&0u16.to_le_bytes()); // internal attributes
             record.extend_from_slice(&0u32.to_le_bytes()); // external attributes
             record.extend_from_slice(&(entry.local_offset.min(ZIP64_LIMIT) as u32).to_le_bytes());
-            record.extend_from_slice(entry.name.as_bytes());
+            record.extend_from_slice(name.as_bytes());
             if zip64.any() {
                 record.extend_from_slice(&1u16.to_le_bytes());
                 record.extend_from_slice(&(extra_len - 4).to_le_bytes());
@@ -363,7 +438,8 @@ mod tests {
             });
             zip.add_chunks("big/data/1", BIG, chunks).unwrap();
             zip.add("big/data/2", &[7u8; 0x20]).unwrap();
-            zip.finish().unwrap();
+            zip.finish(&mut |i, name| name.push_str(["big/data/1", "big/data/2"][i]))
+                .unwrap();
         }
         // The writer starts at 0x39c of a sink that has seen nothing: shift by that.
         let base = 0x39c;
@@ -444,12 +520,47 @@ mod tests {
         let mut out = Vec::new();
         let mut zip = ZipWriter::new(&mut out, 64, true).unwrap();
         zip.add("a/data/0", &[]).unwrap();
-        zip.finish().unwrap();
+        zip.finish(&mut |_, name| name.push_str("a/data/0"))
+            .unwrap();
         // 30 + 8 + 4 = 42 -> 22 bytes of padding; data (none) at 64, central header next.
         assert_eq!(u16_at(&out, 6), 0x0800);
         assert_eq!(u16_at(&out, 28), 4 + 22);
         assert_eq!(u32_at(&out, 64), CENTRAL_HEADER);
         assert_eq!(fb_padding(0, 30, 5, 64), 0);
+    }
+
+    #[test]
+    fn records_written_in_pieces_match_whole_ones_and_names_are_checked() {
+        let mut whole = Vec::new();
+        let mut zip = ZipWriter::new(&mut whole, 64, true).unwrap();
+        zip.add("a/data.pkl", b"hello world").unwrap();
+        zip.finish(&mut |_, name| name.push_str("a/data.pkl"))
+            .unwrap();
+
+        let mut pieces = Vec::new();
+        let mut zip = ZipWriter::new(&mut pieces, 64, true).unwrap();
+        zip.begin("a/data.pkl", 11).unwrap();
+        zip.data(b"hello").unwrap();
+        zip.data(b" world").unwrap();
+        zip.end().unwrap();
+        zip.finish(&mut |_, name| name.push_str("a/data.pkl"))
+            .unwrap();
+        assert_eq!(pieces, whole);
+
+        let mut out = Vec::new();
+        let mut zip = ZipWriter::new(&mut out, 64, true).unwrap();
+        zip.begin("a/data.pkl", 11).unwrap();
+        zip.data(b"hello").unwrap();
+        assert!(zip
+            .end()
+            .unwrap_err()
+            .to_string()
+            .contains("announced 11 bytes, got 5"));
+        zip.add("a/x", b"x").unwrap();
+        let err = zip
+            .finish(&mut |_, name| name.push_str("a/xy"))
+            .unwrap_err();
+        assert!(err.to_string().contains("a/xy"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod arena;
 mod calls;
 mod globals;
+mod memo;
 mod numpy;
 mod opcodes;
 mod reader;
@@ -19,6 +20,7 @@ mod writer;
 pub use reader::{
     read_pickle, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
 };
+pub(crate) use writer::measure_pickle;
 pub use writer::{write_pickle, PickleWriter, StorageSink};
 
 /// Bounds that keep a hostile pickle from exhausting memory or the stack.

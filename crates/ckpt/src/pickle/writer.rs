@@ -9,7 +9,7 @@
 //! * Empty `bytes`: CPython writes `bytes()` (a global torch does not allow); we write
 //!   `_codecs.encode('', 'latin1')`, which loads as `b''`.
 
-use std::collections::HashMap;
+use std::borrow::Cow;
 
 use num_bigint::BigInt;
 
@@ -18,11 +18,15 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::value::{Dict, DictKind, Key, Value};
 
+use super::memo::{Memo, SavedStorage};
+
 /// Where the writer sends tensor storages: it returns the persistent key for a storage
 /// (the same key for the same storage, so sharing survives).
 pub trait StorageSink {
     /// The key (`"0"`, `"1"`, ...) under which `tensor`'s storage is saved. The sink saves
     /// the whole storage (`tensor.storage()`), whose length is a multiple of the dtype size.
+    /// The writer asks once per distinct storage (later tensors of it reuse the key) and
+    /// keys must be distinct.
     fn storage_key(&mut self, tensor: &Tensor) -> Result<String>;
 }
 
@@ -33,6 +37,12 @@ pub const MAX_DEPTH: usize = 500;
 
 /// Items per `SETITEMS`/`APPENDS` batch, as CPython.
 const BATCH: usize = 1_000;
+
+/// When streaming, the buffered pickle is handed on once it holds this many bytes.
+const FLUSH_AT: usize = 64 << 10;
+
+/// Where a streaming writer hands its bytes.
+pub(crate) type PickleDest<'d> = &'d mut dyn FnMut(&[u8]) -> Result<()>;
 
 mod op {
     pub const PROTO: u8 = 0x80;
@@ -70,21 +80,17 @@ mod op {
 
 /// A protocol-2 pickler into a byte buffer, with CPython's memo conventions: strings and
 /// globals written once and referenced by `BINGET` afterwards.
-pub struct PickleWriter<'s> {
+///
+/// The memo borrows the strings of the value written (`'v`) instead of copying them: a
+/// state dict of 100,000s of keys would otherwise be held twice while saving.
+pub struct PickleWriter<'s, 'v> {
     out: Vec<u8>,
+    /// Where `out` is emptied to while writing; `None` keeps the whole pickle in `out`.
+    dest: Option<PickleDest<'s>>,
+    /// Bytes handed to `dest` so far.
+    written: u64,
     sink: &'s mut dyn StorageSink,
-    memo_len: u32,
-    globals: HashMap<(&'static str, &'static str), u32>,
-    strings: HashMap<String, u32>,
-    /// Strings of persistent ids ('storage', 'cpu', storage keys): torch reuses these
-    /// objects, but they are distinct from equal strings elsewhere (a `_metadata` prefix
-    /// `'0'` is written again after storage key `'0'`), so they have their own memo.
-    pid_strings: HashMap<String, u32>,
-    /// The dtype each storage (by `Storage::id`) was first saved with.
-    storage_dtypes: HashMap<usize, DType>,
-    /// Contiguous copies made for tensors that could not share their storage; kept alive so
-    /// their storage ids stay unique while the sink refers to them.
-    copies: Vec<Tensor>,
+    memo: Memo<'v>,
 }
 
 /// Pickles `value` (tensors become `_rebuild_tensor_v2`/`_v3` calls over persistent ids
@@ -95,23 +101,67 @@ pub fn write_pickle(value: &Value, sink: &mut dyn StorageSink) -> Result<Vec<u8>
     Ok(writer.finish())
 }
 
-impl<'s> PickleWriter<'s> {
+/// A pickle of `value` measured by a first pass (bytes counted, not kept), ready to be
+/// streamed by a second that reuses the first's memo.
+pub(crate) struct MeasuredPickle<'v> {
+    value: &'v Value,
+    memo: Memo<'v>,
+    /// The pickle's length in bytes.
+    pub len: u64,
+}
+
+/// The first pass: fails on anything [`write_pickle`] fails on, before any byte goes
+/// anywhere. `sink` must give the keys the second pass's sink will give.
+pub(crate) fn measure_pickle<'v>(
+    value: &'v Value,
+    sink: &mut dyn StorageSink,
+) -> Result<MeasuredPickle<'v>> {
+    let mut discard = |_: &[u8]| Ok(());
+    let mut writer = PickleWriter::new(sink);
+    writer.dest = Some(&mut discard);
+    writer.write(value)?;
+    let len = writer.end_stream()?;
+    Ok(MeasuredPickle {
+        value,
+        memo: writer.memo,
+        len,
+    })
+}
+
+impl MeasuredPickle<'_> {
+    /// The second pass: hands the pickle to `dest` in pieces of about 64 KiB. Fails if it
+    /// is not the length measured.
+    pub(crate) fn stream(mut self, sink: &mut dyn StorageSink, dest: PickleDest<'_>) -> Result<()> {
+        self.memo.rewind();
+        let mut writer = PickleWriter::new(sink);
+        writer.memo = self.memo;
+        writer.dest = Some(dest);
+        writer.write(self.value)?;
+        let len = writer.end_stream()?;
+        if len != self.len {
+            return Err(Error::invalid(format!(
+                "the pickle was {} bytes when measured, {len} when written",
+                self.len
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<'s, 'v> PickleWriter<'s, 'v> {
     /// A writer whose output starts with `PROTO 2`.
-    pub fn new(sink: &'s mut dyn StorageSink) -> PickleWriter<'s> {
+    pub fn new(sink: &'s mut dyn StorageSink) -> PickleWriter<'s, 'v> {
         PickleWriter {
             out: vec![op::PROTO, 2],
+            dest: None,
+            written: 0,
             sink,
-            memo_len: 0,
-            globals: HashMap::new(),
-            strings: HashMap::new(),
-            pid_strings: HashMap::new(),
-            storage_dtypes: HashMap::new(),
-            copies: Vec::new(),
+            memo: Memo::default(),
         }
     }
 
     /// Writes one value (call once per pickle, then [`PickleWriter::finish`]).
-    pub fn write(&mut self, value: &Value) -> Result<()> {
+    pub fn write(&mut self, value: &'v Value) -> Result<()> {
         self.value(value, 0)
     }
 
@@ -121,8 +171,25 @@ impl<'s> PickleWriter<'s> {
         self.out
     }
 
+    /// Appends `STOP`, hands the rest to `dest` and returns the pickle's length.
+    fn end_stream(&mut self) -> Result<u64> {
+        self.out.push(op::STOP);
+        self.flush()?;
+        Ok(self.written)
+    }
+
+    /// Hands the buffered bytes to `dest` (when streaming).
+    fn flush(&mut self) -> Result<()> {
+        if let Some(dest) = self.dest.as_mut() {
+            dest(&self.out)?;
+            self.written += self.out.len() as u64;
+            self.out.clear();
+        }
+        Ok(())
+    }
+
     fn put(&mut self) -> u32 {
-        let index = self.memo_len;
+        let index = self.memo.len;
         match u8::try_from(index) {
             Ok(i) => self.out.extend_from_slice(&[op::BINPUT, i]),
             Err(_) => {
@@ -130,7 +197,7 @@ impl<'s> PickleWriter<'s> {
                 self.out.extend_from_slice(&index.to_le_bytes());
             }
         }
-        self.memo_len += 1;
+        self.memo.len += 1;
         index
     }
 
@@ -145,7 +212,8 @@ impl<'s> PickleWriter<'s> {
     }
 
     fn global(&mut self, module: &'static str, name: &'static str) {
-        if let Some(&index) = self.globals.get(&(module, name)) {
+        let known = self.memo.global(module, name);
+        if let Some(index) = self.memo.written(known) {
             return self.get(index);
         }
         self.out.push(op::GLOBAL);
@@ -154,23 +222,41 @@ impl<'s> PickleWriter<'s> {
         self.out.extend_from_slice(name.as_bytes());
         self.out.push(b'\n');
         let index = self.put();
-        self.globals.insert((module, name), index);
-    }
-
-    fn string(&mut self, s: &str) -> Result<()> {
-        self.memo_string(s, false)
-    }
-
-    fn memo_string(&mut self, s: &str, in_pid: bool) -> Result<()> {
-        let memo = if in_pid {
-            &self.pid_strings
-        } else {
-            &self.strings
-        };
-        if let Some(&index) = memo.get(s) {
-            self.get(index);
-            return Ok(());
+        if known.is_none() {
+            self.memo.add_global(module, name, index);
         }
+    }
+
+    /// A string of the value (or a constant): memoized by reference.
+    fn string(&mut self, s: &'v str) -> Result<()> {
+        let known = self.memo.string(s);
+        if let Some(index) = self.memo.written(known) {
+            self.get(index);
+        } else {
+            let index = self.unicode(s)?;
+            if known.is_none() {
+                self.memo.add_string(s, index);
+            }
+        }
+        Ok(())
+    }
+
+    /// A string made while writing: memoized by a copy.
+    fn owned_string(&mut self, s: String) -> Result<()> {
+        let known = self.memo.string(&s);
+        if let Some(index) = self.memo.written(known) {
+            self.get(index);
+        } else {
+            let index = self.unicode(&s)?;
+            if known.is_none() {
+                self.memo.add_owned_string(s, index);
+            }
+        }
+        Ok(())
+    }
+
+    /// `BINUNICODE` and its memo entry; returns the memo index.
+    fn unicode(&mut self, s: &str) -> Result<u32> {
         let len = u32::try_from(s.len()).map_err(|_| {
             Error::unsupported(format!(
                 "a string of {} bytes (protocol 2 strings are limited to 4 GiB)",
@@ -180,14 +266,19 @@ impl<'s> PickleWriter<'s> {
         self.out.push(op::BINUNICODE);
         self.out.extend_from_slice(&len.to_le_bytes());
         self.out.extend_from_slice(s.as_bytes());
-        let index = self.put();
-        let memo = if in_pid {
-            &mut self.pid_strings
-        } else {
-            &mut self.strings
-        };
-        memo.insert(s.to_string(), index);
-        Ok(())
+        Ok(self.put())
+    }
+
+    /// A string of a persistent id whose memo index is `known` once written (see
+    /// `Memo::pid_storage`); returns that index.
+    fn pid_string(&mut self, s: &str, known: Option<u32>) -> Result<u32> {
+        match self.memo.written(known) {
+            Some(index) => {
+                self.get(index);
+                Ok(index)
+            }
+            None => self.unicode(s),
+        }
     }
 
     fn int(&mut self, i: i64) {
@@ -245,7 +336,7 @@ impl<'s> PickleWriter<'s> {
         self.put();
     }
 
-    fn tuple(&mut self, items: &[Value], depth: usize) -> Result<()> {
+    fn tuple(&mut self, items: &'v [Value], depth: usize) -> Result<()> {
         if items.len() > 3 {
             self.out.push(op::MARK);
         }
@@ -267,7 +358,7 @@ impl<'s> PickleWriter<'s> {
         self.close_tuple(n);
     }
 
-    fn list(&mut self, items: &[Value], depth: usize) -> Result<()> {
+    fn list(&mut self, items: &'v [Value], depth: usize) -> Result<()> {
         self.out.push(op::EMPTY_LIST);
         self.put();
         for batch in items.chunks(BATCH) {
@@ -285,37 +376,64 @@ impl<'s> PickleWriter<'s> {
         Ok(())
     }
 
-    fn key(&mut self, key: &Key, depth: usize) -> Result<()> {
+    fn key(&mut self, key: &'v Key, depth: usize) -> Result<()> {
         match key {
             Key::Str(s) => self.string(s),
             Key::Int(i) => {
                 self.int(*i);
                 Ok(())
             }
-            other => self.value(&other.to_value(), depth + 1),
+            other => self.key_value(other, depth + 1),
         }
     }
 
-    fn dict_items(&mut self, dict: &Dict, depth: usize) -> Result<()> {
-        let items: Vec<(&Key, &Value)> = dict.items.iter().collect();
-        for batch in items.chunks(BATCH) {
-            if let [(k, v)] = batch {
-                self.key(k, depth)?;
-                self.value(v, depth + 1)?;
-                self.out.push(op::SETITEM);
-            } else {
-                self.out.push(op::MARK);
-                for (k, v) in batch {
-                    self.key(k, depth)?;
-                    self.value(v, depth + 1)?;
+    /// What `self.value(&key.to_value(), depth)` writes, without building that value (its
+    /// strings could not be borrowed by the memo).
+    fn key_value(&mut self, key: &'v Key, depth: usize) -> Result<()> {
+        if depth > MAX_DEPTH {
+            return Err(too_deep());
+        }
+        match key {
+            Key::None => self.out.push(op::NONE),
+            Key::Bool(b) => self.bool(*b),
+            Key::Int(i) => self.int(*i),
+            Key::BigInt(i) => self.big_int(i)?,
+            Key::Float(bits) => self.float(f64::from_bits(*bits)),
+            Key::Str(s) => self.string(s)?,
+            Key::Bytes(b) => self.bytes(b)?,
+            Key::Tuple(items) => {
+                if items.len() > 3 {
+                    self.out.push(op::MARK);
                 }
-                self.out.push(op::SETITEMS);
+                for item in items {
+                    self.key_value(item, depth + 1)?;
+                }
+                self.close_tuple(items.len());
             }
+            Key::DType(d) => self.global("torch", d.name()),
         }
         Ok(())
     }
 
-    fn dict(&mut self, dict: &Dict, depth: usize) -> Result<()> {
+    /// `SETITEM` for a lone item, else `MARK ... SETITEMS` by batches (as CPython); the
+    /// items are walked in place, not collected.
+    fn dict_items(&mut self, dict: &'v Dict, depth: usize) -> Result<()> {
+        let mut items = dict.items.iter();
+        for size in batches(dict.items.len()) {
+            if size > 1 {
+                self.out.push(op::MARK);
+            }
+            for (k, v) in items.by_ref().take(size) {
+                self.key(k, depth)?;
+                self.value(v, depth + 1)?;
+            }
+            self.out
+                .push(if size > 1 { op::SETITEMS } else { op::SETITEM });
+        }
+        Ok(())
+    }
+
+    fn dict(&mut self, dict: &'v Dict, depth: usize) -> Result<()> {
         match dict.kind {
             DictKind::Dict => {
                 self.out.push(op::EMPTY_DICT);
@@ -345,20 +463,17 @@ impl<'s> PickleWriter<'s> {
         // The instance `__dict__`, applied by BUILD after the items (as CPython does).
         self.out.push(op::EMPTY_DICT);
         self.put();
-        let state: Vec<(&String, &Value)> = dict.attributes.iter().collect();
-        for batch in state.chunks(BATCH) {
-            if let [(k, v)] = batch {
+        let mut state = dict.attributes.iter();
+        for size in batches(dict.attributes.len()) {
+            if size > 1 {
+                self.out.push(op::MARK);
+            }
+            for (k, v) in state.by_ref().take(size) {
                 self.string(k)?;
                 self.value(v, depth + 1)?;
-                self.out.push(op::SETITEM);
-            } else {
-                self.out.push(op::MARK);
-                for (k, v) in batch {
-                    self.string(k)?;
-                    self.value(v, depth + 1)?;
-                }
-                self.out.push(op::SETITEMS);
             }
+            self.out
+                .push(if size > 1 { op::SETITEMS } else { op::SETITEM });
         }
         self.out.push(op::BUILD);
         Ok(())
@@ -385,7 +500,7 @@ impl<'s> PickleWriter<'s> {
     fn bytes(&mut self, bytes: &[u8]) -> Result<()> {
         let text: String = bytes.iter().map(|&b| char::from(b)).collect();
         self.reduce("_codecs", "encode", |w| {
-            w.string(&text)?;
+            w.owned_string(text)?;
             w.string("latin1")?;
             Ok(2)
         })
@@ -393,11 +508,12 @@ impl<'s> PickleWriter<'s> {
 
     /// Containers recurse here; everything else is a leaf, written by [`Self::leaf`] in a
     /// frame of its own so that the recursive frames stay small.
-    fn value(&mut self, value: &Value, depth: usize) -> Result<()> {
+    fn value(&mut self, value: &'v Value, depth: usize) -> Result<()> {
         if depth > MAX_DEPTH {
-            return Err(Error::unsupported(format!(
-                "a value nested more than {MAX_DEPTH} levels deep"
-            )));
+            return Err(too_deep());
+        }
+        if self.dest.is_some() && self.out.len() >= FLUSH_AT {
+            self.flush()?;
         }
         match value {
             Value::List(items) => self.list(items, depth),
@@ -409,7 +525,7 @@ impl<'s> PickleWriter<'s> {
     }
 
     /// `set(list)`, as `set.__reduce__` (protocol 2 has no set opcodes).
-    fn set(&mut self, items: &[Value], depth: usize) -> Result<()> {
+    fn set(&mut self, items: &'v [Value], depth: usize) -> Result<()> {
         self.global("__builtin__", "set");
         self.list(items, depth)?;
         self.close_tuple(1);
@@ -419,7 +535,7 @@ impl<'s> PickleWriter<'s> {
     }
 
     #[inline(never)]
-    fn leaf(&mut self, value: &Value) -> Result<()> {
+    fn leaf(&mut self, value: &'v Value) -> Result<()> {
         match value {
             Value::None => self.out.push(op::NONE),
             Value::Bool(b) => self.bool(*b),
@@ -436,7 +552,7 @@ impl<'s> PickleWriter<'s> {
             Value::ByteArray(b) => {
                 let text: String = b.iter().map(|&c| char::from(c)).collect();
                 self.reduce("__builtin__", "bytearray", |w| {
-                    w.string(&text)?;
+                    w.owned_string(text)?;
                     w.string("latin-1")?;
                     Ok(2)
                 })?
@@ -492,42 +608,35 @@ impl<'s> PickleWriter<'s> {
         self.put();
     }
 
-    /// The tensor to save for `t`: `t` itself when its storage can be saved as a whole with
-    /// its dtype, else a contiguous copy in a storage of its own (always valid for torch).
-    fn shareable(&mut self, t: &Tensor) -> Result<Tensor> {
-        let dtype = t.dtype();
-        let id = t.storage().id();
-        // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
-        #[allow(clippy::manual_is_multiple_of)]
-        let whole_elements = t.storage().len() % dtype.size() == 0;
-        match self.storage_dtypes.get(&id) {
-            Some(&first) if first == dtype => return Ok(t.clone()),
-            None if whole_elements => {
-                self.storage_dtypes.insert(id, dtype);
-                return Ok(t.clone());
-            }
-            _ => {}
-        }
-        tracing::debug!(
-            "writing a {dtype} tensor {:?} into a storage of its own (its storage is shared with another dtype or not a whole number of elements)",
-            t.shape()
-        );
-        // Fallible: an expanded view (zero strides) may declare far more bytes than it has.
-        let bytes = t.try_contiguous_bytes()?.into_owned();
-        let copy =
-            Tensor::from_bytes(dtype, t.shape(), bytes)?.with_requires_grad(t.requires_grad());
-        self.storage_dtypes.insert(copy.storage().id(), dtype);
-        self.copies.push(copy.clone());
-        Ok(copy)
+    /// A contiguous copy of `t` in a storage of its own (always valid for torch), for a
+    /// tensor whose storage cannot be saved whole with its dtype.
+    fn own_copy(&mut self, t: &Tensor) -> Result<Tensor> {
+        self.memo.copy(|| {
+            let dtype = t.dtype();
+            tracing::debug!(
+                "writing a {dtype} tensor {:?} into a storage of its own (its storage is shared with another dtype or not a whole number of elements)",
+                t.shape()
+            );
+            // Fallible: an expanded view (zero strides) may declare more bytes than it has.
+            let bytes = t.try_contiguous_bytes()?.into_owned();
+            Ok(Tensor::from_bytes(dtype, t.shape(), bytes)?.with_requires_grad(t.requires_grad()))
+        })
     }
 
     /// `_rebuild_tensor_v2(storage, offset, size, stride, requires_grad, OrderedDict())`, or
     /// `_rebuild_tensor_v3(..., dtype)` over an `UntypedStorage` for dtypes without a typed
     /// storage class.
     fn tensor(&mut self, tensor: &Tensor) -> Result<()> {
-        let t = self.shareable(tensor)?;
-        let dtype = t.dtype();
-        let key = self.sink.storage_key(&t)?;
+        let dtype = tensor.dtype();
+        // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
+        #[allow(clippy::manual_is_multiple_of)]
+        let whole_elements = tensor.storage().len() % dtype.size() == 0;
+        // The storage is saved whole with the dtype it is first seen with.
+        let (t, saved) = match self.memo.storage(tensor.storage().id()) {
+            Some(saved) if saved.dtype == dtype => (Cow::Borrowed(tensor), Some(saved)),
+            None if whole_elements => (Cow::Borrowed(tensor), None),
+            _ => (Cow::Owned(self.own_copy(tensor)?), None),
+        };
         let storage_bytes = t.storage().len();
         let requires_grad = t.requires_grad() && can_require_grad(dtype);
         let class = dtype.storage_class();
@@ -540,7 +649,7 @@ impl<'s> PickleWriter<'s> {
         self.out.push(op::MARK);
         // Persistent id: ('storage', class, key, 'cpu', numel).
         self.out.push(op::MARK);
-        self.memo_string("storage", true)?;
+        self.memo.pid_storage = Some(self.pid_string("storage", self.memo.pid_storage)?);
         let numel = match class {
             Some(class) => {
                 self.global("torch", class);
@@ -551,25 +660,25 @@ impl<'s> PickleWriter<'s> {
                 storage_bytes
             }
         };
-        self.memo_string(&key, true)?;
-        self.memo_string("cpu", true)?;
+        match self.memo.written(saved.map(|s| s.key_memo)) {
+            Some(index) => self.get(index),
+            None => {
+                let key = self.sink.storage_key(&t)?;
+                let key_memo = self.unicode(&key)?;
+                if saved.is_none() {
+                    let saved = SavedStorage { dtype, key_memo };
+                    self.memo.add_storage(t.storage().id(), saved);
+                }
+            }
+        }
+        self.memo.pid_cpu = Some(self.pid_string("cpu", self.memo.pid_cpu)?);
         self.int(to_i64(numel)?);
         self.out.push(op::TUPLE);
         self.put();
         self.out.push(op::BINPERSID);
         self.int(to_i64(t.storage_offset())?);
-        let shape = t
-            .shape()
-            .iter()
-            .map(|&d| to_i64(d))
-            .collect::<Result<Vec<_>>>()?;
-        self.int_tuple(shape.into_iter());
-        let strides = t
-            .strides()
-            .iter()
-            .map(|&d| to_i64(d))
-            .collect::<Result<Vec<_>>>()?;
-        self.int_tuple(strides.into_iter());
+        self.dims(t.shape())?;
+        self.dims(t.strides())?;
         self.bool(requires_grad);
         self.empty_ordered_dict();
         if class.is_none() {
@@ -581,6 +690,28 @@ impl<'s> PickleWriter<'s> {
         self.put();
         Ok(())
     }
+
+    /// A shape or strides as a tuple of ints.
+    fn dims(&mut self, dims: &[usize]) -> Result<()> {
+        // Checked first: nothing is written for a tuple that fails.
+        for &d in dims {
+            to_i64(d)?;
+        }
+        self.int_tuple(dims.iter().map(|&d| d as i64));
+        Ok(())
+    }
+}
+
+#[cold]
+fn too_deep() -> Error {
+    Error::unsupported(format!("a value nested more than {MAX_DEPTH} levels deep"))
+}
+
+/// Sizes of CPython's batches of `len` items.
+fn batches(len: usize) -> impl Iterator<Item = usize> {
+    (0..len)
+        .step_by(BATCH)
+        .map(move |start| (len - start).min(BATCH))
 }
 
 #[cold]
@@ -622,119 +753,4 @@ fn minimal_twos_complement(bytes: &[u8]) -> &[u8] {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    struct Keys(HashMap<usize, String>);
-
-    impl StorageSink for Keys {
-        fn storage_key(&mut self, tensor: &Tensor) -> Result<String> {
-            let n = self.0.len();
-            Ok(self
-                .0
-                .entry(tensor.storage().id())
-                .or_insert_with(|| n.to_string())
-                .clone())
-        }
-    }
-
-    fn pickle(value: &Value) -> Vec<u8> {
-        write_pickle(value, &mut Keys(HashMap::new())).unwrap()
-    }
-
-    #[test]
-    fn ints_use_the_smallest_opcode() {
-        assert_eq!(pickle(&Value::Int(5)), b"\x80\x02K\x05.");
-        assert_eq!(pickle(&Value::Int(300)), b"\x80\x02M\x2c\x01.");
-        assert_eq!(pickle(&Value::Int(-1)), b"\x80\x02J\xff\xff\xff\xff.");
-        assert_eq!(
-            pickle(&Value::Int(1 << 31)),
-            b"\x80\x02\x8a\x05\x00\x00\x00\x80\x00."
-        );
-        assert_eq!(
-            pickle(&Value::Int(-(1 << 39))),
-            b"\x80\x02\x8a\x05\x00\x00\x00\x00\x80."
-        );
-        assert_eq!(
-            pickle(&Value::Int(i64::MIN)),
-            b"\x80\x02\x8a\x08\x00\x00\x00\x00\x00\x00\x00\x80."
-        );
-        let big: BigInt = BigInt::from(1) << 70;
-        assert_eq!(
-            pickle(&Value::BigInt(big)),
-            b"\x80\x02\x8a\x09\x00\x00\x00\x00\x00\x00\x00\x00\x40."
-        );
-    }
-
-    #[test]
-    fn floats_are_big_endian() {
-        assert_eq!(
-            pickle(&Value::Float(1.5)),
-            b"\x80\x02G\x3f\xf8\x00\x00\x00\x00\x00\x00."
-        );
-    }
-
-    #[test]
-    fn repeated_strings_are_memo_references() {
-        let v = Value::List(vec![Value::Str("a".into()), Value::Str("a".into())]);
-        assert_eq!(pickle(&v), b"\x80\x02]q\x00(X\x01\x00\x00\x00aq\x01h\x01e.");
-    }
-
-    #[test]
-    fn single_item_dict_uses_setitem() {
-        let mut d = Dict::new();
-        d.insert(0i64, Value::None);
-        assert_eq!(pickle(&Value::Dict(d)), b"\x80\x02}q\x00K\x00Ns.");
-    }
-
-    #[test]
-    fn large_lists_are_batched_by_a_thousand() {
-        let v = Value::List(vec![Value::None; 1001]);
-        let bytes = pickle(&v);
-        assert_eq!(bytes.iter().filter(|&&b| b == op::APPENDS).count(), 1);
-        assert_eq!(&bytes[bytes.len() - 3..], b"Na.");
-    }
-
-    #[test]
-    fn unsupported_values_are_named_in_the_error() {
-        let mut keys = Keys(HashMap::new());
-        let err = write_pickle(&Value::FrozenSet(vec![]), &mut keys).unwrap_err();
-        assert!(err.to_string().contains("frozenset"), "{err}");
-        let object = Value::Object(Box::new(crate::value::Object {
-            module: "argparse".into(),
-            name: "Namespace".into(),
-            build: crate::value::ObjectBuild::Global,
-            state: None,
-        }));
-        let err = write_pickle(&object, &mut keys).unwrap_err();
-        assert!(err.to_string().contains("argparse.Namespace"), "{err}");
-        let mut d = Dict::new();
-        d.attributes.insert("_metadata".into(), Value::None);
-        let err = write_pickle(&Value::Dict(d), &mut keys).unwrap_err();
-        assert!(err.to_string().contains("_metadata"), "{err}");
-    }
-
-    #[test]
-    fn too_deep_values_are_an_error_not_a_stack_overflow() {
-        let mut v = Value::None;
-        for _ in 0..(MAX_DEPTH + 5) {
-            v = Value::List(vec![v]);
-        }
-        let err = write_pickle(&v, &mut Keys(HashMap::new())).unwrap_err();
-        assert!(err.to_string().contains("nested"), "{err}");
-        // Dropping a deep value recurses too; unwind it iteratively.
-        while let Value::List(mut items) = v {
-            v = items.pop().unwrap_or(Value::None);
-        }
-    }
-
-    #[test]
-    fn tensors_sharing_a_storage_with_another_dtype_get_their_own() {
-        let t = Tensor::from_slice(&[1.0f32, 2.0], &[2]).unwrap();
-        let as_int = Tensor::new(DType::Int32, vec![2], vec![1], 0, t.storage().clone()).unwrap();
-        let mut keys = Keys(HashMap::new());
-        let v = Value::List(vec![Value::Tensor(t), Value::Tensor(as_int)]);
-        write_pickle(&v, &mut keys).unwrap();
-        assert_eq!(keys.0.len(), 2);
-    }
-}
+mod tests;
