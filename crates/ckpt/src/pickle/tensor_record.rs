@@ -261,6 +261,14 @@ impl<'a> Reader<'_, 'a> {
         Some(bytes)
     }
 
+    /// An `N`-byte little-endian unsigned argument (a fixed size, so no `memcpy` call).
+    fn le<const N: usize>(&mut self) -> Option<u64> {
+        let bytes: [u8; N] = self.take(N)?.try_into().ok()?;
+        let mut raw = [0u8; 8];
+        raw[..N].copy_from_slice(&bytes);
+        Some(u64::from_le_bytes(raw))
+    }
+
     fn uint(&mut self, n: usize) -> Option<u64> {
         let mut raw = [0u8; 8];
         raw[..n].copy_from_slice(self.take(n)?);
@@ -270,9 +278,9 @@ impl<'a> Reader<'_, 'a> {
     /// An int opcode (`BININT1`, `BININT2`, `BININT`, or a `LONG1` of up to 8 bytes).
     fn int(&mut self) -> Option<i64> {
         Some(match self.op()? {
-            b'K' => self.uint(1)? as i64,
-            b'M' => self.uint(2)? as i64,
-            b'J' => i64::from(self.uint(4)? as u32 as i32),
+            b'K' => self.le::<1>()? as i64,
+            b'M' => self.le::<2>()? as i64,
+            b'J' => i64::from(self.le::<4>()? as u32 as i32),
             0x8A => {
                 let n = usize::from(*self.take(1)?.first()?);
                 if n == 0 || n > 8 {
@@ -344,9 +352,9 @@ impl<'a> Reader<'_, 'a> {
         let text = match self.op()? {
             op @ (b'X' | 0x8C | 0x8D) => {
                 let n = match op {
-                    b'X' => self.uint(4)?,
-                    0x8C => self.uint(1)?,
-                    _ => self.uint(8)?,
+                    b'X' => self.le::<4>()?,
+                    0x8C => self.le::<1>()?,
+                    _ => self.le::<8>()?,
                 };
                 let bytes = self.take(usize::try_from(n).ok()?)?;
                 // Lone surrogates (invalid UTF-8) are left to the general machine.
@@ -426,7 +434,11 @@ impl<'a> Reader<'_, 'a> {
 
     /// The node of a `BINGET`/`LONG_BINGET`, built first when it is deferred.
     fn memo_ref(&mut self, op: u8) -> Option<Handle> {
-        let index = self.uint(if op == b'h' { 1 } else { 4 })?;
+        let index = if op == b'h' {
+            self.le::<1>()?
+        } else {
+            self.le::<4>()?
+        };
         // A failure is left for the general machine to report.
         self.machine.fetch(index).ok()
     }
@@ -445,11 +457,11 @@ impl<'a> Reader<'_, 'a> {
         let index = match self.peek_op()? {
             b'q' => {
                 self.op()?;
-                self.uint(1)?
+                self.le::<1>()?
             }
             b'r' => {
                 self.op()?;
-                self.uint(4)?
+                self.le::<4>()?
             }
             0x94 => {
                 self.op()?;
