@@ -76,8 +76,8 @@ fn a_broken_header_among_many_is_reported_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("many.pt");
     write(&path, 5000, 3);
-    // The last record is the first one the thread reading ahead sees; one in the middle
-    // is where the two threads meet.
+    // Whichever thread reaches the broken record first (the one reading ahead, or the
+    // reader itself), the reader reports it.
     for key in [4999, 2500, 0] {
         write(&path, 5000, 3);
         break_local_header(&path, "many", key);

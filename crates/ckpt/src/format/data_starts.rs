@@ -3,9 +3,9 @@
 //!
 //! Reading a local header from a memory map costs a page fault per page of the file (about
 //! 0.5 µs per page here). For archives of many small records, a second thread reads the
-//! headers from the last record backwards while the pickle is read from the first, so the
-//! two meet in the middle; for archives of few large records, headers are read with
-//! `pread` (no pages mapped at all).
+//! headers in storage order, ahead of the pickle reader, which asks for them in that order
+//! and reads any the thread has not reached yet itself; for archives of few large records,
+//! headers are read with `pread` (no pages mapped at all).
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
@@ -70,9 +70,9 @@ impl<'a> DataStarts<'a> {
         }
     }
 
-    /// Resolves the records at `positions` in order until told to stop or until it meets
-    /// one already known (the other thread got there first). Errors are left for the
-    /// reader's own lookup to report.
+    /// Resolves the records at `positions` in order, skipping those already known (the
+    /// reader got there first), until told to stop. Errors are left for the reader's own
+    /// lookup to report.
     pub fn read_ahead(&self, positions: impl Iterator<Item = usize>) {
         for position in positions {
             if self.stop.load(Ordering::Relaxed) {
@@ -82,7 +82,8 @@ impl<'a> DataStarts<'a> {
                 continue;
             };
             if slot.load(Ordering::Relaxed) != 0 {
-                return;
+                // The reader caught up here: go on past it.
+                continue;
             }
             if let Ok(start) = self.resolve(position) {
                 slot.store(start as u64 + 1, Ordering::Relaxed);

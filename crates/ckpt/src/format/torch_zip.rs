@@ -95,11 +95,11 @@ pub(crate) fn read(
     let mut unpickle = || read_pickle(data, range.start as u64, &pickle_options, &mut storages);
     let (value, _) = if starts.worth_a_thread(buffer.is_mapped()) {
         std::thread::scope(|scope| {
-            // The pickle asks for storages 0, 1, 2, ...: the helper starts from the end.
-            let last_first = numbered.iter().rev().filter(|&&p| p != NONE);
+            // The pickle asks for storages 0, 1, 2, ...: the helper walks ahead of it.
+            let in_order = numbered.iter().filter(|&&p| p != NONE);
             let ahead = std::thread::Builder::new()
                 .name("ckpt-zip-headers".into())
-                .spawn_scoped(scope, || starts.read_ahead(last_first.map(|&p| p as usize)));
+                .spawn_scoped(scope, || starts.read_ahead(in_order.map(|&p| p as usize)));
             if let Err(e) = &ahead {
                 tracing::debug!(error = %e, "no thread to read zip headers ahead");
             }
