@@ -61,33 +61,41 @@ fn break_local_header(path: &Path, archive: &str, key: usize) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// Writes `count` tensors of `numel` values and checks that mapped and eager loads agree.
+fn write_and_compare(path: &Path, count: usize, numel: usize) {
+    write(path, count, numel);
+    let mapped = load(path, true).unwrap();
+    let eager = load(path, false).unwrap();
+    assert_same_tensors(&mapped, &eager, count);
+}
+
+/// Both loads of `path` fail naming storage `key` and its local header.
+fn assert_broken_header_reported(path: &Path, key: usize) {
+    for mmap in [true, false] {
+        let err = load(path, mmap).unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("data/{key}")) && err.contains("local header"),
+            "mmap {mmap}, key {key}: {err}"
+        );
+    }
+}
+
 #[test]
 fn many_mapped_records_read_as_the_eager_load_reads_them() {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("many.pt");
-    write(&path, 5000, 3);
-    let mapped = load(&path, true).unwrap();
-    let eager = load(&path, false).unwrap();
-    assert_same_tensors(&mapped, &eager, 5000);
+    write_and_compare(&dir.path().join("many.pt"), 5000, 3);
 }
 
 #[test]
 fn a_broken_header_among_many_is_reported_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("many.pt");
-    write(&path, 5000, 3);
     // Whichever thread reaches the broken record first (the one reading ahead, or the
     // reader itself), the reader reports it.
     for key in [4999, 2500, 0] {
         write(&path, 5000, 3);
         break_local_header(&path, "many", key);
-        for mmap in [true, false] {
-            let err = load(&path, mmap).unwrap_err().to_string();
-            assert!(
-                err.contains(&format!("data/{key}")) && err.contains("local header"),
-                "mmap {mmap}, key {key}: {err}"
-            );
-        }
+        assert_broken_header_reported(&path, key);
     }
 }
 
@@ -95,16 +103,7 @@ fn a_broken_header_among_many_is_reported_by_name() {
 fn few_large_mapped_records_read_as_the_eager_load_reads_them() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("large.pt");
-    write(&path, 4, 100_000);
-    let mapped = load(&path, true).unwrap();
-    let eager = load(&path, false).unwrap();
-    assert_same_tensors(&mapped, &eager, 4);
+    write_and_compare(&path, 4, 100_000);
     break_local_header(&path, "large", 2);
-    for mmap in [true, false] {
-        let err = load(&path, mmap).unwrap_err().to_string();
-        assert!(
-            err.contains("data/2") && err.contains("local header"),
-            "{err}"
-        );
-    }
+    assert_broken_header_reported(&path, 2);
 }
