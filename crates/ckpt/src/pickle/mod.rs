@@ -9,7 +9,6 @@
 mod arena;
 mod calls;
 mod globals;
-mod memo;
 mod numpy;
 mod opcodes;
 mod reader;

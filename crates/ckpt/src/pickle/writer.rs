@@ -18,7 +18,9 @@ use crate::error::{Error, Result};
 use crate::tensor::Tensor;
 use crate::value::{Dict, DictKind, Key, Value};
 
-use super::memo::{Memo, SavedStorage};
+mod memo;
+
+use memo::{Memo, SavedStorage};
 
 /// Where the writer sends tensor storages: it returns the persistent key for a storage
 /// (the same key for the same storage, so sharing survives).
