@@ -12,7 +12,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
-use crate::format::zip::ZipIndex;
+use crate::format::zip::{ZipIndex, LOCAL_HEADER_LEN};
 
 /// Fewest records for which a second thread pays off (spawning one costs ~50 µs).
 const PARALLEL_RECORDS: usize = 2048;
@@ -21,15 +21,14 @@ const PARALLEL_RECORDS: usize = 2048;
 /// 64 KiB around a faulting address, so denser records share their faults.
 const PREAD_SPACING: u64 = 64 << 10;
 
-/// Size of a local header before its name and extra field.
-const LOCAL_HEADER: usize = 30;
-
 /// The data offsets of an archive's records, resolved once each, by either thread.
 pub(crate) struct DataStarts<'a> {
     index: &'a ZipIndex,
     bytes: &'a [u8],
     /// Set when headers are better read with `pread` than through the map.
     file: Option<&'a File>,
+    /// Whether a second thread should read headers ahead (many records, read through a map).
+    read_ahead: bool,
     /// Data offset + 1 of each record position; 0 while unknown.
     starts: Vec<AtomicU64>,
     stop: AtomicBool,
@@ -44,14 +43,15 @@ impl<'a> DataStarts<'a> {
             index,
             bytes,
             file: file.filter(|_| sparse),
+            read_ahead: file.is_some() && !sparse && records >= PARALLEL_RECORDS as u64,
             starts: (0..records).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),
         }
     }
 
     /// Whether reading ahead on a second thread would pay: many records, read through a map.
-    pub fn worth_a_thread(&self, mapped: bool) -> bool {
-        mapped && self.file.is_none() && self.starts.len() >= PARALLEL_RECORDS
+    pub fn worth_a_thread(&self) -> bool {
+        self.read_ahead
     }
 
     /// The data offset of the record at `position` (in [`ZipIndex::records`]).
@@ -105,7 +105,7 @@ impl<'a> DataStarts<'a> {
         let Some(file) = self.file else {
             return Ok(self.index.stored_range(self.bytes, record)?.start);
         };
-        let mut header = [0u8; LOCAL_HEADER];
+        let mut header = [0u8; LOCAL_HEADER_LEN];
         // A failed read falls back to the map, which reports what is wrong.
         if file
             .read_exact_at(&mut header, record.local_header())

@@ -93,7 +93,7 @@ pub(crate) fn read(
         limits: options.limits,
     };
     let mut unpickle = || read_pickle(data, range.start as u64, &pickle_options, &mut storages);
-    let (value, _) = if starts.worth_a_thread(buffer.is_mapped()) {
+    let (value, _) = if starts.worth_a_thread() {
         std::thread::scope(|scope| {
             // The pickle asks for storages 0, 1, 2, ...: the helper walks ahead of it.
             let in_order = numbered.iter().filter(|&&p| p != NONE);
@@ -352,8 +352,9 @@ impl ZipStorages<'_> {
 /// No record for this number.
 const NONE: u32 = u32::MAX;
 
-/// The record position of each storage `data/<n>` for n = 0, 1, ..., as far as they run
-/// without gaps (torch numbers storages in order); other names are looked up by name.
+/// The record position of each storage `data/<n>` (torch numbers storages 0, 1, ...; gaps
+/// are [`NONE`]); keys past the record count, or not written as numbers, are looked up by
+/// name.
 fn numbered_records(index: &ZipIndex, prefix: &str) -> Vec<u32> {
     let mut numbered = Vec::new();
     for (position, record) in index.records().iter().enumerate() {
