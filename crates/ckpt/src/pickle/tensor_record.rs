@@ -131,13 +131,7 @@ impl Machine<'_> {
     fn make_tensor(&mut self, record: Record<'_>) -> Result<Option<Tensor>> {
         let arena = &self.arena;
         let str_of = |t| text_of(arena, t);
-        let class = match record.class {
-            Global::Named(module, name) => str_of(module).zip(str_of(name)),
-            Global::Node(h) => match arena.nodes.get(h) {
-                Some(Node::Global { module, name }) => Some((module.as_str(), name.as_str())),
-                _ => None,
-            },
-        };
+        let class = global_of(arena, record.class);
         let (Some((module, name)), Some(key), Some(location), Ok(offset)) = (
             class,
             str_of(record.key),
@@ -176,6 +170,17 @@ fn text_of<'x>(arena: &'x Arena, text: Text<'x>) -> Option<&'x str> {
         Text::Literal(s) => Some(s),
         Text::Node(h) => match arena.nodes.get(h)? {
             Node::Text(s) => Some(s),
+            _ => None,
+        },
+    }
+}
+
+/// The module and name of a record global.
+fn global_of<'x>(arena: &'x Arena, global: Global<'x>) -> Option<(&'x str, &'x str)> {
+    match global {
+        Global::Named(module, name) => Some((text_of(arena, module)?, text_of(arena, name)?)),
+        Global::Node(h) => match arena.nodes.get(h)? {
+            Node::Global { module, name } => Some((module, name)),
             _ => None,
         },
     }
@@ -261,14 +266,7 @@ impl<'a> Reader<'_, 'a> {
         Some(bytes)
     }
 
-    /// An `N`-byte little-endian unsigned argument (a fixed size, so no `memcpy` call).
-    fn le<const N: usize>(&mut self) -> Option<u64> {
-        let bytes: [u8; N] = self.take(N)?.try_into().ok()?;
-        let mut raw = [0u8; 8];
-        raw[..N].copy_from_slice(&bytes);
-        Some(u64::from_le_bytes(raw))
-    }
-
+    /// An `n`-byte little-endian unsigned argument (`n` ≤ 8).
     fn uint(&mut self, n: usize) -> Option<u64> {
         let mut raw = [0u8; 8];
         raw[..n].copy_from_slice(self.take(n)?);
@@ -278,9 +276,9 @@ impl<'a> Reader<'_, 'a> {
     /// An int opcode (`BININT1`, `BININT2`, `BININT`, or a `LONG1` of up to 8 bytes).
     fn int(&mut self) -> Option<i64> {
         Some(match self.op()? {
-            b'K' => self.le::<1>()? as i64,
-            b'M' => self.le::<2>()? as i64,
-            b'J' => i64::from(self.le::<4>()? as u32 as i32),
+            b'K' => self.uint(1)? as i64,
+            b'M' => self.uint(2)? as i64,
+            b'J' => i64::from(self.uint(4)? as u32 as i32),
             0x8A => {
                 let n = usize::from(*self.take(1)?.first()?);
                 if n == 0 || n > 8 {
@@ -352,9 +350,9 @@ impl<'a> Reader<'_, 'a> {
         let text = match self.op()? {
             op @ (b'X' | 0x8C | 0x8D) => {
                 let n = match op {
-                    b'X' => self.le::<4>()?,
-                    0x8C => self.le::<1>()?,
-                    _ => self.le::<8>()?,
+                    b'X' => self.uint(4)?,
+                    0x8C => self.uint(1)?,
+                    _ => self.uint(8)?,
                 };
                 let bytes = self.take(usize::try_from(n).ok()?)?;
                 // Lone surrogates (invalid UTF-8) are left to the general machine.
@@ -414,13 +412,7 @@ impl<'a> Reader<'_, 'a> {
     }
 
     fn global_names(&self, global: Global<'a>) -> Option<(&str, &str)> {
-        match global {
-            Global::Named(module, name) => Some((self.text_str(module)?, self.text_str(name)?)),
-            Global::Node(h) => match self.machine.arena.nodes.get(h)? {
-                Node::Global { module, name } => Some((module, name)),
-                _ => None,
-            },
-        }
+        global_of(&self.machine.arena, global)
     }
 
     /// A newline-terminated ASCII argument of `GLOBAL`.
@@ -435,9 +427,9 @@ impl<'a> Reader<'_, 'a> {
     /// The node of a `BINGET`/`LONG_BINGET`, built first when it is deferred.
     fn memo_ref(&mut self, op: u8) -> Option<Handle> {
         let index = if op == b'h' {
-            self.le::<1>()?
+            self.uint(1)?
         } else {
-            self.le::<4>()?
+            self.uint(4)?
         };
         // A failure is left for the general machine to report.
         self.machine.fetch(index).ok()
@@ -457,11 +449,11 @@ impl<'a> Reader<'_, 'a> {
         let index = match self.peek_op()? {
             b'q' => {
                 self.op()?;
-                self.le::<1>()?
+                self.uint(1)?
             }
             b'r' => {
                 self.op()?;
-                self.le::<4>()?
+                self.uint(4)?
             }
             0x94 => {
                 self.op()?;
