@@ -217,6 +217,15 @@ impl Arena {
         Ok(())
     }
 
+    /// Charges the bytes of a string or bytes value (copies made by memo references).
+    fn charge_value_bytes(&self, value: &Value) -> Result<(), String> {
+        match value {
+            Value::Str(s) => self.charge_bytes(s.len()),
+            Value::Bytes(b) | Value::ByteArray(b) => self.charge_bytes(b.len()),
+            _ => Ok(()),
+        }
+    }
+
     /// Text of a Python 2 string.
     pub fn py2_text(&self, bytes: &[u8]) -> String {
         if self.py2_strings == Py2Strings::Utf8OrLatin1 {
@@ -427,11 +436,7 @@ impl Arena {
         }
         Ok(Some(match self.node(handle)? {
             Node::Leaf(v) => {
-                if let Value::Str(s) = &**v {
-                    self.charge_bytes(s.len())?;
-                } else if let Value::Bytes(b) | Value::ByteArray(b) = &**v {
-                    self.charge_bytes(b.len())?;
-                }
+                self.charge_value_bytes(v)?;
                 (**v).clone()
             }
             Node::Int(i) => Value::Int(*i),
@@ -492,11 +497,7 @@ impl Arena {
             Node::Text(s) => Value::Str(s),
             _ => return Ok(None),
         };
-        if let Value::Str(s) = &value {
-            self.charge_bytes(s.len())?;
-        } else if let Value::Bytes(b) | Value::ByteArray(b) = &value {
-            self.charge_bytes(b.len())?;
-        }
+        self.charge_value_bytes(&value)?;
         Ok(Some(value))
     }
 
