@@ -14,18 +14,31 @@ mkdir -p "$out"
 step() { echo "==> $*" >&2; }
 
 step "building (release)"
-cargo build --release -q -p ckpt-candle --example train_mlp -p ckpt-cli
-train=target/release/examples/train_mlp
-ckpt=target/release/ckpt
+# Two commands: a target filter (--example) applies to every package of one command, so a
+# single `cargo build -p ckpt-candle --example train_mlp -p ckpt-cli` builds no `ckpt` binary.
+cargo build --release -q -p ckpt-candle --example train_mlp
+cargo build --release -q -p ckpt-cli --bin ckpt
+target="${CARGO_TARGET_DIR:-target}"
+train="$target/release/examples/train_mlp"
+ckpt="$target/release/ckpt"
 
 step "training, preempted after iteration 130"
 "$train" "$out/preempted" --stop-at 130
 step "running again: resumes from the last checkpoint and finishes"
-resumed="$("$train" "$out/preempted" | tee /dev/stderr | grep '^weights checksum')"
+# A run's output goes to the terminal (stderr) as it comes, and its checksum line is kept.
+# (Not `tee /dev/stderr`: when stderr is a file, reopening it truncates it and leaves a run of
+# NUL bytes in the log.)
+checksum() {
+    "$train" "$@" | while IFS= read -r line; do
+        echo "$line" >&2
+        if [[ "$line" == "weights checksum"* ]]; then echo "$line"; fi
+    done
+}
+resumed="$(checksum "$out/preempted")"
 step "an uninterrupted run, for comparison"
-straight="$("$train" "$out/straight" | tee /dev/stderr | grep '^weights checksum')"
+straight="$(checksum "$out/straight")"
 
-if [[ "$resumed" != "$straight" ]]; then
+if [[ -z "$resumed" || "$resumed" != "$straight" ]]; then
     echo "demo: the resumed run differs from the uninterrupted one ($resumed vs $straight)" >&2
     exit 1
 fi

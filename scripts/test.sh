@@ -37,3 +37,6 @@ cargo clippy --workspace --all-targets -- -D warnings
 
 step "cargo test --workspace $*"
 CI="${CI:-}" cargo test --workspace "$@"
+
+step "the README's main job, in a fresh copy with no target directory"
+scripts/check-main-job.sh

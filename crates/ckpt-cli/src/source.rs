@@ -2,6 +2,7 @@
 //! `detectron2://`, `catalog://`) fetched into the download cache, with a progress bar on a
 //! terminal.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -80,6 +81,10 @@ impl Drop for DownloadBar {
 }
 
 fn new_bar(total: Option<u64>) -> ProgressBar {
+    // Only a person at a terminal watches a bar; in a log it is noise.
+    if !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
     match total {
         Some(total) => {
             let bar = ProgressBar::new(total);

@@ -371,14 +371,14 @@ fn plan_and_inspect_fetch_a_url_once_into_the_cache() {
             .output()
             .unwrap()
     };
-    let plan: Json = serde_json::from_str(&success(&run(&[
-        "plan",
-        "--json",
-        "--model",
-        model.to_str().unwrap(),
-        &url,
-    ])))
-    .unwrap();
+    let fetched = run(&["plan", "--json", "--model", model.to_str().unwrap(), &url]);
+    // stderr is a pipe, not a terminal: no progress bar is drawn into it.
+    let stderr = String::from_utf8_lossy(&fetched.stderr);
+    assert!(
+        !stderr.contains(['\r', '\u{1b}']) && !stderr.contains("downloading"),
+        "{stderr:?}"
+    );
+    let plan: Json = serde_json::from_str(&success(&fetched)).unwrap();
     assert_eq!(plan["matched"].as_array().unwrap().len(), 97);
     // The server is gone after one request: inspect reads the cached copy.
     let text = success(&run(&["inspect", &url]));
