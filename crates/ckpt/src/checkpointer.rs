@@ -18,7 +18,7 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -26,8 +26,9 @@ use indexmap::IndexMap;
 
 use crate::error::{Error, Result, ResultExt};
 use crate::format::{self, SaveOptions};
-use crate::incompatible::{IncompatibleKeys, ShapeMismatch};
+use crate::incompatible::{warn_unmissable, IncompatibleKeys, LoadReport, ShapeMismatch};
 use crate::model::{lock, Checkpointable, Model, Shared};
+use crate::resolve::Resolver;
 use crate::store::{check_basename, LocalDir, Store};
 use crate::value::{Dict, Key, StateDict, Value};
 
@@ -44,11 +45,17 @@ pub trait CheckpointHooks: Send + Sync {
         read_checkpoint_file(path)
     }
 
-    /// Takes the model's entry out of `checkpoint` and returns the state to load into
-    /// `model` (before the shape checks). The default is BEHAVIOUR.md §3 steps 1–2.
-    fn model_state(&self, checkpoint: &mut Dict, model: &dyn Model) -> Result<StateDict> {
+    /// Takes the model's entry (`model_key`, `"model"` unless the checkpointer was told
+    /// otherwise) out of `checkpoint` and returns the state to load into `model` (before the
+    /// shape checks). The default is BEHAVIOUR.md §3 steps 1–2.
+    fn model_state(
+        &self,
+        checkpoint: &mut Dict,
+        model_key: &str,
+        model: &dyn Model,
+    ) -> Result<StateDict> {
         let _ = model;
-        take_model_state(checkpoint)
+        take_model_state(checkpoint, model_key)
     }
 
     /// Adjusts the report of the model load before it is logged.
@@ -75,26 +82,35 @@ pub fn read_checkpoint_file(path: &Path) -> Result<Dict> {
     }
 }
 
-/// Takes `"model"` out of a checkpoint dict as a state dict: every value must be a tensor or
-/// a numpy array (the error names the key and the type found), and a `module.` prefix on
-/// every key (a model saved while wrapped for data parallelism) is removed.
-pub fn take_model_state(checkpoint: &mut Dict) -> Result<StateDict> {
+/// Takes the entry `key` (`"model"`) out of a checkpoint dict as a state dict: every value
+/// must be a tensor or a numpy array (the error names the key and the type found), and a
+/// `module.` prefix on every key (a model saved while wrapped for data parallelism) is
+/// removed.
+pub fn take_model_state(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
     Ok(strip_prefix_if_present(
-        take_model_entry(checkpoint)?,
+        take_model_entry(checkpoint, key)?,
         "module.",
     ))
 }
 
-/// Takes `"model"` out of a checkpoint dict as a state dict, as it is in the file: every
-/// value must be a tensor or a numpy array (the error names the key and the type found).
-pub fn take_model_entry(checkpoint: &mut Dict) -> Result<StateDict> {
-    let value = checkpoint
-        .remove("model")
-        .ok_or_else(|| Error::key("model", "the checkpoint has no 'model' entry"))?;
+/// Takes the entry `key` (`"model"`) out of a checkpoint dict as a state dict, as it is in
+/// the file: every value must be a tensor or a numpy array (the error names the key and the
+/// type found).
+pub fn take_model_entry(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
+    let value = checkpoint.remove(key).ok_or_else(|| {
+        let present: Vec<String> = checkpoint.iter().map(|(k, _)| format!("'{k}'")).take(8).collect();
+        Error::key(
+            key,
+            format!(
+                "the checkpoint has no '{key}' entry (its entries: {}); a checkpoint that keeps the model under another name loads with `Checkpointer::with_model_key`, a plain state dict with `DetectionCheckpointer`",
+                if present.is_empty() { "none".to_string() } else { present.join(", ") }
+            ),
+        )
+    })?;
     match StateDict::from_value(&value) {
         Ok(state) => Ok(state),
         Err(e @ Error::Key { .. }) => Err(e),
-        Err(e) => Err(Error::key("model", e.to_string())),
+        Err(e) => Err(Error::key(key, e.to_string())),
     }
 }
 
@@ -151,6 +167,8 @@ pub struct Checkpointer {
     checkpointables: IndexMap<String, Shared<dyn Checkpointable>>,
     hooks: Arc<dyn CheckpointHooks>,
     save_options: SaveOptions,
+    model_key: String,
+    resolver: Resolver,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -198,12 +216,46 @@ impl Checkpointer {
             checkpointables: IndexMap::new(),
             hooks: Arc::new(DefaultHooks),
             save_options,
+            model_key: "model".to_string(),
+            resolver: Resolver::new(),
         }
     }
 
     /// Enables or disables saving (Python's `save_to_disk`; false on non-main processes).
     pub fn save_to_disk(mut self, save_to_disk: bool) -> Checkpointer {
         self.save_to_disk = save_to_disk;
+        self
+    }
+
+    /// Saves and loads the model's state dict under `key` instead of `"model"`, for files
+    /// that keep it elsewhere (PyTorch Lightning's `state_dict`). Checkpointables cannot use
+    /// that key.
+    ///
+    /// A file that is a plain state dict (the tensors at the top level, no model entry)
+    /// loads with [`crate::DetectionCheckpointer`], which takes the whole dict as the model
+    /// when it has no `model` entry.
+    ///
+    /// ```
+    /// use ckpt::{shared, Checkpointer, StateDict, StateDictModel};
+    /// let model = shared(StateDictModel::new(StateDict::new()));
+    /// let lightning = Checkpointer::new(model, "output").with_model_key("state_dict");
+    /// assert_eq!(lightning.model_key(), "state_dict");
+    /// ```
+    pub fn with_model_key(mut self, key: impl Into<String>) -> Checkpointer {
+        self.model_key = key.into();
+        self
+    }
+
+    /// The checkpoint entry holding the model's state dict (`"model"` by default).
+    pub fn model_key(&self) -> &str {
+        &self.model_key
+    }
+
+    /// Resolves the URLs given to [`Checkpointer::load`] (`http(s)://`, `file://`, ...) with
+    /// `resolver` instead of the standard one (its download cache, progress callback,
+    /// handlers for more prefixes).
+    pub fn with_resolver(mut self, resolver: Resolver) -> Checkpointer {
+        self.resolver = resolver;
         self
     }
 
@@ -228,7 +280,7 @@ impl Checkpointer {
         key: &str,
         checkpointable: Shared<dyn Checkpointable>,
     ) -> Result<()> {
-        if key == "model" || self.checkpointables.contains_key(key) {
+        if key == self.model_key || self.checkpointables.contains_key(key) {
             return Err(Error::invalid(format!(
                 "Key {key} already used in the Checkpointer"
             )));
@@ -288,8 +340,13 @@ impl Checkpointer {
     pub fn checkpoint_dict(&self, extra: Dict) -> Result<Value> {
         let mut data = Dict::new();
         let model_state = lock(&self.model).state_dict()?;
-        data.insert("model", model_state.to_value());
+        data.insert(self.model_key.as_str(), model_state.to_value());
         for (key, obj) in &self.checkpointables {
+            if *key == self.model_key {
+                return Err(Error::invalid(format!(
+                    "the checkpointable '{key}' uses the model's key (set by with_model_key)"
+                )));
+            }
             let state = lock(obj)
                 .state_dict()
                 .map_err(|e| Error::key(key.as_str(), format!("cannot get its state: {e}")))?;
@@ -378,6 +435,16 @@ impl Checkpointer {
     /// A tag whose target is missing, unreadable or outside the save directory is an error:
     /// resuming never silently starts from scratch.
     pub fn resume_or_load(&self, path: impl AsRef<Path>, resume: bool) -> Result<Dict> {
+        Ok(self.resume_or_load_with_report(path, resume)?.extra)
+    }
+
+    /// [`Checkpointer::resume_or_load`], returning what was loaded and what did not match as
+    /// a [`LoadReport`] (its `extra` is what `resume_or_load` returns).
+    pub fn resume_or_load_with_report(
+        &self,
+        path: impl AsRef<Path>,
+        resume: bool,
+    ) -> Result<LoadReport> {
         if resume && self.has_checkpoint()? {
             let name = self
                 .last_checkpoint_name()?
@@ -391,9 +458,9 @@ impl Checkpointer {
                     file.display()
                 )));
             }
-            return self.load(&file, None);
+            return self.load_with_report(&file, None);
         }
-        self.load(path, Some(&[]))
+        self.load_with_report(path, Some(&[]))
     }
 
     /// Loads the checkpoint at `path`: the model (BEHAVIOUR.md §3, incompatible keys logged
@@ -402,28 +469,48 @@ impl Checkpointer {
     /// extras). An empty path logs `No checkpoint found. Initializing model from scratch`
     /// and returns an empty dict.
     ///
+    /// What did not match is logged through `tracing`; [`Checkpointer::load_with_report`]
+    /// returns it as a value. A load that matches none of the model's names is also printed
+    /// on stderr when no subscriber or logger would show the log.
+    ///
     /// On error nothing is changed: the file is read and the model state validated before
     /// anything is loaded, and a checkpointable that rejects its state rolls back the model
     /// and the checkpointables loaded before it.
     pub fn load(&self, path: impl AsRef<Path>, checkpointables: Option<&[&str]>) -> Result<Dict> {
+        Ok(self.load_with_report(path, checkpointables)?.extra)
+    }
+
+    /// [`Checkpointer::load`], returning what was loaded and what did not match as a
+    /// [`LoadReport`] (its `extra` is what `load` returns).
+    pub fn load_with_report(
+        &self,
+        path: impl AsRef<Path>,
+        checkpointables: Option<&[&str]>,
+    ) -> Result<LoadReport> {
         let path = path.as_ref();
         if path.as_os_str().is_empty() {
             tracing::info!("No checkpoint found. Initializing model from scratch");
-            return Ok(Dict::new());
+            return Ok(LoadReport::default());
         }
         tracing::info!("[Checkpointer] Loading from {} ...", path.display());
+        // A URL is fetched into the download cache first, as Python's checkpointer does.
+        let fetched = match path.to_str() {
+            Some(text) if text.contains("://") => Some(self.resolver.get_local_path(text)?),
+            _ => None,
+        };
+        let path = fetched.as_deref().unwrap_or(path);
         let checkpoint = self.hooks.read_file(path).in_file(path)?;
         self.load_checkpoint(path, checkpoint, checkpointables)
             .in_file(path)
     }
 
-    /// [`Checkpointer::load`] of a checkpoint dict already read from `path`.
+    /// [`Checkpointer::load_with_report`] of a checkpoint dict already read from `path`.
     pub fn load_checkpoint(
         &self,
         path: &Path,
         mut checkpoint: Dict,
         checkpointables: Option<&[&str]>,
-    ) -> Result<Dict> {
+    ) -> Result<LoadReport> {
         let keys: Vec<&str> = match checkpointables {
             None => self.checkpointables.keys().map(String::as_str).collect(),
             Some(keys) => keys.to_vec(),
@@ -437,8 +524,10 @@ impl Checkpointer {
         }
 
         let mut model = lock(&self.model);
-        let state = self.hooks.model_state(&mut checkpoint, &*model)?;
-        let (state, incorrect_shapes) = drop_incorrect_shapes(state, &*model)?;
+        let state = self
+            .hooks
+            .model_state(&mut checkpoint, &self.model_key, &*model)?;
+        let (state, incorrect_shapes, model_keys) = drop_incorrect_shapes(state, &*model)?;
         let states: Vec<(&str, Value)> = keys
             .iter()
             .filter_map(|key| checkpoint.remove(key).map(|v| (*key, v)))
@@ -449,14 +538,21 @@ impl Checkpointer {
             Some(model.state_dict()?)
         };
 
+        let offered: Vec<String> = state.keys().map(str::to_string).collect();
         let loaded = model.load_state_dict(state)?;
-        let mut report = IncompatibleKeys {
+        let unexpected: HashSet<&str> = loaded.unexpected_keys.iter().map(String::as_str).collect();
+        let loaded_names: Vec<String> = offered
+            .iter()
+            .filter(|name| !unexpected.contains(name.as_str()))
+            .cloned()
+            .collect();
+        let mut incompatible = IncompatibleKeys {
             missing_keys: loaded.missing_keys,
             unexpected_keys: loaded.unexpected_keys,
             incorrect_shapes,
         };
-        self.hooks.adjust_report(&mut report, &*model);
-        report.log(&model.aliases());
+        self.hooks.adjust_report(&mut incompatible, &*model);
+        incompatible.log(&model.aliases());
         drop(model);
 
         let mut restored: Vec<(&str, Value)> = Vec::new();
@@ -468,7 +564,21 @@ impl Checkpointer {
                 return Err(e);
             }
         }
-        Ok(checkpoint)
+        let report = LoadReport {
+            path: Some(path.to_path_buf()),
+            model_keys,
+            loaded: loaded_names,
+            incompatible,
+            checkpointables: restored.iter().map(|(key, _)| key.to_string()).collect(),
+            extra: checkpoint,
+        };
+        if report.matched_nothing() {
+            warn_unmissable(&format!(
+                "{}: none of the model's {model_keys} parameters and buffers was found in the checkpoint; the model is unchanged",
+                path.display()
+            ));
+        }
+        Ok(report)
     }
 
     /// Loads one checkpointable, remembering its previous state in `restored`.
@@ -529,11 +639,12 @@ fn check_tag_name(basename: &str) -> Result<()> {
 }
 
 /// Drops the entries whose shape differs from the model's (unless the model accepts any
-/// shape for that name) and reports them as `(key, checkpoint shape, model shape)`.
+/// shape for that name) and reports them as `(key, checkpoint shape, model shape)`, with
+/// the number of names the model has.
 fn drop_incorrect_shapes(
     mut state: StateDict,
     model: &dyn Model,
-) -> Result<(StateDict, Vec<ShapeMismatch>)> {
+) -> Result<(StateDict, Vec<ShapeMismatch>, usize)> {
     let shapes: HashMap<String, Vec<usize>> = model.shapes()?.into_iter().collect();
     let mut incorrect = Vec::new();
     state.tensors.retain(|name, tensor| match shapes.get(name) {
@@ -545,7 +656,7 @@ fn drop_incorrect_shapes(
         }
         _ => true,
     });
-    Ok((state, incorrect))
+    Ok((state, incorrect, shapes.len()))
 }
 
 #[cfg(test)]

@@ -3,9 +3,13 @@
 
 use std::borrow::Cow;
 use std::collections::HashSet;
+use std::fmt;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 
 use indexmap::IndexMap;
+
+use crate::value::Dict;
 
 /// `(name, shape in the checkpoint, shape in the model)`.
 pub type ShapeMismatch = (String, Vec<usize>, Vec<usize>);
@@ -67,6 +71,101 @@ impl IncompatibleKeys {
         for message in self.warnings(aliases, colour) {
             tracing::warn!("{message}");
         }
+    }
+}
+
+/// What a checkpointer's load did, as a value a program can check (the same facts the load
+/// logs as warnings): the file, which model names were loaded, what did not match, which
+/// checkpointables were restored, and what is left of the checkpoint dict.
+///
+/// Its [`Display`](std::fmt::Display) is a readable summary:
+///
+/// ```
+/// use ckpt::{shared, Checkpointer, Dict, StateDict, StateDictModel, Tensor};
+/// let dir = tempfile::tempdir()?;
+/// let mut sd = StateDict::new();
+/// sd.insert("fc.weight", Tensor::from_slice(&[1.0f32, 2.0], &[2])?);
+/// let model = shared(StateDictModel::new(sd));
+/// let checkpointer = Checkpointer::new(model, dir.path());
+/// checkpointer.save("model_final", Dict::new())?;
+/// let report = checkpointer.load_with_report(dir.path().join("model_final.pth"), None)?;
+/// assert_eq!(report.loaded, vec!["fc.weight"]);
+/// assert!(report.incompatible.is_empty() && !report.matched_nothing());
+/// println!("{report}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct LoadReport {
+    /// The file loaded; `None` when the path was empty and nothing was loaded.
+    pub path: Option<PathBuf>,
+    /// How many parameters and buffers the model has.
+    pub model_keys: usize,
+    /// The model's names that were loaded from the checkpoint, in the checkpoint's order.
+    pub loaded: Vec<String>,
+    /// What did not match: missing and unexpected names, shape mismatches.
+    pub incompatible: IncompatibleKeys,
+    /// The checkpointables restored from the checkpoint, in the order they were loaded.
+    pub checkpointables: Vec<String>,
+    /// What is left of the checkpoint dict (`iteration`, user extras): what `load` returns.
+    pub extra: Dict,
+}
+
+impl LoadReport {
+    /// Whether the model has names and none of them was loaded: almost always a wrong file or
+    /// names that need matching (a `module.`-less prefix, Caffe2 names, another model entry).
+    pub fn matched_nothing(&self) -> bool {
+        self.path.is_some() && self.model_keys > 0 && self.loaded.is_empty()
+    }
+}
+
+impl fmt::Display for LoadReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Some(path) = &self.path else {
+            return f.write_str("nothing loaded (no checkpoint path)");
+        };
+        write!(
+            f,
+            "loaded {}: {} of the model's {} parameters and buffers",
+            escape_controls(&path.display().to_string()),
+            self.loaded.len(),
+            self.model_keys
+        )?;
+        if !self.checkpointables.is_empty() {
+            write!(f, "; restored {}", self.checkpointables.join(", "))?;
+        }
+        if !self.extra.is_empty() {
+            let keys: Vec<String> = self
+                .extra
+                .iter()
+                .map(|(k, _)| escape_controls(&k.to_string()).into_owned())
+                .collect();
+            write!(f, "; left over: {}", keys.join(", "))?;
+        }
+        if self.matched_nothing() {
+            write!(f, "\nNONE of the model's names was found in the checkpoint")?;
+        }
+        for message in self.incompatible.warnings(&[], false) {
+            write!(f, "\n{message}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Logs `message` as a warning and, when nothing would show that log (no `tracing`
+/// subscriber and no `log` logger is installed, the usual case in a small program), also
+/// prints it on stderr: some warnings must not be missed.
+pub(crate) fn warn_unmissable(message: &str) {
+    warn_unmissable_to(message, &mut std::io::stderr());
+}
+
+fn warn_unmissable_to(message: &str, unlogged: &mut dyn std::io::Write) {
+    tracing::warn!("{message}");
+    let no_subscriber =
+        tracing::dispatcher::get_default(|d| d.is::<tracing::subscriber::NoSubscriber>());
+    if no_subscriber && log::max_level() == log::LevelFilter::Off {
+        // Nothing else can be done about a stderr that cannot be written.
+        let _ = writeln!(unlogged, "ckpt: warning: {message}");
     }
 }
 
@@ -208,6 +307,25 @@ mod tests {
 
     fn keys(list: &[&str]) -> Vec<String> {
         list.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn unmissable_warnings_reach_stderr_only_when_no_subscriber_shows_them() {
+        let mut unlogged = Vec::new();
+        warn_unmissable_to("nothing matched", &mut unlogged);
+        assert_eq!(
+            String::from_utf8(unlogged).unwrap(),
+            "ckpt: warning: nothing matched\n"
+        );
+
+        let mut unlogged = Vec::new();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            warn_unmissable_to("nothing matched", &mut unlogged);
+        });
+        assert!(unlogged.is_empty(), "a subscriber shows the warning");
     }
 
     #[test]

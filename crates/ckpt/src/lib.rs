@@ -38,7 +38,7 @@ pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
 
 pub use checkpointer::{CheckpointHooks, Checkpointer, DefaultHooks, LAST_CHECKPOINT};
 pub use detection::DetectionCheckpointer;
-pub use incompatible::IncompatibleKeys;
+pub use incompatible::{IncompatibleKeys, LoadReport};
 pub use model::{shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel};
 pub use periodic::PeriodicCheckpointer;
 pub use store::{LocalDir, Store};

@@ -509,3 +509,137 @@ fn the_report_type_is_public_for_custom_logging() {
     let _: Arc<dyn ckpt::Store> = Arc::new(ckpt::LocalDir::new("x"));
     let _ = Error::invalid("x");
 }
+
+#[test]
+fn the_load_report_says_what_was_loaded_and_what_did_not_match() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut saved = model_state(2.0);
+    saved.remove("layer2.bias");
+    saved.insert(
+        "layer3.weight",
+        Tensor::from_slice(&[1.0f32], &[1]).unwrap(),
+    );
+    saved.insert(
+        "layer1.bias",
+        Tensor::from_slice(&[1.0f32; 3], &[3]).unwrap(),
+    );
+    let mut saver = Checkpointer::new(shared(StateDictModel::new(saved)), dir.path());
+    saver
+        .add_checkpointable("counter", shared(Counter(5)))
+        .unwrap();
+    saver
+        .save("mixed", extra_with(&[("iteration", Value::Int(41))]))
+        .unwrap();
+
+    let fresh = model(0.0);
+    let counter = shared(Counter(0));
+    let mut loader = Checkpointer::new(fresh, dir.path());
+    loader
+        .add_checkpointable("counter", counter.clone())
+        .unwrap();
+    let report = loader.resume_or_load_with_report("", true).unwrap();
+    assert_eq!(report.path, Some(dir.path().join("mixed.pth")));
+    assert_eq!(report.model_keys, 4);
+    assert_eq!(report.loaded, vec!["layer1.weight", "layer2.weight"]);
+    assert_eq!(
+        report.incompatible.missing_keys,
+        vec!["layer1.bias", "layer2.bias"]
+    );
+    assert_eq!(report.incompatible.unexpected_keys, vec!["layer3.weight"]);
+    assert_eq!(
+        report.incompatible.incorrect_shapes,
+        vec![("layer1.bias".to_string(), vec![3], vec![2])]
+    );
+    assert_eq!(report.checkpointables, vec!["counter"]);
+    assert_eq!(
+        report.extra.get("iteration").and_then(Value::as_int),
+        Some(41)
+    );
+    assert_eq!(counter.lock().unwrap().0, 5);
+    assert!(!report.matched_nothing());
+
+    let text = report.to_string();
+    for expected in [
+        "mixed.pth: 2 of the model's 4 parameters and buffers",
+        "restored counter",
+        "left over: iteration",
+        "Skip loading parameter 'layer1.bias'",
+        "layer2.bias",
+        "layer3.weight",
+    ] {
+        assert!(text.contains(expected), "{expected:?} not in {text}");
+    }
+}
+
+#[test]
+fn a_load_that_matches_nothing_is_reported_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut other = StateDict::new();
+    other.insert(
+        "backbone.conv.weight",
+        Tensor::from_slice(&[1.0f32], &[1]).unwrap(),
+    );
+    Checkpointer::new(shared(StateDictModel::new(other)), dir.path())
+        .save("other", Dict::new())
+        .unwrap();
+
+    let fresh = model(0.0);
+    let report = Checkpointer::new(fresh.clone(), "")
+        .load_with_report(dir.path().join("other.pth"), None)
+        .unwrap();
+    assert!(report.matched_nothing());
+    assert!(report.loaded.is_empty());
+    assert!(
+        report.to_string().contains("NONE of the model's names"),
+        "{report}"
+    );
+    assert!(same_state(&state_of(&fresh), &model_state(0.0)));
+
+    // An empty path loads nothing on purpose: that is not "matched nothing".
+    let nothing = Checkpointer::new(fresh, "")
+        .load_with_report("", None)
+        .unwrap();
+    assert!(!nothing.matched_nothing() && nothing.path.is_none());
+}
+
+#[test]
+fn the_model_entry_can_have_another_name() {
+    let dir = tempfile::tempdir().unwrap();
+    // A Lightning-style file: the weights under `state_dict`, beside the epoch.
+    let mut file = Dict::new();
+    file.insert("epoch", Value::Int(3));
+    file.insert("state_dict", model_state(4.0).to_value());
+    ckpt::format::save_torch(
+        dir.path().join("lightning.ckpt"),
+        &Value::Dict(file),
+        &Default::default(),
+    )
+    .unwrap();
+
+    let plain = Checkpointer::new(model(0.0), "");
+    let err = plain
+        .load(dir.path().join("lightning.ckpt"), None)
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(
+        message.contains("no 'model' entry") && message.contains("'state_dict'"),
+        "{message}"
+    );
+
+    let fresh = model(0.0);
+    let lightning = Checkpointer::new(fresh.clone(), dir.path()).with_model_key("state_dict");
+    let left = lightning
+        .load(dir.path().join("lightning.ckpt"), None)
+        .unwrap();
+    assert!(same_state(&state_of(&fresh), &model_state(4.0)));
+    assert_eq!(left.get("epoch").and_then(Value::as_int), Some(3));
+
+    // It saves under the same name, and a checkpointable cannot take it.
+    lightning.save("again", Dict::new()).unwrap();
+    let again = ckpt::format::load(dir.path().join("again.pth")).unwrap();
+    assert!(again.get("state_dict").is_some() && again.get("model").is_none());
+    let mut lightning = lightning;
+    assert!(lightning
+        .add_checkpointable("state_dict", shared(Counter(0)))
+        .is_err());
+}

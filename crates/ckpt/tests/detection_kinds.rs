@@ -238,6 +238,33 @@ mod over_http {
     }
 
     #[test]
+    fn the_plain_checkpointer_loads_a_url_through_the_cache_too() {
+        let saved = tempfile::tempdir().unwrap();
+        let trained = zero_model([("w", &[3usize][..])]);
+        trained.lock().unwrap().set(
+            "w",
+            ckpt::Tensor::from_slice(&[1.0f32, 2.0, 3.0], &[3]).unwrap(),
+        );
+        ckpt::Checkpointer::new(trained, saved.path())
+            .save("model_final", ckpt::Dict::new())
+            .unwrap();
+        let base = serve(
+            std::fs::read(saved.path().join("model_final.pth")).unwrap(),
+            1,
+        );
+
+        let cache = tempfile::tempdir().unwrap();
+        let model = zero_model([("w", &[3usize][..])]);
+        let checkpointer = ckpt::Checkpointer::new(model.clone(), "")
+            .with_resolver(Resolver::with_cache(HttpCache::new(cache.path())));
+        let report = checkpointer
+            .load_with_report(format!("{base}/run/model_final.pth"), None)
+            .unwrap();
+        assert_eq!(report.loaded, vec!["w"]);
+        assert_eq!(values(&model, "w"), vec![1.0, 2.0, 3.0]);
+    }
+
+    #[test]
     fn refused_download_is_an_error_naming_the_url_and_caches_nothing() {
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()

@@ -219,3 +219,25 @@ fn only_the_main_process_saves_by_default() {
         assert_eq!(saved, r == 0, "rank {r}");
     }
 }
+
+#[test]
+fn an_explicit_save_to_disk_wins_over_the_rank_in_either_order() {
+    let (_temps, dirs) = dirs();
+    let results = run_ranks(&dirs, |r, dir, comm| {
+        // Half the ranks say it before the communicator, half after.
+        let checkpointer = if r % 2 == 0 {
+            DetectionCheckpointer::new(model(), dir)
+                .save_to_disk(true)
+                .with_communicator(comm)
+        } else {
+            DetectionCheckpointer::new(model(), dir)
+                .with_communicator(comm)
+                .save_to_disk(true)
+        };
+        checkpointer.save("model_final", Dict::new()).unwrap();
+        dir.join("model_final.pth").exists()
+    });
+    for (saved, _) in results {
+        assert!(saved, "every rank saves when told to");
+    }
+}

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use crate::checkpointer::{CheckpointHooks, Checkpointer};
 use crate::dist::{all_gather_flag, Communicator, SingleProcess};
 use crate::error::{Error, Result, ResultExt};
-use crate::incompatible::IncompatibleKeys;
+use crate::incompatible::{IncompatibleKeys, LoadReport};
 use crate::model::{Checkpointable, Model, Shared};
 use crate::resolve::{QueryOptions, Resolved, Resolver};
 use crate::value::{Dict, StateDict};
@@ -50,7 +50,15 @@ impl CheckpointHooks for DetectionHooks {
         read_detection_file(path, false)
     }
 
-    fn model_state(&self, checkpoint: &mut Dict, model: &dyn Model) -> Result<StateDict> {
+    /// The detection file readers put the model under `"model"` whatever the file's layout
+    /// (or take the whole dict when it has no such entry), so `model_key` is not used.
+    fn model_state(
+        &self,
+        checkpoint: &mut Dict,
+        model_key: &str,
+        model: &dyn Model,
+    ) -> Result<StateDict> {
+        let _ = model_key;
         let shapes = model.shapes()?;
         Ok(prepare_model_state(checkpoint, &shapes)?.state)
     }
@@ -81,6 +89,9 @@ pub struct DetectionCheckpointer {
     inner: Checkpointer,
     comm: Arc<dyn Communicator>,
     resolver: Resolver,
+    /// Whether saving was switched on or off explicitly, which a communicator set later
+    /// does not override.
+    save_to_disk_set: bool,
 }
 
 impl std::fmt::Debug for DetectionCheckpointer {
@@ -103,24 +114,29 @@ impl DetectionCheckpointer {
             inner,
             comm: Arc::new(SingleProcess),
             resolver: Resolver::new(),
+            save_to_disk_set: false,
         }
     }
 
     /// Uses `comm` for the collectives of loading, and saves only when it is the main
-    /// process (overriding an earlier [`DetectionCheckpointer::save_to_disk`]).
+    /// process, unless [`DetectionCheckpointer::save_to_disk`] said otherwise (in either
+    /// order, as Python's explicit `save_to_disk=` wins over the rank).
     pub fn with_communicator(self, comm: impl Communicator + 'static) -> Self {
         self.with_shared_communicator(Arc::new(comm))
     }
 
     /// [`DetectionCheckpointer::with_communicator`] for a shared communicator.
     pub fn with_shared_communicator(mut self, comm: Arc<dyn Communicator>) -> Self {
-        self.inner = self.inner.save_to_disk(comm.is_main_process());
+        if !self.save_to_disk_set {
+            self.inner = self.inner.save_to_disk(comm.is_main_process());
+        }
         self.comm = comm;
         self
     }
 
-    /// Enables or disables saving.
+    /// Enables or disables saving, whatever the rank.
     pub fn save_to_disk(mut self, save_to_disk: bool) -> Self {
+        self.save_to_disk_set = true;
         self.inner = self.inner.save_to_disk(save_to_disk);
         self
     }
@@ -197,8 +213,18 @@ impl DetectionCheckpointer {
     /// not found on main worker.`); when other ranks lack it, rank 0 sends them the file and
     /// every rank loads the same bytes.
     pub fn load(&self, path: &str, checkpointables: Option<&[&str]>) -> Result<Dict> {
+        Ok(self.load_with_report(path, checkpointables)?.extra)
+    }
+
+    /// [`DetectionCheckpointer::load`], returning what was loaded and what did not match as
+    /// a [`LoadReport`] (its `extra` is what `load` returns).
+    pub fn load_with_report(
+        &self,
+        path: &str,
+        checkpointables: Option<&[&str]>,
+    ) -> Result<LoadReport> {
         if path.is_empty() {
-            return self.inner.load("", checkpointables);
+            return self.inner.load_with_report("", checkpointables);
         }
         tracing::info!("[DetectionCheckpointer] Loading from {path} ...");
         let resolved = self.resolver.resolve(path);
@@ -208,6 +234,12 @@ impl DetectionCheckpointer {
     /// With `resume` and a last checkpoint (rank 0's, with several ranks), loads it with every
     /// checkpointable; otherwise loads `path` (model only; an empty path loads nothing).
     pub fn resume_or_load(&self, path: &str, resume: bool) -> Result<Dict> {
+        Ok(self.resume_or_load_with_report(path, resume)?.extra)
+    }
+
+    /// [`DetectionCheckpointer::resume_or_load`], returning what was loaded and what did not
+    /// match as a [`LoadReport`].
+    pub fn resume_or_load_with_report(&self, path: &str, resume: bool) -> Result<LoadReport> {
         let last = if !resume {
             None
         } else if self.comm.world_size() > 1 {
@@ -216,7 +248,7 @@ impl DetectionCheckpointer {
             self.local_last_checkpoint()?
         };
         let Some(name) = last else {
-            return self.load(path, Some(&[]));
+            return self.load_with_report(path, Some(&[]));
         };
         let file = match self.inner.store() {
             Some(store) => store.location(&name),
@@ -259,7 +291,7 @@ impl DetectionCheckpointer {
         shown: &str,
         resolved: Result<Resolved>,
         checkpointables: Option<&[&str]>,
-    ) -> Result<Dict> {
+    ) -> Result<LoadReport> {
         let comm = &*self.comm;
         if comm.world_size() <= 1 {
             let resolved = resolved?;
@@ -291,7 +323,11 @@ impl DetectionCheckpointer {
             .in_file(path)
     }
 
-    fn load_local(&self, resolved: &Resolved, checkpointables: Option<&[&str]>) -> Result<Dict> {
+    fn load_local(
+        &self,
+        resolved: &Resolved,
+        checkpointables: Option<&[&str]>,
+    ) -> Result<LoadReport> {
         let path = &resolved.path;
         tracing::info!("[Checkpointer] Loading from {} ...", path.display());
         let checkpoint = read_detection_file(path, resolved.options.matching_heuristics)?;

@@ -82,7 +82,7 @@ pub fn prepare_model_state(
     checkpoint: &mut Dict,
     model_shapes: &[(String, Vec<usize>)],
 ) -> Result<PreparedState> {
-    let state = take_model_entry(checkpoint)?;
+    let state = take_model_entry(checkpoint, "model")?;
     let module_prefix_stripped = !state.is_empty()
         && state
             .keys()
