@@ -22,8 +22,10 @@ where
     let name = path
         .file_name()
         .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
+    // The `.tmp` ending keeps a save in flight out of listings that match on the final
+    // name's extension (a Python checkpointer's `get_all_checkpoint_files` lists `*.pth`).
     let temp = dir.join(format!(
-        "{TEMP_PREFIX}{}-{}-{}",
+        "{TEMP_PREFIX}{}-{}-{}.tmp",
         temp_owner(),
         unique(),
         name_hint(&name.to_string_lossy())
@@ -135,6 +137,26 @@ mod tests {
         })
         .unwrap();
         assert_eq!(fs::read(&path).unwrap(), b"x");
+    }
+
+    #[test]
+    fn a_save_in_flight_is_not_named_like_a_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("model_0000999.pth");
+        atomic_write(&path, |_| {
+            let names: Vec<String> = fs::read_dir(dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+            // What Python's get_all_checkpoint_files would list: none of it.
+            assert!(names.iter().all(|n| !n.ends_with(".pth")), "{names:?}");
+            assert!(
+                names.iter().all(|n| n.starts_with(TEMP_PREFIX)),
+                "{names:?}"
+            );
+            Ok(())
+        })
+        .unwrap();
     }
 
     #[test]
