@@ -285,3 +285,23 @@ fn protocol_1_and_3_pickles_read() {
     assert_fixture("plain_p1.pkl", Format::Pickle);
     assert_fixture("plain_p3.pkl", Format::Pickle);
 }
+
+#[test]
+fn conjugated_and_negated_views_read_as_torch_loads_them() {
+    for (name, format) in [
+        ("lazy_views.pt", Format::TorchZip),
+        ("lazy_views_legacy.pt", Format::TorchLegacy),
+    ] {
+        let value = assert_fixture(name, format);
+        let plain = value.get("plain").unwrap().as_tensor().unwrap();
+        let conj = value.get("conj64").unwrap().as_tensor().unwrap();
+        let row = value.get("conj_row").unwrap().as_tensor().unwrap();
+        // The conjugated tensors own a resolved copy, shared by the views of one storage;
+        // the tensor saved without the bit still views the file.
+        assert!(!conj.storage().same_as(plain.storage()), "{name}");
+        assert!(conj.storage().same_as(row.storage()), "{name}");
+        assert_eq!(row.storage_offset(), 3, "{name}");
+        assert!(!conj.storage().is_mapped(), "{name}");
+        assert!(matches!(value.get("conj_param"), Some(Value::Parameter(_))));
+    }
+}

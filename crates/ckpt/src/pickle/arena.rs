@@ -7,6 +7,7 @@ use std::cell::Cell;
 
 use crate::pickle::globals::{object, STORAGE_REF};
 use crate::pickle::reader::{Py2Strings, TypedStorage};
+use crate::pickle::tensor_metadata::ResolvedStorages;
 use crate::pickle::Limits;
 use crate::tensor::Tensor;
 use crate::value::{Dict, DictKind, Key, Object, ObjectBuild, Value};
@@ -150,6 +151,8 @@ impl Mode {
 pub(super) struct Arena {
     pub nodes: Vec<Node>,
     pub storages: Vec<TypedStorage>,
+    /// Copies of storages made for lazily conjugated or negated tensors.
+    pub resolved: ResolvedStorages,
     py2_strings: Py2Strings,
     max_depth: usize,
     max_values: usize,
@@ -169,6 +172,7 @@ impl Arena {
             // six. Reserving up front spares the copies of a growing vector.
             nodes: Vec::with_capacity(input_len / 6),
             storages: Vec::new(),
+            resolved: ResolvedStorages::default(),
             py2_strings,
             max_depth: limits.max_depth,
             max_values,
