@@ -305,3 +305,25 @@ fn conjugated_and_negated_views_read_as_torch_loads_them() {
         assert!(matches!(value.get("conj_param"), Some(Value::Parameter(_))));
     }
 }
+
+#[test]
+fn a_module_saved_whole_gives_the_state_dict_torch_computes() {
+    let value = load(fixture("whole_module.pt")).unwrap();
+    // The walk reaches the parameters inside the module objects, at attribute paths.
+    let tensors: Vec<String> = ckpt::walk::leaves(&value)
+        .filter(|leaf| leaf.value.as_tensor().is_some())
+        .map(|leaf| leaf.path_string())
+        .collect();
+    assert_eq!(tensors.len(), 11, "{tensors:?}");
+    assert_eq!(tensors[0], "_modules.0._parameters.weight");
+    assert!(tensors.contains(&"_modules.1._buffers.scratch".to_string()));
+    assert!(tensors.contains(&"_modules.3._modules.0._parameters.weight".to_string()));
+    // The state dict is named, ordered and valued as torch's `state_dict()`, tied weights
+    // sharing one storage; the non-persistent buffer and the None parameter are left out.
+    assert!(ckpt::nn_module::is_module(&value));
+    let state_dict = ckpt::nn_module::module_state_dict_value(&value).unwrap();
+    Checker::default().check(&state_dict, &expected("whole_module.pt"), "whole_module.pt");
+    let sd = ckpt::nn_module::module_state_dict(&value).unwrap().unwrap();
+    assert_eq!(sd.len(), 10);
+    assert!(sd.get("1.scratch").is_none());
+}
