@@ -340,18 +340,32 @@ def python_value_cases():
     ]
 
 
-def lazy_view_case():
-    # Conjugate and negative views are saved with a metadata dict; losing it flips signs.
-    # ckpt may convert them exactly or refuse them, never get them wrong.
-    return Case(
-        "lazy_conj_and_neg_views",
-        {
-            "conj": torch.randn(3, dtype=torch.complex64).conj(),
-            "neg": torch.randn(3, dtype=torch.complex64).conj().imag,
-        },
-        torch_variants(),
-        refusal_ok=True,
-    )
+def lazy_view_cases():
+    """Conjugate and negative views are saved with a metadata dict; losing it flips signs. ckpt
+    resolves the bits on read: torch must load the same values from its output."""
+    c = torch.randn(2, 3, dtype=torch.complex128)
+    return [
+        Case(
+            "lazy_conj_and_neg_views",
+            {
+                "conj": torch.randn(3, dtype=torch.complex64).conj(),
+                "conj128_transposed": c.t().conj(),
+                "neg": torch.randn(3, dtype=torch.complex64).conj().imag,
+                "neg_conj": torch._neg_view(torch.randn(2, dtype=torch.complex64).conj()),
+            },
+            torch_variants(),
+        ),
+        # Real tensors only, so that the safetensors output is checked too.
+        Case(
+            "lazy_neg_views_real",
+            {
+                "neg_imag": torch.randn(4, dtype=torch.complex64).conj().imag,
+                "neg_int": torch._neg_view(torch.tensor([1, -2, 3])),
+                "neg_half": torch._neg_view(torch.tensor([1.5, -0.0], dtype=torch.float16)),
+            },
+            torch_variants(),
+        ),
+    ]
 
 
 def numpy_case():
@@ -411,7 +425,7 @@ def all_cases():
     cases += [shapes_case(), views_case(), same_tensor_twice_case()]
     cases += module_cases() + optimizer_cases() + scheduler_cases() + trainer_checkpoint_cases()
     cases += python_value_cases()
-    cases += [lazy_view_case(), numpy_case(), detectron1_py2_case()]
+    cases += lazy_view_cases() + [numpy_case(), detectron1_py2_case()]
     for case in cases:
         case.skip = case.skip or {}
     return cases

@@ -8,8 +8,9 @@ use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
     flatten_tensors, load_with, save_safetensors, save_torch, LoadOptions, SaveOptions,
 };
-use ckpt::walk::{leaves, Step};
-use ckpt::{Key, Value};
+use ckpt::nn_module::replace_modules;
+use ckpt::walk::{self, leaves};
+use ckpt::{StateDict, Value};
 
 use crate::error::CliError;
 use crate::output::{abbreviate, printable};
@@ -20,8 +21,9 @@ use crate::{plan, source};
 /// The output format follows OUT's extension: .pth, .pt, .pyth, .bin (torch) or
 /// .safetensors. Torch output keeps everything (key order, dict vs OrderedDict, int vs float
 /// vs bool, tuples, storage sharing; numpy arrays become tensors). Safetensors output holds
-/// only tensors; nested dicts are flattened with `.`-joined keys. OUT is written atomically:
-/// it is either the old file or the complete new one.
+/// only tensors; nested dicts are flattened with `.`-joined keys. A torch.nn.Module saved
+/// whole (torch.save(model)) is written as its state dict, named as model.state_dict() names
+/// it. OUT is written atomically: it is either the old file or the complete new one.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint to read (any format ckpt reads, detected from the content); a URL or a
@@ -29,11 +31,13 @@ pub struct Args {
     pub input: PathBuf,
     /// The file to write; its extension picks the format.
     pub output: PathBuf,
-    /// For safetensors output: drop the values that are not tensors (listed on stderr)
-    /// instead of failing.
+    /// Write only the tensors, under `.`-joined names as safetensors output names them (a
+    /// flat state dict for torch output); the values dropped are listed on stderr.
     #[arg(long)]
     pub tensors_only: bool,
-    /// Convert only this top-level entry of the checkpoint (e.g. `model`).
+    /// Convert only this entry of the checkpoint: a top-level key (e.g. `model`), or a path
+    /// as `ckpt inspect` prints it (`model.backbone`, `optimizer.state[0]`,
+    /// `_modules.encoder` inside a pickled module).
     #[arg(long, value_name = "KEY", conflicts_with = "heuristics")]
     pub key: Option<String>,
     /// Rename the checkpoint's model weights to the names of the model in --model, as
@@ -90,14 +94,17 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         Some(key) => select_key(loaded.value, key, &args.input)?,
         None => loaded.value,
     };
+    let (value, modules_note) = modules_as_state_dicts(value);
     match format {
-        OutputFormat::Torch => {
-            save_torch(&args.output, &value, &SaveOptions::default())?;
-            if args.tensors_only {
-                eprintln!("ckpt: note: --tensors-only is for safetensors output; torch files keep every value");
-            }
+        OutputFormat::Torch if args.tensors_only => {
+            let tensors = tensors_to_write(args, &value)?;
+            save_torch(&args.output, &tensors.to_value(), &SaveOptions::default())?;
         }
+        OutputFormat::Torch => save_torch(&args.output, &value, &SaveOptions::default())?,
         OutputFormat::Safetensors => write_safetensors(args, &value)?,
+    }
+    if let Some(note) = modules_note {
+        eprintln!("{note}");
     }
     tracing::info!(
         "converted {} ({}) to {}",
@@ -160,37 +167,99 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
     Ok(())
 }
 
-/// The top-level entry `key`; an error names the file and lists the keys there are.
+/// The entry `key`: a top-level key as it is (it may hold dots), else a path as `ckpt
+/// inspect` prints it (see `ckpt::walk::find`). An error names the file and lists the keys
+/// (or a pickled object's attributes) at the top level.
 pub fn select_key(value: Value, key: &str, input: &Path) -> Result<Value, CliError> {
     let file = printable(&input.display().to_string());
-    let Value::Dict(mut dict) = value else {
-        return Err(CliError::new(format!(
-            "{file}: --key {key} needs a dict at the top level, but the file holds a value of type {}",
-            value.type_name()
-        )));
+    let value = match value {
+        Value::Dict(mut dict) => match dict.remove(key) {
+            Some(selected) => return Ok(selected),
+            None => Value::Dict(dict),
+        },
+        other => other,
     };
-    match dict.remove(key) {
-        Some(selected) => Ok(selected),
-        None => {
-            let keys: Vec<String> = dict
-                .items
-                .keys()
-                .map(|k| printable(&k.to_string()))
-                .collect();
-            Err(CliError::new(format!(
-                "{file}: no top-level key '{}' (keys: {})",
-                printable(key),
-                if keys.is_empty() {
-                    "none".to_string()
-                } else {
-                    abbreviate(&keys, 20)
-                }
-            )))
+    if let Some(found) = walk::find(&value, key) {
+        return Ok(found.clone());
+    }
+    let what = match deepest_container(&value, key) {
+        Some((prefix, container)) => {
+            format!("'{}' holds: {}", printable(prefix), child_names(container))
         }
+        None => match &value {
+            Value::Dict(_) => format!("top-level keys: {}", child_names(&value)),
+            Value::Object(object) => format!(
+                "the top level is a {} object holding: {}",
+                printable(&object.qualified_name()),
+                child_names(&value)
+            ),
+            other => format!("the file holds a value of type {}", other.type_name()),
+        },
+    };
+    Err(CliError::new(format!(
+        "{file}: no key or path '{}' ({what})",
+        printable(key)
+    )))
+}
+
+/// The longest leading part of `path` (cut before a `.` or `[`) that leads to a container.
+fn deepest_container<'a, 'p>(value: &'a Value, path: &'p str) -> Option<(&'p str, &'a Value)> {
+    path.char_indices()
+        .filter(|&(i, c)| i > 0 && (c == '.' || c == '['))
+        .map(|(i, _)| &path[..i])
+        .rev()
+        .find_map(|prefix| {
+            walk::find(value, prefix)
+                .filter(|v| walk::children(v).is_some())
+                .map(|v| (prefix, v))
+        })
+}
+
+/// The steps to the children of a container, as paths write them (`none` if it has none).
+fn child_names(value: &Value) -> String {
+    let names: Vec<String> = walk::children(value)
+        .into_iter()
+        .flatten()
+        .map(|(step, _)| printable(&step.to_string()))
+        .collect();
+    if names.is_empty() {
+        "none".to_string()
+    } else {
+        abbreviate(&names, 20)
     }
 }
 
+/// A pickled `torch.nn.Module` becomes its state dict (what a user converting a model saved
+/// whole wants; torch files cannot hold the module object anyway), with a note to print once
+/// the output is written.
+fn modules_as_state_dicts(mut value: Value) -> (Value, Option<String>) {
+    let replaced = replace_modules(&mut value);
+    if replaced.is_empty() {
+        return (value, None);
+    }
+    let listed: Vec<String> = replaced
+        .iter()
+        .map(|m| format!("{} ({})", printable(&m.path), printable(&m.class)))
+        .collect();
+    let note = format!(
+        "ckpt: note: wrote the state dict of {} pickled torch.nn.Module{}: {}",
+        replaced.len(),
+        if replaced.len() == 1 { "" } else { "s" },
+        abbreviate(&listed, LISTED)
+    );
+    (value, Some(note))
+}
+
 fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
+    let tensors = tensors_to_write(args, value)?;
+    let metadata = safetensors_metadata(value);
+    save_safetensors(&args.output, &tensors, metadata.as_deref())?;
+    Ok(())
+}
+
+/// The tensors of `value` under `.`-joined names; the other values are an error, or with
+/// --tensors-only dropped and listed on stderr.
+fn tensors_to_write(args: &Args, value: &Value) -> Result<StateDict, CliError> {
     check_flat_names(value).map_err(|problem| {
         CliError::new(format!(
             "{}: {problem}",
@@ -211,9 +280,7 @@ fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
         }
         eprintln!("ckpt: dropping {count} non-tensor {values}: {listed}");
     }
-    let metadata = safetensors_metadata(value);
-    save_safetensors(&args.output, &tensors, metadata.as_deref())?;
-    Ok(())
+    Ok(tensors)
 }
 
 /// Checks that every tensor gets its own non-empty safetensors name when nested keys are
@@ -232,16 +299,7 @@ pub fn check_flat_names(value: &Value) -> Result<(), String> {
                     .to_string(),
             );
         }
-        let name = leaf
-            .path
-            .iter()
-            .map(|step| match step {
-                Step::Key(Key::Str(s)) => s.clone(),
-                Step::Key(key) => key.to_string(),
-                Step::Index(i) => i.to_string(),
-            })
-            .collect::<Vec<_>>()
-            .join(".");
+        let name = leaf.flat_name();
         if !seen.insert(name.clone()) {
             clashes.push(printable(&name));
         }
@@ -316,7 +374,7 @@ mod tests {
             .to_string();
         assert_eq!(
             err,
-            "f.pth: no top-level key 'state' (keys: model, iteration)"
+            "f.pth: no key or path 'state' (top-level keys: model, iteration)"
         );
         let got = select_key(Value::Dict(d), "iteration", Path::new("f.pth")).unwrap();
         assert_eq!(got.as_int(), Some(2));
@@ -324,6 +382,42 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("holds a value of type int"), "{err}");
+    }
+
+    #[test]
+    fn key_paths_reach_into_dicts_lists_and_objects() {
+        let mut layer = Dict::new();
+        layer.insert("weight", Value::Int(1));
+        let mut state = Dict::new();
+        state.insert("layers", Value::List(vec![Value::Dict(layer)]));
+        let object = Value::Object(Box::new(ckpt::Object {
+            module: "m".into(),
+            name: "Net".into(),
+            build: ckpt::ObjectBuild::New(vec![]),
+            state: Some(Value::Dict(state)),
+        }));
+        let mut root = Dict::new();
+        root.insert("model.v1", object);
+        let root = Value::Dict(root);
+        let file = Path::new("f.pth");
+        let got = select_key(root.clone(), "model.v1.layers[0].weight", file).unwrap();
+        assert_eq!(got.as_int(), Some(1));
+        assert!(select_key(root.clone(), "model.v1", file).is_ok());
+        let err = select_key(root.clone(), "model.v1.layers[0].bias", file)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "f.pth: no key or path 'model.v1.layers[0].bias' ('model.v1.layers[0]' holds: weight)"
+        );
+        let Ok(object) = select_key(root, "model.v1", file) else {
+            unreachable!()
+        };
+        let err = select_key(object, "x", file).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "f.pth: no key or path 'x' (the top level is a m.Net object holding: layers)"
+        );
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! `ckpt inspect FILE [--json]`: the format, every tensor and every other value of a file.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use ckpt::format::{load_with, LoadOptions, Loaded};
-use ckpt::walk::leaves;
+use ckpt::nn_module::module_entries;
+use ckpt::walk::{leaves_and_objects, path_string, Leaf};
 use ckpt::{ObjectBuild, Value};
 use serde::Serialize;
 
@@ -15,7 +16,9 @@ use crate::output::{human_bytes, print, printable, step_json, Align, JsonLines, 
 ///
 /// Lists every tensor (path, type, dtype, shape, bytes) and every other value (path, type,
 /// short repr), then totals. Nothing in the file is executed: Python objects ckpt does not
-/// know are listed as opaque globals.
+/// know are listed as opaque globals, followed by what their arguments and state hold (a
+/// model saved whole with torch.save(model) shows its parameters at paths such as
+/// `_modules.fc._parameters.weight`, and the state-dict name `ckpt convert` gives them).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint file: torch (.pth/.pt, zip or legacy), Detectron pickle (.pkl),
@@ -47,7 +50,22 @@ pub struct Report {
     pub file: String,
     pub format: &'static str,
     pub entries: Vec<Entry>,
+    /// Pickled `torch.nn.Module`s (the outermost ones), whose state dicts `convert` writes.
+    pub modules: Vec<ModuleInfo>,
     pub totals: Totals,
+}
+
+/// A pickled `torch.nn.Module` found in the file.
+#[derive(Debug, Serialize)]
+pub struct ModuleInfo {
+    pub path: Vec<serde_json::Value>,
+    /// Its class, `module.name`.
+    #[serde(rename = "type")]
+    pub type_name: String,
+    /// Entries of its state dict.
+    pub state_dict_entries: usize,
+    #[serde(skip)]
+    pub display_path: String,
 }
 
 /// One leaf of the checkpoint's tree: a tensor, or any other value (an empty container too).
@@ -71,6 +89,10 @@ pub struct TensorEntry {
     pub bytes: u64,
     pub contiguous: bool,
     pub requires_grad: bool,
+    /// For a tensor of a pickled `torch.nn.Module`: its name in what `ckpt convert` writes
+    /// (the module's `state_dict()` name, after the path to the module).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_dict_name: Option<String>,
     #[serde(skip)]
     pub display_path: String,
 }
@@ -106,9 +128,14 @@ impl Report {
         let mut entries = Vec::new();
         let mut totals = Totals::default();
         let mut storages = HashSet::new();
-        for leaf in leaves(&loaded.value) {
+        let mut modules = ModuleNames::default();
+        for leaf in leaves_and_objects(&loaded.value) {
             let path = leaf.path.iter().map(step_json).collect();
-            let display_path = printable(&leaf.path_string());
+            let raw_path = leaf.path_string();
+            let display_path = printable(&raw_path);
+            if leaf.opened {
+                modules.visit(&leaf, &raw_path);
+            }
             if let Some(tensor) = leaf.value.as_tensor() {
                 let bytes = tensor.nbytes() as u64;
                 totals.tensors += 1;
@@ -126,6 +153,7 @@ impl Report {
                     bytes,
                     contiguous: tensor.is_contiguous(),
                     requires_grad: tensor.requires_grad(),
+                    state_dict_name: modules.names.remove(&raw_path),
                     display_path,
                 }));
             } else {
@@ -145,6 +173,7 @@ impl Report {
             file: file.to_string(),
             format: loaded.format.name(),
             entries,
+            modules: modules.found,
             totals,
         }
     }
@@ -155,6 +184,7 @@ impl Report {
             .field("file", &self.file)?
             .field("format", self.format)?
             .rows("entries", &self.entries)?
+            .rows("modules", &self.modules)?
             .field("totals", &self.totals)?
             .render())
     }
@@ -186,10 +216,13 @@ impl Report {
                 Entry::Tensor(t) => {
                     let mut notes = Vec::new();
                     if !t.contiguous {
-                        notes.push("non-contiguous");
+                        notes.push("non-contiguous".to_string());
                     }
                     if t.requires_grad {
-                        notes.push("requires_grad");
+                        notes.push("requires_grad".to_string());
+                    }
+                    if let Some(name) = &t.state_dict_name {
+                        notes.push(format!("state dict: {}", printable(name)));
                     }
                     tensors.row(vec![
                         t.display_path.clone(),
@@ -220,6 +253,30 @@ impl Report {
             out.push('\n');
             out.push_str(&values.render());
         }
+        if !self.modules.is_empty() {
+            let mut modules = Table::new(
+                &["MODULE", "TYPE", "STATE DICT"],
+                &[Align::Left, Align::Left, Align::Right],
+            );
+            for m in &self.modules {
+                modules.row(vec![
+                    m.display_path.clone(),
+                    printable(&m.type_name),
+                    format!(
+                        "{} entr{}",
+                        m.state_dict_entries,
+                        if m.state_dict_entries == 1 {
+                            "y"
+                        } else {
+                            "ies"
+                        }
+                    ),
+                ]);
+            }
+            out.push('\n');
+            out.push_str(&modules.render());
+            out.push_str("(pickled torch.nn.Module: `ckpt convert` writes its state dict)\n");
+        }
         let t = &self.totals;
         out.push_str(&format!(
             "\ntotals:  {} tensor{}, {} ({} in {} storage{}); {} other value{}{}\n",
@@ -241,11 +298,61 @@ impl Report {
     }
 }
 
+/// The state-dict names of the tensors of pickled modules, found as the walk opens them.
+#[derive(Default)]
+struct ModuleNames {
+    /// The outermost modules, in order.
+    found: Vec<ModuleInfo>,
+    /// Path of the module being listed: modules inside it are in its state dict already.
+    current: Option<String>,
+    /// Path of each tensor of a module (as the walk writes it) to its state-dict name.
+    names: HashMap<String, String>,
+}
+
+impl ModuleNames {
+    /// Called for each opaque object the walk opens, before its contents.
+    fn visit(&mut self, leaf: &Leaf<'_>, raw_path: &str) {
+        let inside_current = self.current.as_deref().is_some_and(|outer| {
+            outer == "(root)"
+                || raw_path
+                    .strip_prefix(outer)
+                    .is_some_and(|rest| rest.starts_with(['.', '[']))
+        });
+        if inside_current {
+            return;
+        }
+        let Some(entries) = module_entries(leaf.value) else {
+            return;
+        };
+        let prefix = leaf.flat_name();
+        for entry in &entries {
+            let mut path = leaf.path.clone();
+            path.extend_from_slice(&entry.path);
+            let name = if prefix.is_empty() {
+                entry.name.clone()
+            } else {
+                format!("{prefix}.{}", entry.name)
+            };
+            self.names.insert(path_string(&path), name);
+        }
+        self.found.push(ModuleInfo {
+            path: leaf.path.iter().map(step_json).collect(),
+            type_name: leaf.value.type_name(),
+            state_dict_entries: entries.len(),
+            display_path: printable(raw_path),
+        });
+        self.current = Some(raw_path.to_string());
+    }
+}
+
 /// A short repr; for an opaque object also how the file built it (never by running it).
 fn repr(value: &Value) -> String {
     let Value::Object(object) = value else {
         return value.short_repr(REPR_CHARS);
     };
+    if object.is_recursive_reference() {
+        return "<a reference back to an object containing it: the cycle is cut here>".into();
+    }
     let args = |args: &[Value]| Value::Tuple(args.to_vec()).short_repr(REPR_CHARS);
     let mut text = match &object.build {
         ObjectBuild::Global => format!("<global {}>", object.qualified_name()),
@@ -327,7 +434,8 @@ mod tests {
                 ["state", 0],
                 ["iteration"],
                 ["extra"],
-                ["cfg"]
+                ["cfg"],
+                ["cfg", {"attr": "lr"}]
             ])
         );
         assert_eq!(entries[0]["kind"], "tensor");
@@ -348,6 +456,9 @@ mod tests {
             entries[5]["repr"],
             "argparse.Namespace.__new__() state={\"lr\": 0.1}"
         );
+        // An opaque object is listed, then what its state holds.
+        assert_eq!(entries[6]["type"], "float");
+        assert_eq!(entries[6]["opaque"], false);
     }
 
     #[test]
@@ -356,8 +467,8 @@ mod tests {
         let text = report.to_json().unwrap();
         let parsed: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(parsed, serde_json::to_value(&report).unwrap());
-        // `{`, file, format, `"entries": [`, the entries, `],`, totals, `}`.
-        assert_eq!(text.lines().count(), report.entries.len() + 7);
+        // `{`, file, format, `"entries": [`, the entries, `],`, modules, totals, `}`.
+        assert_eq!(text.lines().count(), report.entries.len() + 8);
         let entry_lines = text.lines().filter(|l| l.contains("\"kind\":")).count();
         assert_eq!(entry_lines, report.entries.len());
     }
@@ -372,7 +483,7 @@ mod tests {
                 tensor_bytes: 24 + 24 + 8,
                 storages: 2,
                 storage_bytes: 24 + 8,
-                values: 3,
+                values: 4,
                 opaque: 1,
             }
         );
@@ -388,7 +499,7 @@ mod tests {
         assert!(text.contains("opaque global"), "{text}");
         assert!(
             text.contains(
-                "totals:  3 tensors, 56 B (32 B in 2 storages); 3 other values (1 opaque)"
+                "totals:  3 tensors, 56 B (32 B in 2 storages); 4 other values (1 opaque)"
             ),
             "{text}"
         );

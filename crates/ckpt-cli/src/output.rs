@@ -110,11 +110,15 @@ pub fn abbreviate(items: &[String], max: usize) -> String {
 
 /// A path element as JSON: strings for str keys, numbers for int keys and indices, and
 /// the natural JSON form of other keys (`null`, booleans, arrays for tuples; a repr string
-/// for keys JSON cannot hold exactly, such as big ints, NaN or bytes).
+/// for keys JSON cannot hold exactly, such as big ints, NaN or bytes). The parts of an opaque
+/// object are objects: `{"attr": name}`, `{"arg": i}`, `{"state": true}`.
 pub fn step_json(step: &Step<'_>) -> serde_json::Value {
     match step {
         Step::Index(i) => serde_json::Value::from(*i),
         Step::Key(key) => key_json(key),
+        Step::Attr(name) => serde_json::json!({ "attr": name }),
+        Step::Arg(i) => serde_json::json!({ "arg": i }),
+        Step::State => serde_json::json!({ "state": true }),
     }
 }
 

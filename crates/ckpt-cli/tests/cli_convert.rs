@@ -154,3 +154,70 @@ fn converting_over_an_existing_file_replaces_it() {
     assert_eq!(inspect_json(&out)["totals"]["tensors"], 2);
     assert_dir_holds(dir.path(), &["out.safetensors"]);
 }
+
+#[test]
+fn a_model_saved_whole_converts_to_its_state_dict() {
+    let dir = tempfile::tempdir().unwrap();
+    // The module under `model` becomes its state dict, named as state_dict() names it.
+    let out = dir.path().join("model.safetensors");
+    let output = convert(&fixture("full_model.pt"), &out, &["--key", "model"]);
+    success(&output);
+    let note = stderr(&output);
+    assert!(
+        note.contains("wrote the state dict of 1 pickled torch.nn.Module")
+            && note.contains("torch.nn.modules.container.Sequential"),
+        "{note}"
+    );
+    let report = inspect_json(&out);
+    let listed = entries(&report);
+    let mut names: Vec<&str> = listed
+        .iter()
+        .map(|e| e["path"][0].as_str().unwrap())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "0.bias",
+            "0.weight",
+            "1.bias",
+            "1.num_batches_tracked",
+            "1.running_mean",
+            "1.running_var",
+            "1.weight",
+        ]
+    );
+    assert_eq!(entry(&report, json!(["0.weight"]))["shape"], json!([3, 2]));
+
+    // The whole file: a flat torch state dict with `.`-joined names; the rest is dropped.
+    let out = dir.path().join("flat.pth");
+    let output = convert(&fixture("full_model.pt"), &out, &["--tensors-only"]);
+    success(&output);
+    let err = stderr(&output);
+    assert!(
+        err.contains("dropping 2 non-tensor values: epoch (int), args (argparse.Namespace)"),
+        "{err}"
+    );
+    let report = inspect_json(&out);
+    assert_eq!(report["totals"]["tensors"], 7);
+    assert_eq!(report["totals"]["values"], 0);
+    let weight = entry(&report, json!(["model.0.weight"]));
+    assert_eq!(weight["type"], "Tensor");
+    assert_eq!(weight["requires_grad"], false);
+
+    // A path into the module selects a submodule.
+    let out = dir.path().join("norm.pth");
+    success(&convert(
+        &fixture("full_model.pt"),
+        &out,
+        &["--key", "model._modules.1"],
+    ));
+    let report = inspect_json(&out);
+    assert_eq!(report["totals"]["tensors"], 5);
+    assert_eq!(entry(&report, json!(["running_var"]))["dtype"], "float32");
+
+    // Without --tensors-only, the other opaque object still cannot be written.
+    let out = dir.path().join("all.pth");
+    let line = one_line_error(&convert(&fixture("full_model.pt"), &out, &[]));
+    assert!(line.contains("argparse.Namespace"), "{line}");
+}

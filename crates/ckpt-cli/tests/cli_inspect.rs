@@ -123,3 +123,43 @@ fn table_for_people_names_paths_and_totals() {
     assert!(table.contains("optimizer.param_groups[0].lr"), "{table}");
     assert!(table.contains("totals:  13 tensors"), "{table}");
 }
+
+#[test]
+fn a_model_saved_whole_lists_its_parameters_and_their_state_dict_names() {
+    let report = inspect_json(&fixture("full_model.pt"));
+    assert_eq!(report["totals"]["tensors"], 7);
+    let weight = entry(
+        &report,
+        json!(["model", {"attr": "_modules"}, "0", {"attr": "_parameters"}, "weight"]),
+    );
+    assert_eq!(weight["type"], "Parameter");
+    assert_eq!(weight["shape"], json!([3, 2]));
+    assert_eq!(weight["state_dict_name"], "model.0.weight");
+    let steps = entry(
+        &report,
+        json!(["model", {"attr": "_modules"}, "1", {"attr": "_buffers"}, "num_batches_tracked"]),
+    );
+    assert_eq!(steps["state_dict_name"], "model.1.num_batches_tracked");
+    assert_eq!(
+        report["modules"],
+        json!([{"path": ["model"], "type": "torch.nn.modules.container.Sequential", "state_dict_entries": 7}])
+    );
+    // Opaque objects are listed (never executed), then what they hold.
+    let model = entry(&report, json!(["model"]));
+    assert_eq!(model["opaque"], true);
+    assert_eq!(
+        entry(&report, json!(["args", {"attr": "lr"}]))["repr"],
+        "0.1"
+    );
+
+    let table = success(&ckpt(&[
+        "inspect".as_ref(),
+        fixture("full_model.pt").as_os_str(),
+    ]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("model._modules.0._parameters.weight "))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("state dict: model.0.weight"), "{table}");
+    assert!(table.contains("totals:  7 tensors"), "{table}");
+}

@@ -21,6 +21,7 @@ pub mod format;
 pub mod incompatible;
 pub mod matching;
 pub mod model;
+pub mod nn_module;
 pub mod periodic;
 pub mod pickle;
 pub mod resolve;

@@ -58,7 +58,9 @@ pub enum Value {
     },
     /// `torch.Size`.
     Size(Vec<i64>),
-    /// Any other global, call or built object, kept verbatim and never executed.
+    /// Any other global, call or built object, kept verbatim and never executed
+    /// ([`crate::walk`] goes into its arguments and state; [`crate::nn_module`] reads a
+    /// `torch.nn.Module`'s state dict from it).
     Object(Box<Object>),
 }
 
@@ -88,6 +90,61 @@ impl Object {
     /// `module.name`.
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", self.module, self.name)
+    }
+
+    /// The arguments of the call (`REDUCE`) or `__new__` (`NEWOBJ`) that built the object;
+    /// none for a bare global.
+    pub fn args(&self) -> &[Value] {
+        match &self.build {
+            ObjectBuild::Global => &[],
+            ObjectBuild::Call(args) | ObjectBuild::New(args) => args,
+        }
+    }
+
+    /// The attributes the object's state sets, as Python's default `__setstate__` sets
+    /// them: the items of a dict state, or of both dicts of a `(dict, slots)` pair. `None`
+    /// when there is no state or it has another form (a class's own `__setstate__`).
+    pub fn attributes(&self) -> Option<impl Iterator<Item = (&Key, &Value)>> {
+        fn as_dict(v: &Value) -> Option<Option<&Dict>> {
+            match v {
+                Value::Dict(d) => Some(Some(d)),
+                Value::None => Some(None),
+                _ => None,
+            }
+        }
+        let [dict, slots] = match self.state.as_ref()? {
+            Value::Dict(d) => [Some(d), None],
+            Value::Tuple(parts) if parts.len() == 2 => [as_dict(&parts[0])?, as_dict(&parts[1])?],
+            _ => return None,
+        };
+        Some(dict.into_iter().chain(slots).flat_map(Dict::iter))
+    }
+
+    /// The placeholder a reader leaves where a reference cycle through an opaque object
+    /// closes (a module holding a bound method of itself pickles as `getattr(module, 'hook')`
+    /// inside the module): the opaque global `ckpt.recursive_reference`. The value tree has
+    /// no cycles, so walks over it end.
+    pub fn recursive_reference() -> Object {
+        Object {
+            module: "ckpt".into(),
+            name: "recursive_reference".into(),
+            build: ObjectBuild::Global,
+            state: None,
+        }
+    }
+
+    /// Whether this is the [`Object::recursive_reference`] placeholder.
+    pub fn is_recursive_reference(&self) -> bool {
+        self.module == "ckpt"
+            && self.name == "recursive_reference"
+            && matches!(self.build, ObjectBuild::Global)
+    }
+
+    /// The attribute `name` set by the object's state (see [`Object::attributes`]).
+    pub fn attribute(&self, name: &str) -> Option<&Value> {
+        self.attributes()?
+            .find(|(key, _)| key.as_str() == Some(name))
+            .map(|(_, value)| value)
     }
 }
 

@@ -285,3 +285,45 @@ fn protocol_1_and_3_pickles_read() {
     assert_fixture("plain_p1.pkl", Format::Pickle);
     assert_fixture("plain_p3.pkl", Format::Pickle);
 }
+
+#[test]
+fn conjugated_and_negated_views_read_as_torch_loads_them() {
+    for (name, format) in [
+        ("lazy_views.pt", Format::TorchZip),
+        ("lazy_views_legacy.pt", Format::TorchLegacy),
+    ] {
+        let value = assert_fixture(name, format);
+        let plain = value.get("plain").unwrap().as_tensor().unwrap();
+        let conj = value.get("conj64").unwrap().as_tensor().unwrap();
+        let row = value.get("conj_row").unwrap().as_tensor().unwrap();
+        // The conjugated tensors own a resolved copy, shared by the views of one storage;
+        // the tensor saved without the bit still views the file.
+        assert!(!conj.storage().same_as(plain.storage()), "{name}");
+        assert!(conj.storage().same_as(row.storage()), "{name}");
+        assert_eq!(row.storage_offset(), 3, "{name}");
+        assert!(!conj.storage().is_mapped(), "{name}");
+        assert!(matches!(value.get("conj_param"), Some(Value::Parameter(_))));
+    }
+}
+
+#[test]
+fn a_module_saved_whole_gives_the_state_dict_torch_computes() {
+    let value = load(fixture("whole_module.pt")).unwrap();
+    // The walk reaches the parameters inside the module objects, at attribute paths.
+    let tensors: Vec<String> = ckpt::walk::leaves(&value)
+        .filter(|leaf| leaf.value.as_tensor().is_some())
+        .map(|leaf| leaf.path_string())
+        .collect();
+    assert_eq!(tensors.len(), 11, "{tensors:?}");
+    assert_eq!(tensors[0], "_modules.0._parameters.weight");
+    assert!(tensors.contains(&"_modules.1._buffers.scratch".to_string()));
+    assert!(tensors.contains(&"_modules.3._modules.0._parameters.weight".to_string()));
+    // The state dict is named, ordered and valued as torch's `state_dict()`, tied weights
+    // sharing one storage; the non-persistent buffer and the None parameter are left out.
+    assert!(ckpt::nn_module::is_module(&value));
+    let state_dict = ckpt::nn_module::module_state_dict_value(&value).unwrap();
+    Checker::default().check(&state_dict, &expected("whole_module.pt"), "whole_module.pt");
+    let sd = ckpt::nn_module::module_state_dict(&value).unwrap().unwrap();
+    assert_eq!(sd.len(), 10);
+    assert!(sd.get("1.scratch").is_none());
+}

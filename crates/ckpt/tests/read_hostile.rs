@@ -287,6 +287,27 @@ fn self_referencing_containers_are_an_error() {
 }
 
 #[test]
+fn a_reference_cycle_through_an_object_is_cut_where_it_closes() {
+    // `m = M(); m.hooks = [getattr(m, "hook")]`, as a module with a bound-method hook pickles.
+    let bytes = b"\x80\x02c__main__\nM\n)\x81q\x00}X\x05\x00\x00\x00hooks]cbuiltins\ngetattr\nh\x00X\x04\x00\x00\x00hook\x86Rasb.";
+    let value = pickle(bytes).unwrap();
+    let Value::Object(m) = &value else {
+        panic!("{value:?}")
+    };
+    assert_eq!(m.qualified_name(), "__main__.M");
+    let hook = match m.attribute("hooks") {
+        Some(Value::List(items)) => &items[0],
+        other => panic!("{other:?}"),
+    };
+    let Value::Object(getattr) = hook else {
+        panic!("{hook:?}")
+    };
+    assert!(matches!(&getattr.args()[0], Value::Object(o) if o.is_recursive_reference()));
+    assert_eq!(getattr.args()[1].as_str(), Some("hook"));
+    assert_eq!(ckpt::walk::leaves(&value).count(), 2);
+}
+
+#[test]
 fn unknown_opcodes_and_extension_codes_are_errors_naming_the_offset() {
     let err = pickle(b"\x80\x02N\xff.").unwrap_err();
     match err {

@@ -331,16 +331,28 @@ fn rebuild_arguments_of_unusual_forms_read_or_fail_like_the_usual_ones() {
     assert!(err.to_string().contains("_rebuild_tensor_v2"), "{err}");
 }
 
-#[test]
-fn lazily_conjugated_tensors_and_sparse_rebuilds_are_unsupported_errors() {
-    let conj = cat(&[
+/// `_rebuild_tensor_v2` of two float32 elements at offset 1 with a metadata dict of `key`.
+fn record_with_metadata(key: &str) -> Vec<u8> {
+    cat(&[
         b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n(",
         &storage_pid("FloatStorage", 6),
-        b"K\x00K\x01\x85K\x01\x85\x89ccollections\nOrderedDict\n)R}",
-        &u("conj"),
+        b"K\x01K\x02\x85K\x01\x85\x89ccollections\nOrderedDict\n)R}",
+        &u(key),
         b"\x88stR.",
-    ]);
-    let err = read_with(&conj, Py2Strings::Latin1).unwrap_err();
+    ])
+}
+
+#[test]
+fn tensor_metadata_applies_neg_and_refuses_what_torch_refuses() {
+    // The negative bit is applied; the stored bytes are the values before negation.
+    let neg = read(&record_with_metadata("neg"));
+    let t = neg.as_tensor().unwrap();
+    assert_eq!(t.to_vec::<f32>().unwrap(), vec![-1.0, -2.0]);
+    assert_eq!(t.storage_offset(), 1);
+    // torch cannot load a conjugate bit on a real tensor; an unknown key might change values.
+    let err = read_with(&record_with_metadata("conj"), Py2Strings::Latin1).unwrap_err();
+    assert!(err.to_string().contains("only complex tensors"), "{err}");
+    let err = read_with(&record_with_metadata("zerotensor"), Py2Strings::Latin1).unwrap_err();
     assert!(err.to_string().contains("unsupported"), "{err}");
     let sparse = b"\x80\x02ctorch._utils\n_rebuild_sparse_tensor\nN\x85R.";
     let err = read_with(sparse, Py2Strings::Latin1).unwrap_err();

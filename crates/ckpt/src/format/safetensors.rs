@@ -22,6 +22,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::{contiguous_strides, Buffer, Storage, Tensor};
 use crate::value::{Dict, Key, StateDict, Value};
+use crate::walk;
 
 /// The attribute under which [`read`] keeps a file's `__metadata__` (a dict of strings).
 pub const METADATA_ATTRIBUTE: &str = "__metadata__";
@@ -180,7 +181,9 @@ fn json_string(s: &str) -> Result<String> {
 }
 
 /// Flattens nested dicts of tensors into one state dict with `.`-joined keys (non-string
-/// keys by their Python repr). Lists and tuples holding tensors are flattened by index.
+/// keys by their Python repr). Lists and tuples holding tensors are flattened by index, and
+/// opaque objects holding tensors by their parts as [`crate::walk::Step::flat_part`] names
+/// them (attributes by name, `__args__.i`, `__state__`).
 /// Every other value (and every empty container) is returned by path as the second element,
 /// in order, so callers can report or drop it. The root's `_metadata` attribute is kept.
 /// A tensor whose joined name is already taken (`{"a.b": x, "a": {"b": y}}`) is returned
@@ -218,11 +221,10 @@ pub fn flatten_tensors(value: &Value) -> (StateDict, Vec<(String, Value)>) {
                     stack.push((name, child));
                 }
             }
-            Value::List(items) | Value::Tuple(items)
-                if !items.is_empty() && items.iter().any(holds_tensor) =>
-            {
-                for (i, child) in items.iter().enumerate().rev() {
-                    stack.push((join(&i.to_string()), child));
+            Value::List(_) | Value::Tuple(_) | Value::Object(_) if holds_tensor(value) => {
+                let children: Vec<_> = walk::children(value).into_iter().flatten().collect();
+                for (step, child) in children.into_iter().rev() {
+                    stack.push((join(&step.flat_part()), child));
                 }
             }
             other => others.push((path, other.clone())),
@@ -237,9 +239,7 @@ fn holds_tensor(value: &Value) -> bool {
     while let Some(v) = stack.pop() {
         match v {
             Value::Tensor(_) | Value::Parameter(_) | Value::NdArray(_) => return true,
-            Value::Dict(d) => stack.extend(d.items.values()),
-            Value::List(items) | Value::Tuple(items) => stack.extend(items.iter()),
-            _ => {}
+            other => stack.extend(walk::children(other).into_iter().flatten().map(|(_, c)| c)),
         }
     }
     false

@@ -1,12 +1,15 @@
 //! The objects a pickle builds, held in an arena and referred to by handle, so that the memo
 //! shares objects by reference (a dict memoized before `SETITEMS` is seen filled by every
 //! later `BINGET`; `BUILD` mutates the memoized object). Conversion to [`Value`] counts every
-//! value produced (memo-bomb defence) and bounds the depth (deep nesting and cycles).
+//! value produced (memo-bomb defence) and bounds the depth (deep nesting); a reference cycle
+//! through an opaque object is cut where it closes, any other cycle is an error.
 
 use std::cell::Cell;
+use std::collections::HashMap;
 
 use crate::pickle::globals::{object, STORAGE_REF};
 use crate::pickle::reader::{Py2Strings, TypedStorage};
+use crate::pickle::tensor_metadata::ResolvedStorages;
 use crate::pickle::Limits;
 use crate::tensor::Tensor;
 use crate::value::{Dict, DictKind, Key, Object, ObjectBuild, Value};
@@ -150,6 +153,8 @@ impl Mode {
 pub(super) struct Arena {
     pub nodes: Vec<Node>,
     pub storages: Vec<TypedStorage>,
+    /// Copies of storages made for lazily conjugated or negated tensors.
+    pub resolved: ResolvedStorages,
     py2_strings: Py2Strings,
     max_depth: usize,
     max_values: usize,
@@ -169,6 +174,7 @@ impl Arena {
             // six. Reserving up front spares the copies of a growing vector.
             nodes: Vec::with_capacity(input_len / 6),
             storages: Vec::new(),
+            resolved: ResolvedStorages::default(),
             py2_strings,
             max_depth: limits.max_depth,
             max_values,
@@ -290,20 +296,34 @@ impl Arena {
         self.charge(1)?;
         let mut tasks = vec![Task::Visit(root, mode, 0)];
         let mut done: Vec<Value> = Vec::new();
+        // The containers being converted, outermost first, and where each is in the list.
+        let mut open: Vec<Handle> = Vec::new();
+        let mut open_at: HashMap<Handle, usize> = HashMap::new();
         while let Some(task) = tasks.pop() {
             match task {
                 Task::Visit(handle, mode, depth) => {
                     if depth > self.max_depth {
                         return Err(format!(
-                            "objects nested deeper than {} levels (limit), or a reference cycle",
+                            "objects nested deeper than {} levels (limit)",
                             self.max_depth
                         ));
                     }
-                    if let Some(value) = self.expand(handle, mode, depth, refs, &mut tasks)? {
-                        done.push(value);
+                    if let Some(&at) = open_at.get(&handle) {
+                        done.push(self.cut_cycle(&open[at..])?);
+                        continue;
+                    }
+                    match self.expand(handle, mode, depth, refs, &mut tasks)? {
+                        Some(value) => done.push(value),
+                        None => {
+                            open_at.insert(handle, open.len());
+                            open.push(handle);
+                        }
                     }
                 }
                 Task::Finish(build) => {
+                    if let Some(handle) = open.pop() {
+                        open_at.remove(&handle);
+                    }
                     let value = self.finish(build, &mut done)?;
                     done.push(value);
                 }
@@ -313,6 +333,22 @@ impl Arena {
             (Some(value), true) => Ok(value),
             _ => Err("internal error: unbalanced conversion".into()),
         }
+    }
+
+    /// What a reference back to a container being converted reads as: `cycle` holds that
+    /// container and the ones inside it down to the reference. Through an opaque object (a
+    /// module holding a bound method of itself, `getattr(module, 'hook')`), the cycle is cut
+    /// there and the reference is the [`Object::recursive_reference`] placeholder; a cycle of
+    /// plain containers (a list that contains itself) is no checkpoint and an error.
+    fn cut_cycle(&self, cycle: &[Handle]) -> Result<Value, String> {
+        let through_object = cycle
+            .iter()
+            .any(|&h| matches!(self.nodes.get(h), Some(Node::Object { .. })));
+        if !through_object {
+            return Err("a container that contains itself (a reference cycle)".into());
+        }
+        self.charge(1)?;
+        Ok(Value::Object(Box::new(Object::recursive_reference())))
     }
 
     /// Converts a leaf, or queues the children of a container followed by the step that

@@ -191,7 +191,11 @@ impl Machine<'_> {
                         )))
                     }
                 };
-                let value = globals::call(&module, &name, args, &self.arena.storages)
+                let mut storages = globals::Storages {
+                    loaded: &self.arena.storages,
+                    resolved: &mut self.arena.resolved,
+                };
+                let value = globals::call(&module, &name, args, &mut storages)
                     .map_err(|m| self.err(format!("{module}.{name}: {m}")))?;
                 Node::leaf(value)
             }

@@ -7,6 +7,7 @@
 use crate::dtype::DType;
 use crate::pickle::numpy;
 use crate::pickle::reader::TypedStorage;
+use crate::pickle::tensor_metadata::{LazyBits, ResolvedStorages};
 use crate::tensor::Tensor;
 use crate::value::{DictKind, Object, ObjectBuild, Value};
 
@@ -102,13 +103,20 @@ pub(super) fn global_value(module: &str, name: &str) -> Option<Value> {
     None
 }
 
+/// The storages a rebuild function may refer to: those from persistent ids, and the copies
+/// made for lazily conjugated or negated tensors.
+pub(super) struct Storages<'s> {
+    pub loaded: &'s [TypedStorage],
+    pub resolved: &'s mut ResolvedStorages,
+}
+
 /// Calls a global classified as [`Known::Call`] on converted arguments. Storages appear as
 /// [`STORAGE_REF`] objects resolved in `storages`.
 pub(super) fn call(
     module: &str,
     name: &str,
     args: Vec<Value>,
-    storages: &[TypedStorage],
+    storages: &mut Storages<'_>,
 ) -> Result<Value, String> {
     match (module, name) {
         ("torch._utils", _) => rebuild(name, args, storages),
@@ -175,7 +183,7 @@ fn fixed<const N: usize>(name: &str, args: Vec<Value>) -> Result<[Value; N], Str
 }
 
 /// The torch tensor rebuild functions of `torch._utils`.
-fn rebuild(name: &str, args: Vec<Value>, storages: &[TypedStorage]) -> Result<Value, String> {
+fn rebuild(name: &str, args: Vec<Value>, storages: &mut Storages<'_>) -> Result<Value, String> {
     let arg = |i: usize| args.get(i);
     let need = |n: usize| {
         if args.len() < n {
@@ -190,17 +198,18 @@ fn rebuild(name: &str, args: Vec<Value>, storages: &[TypedStorage]) -> Result<Va
     match name {
         "_rebuild_tensor" => {
             need(4)?;
-            Ok(Value::Tensor(tensor_from(name, &args, None, storages)?))
+            Ok(Value::Tensor(tensor_from(name, &args, None, storages.loaded)?))
         }
         "_rebuild_tensor_v2" => {
             need(4)?;
-            check_metadata(name, arg(6))?;
-            let t = tensor_from(name, &args, None, storages)?;
+            let bits = LazyBits::parse(name, arg(6))?;
+            let t = tensor_from(name, &args, None, storages.loaded)?;
+            let t = storages.resolved.resolve(t, bits)?;
             Ok(Value::Tensor(t.with_requires_grad(truthy(arg(4)))))
         }
         "_rebuild_tensor_v3" => {
             need(7)?;
-            check_metadata(name, arg(7))?;
+            let bits = LazyBits::parse(name, arg(7))?;
             let dtype = match arg(6) {
                 Some(Value::DType(d)) => *d,
                 Some(other) => {
@@ -211,7 +220,8 @@ fn rebuild(name: &str, args: Vec<Value>, storages: &[TypedStorage]) -> Result<Va
                 }
                 None => unreachable_arg(name)?,
             };
-            let t = tensor_from(name, &args, Some(dtype), storages)?;
+            let t = tensor_from(name, &args, Some(dtype), storages.loaded)?;
+            let t = storages.resolved.resolve(t, bits)?;
             Ok(Value::Tensor(t.with_requires_grad(truthy(arg(4)))))
         }
         "_rebuild_parameter" | "_rebuild_parameter_with_state" => {
@@ -248,20 +258,6 @@ fn rebuild(name: &str, args: Vec<Value>, storages: &[TypedStorage]) -> Result<Va
 
 fn unreachable_arg<T>(name: &str) -> Result<T, String> {
     Err(format!("{name}: missing argument"))
-}
-
-/// Rejects lazily conjugated/negated views, whose stored bytes are not their values.
-fn check_metadata(name: &str, metadata: Option<&Value>) -> Result<(), String> {
-    if let Some(Value::Dict(d)) = metadata {
-        for (key, value) in d.iter() {
-            if truthy(Some(value)) {
-                return Err(format!(
-                    "unsupported: {name} with tensor metadata '{key}' (save the tensor with .resolve_conj()/.resolve_neg())"
-                ));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// `storage, storage_offset, size, stride` of the rebuild functions into a tensor.

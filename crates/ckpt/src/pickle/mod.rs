@@ -12,6 +12,7 @@ mod globals;
 mod numpy;
 mod opcodes;
 mod reader;
+mod tensor_metadata;
 mod tensor_record;
 pub(crate) mod text;
 mod writer;
