@@ -130,7 +130,7 @@ pub fn build_mlp() -> candle_core::Result<(Mlp, VarMapModel)> {
         fc1: linear(IN, HIDDEN, vb.pp("fc1"))?,
         fc2: linear(HIDDEN, OUT, vb.pp("fc2"))?,
     };
-    let model = VarMapModel::new(varmap).with_order(PARAM_ORDER);
+    let model = VarMapModel::new(varmap).with_order(PARAM_ORDER)?;
     let mut rng = SplitMix64(INIT_SEED);
     for (name, var) in model.vars() {
         let fan_in = if name.starts_with("fc1") { IN } else { HIDDEN };

@@ -16,13 +16,16 @@
 //! ```
 
 use candle_core::{CpuStorage, DType as CDType, Device, Storage, Tensor as CTensor};
-use ckpt::{DType, Error, Result, Tensor};
+use ckpt::{DType, Error as CkptError, Tensor};
+
+use crate::error::Result;
 use float8::F8E4M3;
 use half::{bf16, f16};
 
-/// Turns a candle error into a ckpt error (candle errors carry no file or key).
-pub fn candle_error(e: candle_core::Error) -> Error {
-    Error::invalid(format!("candle: {e}"))
+/// Turns a candle error into a ckpt error (candle errors carry no file or key), for code
+/// that returns `ckpt::Result` (`?` on a [`crate::Error`] does the same).
+pub fn candle_error(e: candle_core::Error) -> CkptError {
+    CkptError::invalid(format!("candle: {e}"))
 }
 
 /// `tensor` converted to `dtype` (a no-op when it has it already).
@@ -33,11 +36,11 @@ pub fn candle_error(e: candle_core::Error) -> Error {
 pub fn cast(tensor: &CTensor, dtype: CDType) -> Result<CTensor> {
     let via_f32 = tensor.dtype() == CDType::F8E4M3 && dtype == CDType::F64;
     let tensor = if via_f32 {
-        tensor.to_dtype(CDType::F32).map_err(candle_error)?
+        tensor.to_dtype(CDType::F32)?
     } else {
         tensor.clone()
     };
-    tensor.to_dtype(dtype).map_err(candle_error)
+    Ok(tensor.to_dtype(dtype)?)
 }
 
 /// The ckpt dtype of a candle dtype, if ckpt (and torch) have it.
@@ -122,7 +125,7 @@ fn encode<T: LeBytes>(values: &[T]) -> Vec<u8> {
 
 fn decode<T: LeBytes>(bytes: &[u8], shape: &[usize], device: &Device) -> Result<CTensor> {
     let values: Vec<T> = bytes.chunks_exact(T::SIZE).map(T::take).collect();
-    CTensor::from_vec(values, shape, device).map_err(candle_error)
+    Ok(CTensor::from_vec(values, shape, device)?)
 }
 
 /// A ckpt tensor holding a copy of `tensor`'s elements (row-major, its dtype and shape).
@@ -130,28 +133,25 @@ fn decode<T: LeBytes>(bytes: &[u8], shape: &[usize], device: &Device) -> Result<
 /// Fails for candle dtypes torch has no counterpart for (the fp6/fp4/e8m0 formats).
 pub fn to_ckpt(tensor: &CTensor) -> Result<Tensor> {
     let dtype = dtype_to_ckpt(tensor.dtype()).ok_or_else(|| {
-        Error::unsupported(format!(
+        CkptError::unsupported(format!(
             "candle dtype {:?} has no torch counterpart",
             tensor.dtype()
         ))
     })?;
-    let host = tensor
-        .to_device(&Device::Cpu)
-        .and_then(|t| t.contiguous())
-        .map_err(candle_error)?;
+    let host = tensor.to_device(&Device::Cpu)?.contiguous()?;
     let (storage, layout) = host.storage_and_layout();
     let Storage::Cpu(cpu) = &*storage else {
-        return Err(Error::invalid(
-            "candle tensor is not on the CPU after copying it there",
-        ));
+        return Err(
+            CkptError::invalid("candle tensor is not on the CPU after copying it there").into(),
+        );
     };
     let (start, end) = layout
         .contiguous_offsets()
-        .ok_or_else(|| Error::invalid("candle tensor is not contiguous after making it so"))?;
+        .ok_or_else(|| CkptError::invalid("candle tensor is not contiguous after making it so"))?;
     fn part<T>(values: &[T], start: usize, end: usize) -> Result<&[T]> {
         values
             .get(start..end)
-            .ok_or_else(|| Error::invalid("candle tensor layout runs past its storage"))
+            .ok_or_else(|| CkptError::invalid("candle tensor layout runs past its storage").into())
     }
     let bytes = match cpu {
         CpuStorage::U8(v) => encode(part(v, start, end)?),
@@ -165,13 +165,14 @@ pub fn to_ckpt(tensor: &CTensor) -> Result<Tensor> {
         CpuStorage::F64(v) => encode(part(v, start, end)?),
         CpuStorage::F8E4M3(v) => encode(part(v, start, end)?),
         _ => {
-            return Err(Error::unsupported(format!(
+            return Err(CkptError::unsupported(format!(
                 "candle dtype {:?} has no torch counterpart",
                 host.dtype()
-            )))
+            ))
+            .into())
         }
     };
-    Tensor::from_bytes(dtype, host.dims(), bytes)
+    Ok(Tensor::from_bytes(dtype, host.dims(), bytes)?)
 }
 
 /// A candle tensor on `device` holding a copy of `tensor`'s elements, with its dtype and
@@ -179,8 +180,9 @@ pub fn to_ckpt(tensor: &CTensor) -> Result<Tensor> {
 ///
 /// Fails for dtypes candle does not have (bool, int8, uint16, uint64, complex, some fp8).
 pub fn to_candle(tensor: &Tensor, device: &Device) -> Result<CTensor> {
-    let dtype = dtype_to_candle(tensor.dtype())
-        .ok_or_else(|| Error::unsupported(format!("candle has no {} tensors", tensor.dtype())))?;
+    let dtype = dtype_to_candle(tensor.dtype()).ok_or_else(|| {
+        CkptError::unsupported(format!("candle has no {} tensors", tensor.dtype()))
+    })?;
     let bytes = tensor.try_contiguous_bytes()?;
     let shape = tensor.shape();
     match dtype {
@@ -194,7 +196,7 @@ pub fn to_candle(tensor: &Tensor, device: &Device) -> Result<CTensor> {
         CDType::F32 => decode::<f32>(&bytes, shape, device),
         CDType::F64 => decode::<f64>(&bytes, shape, device),
         CDType::F8E4M3 => decode::<F8E4M3>(&bytes, shape, device),
-        other => Err(Error::unsupported(format!("candle dtype {other:?}"))),
+        other => Err(CkptError::unsupported(format!("candle dtype {other:?}")).into()),
     }
 }
 

@@ -2,17 +2,21 @@
 //!
 //! A `VarMap` is a hash map, so it has no order of its own. The model's order (of its state
 //! dict, and of the parameter indices an optimizer built from it uses) is the order given
-//! with [`VarMapModel::with_order`], followed by every other name in sorted order. Give the
+//! with [`VarMapModel::with_order`] (or taken from a checkpoint with
+//! [`VarMapModel::with_param_order`]), followed by every other name in sorted order. Give the
 //! order `torch.nn.Module.parameters()` has to exchange optimizer state with PyTorch.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use candle_core::Var;
 use candle_nn::VarMap;
 use ckpt::incompatible::IncompatibleKeys;
-use ckpt::{Error, LoadedKeys, Model, Result, StateDict};
+use ckpt::{Error, LoadedKeys, Model, StateDict};
 
-use crate::convert::{candle_error, cast, dtype_to_candle, to_candle, to_ckpt};
+use crate::convert::{candle_error, cast, to_candle, to_ckpt};
+use crate::error::Result;
+use crate::names::{duplicates, list};
+use crate::ParamOrder;
 
 /// A `candle_nn::VarMap` checkpointed as a state dict of its variables.
 ///
@@ -26,7 +30,7 @@ use crate::convert::{candle_error, cast, dtype_to_candle, to_candle, to_ckpt};
 /// let varmap = VarMap::new();
 /// let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
 /// let _fc = linear(3, 2, vb.pp("fc"))?;
-/// let model = ckpt_candle::VarMapModel::new(varmap).with_order(["fc.weight", "fc.bias"]);
+/// let model = ckpt_candle::VarMapModel::new(varmap).with_order(["fc.weight", "fc.bias"])?;
 /// let sd = model.state_dict()?;
 /// assert_eq!(sd.keys().collect::<Vec<_>>(), ["fc.weight", "fc.bias"]);
 /// assert_eq!(sd.get("fc.weight").unwrap().shape(), &[2, 3]);
@@ -55,15 +59,119 @@ impl VarMapModel {
         }
     }
 
-    /// Puts `names` first, in this order (names the map does not have are ignored; the
-    /// others follow sorted).
-    pub fn with_order<I, S>(mut self, names: I) -> VarMapModel
+    /// Puts `names` first, in this order; the other variables follow sorted by name.
+    ///
+    /// Every name must be a variable of the `VarMap` and appear once: a typo would otherwise
+    /// leave that parameter at another position, and an optimizer state exchanged with
+    /// PyTorch would be applied to the wrong parameters. The error lists the unknown
+    /// names. Call it once the model is built (the `VarMap` gets its variables then). To
+    /// take the order from a checkpoint rather than typing it, see
+    /// [`VarMapModel::with_param_order`].
+    pub fn with_order<I, S>(mut self, names: I) -> Result<VarMapModel>
     where
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        self.order = names.into_iter().map(Into::into).collect();
-        self
+        let names: Vec<String> = names.into_iter().map(Into::into).collect();
+        let duplicated = duplicates(&names);
+        if !duplicated.is_empty() {
+            return Err(Error::invalid(format!(
+                "with_order lists {} more than once",
+                list(duplicated)
+            ))
+            .into());
+        }
+        let unknown: Vec<&str> = {
+            let data = self.lock();
+            names
+                .iter()
+                .filter(|name| !data.contains_key(name.as_str()))
+                .map(String::as_str)
+                .collect()
+        };
+        if !unknown.is_empty() {
+            return Err(Error::invalid(format!(
+                "with_order names {} that the VarMap does not have (it has {})",
+                list(&unknown),
+                list(self.sorted_names())
+            ))
+            .into());
+        }
+        self.order = names;
+        Ok(self)
+    }
+
+    /// Puts the variables in the order of `order` (taken from a checkpoint with
+    /// [`ParamOrder::from_file`], or from a state dict), passing over the names the
+    /// `VarMap` does not have (buffers such as `num_batches_tracked`, layers the candle
+    /// model leaves out). Every variable must be in `order`, else the error lists those
+    /// that are not (add them with [`ParamOrder::then`]).
+    ///
+    /// ```
+    /// use candle_core::{DType, Device};
+    /// use candle_nn::{linear, VarBuilder, VarMap};
+    /// use ckpt::{StateDict, Tensor};
+    /// use ckpt_candle::{ParamOrder, VarMapModel};
+    /// let varmap = VarMap::new();
+    /// let _fc = linear(3, 2, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu).pp("fc"))?;
+    /// // The key order of a torch state dict, with a buffer candle's model has no variable for:
+    /// let mut sd = StateDict::new();
+    /// sd.insert("fc.weight", Tensor::zeros(ckpt::DType::Float32, &[2, 3])?);
+    /// sd.insert("fc.bias", Tensor::zeros(ckpt::DType::Float32, &[2])?);
+    /// sd.insert("fc.num_batches_tracked", Tensor::zeros(ckpt::DType::Int64, &[])?);
+    /// let model = VarMapModel::new(varmap).with_param_order(&ParamOrder::of_state_dict(&sd))?;
+    /// assert_eq!(model.names(), ["fc.weight", "fc.bias"]);
+    /// # Ok::<(), ckpt_candle::Error>(())
+    /// ```
+    pub fn with_param_order(mut self, order: &ParamOrder) -> Result<VarMapModel> {
+        let duplicated = duplicates(order.names());
+        if !duplicated.is_empty() {
+            return Err(Error::invalid(format!(
+                "{} lists {} more than once",
+                order.source(),
+                list(duplicated)
+            ))
+            .into());
+        }
+        let (known, unplaced) = {
+            let data = self.lock();
+            let known: Vec<String> = order
+                .names()
+                .iter()
+                .filter(|name| data.contains_key(name.as_str()))
+                .cloned()
+                .collect();
+            let listed: HashSet<&str> = known.iter().map(String::as_str).collect();
+            let mut unplaced: Vec<String> = data
+                .keys()
+                .filter(|name| !listed.contains(name.as_str()))
+                .cloned()
+                .collect();
+            unplaced.sort_unstable();
+            (known, unplaced)
+        };
+        if !unplaced.is_empty() {
+            return Err(Error::invalid(format!(
+                "{} of the VarMap's {} variables are not in {}: {}; {} names there, e.g. {} \
+                 (add variables the checkpoint lacks with ParamOrder::then)",
+                unplaced.len(),
+                unplaced.len() + known.len(),
+                order.source(),
+                list(&unplaced),
+                order.names().len(),
+                list(order.names().iter().take(3)),
+            ))
+            .into());
+        }
+        let passed_over = order.names().len() - known.len();
+        if passed_over > 0 {
+            tracing::debug!(
+                "{passed_over} names of {} are not variables of the VarMap (buffers?)",
+                order.source()
+            );
+        }
+        self.order = known;
+        Ok(self)
     }
 
     /// The `VarMap` (a handle to the same variables).
@@ -79,11 +187,7 @@ impl VarMapModel {
     /// The variables with their names, in the model's order. An optimizer built from
     /// these (see [`crate::AdamW::from_model`]) numbers its parameters in this order.
     pub fn vars(&self) -> Vec<(String, Var)> {
-        let data = self
-            .varmap
-            .data()
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let data = self.lock();
         let mut out = Vec::with_capacity(data.len());
         let mut listed = HashSet::new();
         for name in &self.order {
@@ -100,6 +204,19 @@ impl VarMapModel {
         rest.sort_by(|a, b| a.0.cmp(b.0));
         out.extend(rest.into_iter().map(|(n, v)| (n.clone(), v.clone())));
         out
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Var>> {
+        self.varmap
+            .data()
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn sorted_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().keys().cloned().collect();
+        names.sort_unstable();
+        names
     }
 
     /// Loads `state` non-strictly, as `Checkpointer` does with a file: entries whose shape
@@ -131,7 +248,7 @@ impl VarMapModel {
 }
 
 impl Model for VarMapModel {
-    fn state_dict(&self) -> Result<StateDict> {
+    fn state_dict(&self) -> ckpt::Result<StateDict> {
         self.vars()
             .into_iter()
             .map(|(name, var)| {
@@ -145,7 +262,7 @@ impl Model for VarMapModel {
     /// and device (as torch's `copy_` does). All entries are converted before any variable
     /// is written, so an error leaves the model unchanged. A shape that differs from the
     /// variable's is an error naming the key.
-    fn load_state_dict(&mut self, state: StateDict) -> Result<LoadedKeys> {
+    fn load_state_dict(&mut self, state: StateDict) -> ckpt::Result<LoadedKeys> {
         let mut updates = Vec::new();
         let mut missing = Vec::new();
         // Marked rather than removed: removing from an ordered map shifts every later entry,
@@ -170,15 +287,9 @@ impl Model for VarMapModel {
                 ));
             }
             // Convert through a dtype candle has, then to the variable's dtype.
-            let value = match dtype_to_candle(t.dtype()) {
-                Some(_) => to_candle(t, var.device()),
-                None => Err(Error::unsupported(format!(
-                    "candle has no {} tensors",
-                    t.dtype()
-                ))),
-            }
-            .and_then(|c| cast(&c, var.dtype()))
-            .map_err(|e| Error::key(&name, e.to_string()))?;
+            let value = to_candle(t, var.device())
+                .and_then(|c| cast(&c, var.dtype()))
+                .map_err(|e| Error::key(&name, e.to_string()))?;
             updates.push((name, var, value));
         }
         for (name, var, value) in updates {
@@ -196,7 +307,7 @@ impl Model for VarMapModel {
         })
     }
 
-    fn shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+    fn shapes(&self) -> ckpt::Result<Vec<(String, Vec<usize>)>> {
         Ok(self
             .vars()
             .into_iter()

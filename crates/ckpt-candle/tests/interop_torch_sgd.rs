@@ -44,7 +44,9 @@ fn resumes_in_torch_with(config: SgdConfig) {
     let device = Device::Cpu;
     let varmap = VarMap::new();
     let fc = linear(3, 2, VarBuilder::from_varmap(&varmap, DType::F32, &device)).unwrap();
-    let model = VarMapModel::new(varmap).with_order(["weight", "bias"]);
+    let model = VarMapModel::new(varmap)
+        .with_order(["weight", "bias"])
+        .unwrap();
     for (name, var) in model.vars() {
         let n = var.elem_count();
         let values: Vec<f32> = (0..n).map(|i| (i as f32 - 2.0) * 0.125).collect();

@@ -16,7 +16,9 @@ fn setup() -> (Linear, VarMapModel) {
         VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu),
     )
     .unwrap();
-    let model = VarMapModel::new(varmap).with_order(["weight", "bias"]);
+    let model = VarMapModel::new(varmap)
+        .with_order(["weight", "bias"])
+        .unwrap();
     for (i, (_, var)) in model.vars().into_iter().enumerate() {
         let n = var.elem_count();
         let values: Vec<f32> = (0..n).map(|k| (k as f32 - 1.5) * 0.25 + i as f32).collect();

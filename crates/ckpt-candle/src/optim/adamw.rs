@@ -2,11 +2,12 @@
 
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor as CTensor, Var};
-use candle_nn::Optimizer;
-use ckpt::{Checkpointable, Dict, Result, Value};
+use candle_nn::{Optimizer, ParamsAdamW};
+use ckpt::{Checkpointable, Dict, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
-use super::{float_vars, lerp, scalar_like, step_each, to_candle_error};
+use super::{lerp, scalar_like, Params};
+use crate::error::Result;
 use crate::VarMapModel;
 
 /// Hyperparameters of [`AdamW`]; the defaults are `torch.optim.AdamW`'s.
@@ -35,10 +36,44 @@ impl AdamWConfig {
             (self.weight_decay >= 0.0, "weight_decay", self.weight_decay),
         ];
         match checks.iter().find(|(ok, _, _)| !ok) {
-            Some((_, name, value)) => Err(ckpt::Error::invalid(format!(
-                "invalid AdamW {name}: {value}"
-            ))),
+            Some((_, name, value)) => {
+                Err(ckpt::Error::invalid(format!("invalid AdamW {name}: {value}")).into())
+            }
             None => Ok(()),
+        }
+    }
+}
+
+/// The same hyperparameters (`candle_nn::AdamW` computes the same update), for a switch
+/// from `candle_nn::AdamW`, whose moments are private and so cannot be checkpointed:
+///
+/// ```
+/// use candle_nn::ParamsAdamW;
+/// use ckpt_candle::AdamWConfig;
+/// let params = ParamsAdamW { lr: 3e-4, weight_decay: 0.1, ..Default::default() };
+/// let config = AdamWConfig::from(params);
+/// assert_eq!((config.lr, config.weight_decay, config.beta2), (3e-4, 0.1, 0.999));
+/// ```
+impl From<ParamsAdamW> for AdamWConfig {
+    fn from(p: ParamsAdamW) -> AdamWConfig {
+        AdamWConfig {
+            lr: p.lr,
+            beta1: p.beta1,
+            beta2: p.beta2,
+            eps: p.eps,
+            weight_decay: p.weight_decay,
+        }
+    }
+}
+
+impl From<AdamWConfig> for ParamsAdamW {
+    fn from(c: AdamWConfig) -> ParamsAdamW {
+        ParamsAdamW {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
         }
     }
 }
@@ -80,6 +115,14 @@ struct ParamState {
 /// Its checkpoint state is `torch.optim.AdamW.state_dict()`: parameter `i` is the `i`-th
 /// variable given to [`Optimizer::new`] (or of [`VarMapModel::vars`] for
 /// [`AdamW::from_model`]); a parameter gets state at its first step with a gradient.
+/// Build it with [`AdamW::from_model`] rather than from `varmap.all_vars()`, whose order
+/// changes from process to process (a resume then finds the moments of other parameters).
+///
+/// It replaces `candle_nn::AdamW`, which computes the same update but keeps its moments
+/// private, so its state cannot be saved: `AdamWConfig::from(params_adamw)` takes the same
+/// hyperparameters, and the weights agree up to rounding (torch's operation order is kept
+/// here). One difference: `candle_nn::AdamW` counts steps for the whole optimizer, torch
+/// and this one per parameter, which differs only for parameters that missed a gradient.
 ///
 /// ```
 /// use candle_core::{DType, Device, Tensor};
@@ -88,7 +131,7 @@ struct ParamState {
 /// use ckpt_candle::{AdamW, AdamWConfig, VarMapModel};
 /// let varmap = VarMap::new();
 /// let fc = linear(2, 1, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu).pp("fc"))?;
-/// let model = VarMapModel::new(varmap).with_order(["fc.weight", "fc.bias"]);
+/// let model = VarMapModel::new(varmap).with_order(["fc.weight", "fc.bias"])?;
 /// let mut opt = AdamW::from_model(&model, AdamWConfig { lr: 0.01, ..Default::default() })?;
 /// let x = Tensor::new(&[[1f32, 2.]], &Device::Cpu)?;
 /// opt.backward_step(&fc.forward(&x)?.sum_all()?)?;
@@ -98,16 +141,33 @@ struct ParamState {
 /// ```
 #[derive(Debug)]
 pub struct AdamW {
-    params: Vec<Var>,
+    params: Params,
     config: AdamWConfig,
     state: Vec<Option<ParamState>>,
 }
 
 impl AdamW {
-    /// An optimizer over the variables of `model`, numbered in the model's order.
-    pub fn from_model(model: &VarMapModel, config: AdamWConfig) -> candle_core::Result<AdamW> {
-        let vars = model.vars().into_iter().map(|(_, var)| var).collect();
-        AdamW::new(vars, config)
+    /// An optimizer over the variables of `model`, numbered in the model's order (the same
+    /// in every process, unlike `varmap.all_vars()`'s), named by their names in messages.
+    pub fn from_model(model: &VarMapModel, config: AdamWConfig) -> Result<AdamW> {
+        AdamW::with_params(Params::named(model.vars()), config)
+    }
+
+    /// An optimizer over `vars`, numbered in this order and named by these names in
+    /// messages: e.g. a model's variables without its batch-norm running statistics,
+    /// which torch keeps as buffers, not parameters.
+    pub fn from_named_vars(vars: Vec<(String, Var)>, config: AdamWConfig) -> Result<AdamW> {
+        AdamW::with_params(Params::named(vars), config)
+    }
+
+    fn with_params(params: Params, config: AdamWConfig) -> Result<AdamW> {
+        config.validate()?;
+        let state = vec![None; params.len()];
+        Ok(AdamW {
+            params,
+            config,
+            state,
+        })
     }
 
     /// The hyperparameters.
@@ -117,7 +177,7 @@ impl AdamW {
 
     /// The parameters, in index order.
     pub fn params(&self) -> &[Var] {
-        &self.params
+        &self.params.vars
     }
 
     /// How many steps parameter `index` has taken (torch's `state[index]['step']`).
@@ -125,17 +185,19 @@ impl AdamW {
         self.state.get(index)?.as_ref().map(|s| s.step)
     }
 
-    fn step_one(&mut self, index: usize, grad: &CTensor) -> candle_core::Result<()> {
+    fn step_one(
+        config: &AdamWConfig,
+        var: &Var,
+        slot: &mut Option<ParamState>,
+        grad: &CTensor,
+    ) -> candle_core::Result<()> {
         let AdamWConfig {
             lr,
             beta1,
             beta2,
             eps,
             weight_decay,
-        } = self.config;
-        let (Some(var), Some(slot)) = (self.params.get(index), self.state.get_mut(index)) else {
-            return Ok(());
-        };
+        } = *config;
         let state = match slot {
             Some(state) => state,
             None => slot.insert(ParamState {
@@ -177,19 +239,19 @@ impl Optimizer for AdamW {
     /// Refuses the hyperparameters torch refuses (negative lr, eps or weight decay, betas
     /// outside [0, 1)).
     fn new(vars: Vec<Var>, config: AdamWConfig) -> candle_core::Result<AdamW> {
-        config.validate().map_err(to_candle_error)?;
-        let params = float_vars(vars);
-        let state = vec![None; params.len()];
-        Ok(AdamW {
-            params,
-            config,
-            state,
-        })
+        Ok(AdamW::with_params(Params::new(vars), config)?)
     }
 
+    /// Updates every parameter that has a gradient; the others are skipped, as torch skips
+    /// them, and named in a `tracing` warning at the first step.
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        let params = self.params.clone();
-        step_each(&params, grads, |index, grad| self.step_one(index, grad))
+        self.params.warn_once_without_grad(grads, "AdamW");
+        for (index, var, grad) in self.params.with_grads(grads) {
+            if let Some(slot) = self.state.get_mut(index) {
+                AdamW::step_one(&self.config, var, slot, grad)?;
+            }
+        }
+        Ok(())
     }
 
     fn learning_rate(&self) -> f64 {
@@ -202,7 +264,7 @@ impl Optimizer for AdamW {
 }
 
 impl Checkpointable for AdamW {
-    fn state_dict(&self) -> Result<Value> {
+    fn state_dict(&self) -> ckpt::Result<Value> {
         let mut per_param = Vec::new();
         for (index, state) in self.state.iter().enumerate() {
             let Some(state) = state else { continue };
@@ -235,8 +297,9 @@ impl Checkpointable for AdamW {
     /// Takes the hyperparameters and per-parameter state of `state` (as torch does);
     /// nothing changes unless all of it is valid. Refuses `amsgrad`/`maximize` and a state
     /// without decoupled weight decay (plain `Adam`).
-    fn load_state_dict(&mut self, state: Value) -> Result<()> {
+    fn load_state_dict(&mut self, state: Value) -> ckpt::Result<()> {
         let loaded = read_optimizer_state(&state, self.params.len())?;
+        ts::check_state_shapes(&loaded, &self.params, &["exp_avg", "exp_avg_sq"], "AdamW")?;
         let group = loaded.group;
         ts::require_unset(group, "amsgrad")?;
         ts::require_unset(group, "maximize")?;
@@ -256,7 +319,7 @@ impl Checkpointable for AdamW {
             weight_decay: ts::number(group, "weight_decay")?,
         };
         let mut states = Vec::with_capacity(self.params.len());
-        for (index, (entry, param)) in loaded.per_param.iter().zip(&self.params).enumerate() {
+        for (index, (entry, param)) in loaded.per_param.iter().zip(&self.params.vars).enumerate() {
             states.push(match entry {
                 None => None,
                 Some(entry) => Some(ParamState {

@@ -11,28 +11,90 @@ pub use sgd::{Sgd, SgdConfig};
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor, Var};
 
-/// The variables an optimizer numbers: the float ones, as candle's own optimizers take.
-fn float_vars(vars: Vec<Var>) -> Vec<Var> {
-    vars.into_iter().filter(|v| v.dtype().is_float()).collect()
+/// The parameters an optimizer numbers (the float variables, as candle's own optimizers
+/// take), with the labels its messages name them by.
+#[derive(Debug, Clone)]
+struct Params {
+    vars: Vec<Var>,
+    /// The variable's name when the optimizer was built from a model, else its index and
+    /// shape.
+    labels: Vec<String>,
+    /// Whether the labels are names (the optimizer was built from a model).
+    named: bool,
+    /// Whether a step has looked for parameters without a gradient yet.
+    checked_grads: bool,
 }
 
-/// Runs `step_one(index, grad)` for every parameter that has a gradient, in parameter order.
-fn step_each(
-    params: &[Var],
-    grads: &GradStore,
-    mut step_one: impl FnMut(usize, &Tensor) -> candle_core::Result<()>,
-) -> candle_core::Result<()> {
-    for (index, var) in params.iter().enumerate() {
-        if let Some(grad) = grads.get(var).cloned() {
-            step_one(index, &grad)?;
+impl Params {
+    /// `vars` in the order given, numbered from 0.
+    fn new(vars: Vec<Var>) -> Params {
+        let vars: Vec<Var> = vars.into_iter().filter(|v| v.dtype().is_float()).collect();
+        let labels = vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| format!("parameter {i} (shape {:?})", v.dims()))
+            .collect();
+        Params {
+            vars,
+            labels,
+            named: false,
+            checked_grads: false,
         }
     }
-    Ok(())
-}
 
-/// A ckpt error as a candle error, for the `candle_core::Result`s of `Optimizer`.
-fn to_candle_error(e: ckpt::Error) -> candle_core::Error {
-    candle_core::Error::Msg(e.to_string())
+    /// The variables of a model, with their names.
+    fn named(vars: Vec<(String, Var)>) -> Params {
+        let (labels, vars) = vars
+            .into_iter()
+            .filter(|(_, v)| v.dtype().is_float())
+            .unzip();
+        Params {
+            vars,
+            labels,
+            named: true,
+            checked_grads: false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.vars.len()
+    }
+
+    /// At the first step only: names, in a warning, the parameters `grads` has no gradient
+    /// for. They are not updated (torch skips them too); a layer that silently does not
+    /// train shows up here.
+    fn warn_once_without_grad(&mut self, grads: &GradStore, optimizer: &str) {
+        if std::mem::replace(&mut self.checked_grads, true) {
+            return;
+        }
+        let without: Vec<&str> = self
+            .vars
+            .iter()
+            .zip(&self.labels)
+            .filter(|(var, _)| grads.get(var).is_none())
+            .map(|(_, label)| label.as_str())
+            .collect();
+        if !without.is_empty() {
+            tracing::warn!(
+                "{optimizer}: {} of {} parameters got no gradient at the first step and are \
+                 not updated (the loss does not depend on them): {}",
+                without.len(),
+                self.len(),
+                crate::names::list(&without)
+            );
+        }
+    }
+
+    /// The parameters `grads` has a gradient for, with their index, in order.
+    fn with_grads<'a>(
+        &'a self,
+        grads: &'a GradStore,
+    ) -> impl Iterator<Item = (usize, &'a Var, &'a Tensor)> + 'a {
+        self.vars
+            .iter()
+            .enumerate()
+            .filter_map(|(index, var)| grads.get(var).map(|grad| (index, var, grad)))
+    }
 }
 
 /// `x` as a 0-d tensor of `like`'s dtype and device (rounded once, as torch rounds a

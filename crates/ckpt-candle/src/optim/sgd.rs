@@ -4,10 +4,11 @@
 use candle_core::backprop::GradStore;
 use candle_core::{Tensor as CTensor, Var};
 use candle_nn::Optimizer;
-use ckpt::{Checkpointable, Dict, Result, Value};
+use ckpt::{Checkpointable, Dict, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
-use super::{float_vars, step_each, to_candle_error};
+use super::Params;
+use crate::error::Result;
 use crate::VarMapModel;
 
 /// Hyperparameters of [`Sgd`]; the defaults are `torch.optim.SGD`'s.
@@ -34,12 +35,13 @@ impl SgdConfig {
             (self.weight_decay >= 0.0, "weight_decay", self.weight_decay),
         ];
         if let Some((_, name, value)) = checks.iter().find(|(ok, _, _)| !ok) {
-            return Err(ckpt::Error::invalid(format!("invalid SGD {name}: {value}")));
+            return Err(ckpt::Error::invalid(format!("invalid SGD {name}: {value}")).into());
         }
         if self.nesterov && (self.momentum <= 0.0 || self.dampening != 0.0) {
             return Err(ckpt::Error::invalid(
                 "Nesterov momentum requires a momentum and zero dampening",
-            ));
+            )
+            .into());
         }
         Ok(())
     }
@@ -70,16 +72,32 @@ impl Default for SgdConfig {
 /// when momentum is used), parameters numbered as for [`crate::AdamW`].
 #[derive(Debug)]
 pub struct Sgd {
-    params: Vec<Var>,
+    params: Params,
     config: SgdConfig,
     momentum_buffers: Vec<Option<CTensor>>,
 }
 
 impl Sgd {
-    /// An optimizer over the variables of `model`, numbered in the model's order.
-    pub fn from_model(model: &VarMapModel, config: SgdConfig) -> candle_core::Result<Sgd> {
-        let vars = model.vars().into_iter().map(|(_, var)| var).collect();
-        Sgd::new(vars, config)
+    /// An optimizer over the variables of `model`, numbered in the model's order (the same
+    /// in every process, unlike `varmap.all_vars()`'s), named by their names in messages.
+    pub fn from_model(model: &VarMapModel, config: SgdConfig) -> Result<Sgd> {
+        Sgd::with_params(Params::named(model.vars()), config)
+    }
+
+    /// An optimizer over `vars`, numbered in this order and named by these names in
+    /// messages (see [`crate::AdamW::from_named_vars`]).
+    pub fn from_named_vars(vars: Vec<(String, Var)>, config: SgdConfig) -> Result<Sgd> {
+        Sgd::with_params(Params::named(vars), config)
+    }
+
+    fn with_params(params: Params, config: SgdConfig) -> Result<Sgd> {
+        config.validate()?;
+        let momentum_buffers = vec![None; params.len()];
+        Ok(Sgd {
+            params,
+            config,
+            momentum_buffers,
+        })
     }
 
     /// The hyperparameters.
@@ -89,22 +107,22 @@ impl Sgd {
 
     /// The parameters, in index order.
     pub fn params(&self) -> &[Var] {
-        &self.params
+        &self.params.vars
     }
 
-    fn step_one(&mut self, index: usize, grad: &CTensor) -> candle_core::Result<()> {
+    fn step_one(
+        config: &SgdConfig,
+        var: &Var,
+        slot: &mut Option<CTensor>,
+        grad: &CTensor,
+    ) -> candle_core::Result<()> {
         let SgdConfig {
             lr,
             momentum,
             dampening,
             weight_decay,
             nesterov,
-        } = self.config;
-        let (Some(var), Some(slot)) =
-            (self.params.get(index), self.momentum_buffers.get_mut(index))
-        else {
-            return Ok(());
-        };
+        } = *config;
         let param = var.as_tensor();
         let mut g = if weight_decay != 0.0 {
             (grad + param.affine(weight_decay, 0.0)?)?
@@ -133,19 +151,19 @@ impl Optimizer for Sgd {
     /// Float variables only (as candle's own optimizers); the others are not numbered.
     /// Refuses the hyperparameters torch refuses.
     fn new(vars: Vec<Var>, config: SgdConfig) -> candle_core::Result<Sgd> {
-        config.validate().map_err(to_candle_error)?;
-        let params = float_vars(vars);
-        let momentum_buffers = vec![None; params.len()];
-        Ok(Sgd {
-            params,
-            config,
-            momentum_buffers,
-        })
+        Ok(Sgd::with_params(Params::new(vars), config)?)
     }
 
+    /// Updates every parameter that has a gradient; the others are skipped, as torch skips
+    /// them, and named in a `tracing` warning at the first step.
     fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        let params = self.params.clone();
-        step_each(&params, grads, |index, grad| self.step_one(index, grad))
+        self.params.warn_once_without_grad(grads, "SGD");
+        for (index, var, grad) in self.params.with_grads(grads) {
+            if let Some(slot) = self.momentum_buffers.get_mut(index) {
+                Sgd::step_one(&self.config, var, slot, grad)?;
+            }
+        }
+        Ok(())
     }
 
     fn learning_rate(&self) -> f64 {
@@ -158,7 +176,7 @@ impl Optimizer for Sgd {
 }
 
 impl Checkpointable for Sgd {
-    fn state_dict(&self) -> Result<Value> {
+    fn state_dict(&self) -> ckpt::Result<Value> {
         let mut per_param = Vec::new();
         for (index, buf) in self.momentum_buffers.iter().enumerate() {
             let Some(buf) = buf else { continue };
@@ -183,8 +201,9 @@ impl Checkpointable for Sgd {
 
     /// Takes the hyperparameters and momentum buffers of `state` (as torch does); nothing
     /// changes unless all of it is valid. Refuses `maximize`.
-    fn load_state_dict(&mut self, state: Value) -> Result<()> {
+    fn load_state_dict(&mut self, state: Value) -> ckpt::Result<()> {
         let loaded = read_optimizer_state(&state, self.params.len())?;
+        ts::check_state_shapes(&loaded, &self.params, &["momentum_buffer"], "Sgd")?;
         let group = loaded.group;
         ts::require_unset(group, "maximize")?;
         let config = SgdConfig {
@@ -195,7 +214,7 @@ impl Checkpointable for Sgd {
             nesterov: ts::flag(group, "nesterov")?,
         };
         let mut buffers = Vec::with_capacity(self.params.len());
-        for (index, (entry, param)) in loaded.per_param.iter().zip(&self.params).enumerate() {
+        for (index, (entry, param)) in loaded.per_param.iter().zip(&self.params.vars).enumerate() {
             let buf = match entry {
                 Some(entry)
                     if !matches!(entry.get("momentum_buffer"), None | Some(Value::None)) =>
