@@ -1,4 +1,5 @@
-//! Renaming a checkpoint's keys to the model's by suffix (BEHAVIOUR.md §6).
+//! Renaming a checkpoint's keys to the model's by suffix, as detectron2's
+//! `align_and_update_state_dicts` does.
 //!
 //! A checkpoint key `c` matches a model key `m` when `m == c` or `m` ends with `"." + c`;
 //! each model key takes the longest checkpoint key that matches it. detectron2 fills a
