@@ -24,9 +24,12 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::cast::can_cast;
+use crate::detach::detach_values;
+use crate::dtype::DType;
 use crate::error::{Error, Result, ResultExt};
 use crate::format::{self, SaveOptions};
-use crate::incompatible::{IncompatibleKeys, ShapeMismatch};
+use crate::incompatible::{DTypeMismatch, IncompatibleKeys, ShapeMismatch};
 use crate::model::{lock, Checkpointable, Model, Shared};
 use crate::store::{check_basename, LocalDir, Store};
 use crate::value::{Dict, Key, StateDict, Value};
@@ -438,11 +441,21 @@ impl Checkpointer {
 
         let mut model = lock(&self.model);
         let state = self.hooks.model_state(&mut checkpoint, &*model)?;
-        let (state, incorrect_shapes) = drop_incorrect_shapes(state, &*model)?;
-        let states: Vec<(&str, Value)> = keys
+        let (state, incorrect_shapes, incorrect_dtypes) = drop_incompatible(state, &*model)?;
+        let mut states: Vec<(&str, Value)> = keys
             .iter()
             .filter_map(|key| checkpoint.remove(key).map(|v| (*key, v)))
             .collect();
+        // What the checkpointables and the caller get must not depend on the file: copy it
+        // out of the map once, here. The model copies what it keeps itself (straight into
+        // its own dtypes), so its tensors are not copied twice.
+        detach_values(
+            states
+                .iter_mut()
+                .map(|(_, v)| v)
+                .chain(checkpoint.items.values_mut())
+                .chain(checkpoint.attributes.values_mut()),
+        );
         let model_before = if states.is_empty() {
             None
         } else {
@@ -454,6 +467,7 @@ impl Checkpointer {
             missing_keys: loaded.missing_keys,
             unexpected_keys: loaded.unexpected_keys,
             incorrect_shapes,
+            incorrect_dtypes,
         };
         self.hooks.adjust_report(&mut report, &*model);
         report.log(&model.aliases());
@@ -528,24 +542,39 @@ fn check_tag_name(basename: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops the entries whose shape differs from the model's (unless the model accepts any
-/// shape for that name) and reports them as `(key, checkpoint shape, model shape)`.
-fn drop_incorrect_shapes(
+/// Drops the entries whose shape differs from the model's, and those whose dtype cannot be
+/// loaded into the model's ([`can_cast`]), unless the model accepts any shape for that name
+/// (a parameter not initialised yet takes the tensor as it is). Reports them as
+/// `(key, in the checkpoint, in the model)`.
+fn drop_incompatible(
     mut state: StateDict,
     model: &dyn Model,
-) -> Result<(StateDict, Vec<ShapeMismatch>)> {
-    let shapes: HashMap<String, Vec<usize>> = model.shapes()?.into_iter().collect();
-    let mut incorrect = Vec::new();
-    state.tensors.retain(|name, tensor| match shapes.get(name) {
-        Some(model_shape)
-            if tensor.shape() != model_shape.as_slice() && !model.accepts_any_shape(name) =>
-        {
-            incorrect.push((name.clone(), tensor.shape().to_vec(), model_shape.clone()));
-            false
+) -> Result<(StateDict, Vec<ShapeMismatch>, Vec<DTypeMismatch>)> {
+    let infos: HashMap<String, (Vec<usize>, DType)> = model
+        .tensor_info()?
+        .into_iter()
+        .map(|info| (info.name, (info.shape, info.dtype)))
+        .collect();
+    let mut shapes = Vec::new();
+    let mut dtypes = Vec::new();
+    state.tensors.retain(|name, tensor| {
+        let Some((shape, dtype)) = infos.get(name) else {
+            return true;
+        };
+        if model.accepts_any_shape(name) {
+            return true;
         }
-        _ => true,
+        if tensor.shape() != shape.as_slice() {
+            shapes.push((name.clone(), tensor.shape().to_vec(), shape.clone()));
+            return false;
+        }
+        if !can_cast(tensor.dtype(), *dtype) {
+            dtypes.push((name.clone(), tensor.dtype(), *dtype));
+            return false;
+        }
+        true
     });
-    Ok((state, incorrect))
+    Ok((state, shapes, dtypes))
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+pub mod cast;
 pub mod checkpointer;
+pub mod detach;
 pub mod detection;
 pub mod dist;
 pub mod dtype;
@@ -21,6 +23,7 @@ pub mod format;
 pub mod incompatible;
 pub mod matching;
 pub mod model;
+mod parallel;
 pub mod periodic;
 pub mod pickle;
 pub mod resolve;
@@ -39,7 +42,9 @@ pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
 pub use checkpointer::{CheckpointHooks, Checkpointer, DefaultHooks, LAST_CHECKPOINT};
 pub use detection::DetectionCheckpointer;
 pub use incompatible::IncompatibleKeys;
-pub use model::{shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel};
+pub use model::{
+    shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel, TensorInfo,
+};
 pub use periodic::PeriodicCheckpointer;
 pub use store::{LocalDir, Store};
 

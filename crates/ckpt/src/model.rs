@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::error::Result;
+use crate::cast::can_cast;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::parallel::map_weighted;
 use crate::tensor::Tensor;
 use crate::value::{StateDict, Value};
 
@@ -49,6 +52,14 @@ pub struct LoadedKeys {
     pub unexpected_keys: Vec<String>,
 }
 
+/// The name, shape and dtype of one parameter or buffer of a [`Model`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+}
+
 /// A model: named parameters and buffers in, named parameters and buffers out.
 pub trait Model: Send {
     /// The model's parameters and buffers, in the model's order.
@@ -56,16 +67,42 @@ pub trait Model: Send {
 
     /// Loads `state` non-strictly: every name the model has is taken from `state` when
     /// present; the names that did not match are reported. The checkpointer has already
-    /// dropped entries whose shape differs from [`Model::shapes`].
+    /// dropped entries whose shape differs from the model's, and entries whose dtype cannot
+    /// be loaded into the model's ([`crate::cast::can_cast`]), both from
+    /// [`Model::tensor_info`].
+    ///
+    /// As torch's `load_state_dict` does (`param.copy_(value)`), a parameter keeps its own
+    /// dtype: values are converted with [`crate::Tensor::to_owned_as`]. A name that accepts
+    /// any shape ([`Model::accepts_any_shape`]) takes the tensor as it is.
+    ///
+    /// The tensors of `state` may be views of a memory-mapped file, valid while this call
+    /// runs: a model that keeps them must copy them into memory it owns (as
+    /// [`crate::Tensor::to_owned_as`] does), or it will read the file for as long as it keeps
+    /// them, and die with `SIGBUS` when the file is truncated or change when it is rewritten
+    /// (see [`Buffer`](crate::Buffer#a-map-depends-on-its-file)).
     fn load_state_dict(&mut self, state: StateDict) -> Result<LoadedKeys>;
 
-    /// The name and shape of every parameter and buffer. The default reads
-    /// [`Model::state_dict`]; a framework adapter may answer without copying data.
-    fn shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+    /// The name, shape and dtype of every parameter and buffer, in the model's order. The
+    /// default reads [`Model::state_dict`]; a model should answer without copying data.
+    fn tensor_info(&self) -> Result<Vec<TensorInfo>> {
         Ok(self
             .state_dict()?
             .iter()
-            .map(|(name, t)| (name.to_string(), t.shape().to_vec()))
+            .map(|(name, t)| TensorInfo {
+                name: name.to_string(),
+                shape: t.shape().to_vec(),
+                dtype: t.dtype(),
+            })
+            .collect())
+    }
+
+    /// The name and shape of every parameter and buffer. The default reads
+    /// [`Model::tensor_info`].
+    fn shapes(&self) -> Result<Vec<(String, Vec<usize>)>> {
+        Ok(self
+            .tensor_info()?
+            .into_iter()
+            .map(|info| (info.name, info.shape))
             .collect())
     }
 
@@ -137,6 +174,11 @@ impl<T: Serialize + DeserializeOwned + Send> Checkpointable for Serde<T> {
 ///
 /// Tensors sharing one storage view when the model is made (tied weights) stay tied: a load
 /// that sets one name of such a group sets all of them.
+///
+/// A load copies every tensor it takes into memory the model owns, converted to the dtype
+/// of the tensor it replaces (a float32 model stays float32 whatever the file holds), so
+/// the model never depends on the file it was loaded from. Large loads copy on a few
+/// threads.
 #[derive(Debug, Clone, Default)]
 pub struct StateDictModel {
     state: StateDict,
@@ -224,18 +266,53 @@ impl Model for StateDictModel {
             .flat_map(|(i, group)| group.iter().map(move |n| (n.as_str(), i)))
             .collect();
         let mut unexpected = Vec::new();
-        let mut loaded = HashSet::new();
-        let mut tied_updates = Vec::new();
+        // Everything is checked and copied before the model changes, so an error (a dtype
+        // that cannot be converted, memory that cannot be had) leaves it as it was.
+        let mut copies = Vec::new();
         for (name, tensor) in state.tensors {
-            match self.state.tensors.get_mut(&name) {
-                Some(slot) => {
-                    if let Some(&group) = group_of.get(name.as_str()) {
-                        tied_updates.push((group, tensor.clone()));
-                    }
-                    *slot = tensor;
-                    loaded.insert(name);
+            match self.state.tensors.get(&name) {
+                Some(current) => {
+                    let target = self.target_of(&name, current, &tensor)?;
+                    copies.push((name, tensor, target));
                 }
                 None => unexpected.push(name),
+            }
+        }
+        let owned = map_weighted(
+            &copies,
+            |(_, tensor, _)| tensor.nbytes(),
+            |(_, tensor, target)| {
+                // A tensor that is a whole allocation of its own in the right dtype (one the
+                // program made, or a state the model had) is shared, not copied: storages
+                // never change.
+                let copy = if tensor.dtype() == target.dtype
+                    && tensor.is_whole_storage()
+                    && tensor.storage().owns_its_bytes()
+                {
+                    tensor.clone()
+                } else {
+                    tensor.to_owned_as(target.dtype)?
+                };
+                Ok::<_, Error>(match target.requires_grad {
+                    Some(flag) => copy.with_requires_grad(flag),
+                    None => copy,
+                })
+            },
+        );
+        let mut loaded = HashSet::new();
+        let mut tied_updates = Vec::new();
+        let mut updates = Vec::with_capacity(copies.len());
+        for ((name, _, _), copy) in copies.into_iter().zip(owned) {
+            let copy = copy.map_err(|e| Error::key(&name, e.to_string()))?;
+            updates.push((name, copy));
+        }
+        for (name, tensor) in updates {
+            if let Some(slot) = self.state.tensors.get_mut(&name) {
+                if let Some(&group) = group_of.get(name.as_str()) {
+                    tied_updates.push((group, tensor.clone()));
+                }
+                *slot = tensor;
+                loaded.insert(name);
             }
         }
         // Like torch's in-place copies: the last name loaded of a tied group wins for all.
@@ -258,12 +335,58 @@ impl Model for StateDictModel {
         })
     }
 
+    fn tensor_info(&self) -> Result<Vec<TensorInfo>> {
+        Ok(self
+            .state
+            .iter()
+            .map(|(name, t)| TensorInfo {
+                name: name.to_string(),
+                shape: t.shape().to_vec(),
+                dtype: t.dtype(),
+            })
+            .collect())
+    }
+
     fn accepts_any_shape(&self, name: &str) -> bool {
         self.any_shape.contains(name)
     }
 
     fn aliases(&self) -> Vec<Vec<String>> {
         self.aliases.clone()
+    }
+}
+
+/// What a loaded tensor becomes in a [`StateDictModel`].
+struct Target {
+    dtype: DType,
+    /// The flag of the parameter it replaces (`None`: the incoming tensor's own).
+    requires_grad: Option<bool>,
+}
+
+impl StateDictModel {
+    /// The dtype `incoming` takes under `name`, whose tensor now is `current`: the current
+    /// dtype (torch's `copy_`), or the incoming one for a name that accepts any shape.
+    fn target_of(&self, name: &str, current: &Tensor, incoming: &Tensor) -> Result<Target> {
+        if self.accepts_any_shape(name) {
+            return Ok(Target {
+                dtype: incoming.dtype(),
+                requires_grad: None,
+            });
+        }
+        if !can_cast(incoming.dtype(), current.dtype()) {
+            return Err(Error::key(
+                name,
+                format!(
+                    "cannot load {} values into this {} tensor: the imaginary part would be lost",
+                    incoming.dtype(),
+                    current.dtype()
+                ),
+            ));
+        }
+        Ok(Target {
+            dtype: current.dtype(),
+            requires_grad: Some(current.requires_grad()),
+        })
     }
 }
 

@@ -28,6 +28,17 @@ enum StorageData {
 
 /// The bytes of a whole file, read once: a memory map, or (for eager loads and in-memory
 /// input) memory the process owns. Storages of the tensors in the file are slices of it.
+///
+/// # A map depends on its file
+///
+/// A tensor whose storage is a slice of a [`Buffer::Map`] reads the file itself, through the
+/// page cache, for as long as it lives. If another program truncates the file (a torn
+/// in-place write), reading such a tensor kills the process with `SIGBUS`; if it rewrites the
+/// file in place (`torch.save` to the same path, without a rename), the tensor silently
+/// changes. ckpt's own writers never do either (they write a new file and rename it), and the
+/// checkpointers never leave a map behind: models copy what they keep, checkpointables and
+/// the returned extras get owned copies ([`crate::detach`]). Keep map views for reading and
+/// inspecting; [`Tensor::to_owned_as`] and [`Storage::into_owned`] copy out of the map.
 pub enum Buffer {
     Map(Mmap),
     Heap(Vec<u8>),
@@ -56,8 +67,8 @@ impl AnonMemory {
 }
 
 impl Buffer {
-    /// Maps `file` read-only. The file must not be truncated while mapped (writers in this
-    /// crate never modify a file in place; they write a new one and rename it).
+    /// Maps `file` read-only. The file must not be truncated or rewritten in place while
+    /// views of the map live (see [the hazard](Buffer#a-map-depends-on-its-file)).
     pub fn map(file: &std::fs::File) -> std::io::Result<Buffer> {
         // SAFETY: the map is read-only; a concurrent truncation by another process is the
         // one hazard, as for every memory-mapped reader (torch, safetensors).
@@ -121,6 +132,12 @@ impl Storage {
     /// Whether the bytes are a view of a memory-mapped file (not yet copied).
     pub fn is_mapped(&self) -> bool {
         matches!(&*self.0, StorageData::Slice { buffer, .. } if buffer.is_mapped())
+    }
+
+    /// Whether the bytes are an allocation of this storage's own, rather than a slice of a
+    /// file's buffer (mapped or read whole), which keeps that whole buffer alive.
+    pub fn owns_its_bytes(&self) -> bool {
+        matches!(&*self.0, StorageData::Owned(_))
     }
 
     /// Whether two handles refer to the very same storage.
@@ -496,6 +513,56 @@ impl Tensor {
         }
     }
 
+    /// A contiguous copy in memory the process owns, its elements converted to `dtype` as
+    /// torch's `copy_` converts them (see [`crate::cast`]); the same dtype copies the bytes
+    /// as they are. The copy never depends on the file this tensor may be a view of.
+    ///
+    /// ```
+    /// use ckpt::{DType, Tensor};
+    /// let t = Tensor::from_slice(&[1.5f64, -2.75], &[2])?;
+    /// let f = t.to_owned_as(DType::Float32)?;
+    /// assert_eq!(f.to_vec::<f32>()?, vec![1.5, -2.75]);
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn to_owned_as(&self, dtype: DType) -> Result<Tensor> {
+        let src = self.try_contiguous_bytes()?;
+        let bytes = if dtype == self.dtype {
+            match src {
+                Cow::Owned(bytes) => bytes,
+                Cow::Borrowed(bytes) => {
+                    let mut out = reserve(bytes.len(), self)?;
+                    out.extend_from_slice(bytes);
+                    out
+                }
+            }
+        } else {
+            let len = self.numel().checked_mul(dtype.size()).ok_or_else(|| {
+                Error::invalid(format!(
+                    "{} tensor of shape {:?} has too many bytes as {dtype}",
+                    self.dtype, self.shape
+                ))
+            })?;
+            let mut out = reserve(len, self)?;
+            out.resize(len, 0);
+            crate::cast::cast_bytes(&src, self.dtype, &mut out, dtype)?;
+            out
+        };
+        Ok(Tensor {
+            dtype,
+            shape: self.shape.clone(),
+            strides: contiguous_strides(&self.shape),
+            offset: 0,
+            storage: Storage::from_vec(bytes),
+            requires_grad: self.requires_grad,
+        })
+    }
+
+    /// Replaces the storage by `storage`, which holds the same bytes (a copy of a mapped one).
+    pub(crate) fn replace_storage(&mut self, storage: Storage) {
+        debug_assert_eq!(storage.len(), self.storage.len());
+        self.storage = storage;
+    }
+
     /// The elements in row-major order; `T` must be this tensor's element type.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {
@@ -519,6 +586,19 @@ impl Tensor {
             && self.shape == other.shape
             && self.contiguous_bytes() == other.contiguous_bytes()
     }
+}
+
+/// An empty vector with room for `len` bytes, or an error naming `tensor` when the memory
+/// cannot be had (instead of aborting the process).
+fn reserve(len: usize, tensor: &Tensor) -> Result<Vec<u8>> {
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| {
+        Error::invalid(format!(
+            "cannot allocate {len} bytes for a copy of a {} tensor of shape {:?}",
+            tensor.dtype, tensor.shape
+        ))
+    })?;
+    Ok(out)
 }
 
 impl fmt::Debug for Tensor {
