@@ -408,6 +408,12 @@ impl Checkpointer {
     /// On error nothing is changed: the file is read and the model state validated before
     /// anything is loaded, and a checkpointable that rejects its state rolls back the model
     /// and the checkpointables loaded before it.
+    ///
+    /// Afterwards nothing depends on the file, which may be truncated or rewritten: the
+    /// model copied what it keeps (the [`Model::load_state_dict`] contract), the
+    /// checkpointables and the returned dict got copies of their own ([`crate::detach`]).
+    /// Entries whose shape differs from the model's, or whose dtype cannot be loaded into
+    /// the model's (complex into real), are skipped and reported.
     pub fn load(&self, path: impl AsRef<Path>, checkpointables: Option<&[&str]>) -> Result<Dict> {
         let path = path.as_ref();
         if path.as_os_str().is_empty() {
@@ -446,9 +452,9 @@ impl Checkpointer {
             .iter()
             .filter_map(|key| checkpoint.remove(key).map(|v| (*key, v)))
             .collect();
-        // What the checkpointables and the caller get must not depend on the file: copy it
-        // out of the map once, here. The model copies what it keeps itself (straight into
-        // its own dtypes), so its tensors are not copied twice.
+        // What the checkpointables and the caller get must not depend on the file (nor keep
+        // its whole buffer alive): copy it out once, here. The model copies what it keeps
+        // itself, straight into its own memory and dtypes, so its tensors are copied once.
         detach_values(
             states
                 .iter_mut()

@@ -1,6 +1,7 @@
-//! Copying the tensors of a value out of a memory-mapped file into memory the process owns,
-//! so that the value no longer depends on the file (see
-//! [`Buffer`](crate::Buffer#a-map-depends-on-its-file)).
+//! Copying the tensors of a value out of the buffer of the file they were read from into
+//! allocations of their own: a view of a memory map depends on the file (see
+//! [`Buffer`](crate::Buffer#a-map-depends-on-its-file)), and a view of a whole file read into
+//! memory keeps all of that memory alive, however small the view.
 //!
 //! The checkpointers detach what they hand to checkpointables and what they return; a
 //! [`crate::Model`] copies what it keeps itself.
@@ -18,8 +19,9 @@ use crate::parallel::map_weighted;
 use crate::tensor::{Storage, Tensor};
 use crate::value::Value;
 
-/// Copies every tensor of `value` that is a view of a memory map into owned memory.
-/// Storages shared by several tensors stay shared (one copy each); other tensors are left as
+/// Copies every tensor of `value` that is a view of a file's buffer (a memory map, or a
+/// whole file read into memory) into an allocation of its own. Storages shared by several
+/// tensors stay shared (one copy each); tensors that already own their bytes are left as
 /// they are. Large amounts are copied on a few threads.
 pub fn detach_value(value: &mut Value) {
     detach_values([value]);
@@ -34,9 +36,9 @@ pub fn detach_values<'a>(values: impl IntoIterator<Item = &'a mut Value>) {
     detach_tensors(tensors);
 }
 
-/// Copies the mapped storages of `tensors` into owned memory, each storage once.
+/// Copies the storages of `tensors` that are views of a file's buffer, each storage once.
 pub(crate) fn detach_tensors(mut tensors: Vec<&mut Tensor>) {
-    tensors.retain(|t| t.storage().is_mapped());
+    tensors.retain(|t| !t.storage().owns_its_bytes());
     if tensors.is_empty() {
         return;
     }
@@ -48,7 +50,7 @@ pub(crate) fn detach_tensors(mut tensors: Vec<&mut Tensor>) {
             unique.len() - 1
         });
     }
-    let owned = map_weighted(&unique, Storage::len, |s| s.clone().into_owned());
+    let owned = map_weighted(unique, Storage::len, Storage::into_owned);
     for t in tensors {
         if let Some(&i) = seen.get(&t.storage().id()) {
             t.replace_storage(owned[i].clone());
@@ -107,6 +109,17 @@ mod tests {
         detach_value(&mut v);
         let kept = v.get("t").and_then(Value::as_tensor).unwrap();
         assert!(kept.storage().same_as(t.storage()));
+    }
+
+    #[test]
+    fn views_of_a_whole_file_in_memory_are_copied_out_of_it() {
+        let buffer = Arc::new(Buffer::Heap(vec![3u8; 1 << 16]));
+        let storage = Storage::slice(buffer.clone(), 8, 4).unwrap();
+        let t = Tensor::new(crate::DType::UInt8, vec![4], vec![1], 0, storage).unwrap();
+        let mut v = Value::Tensor(t);
+        detach_value(&mut v);
+        assert!(v.as_tensor().unwrap().storage().owns_its_bytes());
+        assert_eq!(Arc::strong_count(&buffer), 1);
     }
 
     #[test]

@@ -10,28 +10,32 @@ const MAX_THREADS: usize = 4;
 
 /// `f` of every item, in order; the items are split into consecutive runs of about equal
 /// `weight` (bytes), one per thread, when the total is large enough to pay for threads.
-pub(crate) fn map_weighted<T, R, W, F>(items: &[T], weight: W, f: F) -> Vec<R>
+pub(crate) fn map_weighted<T, R, W, F>(items: Vec<T>, weight: W, f: F) -> Vec<R>
 where
-    T: Sync,
+    T: Send,
     R: Send,
     W: Fn(&T) -> usize,
-    F: Fn(&T) -> R + Sync,
+    F: Fn(T) -> R + Sync,
 {
     let weights: Vec<usize> = items.iter().map(&weight).collect();
     let total: usize = weights.iter().fold(0usize, |a, &w| a.saturating_add(w));
     let threads = thread_count(total);
     if threads <= 1 || items.len() <= 1 {
-        return items.iter().map(f).collect();
+        return items.into_iter().map(f).collect();
     }
-    let runs = split(&weights, total, threads);
+    let mut runs = Vec::new();
+    let mut items = items.into_iter();
+    for run in split(&weights, total, threads) {
+        runs.push(items.by_ref().take(run.len()).collect::<Vec<T>>());
+    }
     let f = &f;
     std::thread::scope(|scope| {
         let mut runs = runs.into_iter();
-        let first = runs.next().unwrap_or(0..0);
+        let first = runs.next().unwrap_or_default();
         let handles: Vec<_> = runs
-            .map(|run| scope.spawn(move || items[run].iter().map(f).collect::<Vec<R>>()))
+            .map(|run| scope.spawn(move || run.into_iter().map(f).collect::<Vec<R>>()))
             .collect();
-        let mut out: Vec<R> = items[first].iter().map(f).collect();
+        let mut out: Vec<R> = first.into_iter().map(f).collect();
         for handle in handles {
             match handle.join() {
                 Ok(part) => out.extend(part),
@@ -90,7 +94,7 @@ mod tests {
     #[test]
     fn results_keep_the_order_of_the_items_on_many_threads() {
         let items: Vec<usize> = (0..64).collect();
-        let out = map_weighted(&items, |_| 4 << 20, |i| i * 2);
+        let out = map_weighted(items.clone(), |_| 4 << 20, |i| i * 2);
         assert_eq!(out, items.iter().map(|i| i * 2).collect::<Vec<_>>());
     }
 }

@@ -140,6 +140,20 @@ impl Storage {
         matches!(&*self.0, StorageData::Owned(_))
     }
 
+    /// The bytes, writable when this handle is the only one on an allocation of its own
+    /// (no clone, no view elsewhere can see a write).
+    pub(crate) fn unique_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        match Arc::get_mut(&mut self.0)? {
+            StorageData::Owned(bytes) => Some(bytes),
+            StorageData::Slice { .. } => None,
+        }
+    }
+
+    /// Whether [`Storage::unique_bytes_mut`] would give the bytes.
+    pub(crate) fn is_unique_allocation(&self) -> bool {
+        self.owns_its_bytes() && Arc::strong_count(&self.0) == 1 && Arc::weak_count(&self.0) == 0
+    }
+
     /// Whether two handles refer to the very same storage.
     pub fn same_as(&self, other: &Storage) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -555,6 +569,11 @@ impl Tensor {
             storage: Storage::from_vec(bytes),
             requires_grad: self.requires_grad,
         })
+    }
+
+    /// The storage, to write into when it is unique ([`Storage::unique_bytes_mut`]).
+    pub(crate) fn storage_mut(&mut self) -> &mut Storage {
+        &mut self.storage
     }
 
     /// Replaces the storage by `storage`, which holds the same bytes (a copy of a mapped one).
