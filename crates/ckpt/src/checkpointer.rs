@@ -461,7 +461,7 @@ impl Checkpointer {
                 .map(|(_, v)| v)
                 .chain(checkpoint.items.values_mut())
                 .chain(checkpoint.attributes.values_mut()),
-        );
+        )?;
         let model_before = if states.is_empty() {
             None
         } else {

@@ -9,12 +9,13 @@
 //! ```no_run
 //! use ckpt::detach::detach_value;
 //! let mut value = ckpt::format::load("model_final.pth")?; // views of a map of the file
-//! detach_value(&mut value); // owned: the file may now change or disappear
+//! detach_value(&mut value)?; // owned: the file may now change or disappear
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
 use std::collections::HashMap;
 
+use crate::error::Result;
 use crate::parallel::map_weighted;
 use crate::tensor::{Storage, Tensor};
 use crate::value::Value;
@@ -23,24 +24,27 @@ use crate::value::Value;
 /// whole file read into memory) into an allocation of its own. Storages shared by several
 /// tensors stay shared (one copy each); tensors that already own their bytes are left as
 /// they are. Large amounts are copied on a few threads.
-pub fn detach_value(value: &mut Value) {
-    detach_values([value]);
+///
+/// An error (the memory for a copy cannot be had) may leave some tensors copied and others
+/// not; each is valid either way.
+pub fn detach_value(value: &mut Value) -> Result<()> {
+    detach_values([value])
 }
 
 /// [`detach_value`] of several values at once (storages shared between them stay shared).
-pub fn detach_values<'a>(values: impl IntoIterator<Item = &'a mut Value>) {
+pub fn detach_values<'a>(values: impl IntoIterator<Item = &'a mut Value>) -> Result<()> {
     let mut tensors = Vec::new();
     for value in values {
         collect_tensors(value, &mut tensors);
     }
-    detach_tensors(tensors);
+    detach_tensors(tensors)
 }
 
 /// Copies the storages of `tensors` that are views of a file's buffer, each storage once.
-pub(crate) fn detach_tensors(mut tensors: Vec<&mut Tensor>) {
+pub(crate) fn detach_tensors(mut tensors: Vec<&mut Tensor>) -> Result<()> {
     tensors.retain(|t| !t.storage().owns_its_bytes());
     if tensors.is_empty() {
-        return;
+        return Ok(());
     }
     let mut unique: Vec<Storage> = Vec::new();
     let mut seen: HashMap<usize, usize> = HashMap::new();
@@ -50,12 +54,15 @@ pub(crate) fn detach_tensors(mut tensors: Vec<&mut Tensor>) {
             unique.len() - 1
         });
     }
-    let owned = map_weighted(unique, Storage::len, Storage::into_owned);
+    let owned = map_weighted(unique, Storage::len, Storage::try_into_owned)
+        .into_iter()
+        .collect::<Result<Vec<Storage>>>()?;
     for t in tensors {
         if let Some(&i) = seen.get(&t.storage().id()) {
             t.replace_storage(owned[i].clone());
         }
     }
+    Ok(())
 }
 
 /// Pushes every tensor inside `root` (without recursion: values nest arbitrarily deep).
@@ -100,13 +107,13 @@ mod tests {
         for _ in 0..100_000 {
             v = Value::List(vec![v]);
         }
-        detach_value(&mut v);
+        detach_value(&mut v).unwrap();
         std::mem::forget(v);
 
         let mut d = Dict::new();
         d.insert("t", Value::Tensor(t.clone()));
         let mut v = Value::Dict(d);
-        detach_value(&mut v);
+        detach_value(&mut v).unwrap();
         let kept = v.get("t").and_then(Value::as_tensor).unwrap();
         assert!(kept.storage().same_as(t.storage()));
     }
@@ -117,7 +124,7 @@ mod tests {
         let storage = Storage::slice(buffer.clone(), 8, 4).unwrap();
         let t = Tensor::new(crate::DType::UInt8, vec![4], vec![1], 0, storage).unwrap();
         let mut v = Value::Tensor(t);
-        detach_value(&mut v);
+        detach_value(&mut v).unwrap();
         assert!(v.as_tensor().unwrap().storage().owns_its_bytes());
         assert_eq!(Arc::strong_count(&buffer), 1);
     }
@@ -131,7 +138,7 @@ mod tests {
         let a = Tensor::new(crate::DType::UInt8, vec![64], vec![1], 0, storage.clone()).unwrap();
         let b = a.view(&[8], &[1], 8).unwrap();
         let mut v = Value::List(vec![Value::Tensor(a), Value::NdArray(b)]);
-        detach_value(&mut v);
+        detach_value(&mut v).unwrap();
         let Value::List(items) = &v else { panic!() };
         let a = items[0].as_tensor().unwrap();
         let b = items[1].as_tensor().unwrap();

@@ -20,6 +20,7 @@ pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod format;
+mod fresh;
 pub mod incompatible;
 pub mod matching;
 pub mod model;

@@ -12,6 +12,7 @@ use memmap2::{Mmap, MmapMut};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::fresh::Fresh;
 
 /// The bytes behind one or more tensors. Cloning is cheap (a reference count).
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct Storage(Arc<StorageData>);
 
 enum StorageData {
     Owned(Vec<u8>),
+    /// Anonymous memory of this storage's own (a large copy, see `fresh`).
+    Anon(AnonMemory),
     Slice {
         buffer: Arc<Buffer>,
         start: usize,
@@ -64,6 +67,18 @@ impl AnonMemory {
     pub fn as_bytes(&self) -> &[u8] {
         self.map.get(..self.len).unwrap_or(&self.map)
     }
+
+    /// The bytes, writable.
+    pub(crate) fn as_bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len.min(self.map.len());
+        &mut self.map[..len]
+    }
+
+    /// Advises the kernel about the whole mapping.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn advise(&self, advice: memmap2::Advice) -> std::io::Result<()> {
+        self.map.advise(advice)
+    }
 }
 
 impl Buffer {
@@ -97,6 +112,11 @@ impl Storage {
         Storage(Arc::new(StorageData::Owned(bytes)))
     }
 
+    /// A storage that owns `memory`.
+    pub(crate) fn from_anon(memory: AnonMemory) -> Storage {
+        Storage(Arc::new(StorageData::Anon(memory)))
+    }
+
     /// A zero-copy view of `len` bytes at `start` of a file buffer.
     pub fn slice(buffer: Arc<Buffer>, start: usize, len: usize) -> Result<Storage> {
         let size = buffer.as_bytes().len();
@@ -115,6 +135,7 @@ impl Storage {
     pub fn as_bytes(&self) -> &[u8] {
         match &*self.0 {
             StorageData::Owned(bytes) => bytes,
+            StorageData::Anon(memory) => memory.as_bytes(),
             StorageData::Slice { buffer, start, len } => &buffer.as_bytes()[*start..*start + *len],
         }
     }
@@ -137,7 +158,7 @@ impl Storage {
     /// Whether the bytes are an allocation of this storage's own, rather than a slice of a
     /// file's buffer (mapped or read whole), which keeps that whole buffer alive.
     pub fn owns_its_bytes(&self) -> bool {
-        matches!(&*self.0, StorageData::Owned(_))
+        !matches!(&*self.0, StorageData::Slice { .. })
     }
 
     /// The bytes, writable when this handle is the only one on an allocation of its own
@@ -145,7 +166,17 @@ impl Storage {
     pub(crate) fn unique_bytes_mut(&mut self) -> Option<&mut [u8]> {
         match Arc::get_mut(&mut self.0)? {
             StorageData::Owned(bytes) => Some(bytes),
+            StorageData::Anon(memory) => Some(memory.as_bytes_mut()),
             StorageData::Slice { .. } => None,
+        }
+    }
+
+    /// The anonymous memory of this storage, when it is the only handle on it.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn anon_mut(&mut self) -> Option<&mut AnonMemory> {
+        match Arc::get_mut(&mut self.0)? {
+            StorageData::Anon(memory) => Some(memory),
+            _ => None,
         }
     }
 
@@ -165,12 +196,27 @@ impl Storage {
         Arc::as_ptr(&self.0) as *const u8 as usize
     }
 
-    /// A storage that owns its bytes (a slice of a file buffer is copied).
+    /// A storage that owns its bytes (a slice of a file buffer is copied). Like any `Vec`,
+    /// aborts when the memory cannot be had; [`Storage::try_into_owned`] returns an error.
     pub fn into_owned(self) -> Storage {
-        match &*self.0 {
-            StorageData::Owned(_) => self,
-            StorageData::Slice { .. } => Storage::from_vec(self.as_bytes().to_vec()),
+        match self.owns_its_bytes() {
+            true => self,
+            false => Fresh::copy_of(self.as_bytes())
+                .unwrap_or_else(|| Storage::from_vec(self.as_bytes().to_vec())),
         }
+    }
+
+    /// [`Storage::into_owned`], with an error when the memory for the copy cannot be had.
+    pub fn try_into_owned(self) -> Result<Storage> {
+        if self.owns_its_bytes() {
+            return Ok(self);
+        }
+        crate::fresh::Fresh::copy_of(self.as_bytes()).ok_or_else(|| {
+            Error::invalid(format!(
+                "cannot allocate {} bytes for a copy of a storage",
+                self.len()
+            ))
+        })
     }
 }
 
@@ -362,11 +408,19 @@ impl Tensor {
     }
 
     /// A contiguous tensor of zero bytes.
+    ///
+    /// The memory is provided when first written, as `calloc` does: a model of zeros about
+    /// to be loaded costs nothing until the load writes it.
     pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor> {
         let len = checked_numel(shape)?
             .checked_mul(dtype.size())
             .ok_or_else(|| Error::format("tensor size overflows"))?;
-        Tensor::from_bytes(dtype, shape, vec![0; len])
+        let storage = Fresh::lazy_zeroed(len).ok_or_else(|| {
+            Error::invalid(format!(
+                "cannot allocate {len} bytes for a {dtype} tensor of shape {shape:?}"
+            ))
+        })?;
+        Tensor::new(dtype, shape.to_vec(), contiguous_strides(shape), 0, storage)
     }
 
     /// Another view of the same storage.
@@ -539,14 +593,18 @@ impl Tensor {
     /// # Ok::<(), ckpt::Error>(())
     /// ```
     pub fn to_owned_as(&self, dtype: DType) -> Result<Tensor> {
+        let no_memory = |len: usize| {
+            Error::invalid(format!(
+                "cannot allocate {len} bytes for a copy of a {} tensor of shape {:?}",
+                self.dtype, self.shape
+            ))
+        };
         let src = self.try_contiguous_bytes()?;
-        let bytes = if dtype == self.dtype {
+        let storage = if dtype == self.dtype {
             match src {
-                Cow::Owned(bytes) => bytes,
+                Cow::Owned(bytes) => Storage::from_vec(bytes),
                 Cow::Borrowed(bytes) => {
-                    let mut out = reserve(bytes.len(), self)?;
-                    out.extend_from_slice(bytes);
-                    out
+                    Fresh::copy_of(bytes).ok_or_else(|| no_memory(bytes.len()))?
                 }
             }
         } else {
@@ -556,17 +614,16 @@ impl Tensor {
                     self.dtype, self.shape
                 ))
             })?;
-            let mut out = reserve(len, self)?;
-            out.resize(len, 0);
-            crate::cast::cast_bytes(&src, self.dtype, &mut out, dtype)?;
-            out
+            let mut out = Fresh::zeroed(len).ok_or_else(|| no_memory(len))?;
+            crate::cast::cast_bytes(&src, self.dtype, out.bytes_mut(), dtype)?;
+            out.into_storage()
         };
         Ok(Tensor {
             dtype,
             shape: self.shape.clone(),
             strides: contiguous_strides(&self.shape),
             offset: 0,
-            storage: Storage::from_vec(bytes),
+            storage,
             requires_grad: self.requires_grad,
         })
     }
@@ -605,19 +662,6 @@ impl Tensor {
             && self.shape == other.shape
             && self.contiguous_bytes() == other.contiguous_bytes()
     }
-}
-
-/// An empty vector with room for `len` bytes, or an error naming `tensor` when the memory
-/// cannot be had (instead of aborting the process).
-fn reserve(len: usize, tensor: &Tensor) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    out.try_reserve_exact(len).map_err(|_| {
-        Error::invalid(format!(
-            "cannot allocate {len} bytes for a copy of a {} tensor of shape {:?}",
-            tensor.dtype, tensor.shape
-        ))
-    })?;
-    Ok(out)
 }
 
 impl fmt::Debug for Tensor {

@@ -11,6 +11,7 @@
 use crate::cast::cast_bytes;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::fresh::populate_storage;
 use crate::parallel::map_weighted;
 use crate::tensor::Tensor;
 
@@ -76,6 +77,8 @@ pub(super) fn write_in_place(writes: Vec<(&mut Tensor, &Tensor)>) -> Result<()> 
         |(current, incoming)| {
             let dtype = current.dtype();
             let bytes = incoming.contiguous_bytes();
+            // Memory never written yet (a model of zeros) gets all its pages at once.
+            populate_storage(current.storage_mut());
             let Some(target) = current.storage_mut().unique_bytes_mut() else {
                 return Err(Error::invalid("a model tensor to write in place is shared"));
             };
