@@ -195,6 +195,13 @@ def run(request):
             state = random_state(torch, spec[workload])
             torch.save(state, pth)
             save_file(state, st)
+            if workload == "big":
+                # The big state as a checkpoint a Checkpointer resumes from.
+                resume_dir = os.path.join(bench_dir, "big-resume")
+                os.makedirs(resume_dir, exist_ok=True)
+                torch.save({"model": state}, os.path.join(resume_dir, "model_big.pth"))
+                with open(os.path.join(resume_dir, "last_checkpoint"), "w") as f:
+                    f.write("model_big.pth")
         return {"seconds": 0.0}
 
     if op in ("torch-save", "torch-save-durable", "st-save"):

@@ -36,6 +36,7 @@ pub enum Kind {
     LoadEager,
     LoadLazy,
     Resume,
+    ResumeModel,
     Match,
 }
 
@@ -47,6 +48,7 @@ impl Kind {
             Kind::LoadEager => "load, eager + touch every byte",
             Kind::LoadLazy => "load, lazy (mmap) + touch every byte",
             Kind::Resume => "resume (load into model + optimizer)",
+            Kind::ResumeModel => "resume (load into a model)",
             Kind::Match => "name matching",
         }
     }
@@ -242,6 +244,7 @@ fn inputs_exist(dir: &Path, workload: &str) -> bool {
         _ => {
             dir.join(format!("{workload}.pth")).exists()
                 && dir.join(format!("{workload}.safetensors")).exists()
+                && (workload != "big" || dir.join("big-resume").join("last_checkpoint").exists())
         }
     }
 }
@@ -251,6 +254,9 @@ fn inputs_exist(dir: &Path, workload: &str) -> bool {
 fn generate(ctx: &mut Context, workload: &'static str) -> Result<(), BoxError> {
     if workload == "detectron" {
         let _ = fs::remove_dir_all(ctx.dir.join("detectron"));
+    }
+    if workload == "big" {
+        let _ = fs::remove_dir_all(ctx.dir.join("big-resume"));
     }
     match &mut ctx.python {
         Some(python) => {
@@ -414,6 +420,18 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
                 )
                 .warm(st),
             ];
+            if workload == "big" {
+                v.push(
+                    Case::new(
+                        workload,
+                        ResumeModel,
+                        "ckpt",
+                        "ckpt `Checkpointer::resume_or_load` into `StateDictModel` + touch",
+                        Rust("ckpt-big-resume"),
+                    )
+                    .warm(dir.join("big-resume").join("model_big.pth")),
+                );
+            }
             for case in &mut v {
                 case.bytes = bytes;
                 if matches!(case.runner, Dd { .. }) {

@@ -42,6 +42,12 @@ impl Paths {
         self.dir.join("detectron")
     }
 
+    /// The directory holding the big workload as a checkpoint (`{"model": state}`) with its
+    /// `last_checkpoint` tag.
+    pub fn big_resume_dir(&self) -> PathBuf {
+        self.dir.join("big-resume")
+    }
+
     pub fn spec(&self) -> PathBuf {
         self.dir.join("spec.json")
     }
@@ -86,6 +92,7 @@ pub fn run(
         }
         "ckpt-checkpoint-write" => checkpoint_write(spec, &paths.output("ckpt", workload, "pth")),
         "ckpt-checkpointer-resume" => checkpointer_resume(spec, &paths.resume_dir()),
+        "ckpt-big-resume" => big_resume(&spec.big, &paths.big_resume_dir()),
         "ckpt-match" => matching(arg as usize),
         "memcpy" => memcpy(arg as usize),
         "gen" => generate(workload, paths, spec),
@@ -127,9 +134,16 @@ fn generate(workload: &str, paths: &Paths, spec: &Spec) -> Result<Sample, BoxErr
             &SaveOptions::default(),
         )?;
         save_safetensors(paths.input(workload, "safetensors"), &state, None)?;
+        if workload == "big" {
+            let model = shared(StateDictModel::new(state));
+            Checkpointer::new(model, paths.big_resume_dir()).save(BIG_CHECKPOINT, Dict::new())?;
+        }
     }
     Ok(Sample::default())
 }
+
+/// The name the big workload's checkpoint is saved under (`<name>.pth`; Python uses it too).
+const BIG_CHECKPOINT: &str = "model_big";
 
 /// Opens the file lazily `times` times without touching tensor data (for profiling the
 /// open alone); the sample is the mean.
@@ -304,6 +318,29 @@ fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
     if iteration != Some(d.iteration) {
         return Err(format!("resumed iteration {iteration:?}, expected {}", d.iteration).into());
     }
+    sample.open_seconds = Some(open);
+    sample.checksum = Some(sum as f64);
+    Ok(sample)
+}
+
+/// `Checkpointer::resume_or_load("", resume=True)` of the big workload's checkpoint into a
+/// fresh `StateDictModel` (zero tensors of the right shapes), then every byte of the model's
+/// tensors: what a training script resuming a 1 GiB model pays.
+fn big_resume(tensors: &[TensorSpec], dir: &Path) -> Result<Sample, BoxError> {
+    let mut state = StateDict::new();
+    for t in tensors {
+        state.insert(t.name.clone(), Tensor::zeros(DType::Float32, &t.shape)?);
+    }
+    let model = shared(StateDictModel::new(state));
+    let checkpointer = Checkpointer::new(model.clone(), dir);
+    let (mut sample, result) = measure(|| -> Result<(f64, u64), BoxError> {
+        let start = std::time::Instant::now();
+        checkpointer.resume_or_load("", true)?;
+        let open = start.elapsed().as_secs_f64();
+        let model = model.lock().map_err(|_| "model lock poisoned")?;
+        Ok((open, touch_state(model.tensors())))
+    });
+    let (open, sum) = result?;
     sample.open_seconds = Some(open);
     sample.checksum = Some(sum as f64);
     Ok(sample)

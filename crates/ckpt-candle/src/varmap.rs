@@ -10,10 +10,12 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::Var;
 use candle_nn::VarMap;
+use ckpt::cast::can_cast;
 use ckpt::incompatible::IncompatibleKeys;
-use ckpt::{Error, LoadedKeys, Model, StateDict};
+use ckpt::model::TensorInfo;
+use ckpt::{Error, LoadedKeys, Model, StateDict, Tensor};
 
-use crate::convert::{candle_error, cast, to_candle, to_ckpt};
+use crate::convert::{candle_error, cast, dtype_to_ckpt, to_candle, to_ckpt};
 use crate::error::Result;
 use crate::names::{duplicates, list};
 use crate::ParamOrder;
@@ -220,20 +222,25 @@ impl VarMapModel {
     }
 
     /// Loads `state` non-strictly, as `Checkpointer` does with a file: entries whose shape
-    /// differs from the variable's are skipped and reported with the missing and
-    /// unexpected names. Nothing is changed when an entry cannot be converted.
+    /// differs from the variable's, or whose dtype cannot be loaded into the variable's
+    /// (complex into real, [`ckpt::cast::can_cast`]), are skipped and reported with the
+    /// missing and unexpected names. Nothing is changed when an entry cannot be converted.
     pub fn load_non_strict(&mut self, mut state: StateDict) -> Result<IncompatibleKeys> {
         let mut incorrect_shapes = Vec::new();
-        for (name, var) in self.vars() {
-            if let Some(t) = state.get(&name) {
-                if t.shape() != var.dims() {
-                    incorrect_shapes.push((name.clone(), t.shape().to_vec(), var.dims().to_vec()));
+        let mut incorrect_dtypes = Vec::new();
+        for info in self.tensor_info()? {
+            if let Some(t) = state.get(&info.name) {
+                if t.shape() != info.shape.as_slice() {
+                    incorrect_shapes.push((info.name, t.shape().to_vec(), info.shape));
+                } else if !can_cast(t.dtype(), info.dtype) {
+                    incorrect_dtypes.push((info.name, t.dtype(), info.dtype));
                 }
             }
         }
         let skipped: HashSet<&str> = incorrect_shapes
             .iter()
             .map(|(name, _, _)| name.as_str())
+            .chain(incorrect_dtypes.iter().map(|(name, _, _)| name.as_str()))
             .collect();
         state
             .tensors
@@ -243,6 +250,7 @@ impl VarMapModel {
             missing_keys: loaded.missing_keys,
             unexpected_keys: loaded.unexpected_keys,
             incorrect_shapes,
+            incorrect_dtypes,
         })
     }
 }
@@ -259,9 +267,11 @@ impl Model for VarMapModel {
     }
 
     /// Every variable named in `state` takes its value, converted to the variable's dtype
-    /// and device (as torch's `copy_` does). All entries are converted before any variable
-    /// is written, so an error leaves the model unchanged. A shape that differs from the
-    /// variable's is an error naming the key.
+    /// (with torch's `copy_` rules, [`ckpt::cast`]) and device. All entries are converted
+    /// before any variable is written, so an error leaves the model unchanged. A shape that
+    /// differs from the variable's, or a dtype that cannot be loaded into its dtype (complex
+    /// into real), is an error naming the key. The variables never share memory with
+    /// `state` (nor with a file it may be a view of).
     fn load_state_dict(&mut self, state: StateDict) -> ckpt::Result<LoadedKeys> {
         let mut updates = Vec::new();
         let mut missing = Vec::new();
@@ -286,10 +296,7 @@ impl Model for VarMapModel {
                     ),
                 ));
             }
-            // Convert through a dtype candle has, then to the variable's dtype.
-            let value = to_candle(t, var.device())
-                .and_then(|c| cast(&c, var.dtype()))
-                .map_err(|e| Error::key(&name, e.to_string()))?;
+            let value = load_value(t, &var).map_err(|e| Error::key(&name, e.to_string()))?;
             updates.push((name, var, value));
         }
         for (name, var, value) in updates {
@@ -314,4 +321,46 @@ impl Model for VarMapModel {
             .map(|(name, var)| (name, var.dims().to_vec()))
             .collect())
     }
+
+    /// Names, shapes and dtypes, read from the variables without copying them. A variable
+    /// of a candle dtype torch has no counterpart for (fp4, fp6) is an error naming it.
+    fn tensor_info(&self) -> ckpt::Result<Vec<TensorInfo>> {
+        self.vars()
+            .into_iter()
+            .map(|(name, var)| {
+                let dtype = dtype_to_ckpt(var.dtype()).ok_or_else(|| {
+                    Error::key(
+                        &name,
+                        format!("candle dtype {:?} has no torch counterpart", var.dtype()),
+                    )
+                })?;
+                Ok(TensorInfo {
+                    shape: var.dims().to_vec(),
+                    name,
+                    dtype,
+                })
+            })
+            .collect()
+    }
+}
+
+/// `t` as a candle tensor of `var`'s dtype, on its device: converted by ckpt with torch's
+/// rules when the dtypes differ, then copied once into candle's memory.
+fn load_value(t: &Tensor, var: &Var) -> Result<candle_core::Tensor> {
+    let Some(dtype) = dtype_to_ckpt(var.dtype()) else {
+        // A candle dtype torch lacks: only candle can convert into it.
+        return to_candle(t, var.device()).and_then(|c| cast(&c, var.dtype()));
+    };
+    if t.dtype() == dtype {
+        return to_candle(t, var.device());
+    }
+    if !can_cast(t.dtype(), dtype) {
+        return Err(Error::invalid(format!(
+            "cannot load {} values into a {} variable: the imaginary part would be lost",
+            t.dtype(),
+            dtype
+        ))
+        .into());
+    }
+    to_candle(&t.to_owned_as(dtype)?, var.device())
 }

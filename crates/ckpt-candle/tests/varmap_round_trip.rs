@@ -1,6 +1,7 @@
 //! A `VarMap` saved to a real torch file and loaded into another `VarMap`: every dtype both
-//! libraries have comes back bit for bit; shape mismatches, missing and unexpected names
-//! are reported and leave the variables they concern untouched.
+//! libraries have comes back bit for bit; other dtypes are converted into the variables' as
+//! torch converts them; shape and dtype mismatches, missing and unexpected names are reported
+//! and leave the variables they concern untouched.
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
@@ -167,19 +168,107 @@ fn checkpointer_skips_mismatched_shapes_and_loads_the_rest() {
     );
 }
 
+fn complex64(values: &[f32]) -> ckpt::Tensor {
+    let bytes = values.iter().flat_map(|x| x.to_le_bytes()).collect();
+    ckpt::Tensor::from_bytes(ckpt::DType::Complex64, &[values.len() / 2], bytes).unwrap()
+}
+
 #[test]
-fn a_state_candle_cannot_hold_is_refused_and_changes_nothing() {
+fn a_state_that_cannot_be_converted_is_refused_and_changes_nothing() {
     let before = sample(DType::F32, &[2], 0.0);
     let target = varmap_with(&[("a", before.clone()), ("b", sample(DType::F32, &[2], 0.0))]);
     let mut state = StateDict::new();
     state.insert("a", ckpt::Tensor::from_slice(&[9f32, 9.], &[2]).unwrap());
-    state.insert("b", ckpt::Tensor::from_slice(&[true, false], &[2]).unwrap());
+    state.insert("b", complex64(&[1.0, 2.0, 3.0, 4.0]));
     let err = VarMapModel::new(target.clone())
         .load_state_dict(state)
         .unwrap_err();
     assert!(err.to_string().contains("'b'"), "{err}");
+    assert!(err.to_string().contains("imaginary"), "{err}");
     assert_eq!(
         bytes_of(target.data().lock().unwrap()["a"].as_tensor()),
+        bytes_of(&before)
+    );
+}
+
+#[test]
+fn dtypes_candle_lacks_load_into_its_variables_as_torch_converts_them() {
+    let target = varmap_with(&[
+        ("mask", sample(DType::F32, &[3], 0.0)),
+        ("small", sample(DType::I64, &[2], 0.0)),
+        ("wide", sample(DType::F16, &[2], 0.0)),
+    ]);
+    let mut state = StateDict::new();
+    state.insert(
+        "mask",
+        ckpt::Tensor::from_slice(&[true, false, true], &[3]).unwrap(),
+    );
+    state.insert(
+        "small",
+        ckpt::Tensor::from_slice(&[-3i8, 100], &[2]).unwrap(),
+    );
+    // float64 → float16 rounds through float32 as torch does (directly it would round up).
+    let x = 1.0 + 2f64.powi(-11) + 2f64.powi(-40);
+    state.insert("wide", ckpt::Tensor::from_slice(&[x, -2.5], &[2]).unwrap());
+    VarMapModel::new(target.clone())
+        .load_state_dict(state)
+        .unwrap();
+    let data = target.data().lock().unwrap();
+    let mask = data["mask"].as_tensor();
+    assert_eq!(mask.dtype(), DType::F32);
+    assert_eq!(mask.to_vec1::<f32>().unwrap(), vec![1.0, 0.0, 1.0]);
+    assert_eq!(
+        data["small"].as_tensor().to_vec1::<i64>().unwrap(),
+        vec![-3, 100]
+    );
+    let wide = data["wide"].as_tensor().to_vec1::<half::f16>().unwrap();
+    assert_eq!(wide, vec![half::f16::ONE, half::f16::from_f32(-2.5)]);
+}
+
+#[test]
+fn complex_entries_are_reported_like_shape_mismatches() {
+    let before = sample(DType::F32, &[2], 0.0);
+    let target = varmap_with(&[("w", before.clone()), ("b", sample(DType::F32, &[2], 0.0))]);
+    let mut state = StateDict::new();
+    state.insert("w", complex64(&[1.0, 2.0, 3.0, 4.0]));
+    state.insert("b", ckpt::Tensor::from_slice(&[7f64, 8.], &[2]).unwrap());
+    let model = VarMapModel::new(target.clone());
+    let report = model.clone().load_non_strict(state.clone()).unwrap();
+    assert_eq!(
+        report.incorrect_dtypes,
+        vec![(
+            "w".to_string(),
+            ckpt::DType::Complex64,
+            ckpt::DType::Float32
+        )]
+    );
+    assert_eq!(report.missing_keys, vec!["w"]);
+    {
+        let data = target.data().lock().unwrap();
+        assert_eq!(bytes_of(data["w"].as_tensor()), bytes_of(&before));
+        assert_eq!(
+            data["b"].as_tensor().to_vec1::<f32>().unwrap(),
+            vec![7., 8.]
+        );
+    }
+
+    // Through a checkpointer: decided from the model's dtypes before anything is loaded.
+    let dir = tempfile::tempdir().unwrap();
+    let mut root = Dict::new();
+    root.insert("model", state.to_value());
+    save_torch(
+        dir.path().join("c.pth"),
+        &Value::Dict(root),
+        &SaveOptions::default(),
+    )
+    .unwrap();
+    let info = model.tensor_info().unwrap();
+    assert!(info.iter().all(|i| i.dtype == ckpt::DType::Float32));
+    Checkpointer::new(shared(model), "")
+        .load(dir.path().join("c.pth"), None)
+        .unwrap();
+    assert_eq!(
+        bytes_of(target.data().lock().unwrap()["w"].as_tensor()),
         bytes_of(&before)
     );
 }

@@ -24,9 +24,14 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::cast::can_cast;
+use crate::detach::detach_values;
+use crate::dtype::DType;
 use crate::error::{Error, Result, ResultExt};
 use crate::format::{self, SaveOptions};
-use crate::incompatible::{warn_unmissable, IncompatibleKeys, LoadReport, ShapeMismatch};
+use crate::incompatible::{
+    warn_unmissable, DTypeMismatch, IncompatibleKeys, LoadReport, ShapeMismatch,
+};
 use crate::model::{lock, Checkpointable, Model, Shared};
 use crate::resolve::Resolver;
 use crate::store::{check_basename, LocalDir, Store};
@@ -479,6 +484,12 @@ impl Checkpointer {
     /// On error nothing is changed: the file is read and the model state validated before
     /// anything is loaded, and a checkpointable that rejects its state rolls back the model
     /// and the checkpointables loaded before it.
+    ///
+    /// Afterwards nothing depends on the file, which may be truncated or rewritten: the
+    /// model copied what it keeps (the [`Model::load_state_dict`] contract), the
+    /// checkpointables and the returned dict got copies of their own ([`crate::detach`]).
+    /// Entries whose shape differs from the model's, or whose dtype cannot be loaded into
+    /// the model's (complex into real), are skipped and reported.
     pub fn load(&self, path: impl AsRef<Path>, checkpointables: Option<&[&str]>) -> Result<Dict> {
         Ok(self.load_with_report(path, checkpointables)?.extra)
     }
@@ -530,11 +541,22 @@ impl Checkpointer {
         let state = self
             .hooks
             .model_state(&mut checkpoint, &self.model_key, &*model)?;
-        let (state, incorrect_shapes, model_keys) = drop_incorrect_shapes(state, &*model)?;
-        let states: Vec<(&str, Value)> = keys
+        let (state, incorrect_shapes, incorrect_dtypes, model_keys) =
+            drop_incompatible(state, &*model)?;
+        let mut states: Vec<(&str, Value)> = keys
             .iter()
             .filter_map(|key| checkpoint.remove(key).map(|v| (*key, v)))
             .collect();
+        // What the checkpointables and the caller get must not depend on the file (nor keep
+        // its whole buffer alive): copy it out once, here. The model copies what it keeps
+        // itself, straight into its own memory and dtypes, so its tensors are copied once.
+        detach_values(
+            states
+                .iter_mut()
+                .map(|(_, v)| v)
+                .chain(checkpoint.items.values_mut())
+                .chain(checkpoint.attributes.values_mut()),
+        )?;
         let model_before = if states.is_empty() {
             None
         } else {
@@ -553,6 +575,7 @@ impl Checkpointer {
             missing_keys: loaded.missing_keys,
             unexpected_keys: loaded.unexpected_keys,
             incorrect_shapes,
+            incorrect_dtypes,
         };
         self.hooks.adjust_report(&mut incompatible, &*model);
         incompatible.log(&model.aliases());
@@ -641,25 +664,40 @@ fn check_tag_name(basename: &str) -> Result<()> {
     Ok(())
 }
 
-/// Drops the entries whose shape differs from the model's (unless the model accepts any
-/// shape for that name) and reports them as `(key, checkpoint shape, model shape)`, with
-/// the number of names the model has.
-fn drop_incorrect_shapes(
+/// Drops the entries whose shape differs from the model's, and those whose dtype cannot be
+/// loaded into the model's ([`can_cast`]), unless the model accepts any shape for that name
+/// (a parameter not initialised yet takes the tensor as it is). Reports them as
+/// `(key, in the checkpoint, in the model)`, with the number of names the model has.
+fn drop_incompatible(
     mut state: StateDict,
     model: &dyn Model,
-) -> Result<(StateDict, Vec<ShapeMismatch>, usize)> {
-    let shapes: HashMap<String, Vec<usize>> = model.shapes()?.into_iter().collect();
-    let mut incorrect = Vec::new();
-    state.tensors.retain(|name, tensor| match shapes.get(name) {
-        Some(model_shape)
-            if tensor.shape() != model_shape.as_slice() && !model.accepts_any_shape(name) =>
-        {
-            incorrect.push((name.clone(), tensor.shape().to_vec(), model_shape.clone()));
-            false
+) -> Result<(StateDict, Vec<ShapeMismatch>, Vec<DTypeMismatch>, usize)> {
+    let infos: HashMap<String, (Vec<usize>, DType)> = model
+        .tensor_info()?
+        .into_iter()
+        .map(|info| (info.name, (info.shape, info.dtype)))
+        .collect();
+    let mut shapes = Vec::new();
+    let mut dtypes = Vec::new();
+    state.tensors.retain(|name, tensor| {
+        let Some((shape, dtype)) = infos.get(name) else {
+            return true;
+        };
+        if model.accepts_any_shape(name) {
+            return true;
         }
-        _ => true,
+        if tensor.shape() != shape.as_slice() {
+            shapes.push((name.clone(), tensor.shape().to_vec(), shape.clone()));
+            return false;
+        }
+        if !can_cast(tensor.dtype(), *dtype) {
+            dtypes.push((name.clone(), tensor.dtype(), *dtype));
+            return false;
+        }
+        true
     });
-    Ok((state, incorrect, shapes.len()))
+    let model_keys = infos.len();
+    Ok((state, shapes, dtypes, model_keys))
 }
 
 #[cfg(test)]

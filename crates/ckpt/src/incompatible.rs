@@ -9,10 +9,14 @@ use std::path::PathBuf;
 
 use indexmap::IndexMap;
 
+use crate::dtype::DType;
 use crate::value::Dict;
 
 /// `(name, shape in the checkpoint, shape in the model)`.
 pub type ShapeMismatch = (String, Vec<usize>, Vec<usize>);
+
+/// `(name, dtype in the checkpoint, dtype in the model)`.
+pub type DTypeMismatch = (String, DType, DType);
 
 /// What a model load did not match.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -24,6 +28,10 @@ pub struct IncompatibleKeys {
     /// `(name, shape in the checkpoint, shape in the model)` of entries skipped because the
     /// shapes differ.
     pub incorrect_shapes: Vec<ShapeMismatch>,
+    /// `(name, dtype in the checkpoint, dtype in the model)` of entries skipped because
+    /// their values cannot be loaded into the model's dtype without a loss torch warns
+    /// about (complex into real, see [`crate::cast::can_cast`]).
+    pub incorrect_dtypes: Vec<DTypeMismatch>,
 }
 
 impl IncompatibleKeys {
@@ -32,10 +40,11 @@ impl IncompatibleKeys {
         self.missing_keys.is_empty()
             && self.unexpected_keys.is_empty()
             && self.incorrect_shapes.is_empty()
+            && self.incorrect_dtypes.is_empty()
     }
 
-    /// The warnings Python logs for this report, in order: one per shape mismatch, then the
-    /// missing keys (without names whose alias was loaded, see [`filter_reused_missing_keys`]),
+    /// The warnings Python logs for this report, in order: one per shape mismatch, one per
+    /// dtype mismatch (in the same words; Python has none), then the missing keys (without names whose alias was loaded, see [`filter_reused_missing_keys`]),
     /// then the unexpected keys. `colour` adds the terminal colours Python uses.
     pub fn warnings(&self, aliases: &[Vec<String>], colour: bool) -> Vec<String> {
         let mut out = Vec::new();
@@ -45,6 +54,14 @@ impl IncompatibleKeys {
                 escape_controls(key),
                 python_shape(in_checkpoint),
                 python_shape(in_model)
+            ));
+        }
+        for (key, in_checkpoint, in_model) in &self.incorrect_dtypes {
+            out.push(format!(
+                "Skip loading parameter '{}' to the model due to incompatible dtypes: torch.{} in the checkpoint but torch.{} in the model (the imaginary part would be lost)! You might want to double check if this is expected.",
+                escape_controls(key),
+                in_checkpoint,
+                in_model
             ));
         }
         if !self.missing_keys.is_empty() {
@@ -367,6 +384,21 @@ mod tests {
         let msg = unexpected_keys_message(&keys(&["evil\x1b[2J.weight"]), false);
         assert!(!msg.contains('\x1b'), "{msg:?}");
         assert!(msg.contains("evil\\u{1b}[2J.weight"), "{msg:?}");
+    }
+
+    #[test]
+    fn dtype_warning_follows_the_shape_warning() {
+        let report = IncompatibleKeys {
+            incorrect_shapes: vec![("a".into(), vec![1], vec![2])],
+            incorrect_dtypes: vec![("fc.weight".into(), DType::Complex64, DType::Float32)],
+            ..Default::default()
+        };
+        assert!(!report.is_empty());
+        let warnings = report.warnings(&[], false);
+        assert_eq!(
+            warnings[1],
+            "Skip loading parameter 'fc.weight' to the model due to incompatible dtypes: torch.complex64 in the checkpoint but torch.float32 in the model (the imaginary part would be lost)! You might want to double check if this is expected."
+        );
     }
 
     #[test]

@@ -12,16 +12,20 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+pub mod cast;
 pub mod checkpointer;
+pub mod detach;
 pub mod detection;
 pub mod dist;
 pub mod dtype;
 pub mod error;
 pub mod format;
+mod fresh;
 pub mod incompatible;
 pub mod matching;
 pub mod model;
 pub mod nn_module;
+mod parallel;
 pub mod periodic;
 pub mod pickle;
 pub mod resolve;
@@ -40,7 +44,9 @@ pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
 pub use checkpointer::{CheckpointHooks, Checkpointer, DefaultHooks, LAST_CHECKPOINT};
 pub use detection::DetectionCheckpointer;
 pub use incompatible::{IncompatibleKeys, LoadReport};
-pub use model::{shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel};
+pub use model::{
+    shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel, TensorInfo,
+};
 pub use periodic::PeriodicCheckpointer;
 pub use store::{LocalDir, Store};
 

@@ -12,6 +12,7 @@ use memmap2::{Mmap, MmapMut};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::fresh::Fresh;
 
 /// The bytes behind one or more tensors. Cloning is cheap (a reference count).
 #[derive(Clone)]
@@ -19,6 +20,8 @@ pub struct Storage(Arc<StorageData>);
 
 enum StorageData {
     Owned(Vec<u8>),
+    /// Anonymous memory of this storage's own (a large copy, see `fresh`).
+    Anon(AnonMemory),
     Slice {
         buffer: Arc<Buffer>,
         start: usize,
@@ -28,6 +31,17 @@ enum StorageData {
 
 /// The bytes of a whole file, read once: a memory map, or (for eager loads and in-memory
 /// input) memory the process owns. Storages of the tensors in the file are slices of it.
+///
+/// # A map depends on its file
+///
+/// A tensor whose storage is a slice of a [`Buffer::Map`] reads the file itself, through the
+/// page cache, for as long as it lives. If another program truncates the file (a torn
+/// in-place write), reading such a tensor kills the process with `SIGBUS`; if it rewrites the
+/// file in place (`torch.save` to the same path, without a rename), the tensor silently
+/// changes. ckpt's own writers never do either (they write a new file and rename it), and the
+/// checkpointers never leave a map behind: models copy what they keep, checkpointables and
+/// the returned extras get owned copies ([`crate::detach`]). Keep map views for reading and
+/// inspecting; [`Tensor::to_owned_as`] and [`Storage::into_owned`] copy out of the map.
 pub enum Buffer {
     Map(Mmap),
     Heap(Vec<u8>),
@@ -53,11 +67,23 @@ impl AnonMemory {
     pub fn as_bytes(&self) -> &[u8] {
         self.map.get(..self.len).unwrap_or(&self.map)
     }
+
+    /// The bytes, writable.
+    pub(crate) fn as_bytes_mut(&mut self) -> &mut [u8] {
+        let len = self.len.min(self.map.len());
+        &mut self.map[..len]
+    }
+
+    /// Advises the kernel about the whole mapping.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn advise(&self, advice: memmap2::Advice) -> std::io::Result<()> {
+        self.map.advise(advice)
+    }
 }
 
 impl Buffer {
-    /// Maps `file` read-only. The file must not be truncated while mapped (writers in this
-    /// crate never modify a file in place; they write a new one and rename it).
+    /// Maps `file` read-only. The file must not be truncated or rewritten in place while
+    /// views of the map live (see [the hazard](Buffer#a-map-depends-on-its-file)).
     pub fn map(file: &std::fs::File) -> std::io::Result<Buffer> {
         // SAFETY: the map is read-only; a concurrent truncation by another process is the
         // one hazard, as for every memory-mapped reader (torch, safetensors).
@@ -86,6 +112,11 @@ impl Storage {
         Storage(Arc::new(StorageData::Owned(bytes)))
     }
 
+    /// A storage that owns `memory`.
+    pub(crate) fn from_anon(memory: AnonMemory) -> Storage {
+        Storage(Arc::new(StorageData::Anon(memory)))
+    }
+
     /// A zero-copy view of `len` bytes at `start` of a file buffer.
     pub fn slice(buffer: Arc<Buffer>, start: usize, len: usize) -> Result<Storage> {
         let size = buffer.as_bytes().len();
@@ -104,6 +135,7 @@ impl Storage {
     pub fn as_bytes(&self) -> &[u8] {
         match &*self.0 {
             StorageData::Owned(bytes) => bytes,
+            StorageData::Anon(memory) => memory.as_bytes(),
             StorageData::Slice { buffer, start, len } => &buffer.as_bytes()[*start..*start + *len],
         }
     }
@@ -123,6 +155,36 @@ impl Storage {
         matches!(&*self.0, StorageData::Slice { buffer, .. } if buffer.is_mapped())
     }
 
+    /// Whether the bytes are an allocation of this storage's own, rather than a slice of a
+    /// file's buffer (mapped or read whole), which keeps that whole buffer alive.
+    pub fn owns_its_bytes(&self) -> bool {
+        !matches!(&*self.0, StorageData::Slice { .. })
+    }
+
+    /// The bytes, writable when this handle is the only one on an allocation of its own
+    /// (no clone, no view elsewhere can see a write).
+    pub(crate) fn unique_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        match Arc::get_mut(&mut self.0)? {
+            StorageData::Owned(bytes) => Some(bytes),
+            StorageData::Anon(memory) => Some(memory.as_bytes_mut()),
+            StorageData::Slice { .. } => None,
+        }
+    }
+
+    /// The anonymous memory of this storage, when it is the only handle on it.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn anon_mut(&mut self) -> Option<&mut AnonMemory> {
+        match Arc::get_mut(&mut self.0)? {
+            StorageData::Anon(memory) => Some(memory),
+            _ => None,
+        }
+    }
+
+    /// Whether [`Storage::unique_bytes_mut`] would give the bytes.
+    pub(crate) fn is_unique_allocation(&self) -> bool {
+        self.owns_its_bytes() && Arc::strong_count(&self.0) == 1 && Arc::weak_count(&self.0) == 0
+    }
+
     /// Whether two handles refer to the very same storage.
     pub fn same_as(&self, other: &Storage) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
@@ -134,12 +196,27 @@ impl Storage {
         Arc::as_ptr(&self.0) as *const u8 as usize
     }
 
-    /// A storage that owns its bytes (a slice of a file buffer is copied).
+    /// A storage that owns its bytes (a slice of a file buffer is copied). Like any `Vec`,
+    /// aborts when the memory cannot be had; [`Storage::try_into_owned`] returns an error.
     pub fn into_owned(self) -> Storage {
-        match &*self.0 {
-            StorageData::Owned(_) => self,
-            StorageData::Slice { .. } => Storage::from_vec(self.as_bytes().to_vec()),
+        match self.owns_its_bytes() {
+            true => self,
+            false => Fresh::copy_of(self.as_bytes())
+                .unwrap_or_else(|| Storage::from_vec(self.as_bytes().to_vec())),
         }
+    }
+
+    /// [`Storage::into_owned`], with an error when the memory for the copy cannot be had.
+    pub fn try_into_owned(self) -> Result<Storage> {
+        if self.owns_its_bytes() {
+            return Ok(self);
+        }
+        crate::fresh::Fresh::copy_of(self.as_bytes()).ok_or_else(|| {
+            Error::invalid(format!(
+                "cannot allocate {} bytes for a copy of a storage",
+                self.len()
+            ))
+        })
     }
 }
 
@@ -331,11 +408,19 @@ impl Tensor {
     }
 
     /// A contiguous tensor of zero bytes.
+    ///
+    /// The memory is provided when first written, as `calloc` does: a model of zeros about
+    /// to be loaded costs nothing until the load writes it.
     pub fn zeros(dtype: DType, shape: &[usize]) -> Result<Tensor> {
         let len = checked_numel(shape)?
             .checked_mul(dtype.size())
             .ok_or_else(|| Error::format("tensor size overflows"))?;
-        Tensor::from_bytes(dtype, shape, vec![0; len])
+        let storage = Fresh::lazy_zeroed(len).ok_or_else(|| {
+            Error::invalid(format!(
+                "cannot allocate {len} bytes for a {dtype} tensor of shape {shape:?}"
+            ))
+        })?;
+        Tensor::new(dtype, shape.to_vec(), contiguous_strides(shape), 0, storage)
     }
 
     /// Another view of the same storage.
@@ -494,6 +579,64 @@ impl Tensor {
             storage: Storage::from_vec(bytes),
             requires_grad: self.requires_grad,
         }
+    }
+
+    /// A contiguous copy in memory the process owns, its elements converted to `dtype` as
+    /// torch's `copy_` converts them (see [`crate::cast`]); the same dtype copies the bytes
+    /// as they are. The copy never depends on the file this tensor may be a view of.
+    ///
+    /// ```
+    /// use ckpt::{DType, Tensor};
+    /// let t = Tensor::from_slice(&[1.5f64, -2.75], &[2])?;
+    /// let f = t.to_owned_as(DType::Float32)?;
+    /// assert_eq!(f.to_vec::<f32>()?, vec![1.5, -2.75]);
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn to_owned_as(&self, dtype: DType) -> Result<Tensor> {
+        let no_memory = |len: usize| {
+            Error::invalid(format!(
+                "cannot allocate {len} bytes for a copy of a {} tensor of shape {:?}",
+                self.dtype, self.shape
+            ))
+        };
+        let src = self.try_contiguous_bytes()?;
+        let storage = if dtype == self.dtype {
+            match src {
+                Cow::Owned(bytes) => Storage::from_vec(bytes),
+                Cow::Borrowed(bytes) => {
+                    Fresh::copy_of(bytes).ok_or_else(|| no_memory(bytes.len()))?
+                }
+            }
+        } else {
+            let len = self.numel().checked_mul(dtype.size()).ok_or_else(|| {
+                Error::invalid(format!(
+                    "{} tensor of shape {:?} has too many bytes as {dtype}",
+                    self.dtype, self.shape
+                ))
+            })?;
+            let mut out = Fresh::zeroed(len).ok_or_else(|| no_memory(len))?;
+            crate::cast::cast_bytes(&src, self.dtype, out.bytes_mut(), dtype)?;
+            out.into_storage()
+        };
+        Ok(Tensor {
+            dtype,
+            shape: self.shape.clone(),
+            strides: contiguous_strides(&self.shape),
+            offset: 0,
+            storage,
+            requires_grad: self.requires_grad,
+        })
+    }
+
+    /// The storage, to write into when it is unique ([`Storage::unique_bytes_mut`]).
+    pub(crate) fn storage_mut(&mut self) -> &mut Storage {
+        &mut self.storage
+    }
+
+    /// Replaces the storage by `storage`, which holds the same bytes (a copy of a mapped one).
+    pub(crate) fn replace_storage(&mut self, storage: Storage) {
+        debug_assert_eq!(storage.len(), self.storage.len());
+        self.storage = storage;
     }
 
     /// The elements in row-major order; `T` must be this tensor's element type.

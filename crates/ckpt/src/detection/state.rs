@@ -316,7 +316,7 @@ mod tests {
                 "proposal_generator.anchor_generator.cell_anchors.0".into(),
                 "anchor_generator.cell".into(),
             ],
-            incorrect_shapes: Vec::new(),
+            ..Default::default()
         };
         filter_detection_report(&mut report, |name| name == "pixel_mean");
         assert_eq!(report.missing_keys, vec!["pixel_std", "x.pixel_mean"]);

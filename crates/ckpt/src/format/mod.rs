@@ -71,6 +71,11 @@ impl fmt::Display for Format {
 pub struct LoadOptions {
     /// Map the file and make tensors views of the map (zero-copy). When false the file is
     /// read into one heap buffer and tensors are views of that buffer.
+    ///
+    /// Views of a map read the file for as long as they live: truncating the file then
+    /// kills the process with `SIGBUS`, rewriting it in place changes the tensors (see
+    /// [`Buffer`](crate::Buffer#a-map-depends-on-its-file)). Copy what you keep
+    /// ([`crate::detach::detach_value`], [`crate::Tensor::to_owned_as`]), or read eagerly.
     pub mmap: bool,
     /// Check the crc32 of every zip record against the central directory (torch does not).
     pub verify_crc32: bool,
@@ -157,7 +162,9 @@ pub fn detect(bytes: &[u8]) -> Result<Format> {
     }
 }
 
-/// Reads a checkpoint file of any supported format (see [`load_with`]).
+/// Reads a checkpoint file of any supported format (see [`load_with`]). Tensors are views
+/// of a memory map of the file (see [`LoadOptions::mmap`] for what that means when the file
+/// changes).
 pub fn load(path: impl AsRef<Path>) -> Result<Value> {
     Ok(load_with(path, &LoadOptions::default())?.value)
 }
