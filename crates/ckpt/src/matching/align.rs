@@ -4,7 +4,7 @@
 //! A checkpoint key `c` matches a model key `m` when `m == c` or `m` ends with `"." + c`;
 //! each model key takes the longest checkpoint key that matches it. detectron2 fills a
 //! model × checkpoint matrix to find it (quadratic time and memory); here the checkpoint keys
-//! sit in a hash map ([`SuffixIndex`]) and each model key costs one lookup per dot, with the
+//! sit in a hash map (`SuffixIndex`) and each model key costs one lookup per dot, with the
 //! same result.
 
 use tracing::{error, info, warn};
