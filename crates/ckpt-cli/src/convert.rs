@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
-    flatten_tensors, load_with, save_safetensors, save_torch, LoadOptions, SaveOptions,
+    flatten_tensors, load_with, save_safetensors_with, save_torch, LoadOptions,
+    SafetensorsOptions, SaveOptions, SourcePages,
 };
 use ckpt::walk::{leaves, Step};
 use ckpt::{Key, Value};
@@ -21,7 +22,9 @@ use crate::{plan, source};
 /// .safetensors. Torch output keeps everything (key order, dict vs OrderedDict, int vs float
 /// vs bool, tuples, storage sharing; numpy arrays become tensors). Safetensors output holds
 /// only tensors; nested dicts are flattened with `.`-joined keys. OUT is written atomically:
-/// it is either the old file or the complete new one.
+/// it is either the old file or the complete new one. Tensor bytes go from the input's
+/// memory map straight into OUT a few MiB at a time, so memory stays small whatever the
+/// size of the file.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint to read (any format ckpt reads, detected from the content); a URL or a
@@ -85,14 +88,18 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         return convert_by_heuristics(args, model, format);
     }
     let input = source::local_input(&args.input)?;
-    let loaded = load_with(&input, &LoadOptions::default())?;
+    let options = LoadOptions {
+        source_pages: SourcePages::Release,
+        ..LoadOptions::default()
+    };
+    let loaded = load_with(&input, &options)?;
     let value = match &args.key {
         Some(key) => select_key(loaded.value, key, &args.input)?,
         None => loaded.value,
     };
     match format {
         OutputFormat::Torch => {
-            save_torch(&args.output, &value, &SaveOptions::default())?;
+            save_torch(&args.output, &value, &streaming_save_options())?;
             if args.tensors_only {
                 eprintln!("ckpt: note: --tensors-only is for safetensors output; torch files keep every value");
             }
@@ -148,9 +155,11 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
         OutputFormat::Torch => save_torch(
             &args.output,
             &plan.loaded.to_value(),
-            &SaveOptions::default(),
+            &streaming_save_options(),
         )?,
-        OutputFormat::Safetensors => save_safetensors(&args.output, &plan.loaded, None)?,
+        OutputFormat::Safetensors => {
+            save_safetensors_with(&args.output, &plan.loaded, None, &STREAMING_SAFETENSORS)?
+        }
     }
     tracing::info!(
         "wrote {} tensors renamed to the model's names to {}",
@@ -212,9 +221,26 @@ fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
         eprintln!("ckpt: dropping {count} non-tensor {values}: {listed}");
     }
     let metadata = safetensors_metadata(value);
-    save_safetensors(&args.output, &tensors, metadata.as_deref())?;
+    save_safetensors_with(
+        &args.output,
+        &tensors,
+        metadata.as_deref(),
+        &STREAMING_SAFETENSORS,
+    )?;
     Ok(())
 }
+
+/// The input is read only to be written: its pages are released as they are written.
+fn streaming_save_options() -> SaveOptions {
+    SaveOptions {
+        source_pages: SourcePages::Release,
+        ..SaveOptions::default()
+    }
+}
+
+const STREAMING_SAFETENSORS: SafetensorsOptions = SafetensorsOptions {
+    source_pages: SourcePages::Release,
+};
 
 /// Checks that every tensor gets its own non-empty safetensors name when nested keys are
 /// joined with `.` (as [`flatten_tensors`] joins them): `{"a.b": x, "a": {"b": y}}` would

@@ -19,6 +19,7 @@ mod writer;
 pub use reader::{
     read_pickle, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
 };
+pub(crate) use reader::read_pickle_in;
 pub(crate) use writer::measure_pickle;
 pub use writer::{write_pickle, PickleWriter, StorageSink};
 
