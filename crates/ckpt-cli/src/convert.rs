@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
-    flatten_tensors, load_with, save_safetensors_with, save_torch, LoadOptions,
-    SafetensorsOptions, SaveOptions, SourcePages,
+    flatten_tensors, load_with, save_safetensors_with, save_torch, LoadOptions, SafetensorsOptions,
+    SaveOptions, SourcePages,
 };
 use ckpt::walk::{leaves, Step};
 use ckpt::{Key, Value};

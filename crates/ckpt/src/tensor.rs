@@ -501,7 +501,10 @@ impl Tensor {
             return None;
         }
         let start = self.offset * self.dtype.size();
-        Some((start, &self.storage.as_bytes()[start..start + self.nbytes()]))
+        Some((
+            start,
+            &self.storage.as_bytes()[start..start + self.nbytes()],
+        ))
     }
 
     /// Passes the elements in row-major order to `write`, gathered into pieces of about

@@ -249,5 +249,8 @@ pub fn save_safetensors_with(
     options: &SafetensorsOptions,
 ) -> Result<()> {
     let path = path.as_ref();
-    atomic_write(path, |w| write_safetensors_with(w, tensors, metadata, options)).in_file(path)
+    atomic_write(path, |w| {
+        write_safetensors_with(w, tensors, metadata, options)
+    })
+    .in_file(path)
 }

@@ -171,7 +171,11 @@ impl Copier {
                 });
             }
         }
-        if self.pending.as_ref().is_some_and(|p| p.copied >= STREAM_CHUNK) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.copied >= STREAM_CHUNK)
+        {
             self.finish();
         }
     }

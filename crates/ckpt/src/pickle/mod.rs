@@ -16,10 +16,10 @@ mod tensor_record;
 pub(crate) mod text;
 mod writer;
 
+pub(crate) use reader::read_pickle_in;
 pub use reader::{
     read_pickle, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
 };
-pub(crate) use reader::read_pickle_in;
 pub(crate) use writer::measure_pickle;
 pub use writer::{write_pickle, PickleWriter, StorageSink};
 

@@ -146,7 +146,9 @@ fn array(
     let swap = dtype.big_endian && unit > 1;
     let storage = match bytes {
         ArrayBytes::Shared(storage) if !swap => storage,
-        ArrayBytes::Shared(storage) => Storage::from_vec(swapped(storage.as_bytes().to_vec(), unit)),
+        ArrayBytes::Shared(storage) => {
+            Storage::from_vec(swapped(storage.as_bytes().to_vec(), unit))
+        }
         ArrayBytes::Owned(bytes) if swap => Storage::from_vec(swapped(bytes, unit)),
         ArrayBytes::Owned(bytes) => Storage::from_vec(bytes),
     };
