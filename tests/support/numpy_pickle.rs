@@ -57,17 +57,17 @@ pub fn numpy_pickle(layout: Layout, arrays: &[Array]) -> Vec<u8> {
 
 fn text(out: &mut dyn Write, layout: Layout, s: &str) -> io::Result<()> {
     if layout == Layout::Py2 {
-        out.write_all(&[b'T'])?;
+        out.write_all(b"T")?;
         out.write_all(&(s.len() as i32).to_le_bytes())?;
     } else {
-        out.write_all(&[b'X'])?;
+        out.write_all(b"X")?;
         out.write_all(&(s.len() as u32).to_le_bytes())?;
     }
     out.write_all(s.as_bytes())
 }
 
 fn int(out: &mut dyn Write, v: i32) -> io::Result<()> {
-    out.write_all(&[b'J'])?;
+    out.write_all(b"J")?;
     out.write_all(&v.to_le_bytes())
 }
 
@@ -108,7 +108,7 @@ fn reconstructed(out: &mut dyn Write, layout: Layout, array: &Array) -> io::Resu
     dtype(out, layout, array)?;
     out.write_all(&[if array.fortran { 0x88 } else { 0x89 }])?;
     if layout == Layout::Py2 {
-        out.write_all(&[b'T'])?;
+        out.write_all(b"T")?;
         out.write_all(&(array.data.len() as i32).to_le_bytes())?;
     } else {
         out.write_all(&[0x8E])?;

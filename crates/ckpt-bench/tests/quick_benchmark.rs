@@ -72,6 +72,10 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
         "ckpt: the checkpoint dict by `write_torch`",
         "ckpt `Checkpointer::resume_or_load`",
         "ckpt `align_and_update_state_dicts`",
+        "convert → torch file, durable, tmpfs",
+        "convert → safetensors, durable, same directory",
+        "ckpt convert",
+        "limit: `cp` of the file + fsync",
     ];
     if python.is_some() {
         rows.extend([
@@ -83,6 +87,8 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
             "fvcore `Checkpointer.save`",
             "fvcore `Checkpointer.resume_or_load`",
             "detectron2's quadratic rule (Python)",
+            "`torch.load(weights_only=True)` + `torch.save` + fsync",
+            "`torch.load(weights_only=True)` + safetensors `save_file` + fsync",
         ]);
     }
     for row in rows {
@@ -92,4 +98,5 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
     assert!(!report.contains("| NaN"), "{report}");
     // Saves and loads left nothing behind but the inputs.
     assert!(!dir.path().join("data").join("out").exists());
+    assert!(!std::path::Path::new("/dev/shm/ckpt-bench-convert").exists());
 }
