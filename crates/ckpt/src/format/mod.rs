@@ -7,6 +7,19 @@
 //! save_torch("model_final.pth", &value, &SaveOptions::default())?; // opens in torch.load
 //! # Ok::<(), ckpt::Error>(())
 //! ```
+//!
+//! A value read only to be written elsewhere (a conversion) can go from the input's memory map
+//! to the output a few MiB at a time, whatever the file's size: read and write it with
+//! [`SourcePages::Release`].
+//!
+//! ```no_run
+//! use ckpt::format::{load_with, save_torch, LoadOptions, SaveOptions, SourcePages};
+//! let read = LoadOptions { source_pages: SourcePages::Release, ..LoadOptions::default() };
+//! let value = load_with("huge.safetensors", &read)?.value;
+//! let write = SaveOptions { source_pages: SourcePages::Release, ..SaveOptions::default() };
+//! save_torch("huge.pth", &value, &write)?; // peak memory: a few pieces and the metadata
+//! # Ok::<(), ckpt::Error>(())
+//! ```
 
 mod atomic;
 mod data_starts;

@@ -1,10 +1,10 @@
 //! Plain pickles: Detectron1/Caffe2 `.pkl` (Python 2) and detectron2 model-zoo `.pkl`
 //! (Python 3), whose numpy arrays the pickle reader turns into [`Value::NdArray`]s.
 
-use crate::error::{Error, Result};
-use crate::format::LoadOptions;
 use std::sync::Arc;
 
+use crate::error::{Error, Result};
+use crate::format::LoadOptions;
 use crate::pickle::{read_pickle_in, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};
 use crate::tensor::Buffer;
 use crate::value::Value;

@@ -181,9 +181,12 @@ pub(super) fn ndarray_from_state(state: Value) -> Result<Value, String> {
             ))
         }
     };
+    if !matches!(items.len(), 4 | 5) {
+        return Err(state_length_error(items.len()));
+    }
     let data = match items.pop() {
-        Some(data) if matches!(items.len(), 3 | 4) => buffer_bytes(data)?,
-        _ => return Err(state_length_error(items.len() + 1)),
+        Some(data) => buffer_bytes(data)?,
+        None => return Err(state_length_error(0)),
     };
     ndarray_from_items(items, data)
 }
