@@ -123,10 +123,8 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
     let path = source::checkpoint_input(&args.input)?;
     let mut checkpoint = read_detection_file(&path, true)?;
     checkpoint.insert("matching_heuristics", Value::Bool(true));
-    let plan = plan::quiet(|| plan_load(&shapes, checkpoint));
-    if let Some(error) = &plan.error {
-        return Err(CliError::new(format!("{input}: {error}")));
-    }
+    let plan = plan::quiet(|| plan_load(&shapes, checkpoint))
+        .map_err(|error| CliError::new(format!("{input}: {error}")))?;
     if plan.loaded.is_empty() {
         return Err(CliError::new(format!(
             "{input}: no tensor matches a name and shape of the model in {}",
@@ -142,8 +140,8 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
             abbreviate(&skipped, LISTED)
         );
     }
-    if !plan.missing.is_empty() {
-        let missing: Vec<String> = plan.missing.iter().map(|k| printable(k)).collect();
+    if !plan.missing_keys.is_empty() {
+        let missing: Vec<String> = plan.missing_keys.iter().map(|k| printable(k)).collect();
         eprintln!(
             "ckpt: note: {} model name{} not in the output: {}",
             missing.len(),
@@ -328,7 +326,7 @@ pub fn describe_non_tensors(others: &[(String, Value)]) -> String {
 /// The `__metadata__` of a safetensors input (kept as a dict attribute by the reader), so
 /// that safetensors to safetensors keeps it.
 fn safetensors_metadata(value: &Value) -> Option<Vec<(String, String)>> {
-    let metadata = value.as_dict()?.attributes.get("__metadata__")?.as_dict()?;
+    let metadata = value.as_dict()?.attribute("__metadata__")?.as_dict()?;
     let pairs: Vec<(String, String)> = metadata
         .iter()
         .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
@@ -390,12 +388,10 @@ mod tests {
         layer.insert("weight", Value::Int(1));
         let mut state = Dict::new();
         state.insert("layers", Value::List(vec![Value::Dict(layer)]));
-        let object = Value::Object(Box::new(ckpt::Object {
-            module: "m".into(),
-            name: "Net".into(),
-            build: ckpt::ObjectBuild::New(vec![]),
-            state: Some(Value::Dict(state)),
-        }));
+        let object = Value::Object(Box::new(
+            ckpt::Object::new("m", "Net", ckpt::ObjectBuild::New(vec![]))
+                .with_state(Value::Dict(state)),
+        ));
         let mut root = Dict::new();
         root.insert("model.v1", object);
         let root = Value::Dict(root);
@@ -456,8 +452,7 @@ mod tests {
         let mut meta = Dict::new();
         meta.insert("format", Value::Str("pt".into()));
         let mut d = Dict::ordered();
-        d.attributes
-            .insert("__metadata__".into(), Value::Dict(meta));
+        d.set_attribute("__metadata__", Value::Dict(meta));
         assert_eq!(
             safetensors_metadata(&Value::Dict(d)),
             Some(vec![("format".to_string(), "pt".to_string())])

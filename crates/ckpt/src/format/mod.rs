@@ -8,7 +8,6 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
-mod atomic;
 mod data_starts;
 mod eager;
 mod numpy;
@@ -25,15 +24,16 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result, ResultExt};
 use crate::pickle::Limits;
+use crate::store::atomic_write;
 use crate::tensor::Buffer;
 use crate::value::{StateDict, Value};
 
-pub use atomic::{atomic_write, fsync_dir, temp_owner, TEMP_PREFIX};
 pub use safetensors::{flatten_tensors, write_safetensors};
 pub use torch_save::write_torch;
 
 /// The kinds of file this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// A torch zip archive (torch >= 1.6).
     TorchZip,
@@ -67,15 +67,22 @@ impl fmt::Display for Format {
 }
 
 /// Options for reading.
+///
+/// ```
+/// use ckpt::format::LoadOptions;
+/// let eager = LoadOptions::default().with_mmap(false).with_verify_crc32(true);
+/// assert!(!eager.mmap && eager.verify_crc32);
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// Map the file and make tensors views of the map (zero-copy). When false the file is
     /// read into one heap buffer and tensors are views of that buffer.
     ///
     /// Views of a map read the file for as long as they live: truncating the file then
     /// kills the process with `SIGBUS`, rewriting it in place changes the tensors (see
-    /// [`Buffer`](crate::Buffer#a-map-depends-on-its-file)). Copy what you keep
-    /// ([`crate::detach::detach_value`], [`crate::Tensor::to_owned_as`]), or read eagerly.
+    /// [`Storage`](crate::Storage#a-map-depends-on-its-file)). Copy what you keep
+    /// ([`Value::detach`](crate::Value::detach), [`Tensor::to_owned_as`](crate::Tensor::to_owned_as)), or read eagerly.
     pub mmap: bool,
     /// Check the crc32 of every zip record against the central directory (torch does not).
     pub verify_crc32: bool,
@@ -93,15 +100,52 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// Sets [`LoadOptions::mmap`].
+    pub fn with_mmap(mut self, mmap: bool) -> LoadOptions {
+        self.mmap = mmap;
+        self
+    }
+
+    /// Sets [`LoadOptions::verify_crc32`].
+    pub fn with_verify_crc32(mut self, verify_crc32: bool) -> LoadOptions {
+        self.verify_crc32 = verify_crc32;
+        self
+    }
+
+    /// Sets [`LoadOptions::limits`].
+    pub fn with_limits(mut self, limits: Limits) -> LoadOptions {
+        self.limits = limits;
+        self
+    }
+}
+
 /// What a file held, and in which format.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Loaded {
+    /// The format detected from the file's content.
     pub format: Format,
+    /// The value the file held.
     pub value: Value,
 }
 
+impl Loaded {
+    /// `value` read from a file of `format`.
+    pub fn new(format: Format, value: Value) -> Loaded {
+        Loaded { format, value }
+    }
+}
+
 /// Options for writing torch files.
+///
+/// ```
+/// use ckpt::format::SaveOptions;
+/// let options = SaveOptions::default().with_crc32(false).with_archive_name("archive");
+/// assert_eq!(options.archive_name.as_deref(), Some("archive"));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SaveOptions {
     /// Alignment of every record's data (torch's default, 64).
     pub alignment: u64,
@@ -118,6 +162,26 @@ impl Default for SaveOptions {
             crc32: true,
             archive_name: None,
         }
+    }
+}
+
+impl SaveOptions {
+    /// Sets [`SaveOptions::alignment`].
+    pub fn with_alignment(mut self, alignment: u64) -> SaveOptions {
+        self.alignment = alignment;
+        self
+    }
+
+    /// Sets [`SaveOptions::crc32`].
+    pub fn with_crc32(mut self, crc32: bool) -> SaveOptions {
+        self.crc32 = crc32;
+        self
+    }
+
+    /// Sets [`SaveOptions::archive_name`].
+    pub fn with_archive_name(mut self, archive_name: impl Into<String>) -> SaveOptions {
+        self.archive_name = Some(archive_name.into());
+        self
     }
 }
 
