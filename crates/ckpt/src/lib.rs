@@ -20,7 +20,7 @@
 //! ([`LoadReport`], [`IncompatibleKeys`]) and the data of a checkpoint ([`Value`], [`Dict`],
 //! [`StateDict`], [`Tensor`], [`DType`]). The modules group the rest by task:
 //!
-//! - [`format`]: read any checkpoint file, write torch and safetensors files;
+//! - [`format`](mod@format): read any checkpoint file, write torch and safetensors files;
 //! - [`walk`] and [`nn_module`]: look inside a loaded value;
 //! - [`matching`]: rename checkpoint keys to a model's (detectron2's heuristics, Caffe2 names);
 //! - [`detection`]: what `DetectionCheckpointer` does to a file, and dry runs of a load;

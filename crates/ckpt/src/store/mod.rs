@@ -121,7 +121,7 @@ impl Store for LocalDir {
         atomic_write(&path, |w| write(w)).map_err(|e| name_target(e, &path))
     }
 
-    /// Reads at most [`MAX_SMALL_FILE`] bytes: a larger file (or a link to a device that never
+    /// Reads at most 64 KiB: a larger file (or a link to a device that never
     /// ends) is an error, not a read of unbounded size.
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(name)?;
