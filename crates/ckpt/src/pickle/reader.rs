@@ -294,6 +294,8 @@ impl<'a> Machine<'a> {
     fn run(mut self) -> Result<(Value, usize)> {
         loop {
             self.op_start = self.pos;
+            self.arena.ops += 1;
+            self.arena.read = self.arena.read.max(self.pos);
             let Some(&op) = self.data.get(self.pos) else {
                 return Err(Error::pickle(
                     self.base + self.pos as u64,
@@ -361,13 +363,13 @@ impl<'a> Machine<'a> {
                 self.push(Node::leaf(Value::Float(f64::from_be_bytes(raw))));
             }
             b'I' => {
-                let line = self.line()?;
+                let line = self.int_line()?;
                 let v = text::parse_int_opcode(line)
                     .ok_or_else(|| self.err("expected a decimal int"))?;
                 self.push(Node::leaf(v));
             }
             b'L' => {
-                let line = self.line()?;
+                let line = self.int_line()?;
                 let v = text::parse_int(line).ok_or_else(|| self.err("expected a decimal int"))?;
                 self.push(Node::leaf(v));
             }
@@ -729,6 +731,19 @@ impl<'a> Machine<'a> {
         Ok(&rest[..end])
     }
 
+    /// The argument of `INT`/`LONG`, refused past Python's limit on decimal digits.
+    fn int_line(&mut self) -> Result<&'a [u8]> {
+        let line = self.line()?;
+        if line.len() > text::MAX_INT_DIGITS + 3 {
+            return Err(self.err(format!(
+                "an int of {} characters exceeds the limit of {} decimal digits (Python's own limit on int conversions)",
+                line.len(),
+                text::MAX_INT_DIGITS
+            )));
+        }
+        Ok(line)
+    }
+
     pub(super) fn line_text(&mut self) -> Result<String> {
         let line = self.line()?;
         Ok(text::utf8_lossy(line))
@@ -831,6 +846,7 @@ impl<'a> Machine<'a> {
             self.op_start = self.pos;
             self.op = self.data[self.pos];
             self.pos += 1;
+            self.arena.ops += 1;
             result = self.step(self.op);
         }
         let made = match (result, self.stack.as_slice(), self.marks.is_empty()) {
