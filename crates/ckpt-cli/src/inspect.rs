@@ -1,12 +1,14 @@
 //! `ckpt inspect FILE [--json]`: the format, every tensor and every other value of a file.
 
+use std::collections::hash_map::{Entry as HashEntry, RandomState};
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasher, Hash, Hasher};
 use std::path::PathBuf;
 
 use ckpt::format::{load_with, LoadOptions, Loaded};
 use ckpt::nn_module::module_entries;
-use ckpt::walk::{leaves_and_objects, path_string, Leaf};
-use ckpt::{ObjectBuild, Value};
+use ckpt::walk::{children, path_string, Leaf, Step};
+use ckpt::{Key, ObjectBuild, Value};
 use serde::Serialize;
 
 use crate::error::CliError;
@@ -19,6 +21,8 @@ use crate::output::{human_bytes, print, printable, step_json, Align, JsonLines, 
 /// know are listed as opaque globals, followed by what their arguments and state hold (a
 /// model saved whole with torch.save(model) shows its parameters at paths such as
 /// `_modules.fc._parameters.weight`, and the state-dict name `ckpt convert` gives them).
+/// A container whose contents repeat those of one listed before (an object the file shares
+/// in many places) is listed there once; each later place is one entry naming it.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint file: torch (.pth/.pt, zip or legacy), Detectron pickle (.pkl),
@@ -105,6 +109,9 @@ pub struct ValueEntry {
     pub repr: String,
     /// A global ckpt does not interpret, kept verbatim and never executed.
     pub opaque: bool,
+    /// For a container listed once already: the path where its contents are listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
     #[serde(skip)]
     pub display_path: String,
 }
@@ -123,58 +130,63 @@ pub struct Totals {
 }
 
 impl Report {
-    /// Walks `loaded` once; cost linear in the number of values.
+    /// Walks `loaded` twice (once to fingerprint its containers, once to list it); cost
+    /// linear in the number of values plus the entries listed. A container whose contents
+    /// equal those of one listed before (a sub-tree the file shares through its memo, copied
+    /// at each place it is used) is listed once, later places as one entry referring to it.
     pub fn new(file: &str, loaded: &Loaded) -> Report {
-        let mut entries = Vec::new();
-        let mut totals = Totals::default();
-        let mut storages = HashSet::new();
-        let mut modules = ModuleNames::default();
-        for leaf in leaves_and_objects(&loaded.value) {
-            let path = leaf.path.iter().map(step_json).collect();
-            let raw_path = leaf.path_string();
-            let display_path = printable(&raw_path);
-            if leaf.opened {
-                modules.visit(&leaf, &raw_path);
+        let fingerprints = Fingerprints::of(&loaded.value);
+        let mut listing = Listing {
+            entries: Vec::new(),
+            totals: Totals::default(),
+            storages: HashSet::new(),
+            modules: ModuleNames::default(),
+        };
+        let root = &loaded.value;
+        let mut path: Vec<Step<'_>> = Vec::new();
+        let mut frames = Vec::new();
+        match children(root) {
+            None => listing.leaf(&path, root),
+            Some(frame) => {
+                listing.open(&path, root);
+                frames.push(frame);
             }
-            if let Some(tensor) = leaf.value.as_tensor() {
-                let bytes = tensor.nbytes() as u64;
-                totals.tensors += 1;
-                // Expanded views can each declare up to isize::MAX bytes.
-                totals.tensor_bytes = totals.tensor_bytes.saturating_add(bytes);
-                if storages.insert(tensor.storage().id()) {
-                    totals.storages += 1;
-                    totals.storage_bytes += tensor.storage().len() as u64;
+        }
+        let mut first_at: HashMap<(u64, usize), String> = HashMap::new();
+        while let Some(frame) = frames.last_mut() {
+            let Some((step, value)) = frame.next() else {
+                frames.pop();
+                path.pop();
+                continue;
+            };
+            path.push(step);
+            let Some(frame) = children(value) else {
+                listing.leaf(&path, value);
+                path.pop();
+                continue;
+            };
+            if let Some(info) = fingerprints.shared(value, path.len()) {
+                let raw_path = path_string(&path);
+                match first_at.entry((info.hash, info.entries)) {
+                    HashEntry::Occupied(first) => {
+                        listing.same_as(&path, value, first.get(), info);
+                        path.pop();
+                        continue;
+                    }
+                    HashEntry::Vacant(slot) => {
+                        slot.insert(raw_path);
+                    }
                 }
-                entries.push(Entry::Tensor(TensorEntry {
-                    path,
-                    type_name: leaf.value.type_name(),
-                    dtype: tensor.dtype().name(),
-                    shape: tensor.shape().to_vec(),
-                    bytes,
-                    contiguous: tensor.is_contiguous(),
-                    requires_grad: tensor.requires_grad(),
-                    state_dict_name: modules.names.remove(&raw_path),
-                    display_path,
-                }));
-            } else {
-                let opaque = matches!(leaf.value, Value::Object(_));
-                totals.values += 1;
-                totals.opaque += usize::from(opaque);
-                entries.push(Entry::Value(ValueEntry {
-                    path,
-                    type_name: leaf.value.type_name(),
-                    repr: repr(leaf.value),
-                    opaque,
-                    display_path,
-                }));
             }
+            listing.open(&path, value);
+            frames.push(frame);
         }
         Report {
             file: file.to_string(),
             format: loaded.format.name(),
-            entries,
-            modules: modules.found,
-            totals,
+            entries: listing.entries,
+            modules: listing.modules.found,
+            totals: listing.totals,
         }
     }
 
@@ -296,6 +308,224 @@ impl Report {
         ));
         out
     }
+}
+
+/// What [`Report::new`] gathers as it walks.
+struct Listing {
+    entries: Vec<Entry>,
+    totals: Totals,
+    storages: HashSet<usize>,
+    modules: ModuleNames,
+}
+
+impl Listing {
+    /// A container the walk goes into: an opaque object is an entry of its own.
+    fn open(&mut self, path: &[Step<'_>], value: &Value) {
+        if matches!(value, Value::Object(_)) {
+            let leaf = Leaf {
+                path: path.to_vec(),
+                value,
+                opened: true,
+            };
+            self.modules.visit(&leaf, &path_string(path));
+            self.leaf(path, value);
+        }
+    }
+
+    /// A tensor, a scalar, an empty container or an opened object.
+    fn leaf(&mut self, path: &[Step<'_>], value: &Value) {
+        let json_path = path.iter().map(step_json).collect();
+        let raw_path = path_string(path);
+        let display_path = printable(&raw_path);
+        if let Some(tensor) = value.as_tensor() {
+            let bytes = tensor.nbytes() as u64;
+            self.totals.tensors += 1;
+            // Expanded views can each declare up to isize::MAX bytes.
+            self.totals.tensor_bytes = self.totals.tensor_bytes.saturating_add(bytes);
+            if self.storages.insert(tensor.storage().id()) {
+                self.totals.storages += 1;
+                self.totals.storage_bytes += tensor.storage().len() as u64;
+            }
+            self.entries.push(Entry::Tensor(TensorEntry {
+                path: json_path,
+                type_name: value.type_name(),
+                dtype: tensor.dtype().name(),
+                shape: tensor.shape().to_vec(),
+                bytes,
+                contiguous: tensor.is_contiguous(),
+                requires_grad: tensor.requires_grad(),
+                state_dict_name: self.modules.names.remove(&raw_path),
+                display_path,
+            }));
+        } else {
+            let opaque = matches!(value, Value::Object(_));
+            self.totals.values += 1;
+            self.totals.opaque += usize::from(opaque);
+            self.entries.push(Entry::Value(ValueEntry {
+                path: json_path,
+                type_name: value.type_name(),
+                repr: repr(value),
+                opaque,
+                same_as: None,
+                display_path,
+            }));
+        }
+    }
+
+    /// A container whose contents equal those listed at `first`: one entry, and its
+    /// contents counted in the totals (their storages are the first place's).
+    fn same_as(&mut self, path: &[Step<'_>], value: &Value, first: &str, info: &Subtree) {
+        let t = &info.totals;
+        self.totals.tensors += t.tensors;
+        self.totals.tensor_bytes = self.totals.tensor_bytes.saturating_add(t.tensor_bytes);
+        self.totals.values += t.values;
+        self.totals.opaque += t.opaque;
+        self.entries.push(Entry::Value(ValueEntry {
+            path: path.iter().map(step_json).collect(),
+            type_name: value.type_name(),
+            repr: format!(
+                "<same contents as {} ({} entries, listed there)>",
+                printable(first),
+                info.entries
+            ),
+            opaque: false,
+            same_as: Some(first.to_string()),
+            display_path: printable(&path_string(path)),
+        }));
+    }
+}
+
+/// Containers whose listing costs less than this many path steps (entries times depth)
+/// are listed again wherever they repeat: small repeated dicts stay readable in place.
+const SHARED_MIN_STEPS: usize = 32;
+
+/// What the listing of one container holds.
+struct Subtree {
+    /// A keyed hash of its contents as listed (steps, types, values, tensors' storages).
+    hash: u64,
+    /// Entries its listing has.
+    entries: usize,
+    /// What those entries add to the totals.
+    totals: Totals,
+}
+
+/// The [`Subtree`] of every non-empty container of a tree, by address. The hash is keyed
+/// per run (std's `RandomState`), so a file cannot be made to collide two sub-trees.
+struct Fingerprints {
+    by_address: HashMap<*const Value, Subtree>,
+}
+
+impl Fingerprints {
+    /// One post-order pass with an explicit stack (deep trees do not overflow the stack).
+    fn of(root: &Value) -> Fingerprints {
+        let state = RandomState::new();
+        let mut by_address = HashMap::new();
+        let start = |value: &Value| {
+            let mut hasher = state.build_hasher();
+            value.type_name().hash(&mut hasher);
+            let mut totals = Totals::default();
+            let opened = matches!(value, Value::Object(_));
+            if opened {
+                totals.values = 1;
+                totals.opaque = 1;
+                repr(value).hash(&mut hasher);
+            }
+            (hasher, usize::from(opened), totals)
+        };
+        let Some(children_of_root) = children(root) else {
+            return Fingerprints { by_address };
+        };
+        let mut frames = vec![(root, children_of_root, start(root))];
+        while let Some((_, children_iter, (hasher, entries, totals))) = frames.last_mut() {
+            match children_iter.next() {
+                Some((step, child)) => {
+                    hash_step(&step, hasher);
+                    if let Some(grandchildren) = children(child) {
+                        frames.push((child, grandchildren, start(child)));
+                        continue;
+                    }
+                    hasher.write_u64(leaf_hash(&state, child));
+                    *entries += 1;
+                    if let Some(tensor) = child.as_tensor() {
+                        totals.tensors += 1;
+                        totals.tensor_bytes =
+                            totals.tensor_bytes.saturating_add(tensor.nbytes() as u64);
+                    } else {
+                        totals.values += 1;
+                        totals.opaque += usize::from(matches!(child, Value::Object(_)));
+                    }
+                }
+                None => {
+                    let Some((value, _, (hasher, entries, totals))) = frames.pop() else {
+                        break;
+                    };
+                    let hash = hasher.finish();
+                    if let Some((_, _, (parent, parent_entries, parent_totals))) = frames.last_mut()
+                    {
+                        parent.write_u64(hash);
+                        *parent_entries += entries;
+                        parent_totals.tensors += totals.tensors;
+                        parent_totals.tensor_bytes = parent_totals
+                            .tensor_bytes
+                            .saturating_add(totals.tensor_bytes);
+                        parent_totals.values += totals.values;
+                        parent_totals.opaque += totals.opaque;
+                    }
+                    by_address.insert(
+                        value as *const Value,
+                        Subtree {
+                            hash,
+                            entries,
+                            totals,
+                        },
+                    );
+                }
+            }
+        }
+        Fingerprints { by_address }
+    }
+
+    /// The sub-tree of a container at `depth` when it is worth listing once only.
+    fn shared(&self, value: &Value, depth: usize) -> Option<&Subtree> {
+        self.by_address
+            .get(&(value as *const Value))
+            .filter(|info| {
+                info.entries >= 2 && info.entries.saturating_mul(depth + 1) >= SHARED_MIN_STEPS
+            })
+    }
+}
+
+fn hash_step(step: &Step<'_>, hasher: &mut impl Hasher) {
+    match step {
+        Step::Key(key) => (0u8, key).hash(hasher),
+        Step::Index(i) => (1u8, i).hash(hasher),
+        Step::Attr(name) => (2u8, name).hash(hasher),
+        Step::Arg(i) => (3u8, i).hash(hasher),
+        Step::State => 4u8.hash(hasher),
+    }
+}
+
+/// The hash of a leaf as it is listed: a tensor by its storage and view, a hashable value
+/// by its whole content, anything else by its type and repr.
+fn leaf_hash(state: &RandomState, value: &Value) -> u64 {
+    let mut hasher = state.build_hasher();
+    value.type_name().hash(&mut hasher);
+    if let Some(tensor) = value.as_tensor() {
+        (
+            tensor.storage().id(),
+            tensor.storage_offset(),
+            tensor.shape(),
+            tensor.strides(),
+            tensor.dtype().name(),
+            tensor.requires_grad(),
+        )
+            .hash(&mut hasher);
+    } else if let Ok(key) = Key::from_value(value) {
+        key.hash(&mut hasher);
+    } else {
+        repr(value).hash(&mut hasher);
+    }
+    hasher.finish()
 }
 
 /// The state-dict names of the tensors of pickled modules, found as the walk opens them.
@@ -483,6 +713,51 @@ mod tests {
                 opaque: 1,
             }
         );
+    }
+
+    /// What the reader makes of a list shared 800 times, 190 levels deep: 800 copies.
+    fn shared_deep_list() -> Value {
+        let mut inner = Value::List((0..100).map(Value::Int).collect());
+        for _ in 0..190 {
+            inner = Value::List(vec![inner]);
+        }
+        Value::List(vec![inner; 800])
+    }
+
+    #[test]
+    fn a_sub_tree_repeated_deep_down_is_listed_once() {
+        let loaded = Loaded::new(Format::Pickle, shared_deep_list());
+        let report = Report::new("x.pkl", &loaded);
+        // The first copy's 100 leaves, then one entry per later copy (not 80,000 leaves
+        // with 190-step paths).
+        assert_eq!(report.entries.len(), 100 + 799);
+        let path_steps: usize = report
+            .entries
+            .iter()
+            .map(|e| match e {
+                Entry::Tensor(t) => t.path.len(),
+                Entry::Value(v) => v.path.len(),
+            })
+            .sum();
+        assert!(path_steps < 100 * 192 + 799 * 2, "{path_steps}");
+        let Entry::Value(second) = &report.entries[100] else {
+            panic!("a value entry")
+        };
+        assert_eq!(second.same_as.as_deref(), Some("[0]"));
+        assert_eq!(
+            second.repr,
+            "<same contents as [0] (100 entries, listed there)>"
+        );
+        // The totals still count every copy.
+        assert_eq!(report.totals.values, 80_000);
+    }
+
+    #[test]
+    fn small_repeated_containers_are_listed_in_place() {
+        let pair = Value::List(vec![Value::Int(1), Value::Int(2)]);
+        let loaded = Loaded::new(Format::Pickle, Value::List(vec![pair.clone(), pair]));
+        let report = Report::new("x.pkl", &loaded);
+        assert_eq!(report.entries.len(), 4);
     }
 
     #[test]
