@@ -704,7 +704,7 @@ pub(crate) fn int_repr(i: &BigInt) -> String {
         return i.to_string();
     }
     // The leading 16 hex digits: a shift by whole digits.
-    let top = i.magnitude() >> (bits - 64).div_ceil(4) * 4;
+    let top = i.magnitude() >> ((bits - 64).div_ceil(4) * 4);
     let sign = if i.sign() == num_bigint::Sign::Minus {
         "-"
     } else {
