@@ -166,7 +166,6 @@ impl Report {
                 continue;
             };
             if let Some(info) = fingerprints.shared(value, path.len()) {
-                let raw_path = path_string(&path);
                 match first_at.entry((info.hash, info.entries)) {
                     HashEntry::Occupied(first) => {
                         listing.same_as(&path, value, first.get(), info);
@@ -174,7 +173,7 @@ impl Report {
                         continue;
                     }
                     HashEntry::Vacant(slot) => {
-                        slot.insert(raw_path);
+                        slot.insert(listed_path(&path));
                     }
                 }
             }
@@ -327,15 +326,15 @@ impl Listing {
                 value,
                 opened: true,
             };
-            self.modules.visit(&leaf, &path_string(path));
+            self.modules.visit(&leaf, &listed_path(path));
             self.leaf(path, value);
         }
     }
 
     /// A tensor, a scalar, an empty container or an opened object.
     fn leaf(&mut self, path: &[Step<'_>], value: &Value) {
-        let json_path = path.iter().map(step_json).collect();
-        let raw_path = path_string(path);
+        let json_path = listed_json(path);
+        let raw_path = listed_path(path);
         let display_path = printable(&raw_path);
         if let Some(tensor) = value.as_tensor() {
             let bytes = tensor.nbytes() as u64;
@@ -381,7 +380,7 @@ impl Listing {
         self.totals.values += t.values;
         self.totals.opaque += t.opaque;
         self.entries.push(Entry::Value(ValueEntry {
-            path: path.iter().map(step_json).collect(),
+            path: listed_json(path),
             type_name: value.type_name(),
             repr: format!(
                 "<same contents as {} ({} entries, listed there)>",
@@ -390,9 +389,67 @@ impl Listing {
             ),
             opaque: false,
             same_as: Some(first.to_string()),
-            display_path: printable(&path_string(path)),
+            display_path: printable(&listed_path(path)),
         }));
     }
+}
+
+/// Bytes of a str key or attribute name shown in a path: a longer one shows its start and
+/// its length, so that a huge key above many leaves is not written out once per leaf.
+const KEY_BYTES: usize = 200;
+
+/// `name` cut to [`KEY_BYTES`] with its length, if longer.
+fn cut_name(name: &str) -> Option<String> {
+    if name.len() <= KEY_BYTES {
+        return None;
+    }
+    let mut end = KEY_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(format!("{}...<{} bytes>", &name[..end], name.len()))
+}
+
+/// The path as `ckpt::walk::path_string` writes it, long names cut.
+fn listed_path(path: &[Step<'_>]) -> String {
+    if path.is_empty() {
+        return path_string(path);
+    }
+    let mut out = String::new();
+    for (i, step) in path.iter().enumerate() {
+        let long = match step {
+            Step::Key(Key::Str(name)) => cut_name(name),
+            Step::Attr(name) => cut_name(name),
+            _ => None,
+        };
+        let dotted = matches!(
+            step,
+            Step::Key(Key::Str(_)) | Step::Attr(_) | Step::Arg(_) | Step::State
+        );
+        if i > 0 && dotted {
+            out.push('.');
+        }
+        match long {
+            Some(cut) => out.push_str(&cut),
+            None => out.push_str(&path_string(std::slice::from_ref(step))),
+        }
+    }
+    out
+}
+
+/// The path for JSON, long names cut.
+fn listed_json(path: &[Step<'_>]) -> Vec<serde_json::Value> {
+    path.iter()
+        .map(|step| match step {
+            Step::Key(Key::Str(name)) => cut_name(name)
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|| step_json(step)),
+            Step::Attr(name) => cut_name(name)
+                .map(|cut| serde_json::json!({ "attr": cut }))
+                .unwrap_or_else(|| step_json(step)),
+            _ => step_json(step),
+        })
+        .collect()
 }
 
 /// Containers whose listing costs less than this many path steps (entries times depth)
@@ -563,10 +620,10 @@ impl ModuleNames {
             } else {
                 format!("{prefix}.{}", entry.name)
             };
-            self.names.insert(path_string(&path), name);
+            self.names.insert(listed_path(&path), name);
         }
         self.found.push(ModuleInfo {
-            path: leaf.path.iter().map(step_json).collect(),
+            path: listed_json(&leaf.path),
             type_name: leaf.value.type_name(),
             state_dict_entries: entries.len(),
             display_path: printable(raw_path),
@@ -750,6 +807,31 @@ mod tests {
         );
         // The totals still count every copy.
         assert_eq!(report.totals.values, 80_000);
+    }
+
+    #[test]
+    fn a_huge_key_is_cut_in_every_path_under_it() {
+        let key = "k".repeat(1 << 20);
+        let mut inner = Dict::new();
+        inner.insert(
+            key.as_str(),
+            Value::List((0..1000).map(Value::Int).collect()),
+        );
+        let loaded = Loaded::new(Format::Pickle, Value::Dict(inner));
+        let report = Report::new("x.pkl", &loaded);
+        assert_eq!(report.entries.len(), 1000);
+        let Entry::Value(last) = &report.entries[999] else {
+            panic!("a value entry")
+        };
+        let shown = format!("{}...<1048576 bytes>[999]", "k".repeat(200));
+        assert_eq!(last.display_path, shown);
+        assert_eq!(
+            last.path,
+            vec![
+                serde_json::Value::from(format!("{}...<1048576 bytes>", "k".repeat(200))),
+                serde_json::Value::from(999)
+            ]
+        );
     }
 
     #[test]
