@@ -10,6 +10,7 @@ mod ls;
 mod output;
 mod plan;
 mod source;
+mod subtrees;
 mod time;
 
 use std::process::ExitCode;
