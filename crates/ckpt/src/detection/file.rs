@@ -3,9 +3,11 @@
 //! safetensors files (`docs/behaviour.md#detection-files`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, Result, ResultExt};
 use crate::format::{self, LoadOptions};
+use crate::tensor::Buffer;
 use crate::value::{Dict, Key, Value};
 
 /// What a checkpoint file is, decided by its extension as detectron2 does.
@@ -65,6 +67,18 @@ pub fn read_detection_bytes(
     matching_heuristics: bool,
 ) -> Result<Dict> {
     let value = format::load_bytes(bytes, &LoadOptions::default())?.value;
+    detection_checkpoint(value, kind, matching_heuristics)
+}
+
+/// [`read_detection_file`] of a checkpoint already in memory: a map of `file`, or bytes
+/// received from another rank.
+pub(crate) fn read_detection_buffer(
+    buffer: Arc<Buffer>,
+    file: Option<&std::fs::File>,
+    kind: FileKind,
+    matching_heuristics: bool,
+) -> Result<Dict> {
+    let value = format::load_buffer(buffer, file)?;
     detection_checkpoint(value, kind, matching_heuristics)
 }
 
