@@ -3,6 +3,7 @@
 use std::fmt;
 use std::os::raw::{c_int, c_void};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use ckpt::dist::{Communicator, SlicePart};
 use ckpt::{Error, Result};
@@ -19,6 +20,10 @@ use crate::launcher::check_world_size_from_env;
 /// `i32`, so anything larger goes in several messages, and a rank that must receive into a
 /// scratch buffer (see [`MpiCommunicator::broadcast`]) needs no more than this.
 pub const DEFAULT_CHUNK: usize = 64 << 20;
+
+/// How long [`MpiCommunicator::finish`] waits, on a rank that failed, for the others to
+/// finish too before it ends the job (30 s).
+pub const DEFAULT_EXIT_GRACE: Duration = Duration::from_secs(30);
 
 /// ckpt's [`Communicator`] over an MPI communicator: the world of the job
 /// ([`MpiCommunicator::world`]) or one the application already has
@@ -49,17 +54,25 @@ pub const DEFAULT_CHUNK: usize = 64 << 20;
 /// # When a rank fails
 ///
 /// - Inside ckpt's collective steps (loading, resuming) every rank returns the same error,
-///   naming the rank that failed and why (`rank 2 could not load <path>: ...`): rank 0
+///   naming the rank that failed and why (`rank 2 could not load the checkpoint: ...`): rank 0
 ///   lacking the file, rank 0 failing to send it, any rank failing to parse or load it.
 /// - A rank that stops before a collective the others are in (an error of the application's
-///   own, a panic) would leave them waiting: it must end the whole job with
-///   [`MpiCommunicator::abort`], which prints its rank and reason and makes `mpirun` stop
-///   every rank. Dropping this communicator while the thread panics does so itself.
+///   own) would leave them waiting. Pass every rank's outcome to
+///   [`MpiCommunicator::finish`] before leaving: it prints `rank R failed: <error>`, and when
+///   the other ranks do not all finish too within [`DEFAULT_EXIT_GRACE`] (they are waiting
+///   for this one), ends the whole job through `MPI_Abort`, which makes `mpirun` stop every
+///   rank. When every rank failed alike (an error of ckpt's collective steps), they all
+///   finish normally, each with its message. [`MpiCommunicator::abort`] ends the job at
+///   once; dropping this communicator while the thread panics does so itself.
 /// - An error inside MPI itself ends the job (MPI's default error handler), with MPI's
 ///   message naming the rank.
 pub struct MpiCommunicator {
     /// The communicator; every MPI call is made while holding this lock.
     comm: Mutex<SimpleCommunicator>,
+    /// A second duplicate, for [`MpiCommunicator::finish`] alone, so that its barrier never
+    /// matches a collective some rank is still waiting in.
+    exit: Mutex<SimpleCommunicator>,
+    exit_grace: Duration,
     rank: usize,
     size: usize,
     chunk: usize,
@@ -124,11 +137,14 @@ impl MpiCommunicator {
             )));
         }
         check_world_size_from_env(SimpleCommunicator::world().size() as usize)?;
+        let exit = comm.duplicate();
         let comm = comm.duplicate();
         let rank = comm.rank() as usize;
         let size = comm.size() as usize;
         Ok(MpiCommunicator {
             comm: Mutex::new(comm),
+            exit: Mutex::new(exit),
+            exit_grace: DEFAULT_EXIT_GRACE,
             rank,
             size,
             chunk: DEFAULT_CHUNK,
@@ -149,6 +165,52 @@ impl MpiCommunicator {
         Ok(self)
     }
 
+    /// Waits at most `grace` in [`MpiCommunicator::finish`] on a failed rank (every rank
+    /// should use the same).
+    pub fn with_exit_grace(mut self, grace: Duration) -> MpiCommunicator {
+        self.exit_grace = grace;
+        self
+    }
+
+    /// Ends this rank's part of the job so that no rank waits forever for it; call it on
+    /// every rank with the rank's outcome, before dropping the communicator.
+    ///
+    /// `Ok` waits until every rank has called `finish` (as `MPI_Finalize` would) and returns
+    /// the outcome. `Err` prints `rank R failed: <error>` to stderr, then waits for every
+    /// rank to call `finish` for at most the exit grace ([`DEFAULT_EXIT_GRACE`]): when they
+    /// all do (every rank failed alike, or the others were done) it returns the error; when
+    /// they do not (they are waiting in a collective for this rank) it ends the whole job
+    /// with `MPI_Abort` (exit code 1).
+    pub fn finish<T, E: fmt::Display>(&self, outcome: Result<T, E>) -> Result<T, E> {
+        let exit = self.exit.lock().unwrap_or_else(|e| e.into_inner());
+        let Err(error) = &outcome else {
+            exit.barrier();
+            return outcome;
+        };
+        eprintln!("rank {} failed: {error}", self.rank);
+        let mut request = exit.immediate_barrier();
+        let deadline = Instant::now() + self.exit_grace;
+        loop {
+            match request.test() {
+                Ok(_) => return outcome,
+                Err(pending) => request = pending,
+            }
+            if Instant::now() >= deadline {
+                // rsmpi aborts on a pending request dropped; the job ends here anyway.
+                std::mem::forget(request);
+                drop(exit);
+                self.abort(
+                    1,
+                    &format!(
+                        "the other ranks did not finish within {:?} of its failure",
+                        self.exit_grace
+                    ),
+                );
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// The largest message a broadcast sends at once.
     pub fn chunk_size(&self) -> usize {
         self.chunk
@@ -158,8 +220,12 @@ impl MpiCommunicator {
     /// `MPI_Abort`, after which `mpirun` stops every rank and exits with `code`. For a rank
     /// that cannot go on while the others may be waiting for it in a collective.
     pub fn abort(&self, code: i32, reason: &dyn fmt::Display) -> ! {
-        eprintln!("rank {} aborts the job: {reason}", self.rank);
-        tracing::error!("rank {} aborts the job: {reason}", self.rank);
+        // Said once, where it is seen: the log when there is one, else stderr.
+        if tracing::dispatcher::has_been_set() {
+            tracing::error!("rank {} aborts the job: {reason}", self.rank);
+        } else {
+            eprintln!("rank {} aborts the job: {reason}", self.rank);
+        }
         // A poisoned lock still holds a valid handle, and aborting must not wait.
         let comm = match self.comm.try_lock() {
             Ok(comm) => comm,

@@ -212,7 +212,7 @@ impl DetectionCheckpointer {
     /// With several ranks: rank 0 lacking the file is an error on every rank (`File <path>
     /// not found on main worker.`); when other ranks lack it, rank 0 sends them the file and
     /// every rank loads the same bytes. A rank that fails to load makes every rank return the
-    /// same error, naming that rank and why (`rank 2 could not load <path>: ...`), so that no
+    /// same error, naming that rank and why (`rank 2 could not load the checkpoint: ...`), so that no
     /// rank trains on while another stopped; the ranks that did load keep what they loaded.
     pub fn load(&self, path: &str, checkpointables: Option<&[&str]>) -> Result<Dict> {
         Ok(self.load_with_report(path, checkpointables)?.extra)
@@ -310,10 +310,10 @@ impl DetectionCheckpointer {
                 "File {shown} not found on main worker.{cause}"
             )));
         }
-        let what = format!("load {shown}");
+        let what = "load the checkpoint";
         if flags.iter().all(|&f| f) {
             let loaded = resolved.and_then(|resolved| self.load_local(&resolved, checkpointables));
-            return agree(comm, &what, loaded);
+            return agree(comm, what, loaded);
         }
         tracing::warn!(
             "Not all workers can read checkpoint {shown}. Training may fail to fully resume."
@@ -325,7 +325,7 @@ impl DetectionCheckpointer {
                 .load_checkpoint(path, checkpoint, checkpointables)
                 .in_file(path)
         });
-        agree(comm, &what, loaded)
+        agree(comm, what, loaded)
     }
 
     fn load_local(
