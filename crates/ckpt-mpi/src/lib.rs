@@ -34,3 +34,7 @@ mod communicator;
 mod launcher;
 
 pub use communicator::{MpiCommunicator, DEFAULT_CHUNK};
+
+/// The `mpi` crate this communicator is built on, for the application's own collectives
+/// (gradients) and for [`MpiCommunicator::new`].
+pub use mpi;
