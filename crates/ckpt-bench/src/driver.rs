@@ -38,6 +38,7 @@ pub enum Kind {
     Resume,
     ResumeModel,
     Match,
+    ResumeRanks,
 }
 
 impl Kind {
@@ -50,6 +51,7 @@ impl Kind {
             Kind::Resume => "resume (load into model + optimizer)",
             Kind::ResumeModel => "resume (load into a model)",
             Kind::Match => "name matching",
+            Kind::ResumeRanks => "resume on 4 MPI ranks",
         }
     }
 }
@@ -63,6 +65,8 @@ pub enum Runner {
     Python(&'static str),
     /// `dd if=/dev/zero` of the workload's size into the benchmark directory or tmpfs.
     Dd { fsync: bool, tmpfs: bool },
+    /// `mpirun -np 4 resume_bench <mode>` (see [`crate::mpi`]).
+    Mpi(&'static str),
 }
 
 /// One row of the results: a contender doing one kind of operation on one workload.
@@ -86,7 +90,7 @@ pub struct Case {
 }
 
 impl Case {
-    fn new(
+    pub(crate) fn new(
         workload: &'static str,
         kind: Kind,
         id: &'static str,
@@ -107,7 +111,7 @@ impl Case {
         }
     }
 
-    fn warm(mut self, path: PathBuf) -> Case {
+    pub(crate) fn warm(mut self, path: PathBuf) -> Case {
         self.warm = Some(path);
         self
     }
@@ -132,6 +136,8 @@ struct Context<'a> {
     exe: PathBuf,
     dir: &'a Path,
     python: Option<PythonServer>,
+    /// ckpt-mpi's `resume_bench`, when it and `mpirun` are there.
+    mpi: Option<PathBuf>,
 }
 
 /// Runs the benchmark.
@@ -154,26 +160,51 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
         }
         None => None,
     };
+    let exe = std::env::current_exe()?;
+    let wanted = |w: &str| options.workloads.iter().any(|x| x == w);
+    let mpi = if wanted("mpi") {
+        let program = crate::mpi::program(&exe);
+        if program.is_none() {
+            eprintln!(
+                "warning: no mpirun, or ckpt-mpi's resume_bench not built beside ckpt-bench \
+                 (cargo build --release -p ckpt-mpi --example resume_bench): skipping the mpi workload"
+            );
+        }
+        program
+    } else {
+        None
+    };
     let mut ctx = Context {
-        exe: std::env::current_exe()?,
+        exe,
         dir: &dir,
         python,
+        mpi,
     };
-    let wanted = |w: &str| options.workloads.iter().any(|x| x == w);
 
     for workload in ["big", "small", "detectron"] {
-        if wanted(workload) && !(reuse && inputs_exist(&dir, workload)) {
+        // The mpi workload resumes the big workload's checkpoint.
+        let needed = wanted(workload) || (workload == "big" && ctx.mpi.is_some());
+        if needed && !(reuse && inputs_exist(&dir, workload)) {
             eprintln!("writing the {workload} workload's input files ...");
             generate(&mut ctx, workload)?;
         }
     }
 
     let mut cases = Vec::new();
-    for workload in ["big", "small", "detectron", "matching"] {
-        if !wanted(workload) {
+    for workload in ["big", "small", "detectron", "matching", "mpi"] {
+        if !wanted(workload) || (workload == "mpi" && ctx.mpi.is_none()) {
             continue;
         }
-        let mut group = cases_for(workload, &spec, &dir, ctx.python.is_some());
+        let mut group = if workload == "mpi" {
+            let file = dir.join("big-resume").join("model_big.pth");
+            let bytes = fs::metadata(&file)?.len();
+            crate::mpi::cases(bytes)
+                .into_iter()
+                .map(|case| case.warm(file.clone()))
+                .collect()
+        } else {
+            cases_for(workload, &spec, &dir, ctx.python.is_some())
+        };
         let interactive = std::io::stderr().is_terminal();
         for rep in 0..options.reps {
             if !interactive {
@@ -571,6 +602,10 @@ fn run_case(ctx: &mut Context, case: &Case) -> Result<Sample, BoxError> {
             python.run(op, case.workload, ctx.dir, case.arg)
         }
         Runner::Dd { fsync, tmpfs } => dd(ctx.dir, case.arg, *fsync, *tmpfs),
+        Runner::Mpi(mode) => {
+            let program = ctx.mpi.as_ref().ok_or("an mpi case without resume_bench")?;
+            crate::mpi::run(program, mode, ctx.dir)
+        }
     }
 }
 

@@ -149,7 +149,11 @@ fn chunks(comm: &MpiCommunicator) -> ckpt::Result<String> {
     if buffer != pattern(len, 7) {
         return Err(ckpt::Error::invalid("broadcast: wrong bytes"));
     }
-    let mut empty = if comm.rank() == 0 { Vec::new() } else { vec![1] };
+    let mut empty = if comm.rank() == 0 {
+        Vec::new()
+    } else {
+        vec![1]
+    };
     comm.broadcast(&mut empty)?;
     if !empty.is_empty() {
         return Err(ckpt::Error::invalid("broadcast of nothing: got bytes"));
@@ -167,7 +171,9 @@ fn chunks(comm: &MpiCommunicator) -> ckpt::Result<String> {
     let gathered = comm.all_gather(&pattern(comm.rank() * 3, comm.rank()))?;
     for (rank, value) in gathered.iter().enumerate() {
         if *value != pattern(rank * 3, rank) {
-            return Err(ckpt::Error::invalid(format!("all_gather: wrong value of rank {rank}")));
+            return Err(ckpt::Error::invalid(format!(
+                "all_gather: wrong value of rank {rank}"
+            )));
         }
     }
     comm.barrier()?;
@@ -187,8 +193,13 @@ fn save(rank: Rank) -> ckpt::Result<String> {
         optimizer,
         checkpointer,
     } = rank;
-    let mut periodic =
-        PeriodicCheckpointer::new(checkpointer.into_checkpointer(), 2, Some(6), Some(2), "model")?;
+    let mut periodic = PeriodicCheckpointer::new(
+        checkpointer.into_checkpointer(),
+        2,
+        Some(6),
+        Some(2),
+        "model",
+    )?;
     for iteration in 0..6 {
         trained_weights(&model, iteration)?;
         {
@@ -202,7 +213,11 @@ fn save(rank: Rank) -> ckpt::Result<String> {
         periodic.step(iteration, Dict::new())?;
     }
     comm.barrier()?;
-    Ok(format!("rank {} saved weights={:016x}", comm.rank(), checksum(&model)?))
+    Ok(format!(
+        "rank {} saved weights={:016x}",
+        comm.rank(),
+        checksum(&model)?
+    ))
 }
 
 /// The chunk size a check asks for: `chunks CHUNK`, `resume DIR CHUNK`.
@@ -213,8 +228,9 @@ fn chunk_size(command: &str, args: &[String]) -> ckpt::Result<Option<usize>> {
         _ => None,
     };
     arg.map(|a| {
-        a.parse()
-            .map_err(|_| ckpt::Error::invalid(format!("{command}: the chunk size '{a}' is no number")))
+        a.parse().map_err(|_| {
+            ckpt::Error::invalid(format!("{command}: the chunk size '{a}' is no number"))
+        })
     })
     .transpose()
 }
@@ -245,9 +261,7 @@ fn run(comm: &Arc<MpiCommunicator>, command: &str, args: &[String]) -> ckpt::Res
         "load" | "failing-rank" => {
             let rank = setup(comm.clone(), dir()?, command == "failing-rank")?;
             let path = rank_dir(dir()?, rank.comm.rank()).join("model_final.pth");
-            let extra = rank
-                .checkpointer
-                .load(&path.display().to_string(), None)?;
+            let extra = rank.checkpointer.load(&path.display().to_string(), None)?;
             rank.report(&extra)
         }
         "abort" => {
@@ -286,7 +300,9 @@ fn main() -> ExitCode {
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = args.split_first() else {
-        eprintln!("usage: mpi_checks world|chunks|save|resume|load|failing-rank|abort|return|panic ...");
+        eprintln!(
+            "usage: mpi_checks world|chunks|save|resume|load|failing-rank|abort|return|panic ..."
+        );
         return ExitCode::from(2);
     };
     let comm = match communicator(command, rest) {

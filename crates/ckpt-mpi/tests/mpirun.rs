@@ -50,7 +50,10 @@ fn example(name: &str) -> PathBuf {
                 command.env_remove(name.as_ref());
             }
         }
-        if examples_dir().components().any(|c| c.as_os_str() == "release") {
+        if examples_dir()
+            .components()
+            .any(|c| c.as_os_str() == "release")
+        {
             command.arg("--release");
         }
         let status = command.status().expect("cargo runs");
@@ -104,7 +107,11 @@ fn run_within(mut command: Command, limit: Duration) -> Output {
     let mut child = command.spawn().expect("the job starts");
     let started = Instant::now();
     loop {
-        if child.try_wait().expect("the job can be waited for").is_some() {
+        if child
+            .try_wait()
+            .expect("the job can be waited for")
+            .is_some()
+        {
             return child.wait_with_output().expect("the job's output");
         }
         if started.elapsed() > limit {
@@ -186,7 +193,10 @@ fn without_a_launcher_the_process_is_a_world_of_one() {
         .output()
         .unwrap();
     assert!(output.status.success(), "{output:?}");
-    assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "rank 0 of 1");
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout).trim(),
+        "rank 0 of 1"
+    );
 }
 
 #[test]
@@ -231,7 +241,12 @@ fn rank_0_alone_writes_and_every_rank_resumes_its_state() {
     files.sort();
     assert_eq!(
         files,
-        ["last_checkpoint", "model_0000003.pth", "model_0000005.pth", "model_final.pth"]
+        [
+            "last_checkpoint",
+            "model_0000003.pth",
+            "model_0000005.pth",
+            "model_final.pth"
+        ]
     );
     for rank in 1..RANKS {
         assert!(!dir.path().join(format!("rank{rank}")).exists());
@@ -243,12 +258,22 @@ fn rank_0_alone_writes_and_every_rank_resumes_its_state() {
     // Only rank 0 has the file: it streams it to the others, in 4099-byte messages.
     let (ok, lines, stderr) = check(&["mpi_checks", "resume", path(dir.path()), "4099"]);
     assert!(ok, "{lines:#?}\n{stderr}");
-    assert_eq!(without_rank(&lines), vec![expected.clone(); RANKS], "{lines:#?}");
-    assert!(stderr.contains("Not all workers can read checkpoint"), "{stderr}");
+    assert_eq!(
+        without_rank(&lines),
+        vec![expected.clone(); RANKS],
+        "{lines:#?}"
+    );
+    assert!(
+        stderr.contains("Not all workers can read checkpoint"),
+        "{stderr}"
+    );
 
     // Every rank has its own copy: each reads it.
     for rank in 1..RANKS {
-        copy_dir(&dir.path().join("rank0"), &dir.path().join(format!("rank{rank}")));
+        copy_dir(
+            &dir.path().join("rank0"),
+            &dir.path().join(format!("rank{rank}")),
+        );
     }
     let (ok, lines, stderr) = check(&["mpi_checks", "resume", path(dir.path())]);
     assert!(ok, "{lines:#?}\n{stderr}");
@@ -266,7 +291,10 @@ fn rank_0_without_the_file_fails_every_rank_without_hanging() {
     let (ok, _, stderr) = check(&["mpi_checks", "save", path(dir.path())]);
     assert!(ok, "{stderr}");
     for rank in 1..RANKS {
-        copy_dir(&dir.path().join("rank0"), &dir.path().join(format!("rank{rank}")));
+        copy_dir(
+            &dir.path().join("rank0"),
+            &dir.path().join(format!("rank{rank}")),
+        );
     }
     // Loading a path rank 0 cannot read.
     std::fs::remove_file(dir.path().join("rank0/model_final.pth")).unwrap();
@@ -278,7 +306,12 @@ fn rank_0_without_the_file_fails_every_rank_without_hanging() {
     let (ok, lines, _) = check(&["mpi_checks", "resume", path(dir.path())]);
     assert!(!ok);
     assert_all_ranks_say(&lines, "refusing to start from scratch");
-    assert!(lines[1..].iter().all(|l| l.contains("rank 0 cannot resume:")), "{lines:#?}");
+    assert!(
+        lines[1..]
+            .iter()
+            .all(|l| l.contains("rank 0 cannot resume:")),
+        "{lines:#?}"
+    );
 }
 
 #[test]
@@ -298,7 +331,10 @@ fn a_rank_that_fails_to_load_fails_every_rank_with_its_reason() {
         "rank2/model_final.pth: key 'optimizer': cannot load its state: key 'step': expected a string",
     );
     for rank in 0..RANKS {
-        assert!(stderr.contains(&format!("rank {rank} failed: rank 2 could not load")), "{stderr}");
+        assert!(
+            stderr.contains(&format!("rank {rank} failed: rank 2 could not load")),
+            "{stderr}"
+        );
     }
 }
 
@@ -312,19 +348,34 @@ fn a_rank_that_stops_while_the_others_wait_ends_the_job() {
     let started = Instant::now();
     let (ok, _, stderr) = check(&["mpi_checks", "return"]);
     assert!(!ok);
-    assert!(stderr.contains("rank 2 failed: the data loader ran dry"), "{stderr}");
-    assert!(stderr.contains("rank 2 aborts the job: the other ranks did not finish"), "{stderr}");
+    assert!(
+        stderr.contains("rank 2 failed: the data loader ran dry"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("rank 2 aborts the job: the other ranks did not finish"),
+        "{stderr}"
+    );
     assert!(started.elapsed() < HANG);
     // An explicit abort.
     let (ok, _, stderr) = check(&["mpi_checks", "abort"]);
     assert!(!ok);
-    assert!(stderr.contains("rank 2 aborts the job: the data loader ran dry"), "{stderr}");
-    assert!(stderr.contains("MPI_ABORT was invoked on rank 2"), "{stderr}");
+    assert!(
+        stderr.contains("rank 2 aborts the job: the data loader ran dry"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("MPI_ABORT was invoked on rank 2"),
+        "{stderr}"
+    );
     // A panic.
     let (ok, _, stderr) = check(&["mpi_checks", "panic"]);
     assert!(!ok);
     assert!(stderr.contains("rank 1 divides by zero"), "{stderr}");
-    assert!(stderr.contains("rank 1 aborts the job: the thread panicked"), "{stderr}");
+    assert!(
+        stderr.contains("rank 1 aborts the job: the thread panicked"),
+        "{stderr}"
+    );
 }
 
 /// The lines rank 0 of the training example printed.

@@ -226,7 +226,8 @@ mod tests {
 
     #[test]
     fn resume_decisions_decode_or_fail_cleanly() {
-        let decide = |bytes: &[u8]| broadcast_last_checkpoint(&Receiver::new(&[bytes]), || Ok(None));
+        let decide =
+            |bytes: &[u8]| broadcast_last_checkpoint(&Receiver::new(&[bytes]), || Ok(None));
         assert_eq!(decide(b"\x00").unwrap(), None);
         assert_eq!(
             decide(b"\x01model_final.pth").unwrap().as_deref(),
