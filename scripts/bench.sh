@@ -12,7 +12,8 @@
 # Python with torch, safetensors and fvcore: $CKPT_PYTHON, else the project venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p ckpt-bench
+# The `ckpt` command too: the conversion rows run it.
+cargo build --release -q -p ckpt-bench -p ckpt-cli
 # The mpi workload (resume on 4 MPI ranks) runs ckpt-mpi's resume_bench under mpirun.
 if command -v mpirun >/dev/null 2>&1; then
     cargo build --release -q -p ckpt-mpi --example resume_bench
