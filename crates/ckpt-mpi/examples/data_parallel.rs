@@ -122,7 +122,7 @@ fn train(world: &SimpleCommunicator, comm: &Arc<MpiCommunicator>, args: &Args) -
     let mut checkpointer =
         DetectionCheckpointer::new(model.clone(), &save_dir).with_shared_communicator(comm.clone());
     checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
-    let extra = checkpointer.resume_or_load("", true)?;
+    let extra = checkpointer.resume_or_load(None, true)?;
     let started_at = extra
         .get("iteration")
         .and_then(|v| v.as_int())
@@ -130,13 +130,11 @@ fn train(world: &SimpleCommunicator, comm: &Arc<MpiCommunicator>, args: &Args) -
     if main && started_at > 0 {
         println!("resumed at iteration {started_at} on {size} ranks");
     }
-    let mut periodic = PeriodicCheckpointer::new(
-        checkpointer.into_checkpointer(),
-        args.period,
-        Some(args.max_iter),
-        Some(3),
-        "model",
-    )?;
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer.into_checkpointer())
+        .period(args.period)
+        .max_iter(args.max_iter)
+        .max_to_keep(3)
+        .build()?;
 
     for iteration in started_at..args.max_iter {
         let mut params = mlp::read_params(&model)?;

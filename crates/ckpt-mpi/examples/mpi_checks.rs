@@ -22,8 +22,8 @@ use std::time::Duration;
 use ckpt::dist::{Communicator, SlicePart};
 use ckpt::resolve::Resolver;
 use ckpt::{
-    shared, DetectionCheckpointer, Dict, PeriodicCheckpointer, Serde, Shared, StateDict,
-    StateDictModel, Tensor, Value,
+    shared, Checkpointables, DetectionCheckpointer, Dict, PeriodicCheckpointer, Serde, Shared,
+    StateDict, StateDictModel, Tensor, Value,
 };
 use ckpt_mpi::MpiCommunicator;
 use serde::{Deserialize, Serialize};
@@ -193,13 +193,11 @@ fn save(rank: Rank) -> ckpt::Result<String> {
         optimizer,
         checkpointer,
     } = rank;
-    let mut periodic = PeriodicCheckpointer::new(
-        checkpointer.into_checkpointer(),
-        2,
-        Some(6),
-        Some(2),
-        "model",
-    )?;
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer.into_checkpointer())
+        .period(2)
+        .max_iter(6)
+        .max_to_keep(2)
+        .build()?;
     for iteration in 0..6 {
         trained_weights(&model, iteration)?;
         {
@@ -255,13 +253,15 @@ fn run(comm: &Arc<MpiCommunicator>, command: &str, args: &[String]) -> ckpt::Res
         "save" => save(setup(comm.clone(), dir()?, false)?),
         "resume" => {
             let rank = setup(comm.clone(), dir()?, false)?;
-            let extra = rank.checkpointer.resume_or_load("", true)?;
+            let extra = rank.checkpointer.resume_or_load(None, true)?;
             rank.report(&extra)
         }
         "load" | "failing-rank" => {
             let rank = setup(comm.clone(), dir()?, command == "failing-rank")?;
             let path = rank_dir(dir()?, rank.comm.rank()).join("model_final.pth");
-            let extra = rank.checkpointer.load(&path.display().to_string(), None)?;
+            let extra = rank
+                .checkpointer
+                .load(&path.display().to_string(), Checkpointables::All)?;
             rank.report(&extra)
         }
         "abort" => {

@@ -148,7 +148,7 @@ fn resume(
     let checkpointer =
         DetectionCheckpointer::new(model.clone(), save_dir).with_shared_communicator(comm.clone());
     measure(comm, bytes, || {
-        checkpointer.resume_or_load("", true)?;
+        checkpointer.resume_or_load(None, true)?;
         Ok(())
     })
 }

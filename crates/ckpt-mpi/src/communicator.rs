@@ -39,7 +39,7 @@ pub const DEFAULT_EXIT_GRACE: Duration = Duration::from_secs(30);
 /// let checkpointer = DetectionCheckpointer::new(model, "output").with_communicator(comm);
 /// // Every rank: rank 0 decides what to resume from and sends the file to ranks that
 /// // cannot read it.
-/// let extra = checkpointer.resume_or_load("", true)?;
+/// let extra = checkpointer.resume_or_load(None, true)?;
 /// # Ok::<(), ckpt::Error>(())
 /// ```
 ///

@@ -19,10 +19,13 @@
 //! let comm = MpiCommunicator::world()?;
 //! let model = shared(StateDictModel::new(StateDict::new()));
 //! let checkpointer = DetectionCheckpointer::new(model, "output").with_communicator(comm);
-//! let extra = checkpointer.resume_or_load("", true)?;
+//! let extra = checkpointer.resume_or_load(None, true)?;
 //! let start = extra.get("iteration").and_then(|i| i.as_int()).map_or(0, |i| i + 1);
-//! let mut periodic =
-//!     PeriodicCheckpointer::new(checkpointer.into_checkpointer(), 1000, Some(90_000), Some(3), "model")?;
+//! let mut periodic = PeriodicCheckpointer::builder(checkpointer.into_checkpointer())
+//!     .period(1000)
+//!     .max_iter(90_000)
+//!     .max_to_keep(3)
+//!     .build()?;
 //! for iteration in start as u64..90_000 {
 //!     // ... one step of data-parallel training ...
 //!     periodic.step(iteration, ckpt::Dict::new())?; // writes on rank 0 only

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result, ResultExt};
-use crate::format::{self, LoadOptions};
+use crate::format;
 use crate::tensor::Buffer;
 use crate::value::{Dict, Key, Value};
 
@@ -58,16 +58,6 @@ impl FileKind {
 pub fn read_detection_file(path: &Path, matching_heuristics: bool) -> Result<Dict> {
     let value = format::load(path)?;
     detection_checkpoint(value, FileKind::of(path), matching_heuristics).in_file(path)
-}
-
-/// [`read_detection_file`] of the file's bytes, e.g. received from another rank.
-pub fn read_detection_bytes(
-    bytes: Vec<u8>,
-    kind: FileKind,
-    matching_heuristics: bool,
-) -> Result<Dict> {
-    let value = format::load_bytes(bytes, &LoadOptions::default())?.value;
-    detection_checkpoint(value, kind, matching_heuristics)
 }
 
 /// [`read_detection_file`] of a checkpoint already in memory: a map of `file`, or bytes
