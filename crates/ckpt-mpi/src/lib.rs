@@ -36,7 +36,7 @@
 mod communicator;
 mod launcher;
 
-pub use communicator::{MpiCommunicator, DEFAULT_CHUNK};
+pub use communicator::{MpiCommunicator, DEFAULT_CHUNK, DEFAULT_EXIT_GRACE};
 
 /// The `mpi` crate this communicator is built on, for the application's own collectives
 /// (gradients) and for [`MpiCommunicator::new`].
