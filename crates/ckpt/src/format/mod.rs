@@ -257,10 +257,12 @@ pub fn detect(bytes: &[u8]) -> Result<Format> {
     if torch_legacy::starts_with_magic(bytes) {
         return Ok(Format::TorchLegacy);
     }
+    // The opcodes a pickle of a checkpoint starts with: the protocol (2 and above), or a
+    // protocol 0/1 container or global.
+    use crate::pickle::opcode::{DICT, EMPTY_DICT, EMPTY_LIST, GLOBAL, LIST, MARK, PROTO};
     match bytes.first() {
         None => Err(Error::format("empty file")),
-        Some(0x80) | Some(b'(') | Some(b'}') | Some(b']') | Some(b'c') | Some(b'd')
-        | Some(b'l') => Ok(Format::Pickle),
+        Some(&(PROTO | MARK | EMPTY_DICT | EMPTY_LIST | GLOBAL | DICT | LIST)) => Ok(Format::Pickle),
         Some(b) => Err(Error::format(format!(
             "not a checkpoint: unknown first byte 0x{b:02x} (expected a zip archive, a pickle or safetensors)"
         ))),

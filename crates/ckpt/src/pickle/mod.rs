@@ -9,8 +9,9 @@
 mod arena;
 mod calls;
 mod globals;
+mod long;
 mod numpy;
-mod opcodes;
+pub(crate) mod opcode;
 mod reader;
 mod tensor_metadata;
 mod tensor_record;

@@ -11,7 +11,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::pickle::arena::{Arena, Handle, Mode, Node, RawKind};
 use crate::pickle::globals::object;
-use crate::pickle::opcodes::{long_value, opcode_name};
+use crate::pickle::{long, opcode};
 use crate::pickle::{text, Limits};
 use crate::tensor::{Buffer, Storage};
 use crate::value::{DictKind, ObjectBuild, Value};
@@ -287,7 +287,7 @@ impl<'a> Machine<'a> {
     pub(super) fn err(&self, message: impl std::fmt::Display) -> Error {
         Error::pickle(
             self.base + self.op_start as u64,
-            format!("{} (0x{:02x}): {message}", opcode_name(self.op), self.op),
+            format!("{} (0x{:02x}): {message}", opcode::name(self.op), self.op),
         )
     }
 
@@ -302,7 +302,7 @@ impl<'a> Machine<'a> {
             };
             self.op = op;
             self.pos += 1;
-            if op == b'.' {
+            if op == opcode::STOP {
                 let top = self.pop()?;
                 // The memo is done with: free it before the result is built beside the arena.
                 self.memo = Memo::default();
@@ -315,13 +315,13 @@ impl<'a> Machine<'a> {
 
     fn step(&mut self, op: u8) -> Result<()> {
         match op {
-            0x80 => {
+            opcode::PROTO => {
                 let proto = self.u8()?;
                 if proto > 5 {
                     return Err(self.err(format!("unsupported protocol {proto} (0-5)")));
                 }
             }
-            0x95 => {
+            opcode::FRAME => {
                 let len = self.u64()?;
                 if len > (self.data.len() - self.pos) as u64 {
                     return Err(self.err(format!(
@@ -329,114 +329,114 @@ impl<'a> Machine<'a> {
                     )));
                 }
             }
-            b'(' => {
+            opcode::MARK => {
                 if !(self.tensor_records && self.tensor_record()?) {
                     self.marks.push(self.stack.len());
                 }
             }
-            b'0' => {
+            opcode::POP => {
                 if self.marks.last() == Some(&self.stack.len()) {
                     self.marks.pop();
                 } else {
                     self.pop()?;
                 }
             }
-            b'1' => {
+            opcode::POP_MARK => {
                 self.pop_mark()?;
             }
-            b'2' => {
+            opcode::DUP => {
                 let top = self.top()?;
                 self.stack.push(top);
             }
-            b'F' => {
+            opcode::FLOAT => {
                 let line = self.line()?;
                 let f =
                     text::parse_float(line).ok_or_else(|| self.err("expected a decimal float"))?;
                 self.push(Node::leaf(Value::Float(f)));
             }
-            b'G' => {
+            opcode::BINFLOAT => {
                 let bytes = self.take(8)?;
                 let mut raw = [0u8; 8];
                 raw.copy_from_slice(bytes);
                 self.push(Node::leaf(Value::Float(f64::from_be_bytes(raw))));
             }
-            b'I' => {
+            opcode::INT => {
                 let line = self.line()?;
                 let v = text::parse_int_opcode(line)
                     .ok_or_else(|| self.err("expected a decimal int"))?;
                 self.push(Node::leaf(v));
             }
-            b'L' => {
+            opcode::LONG => {
                 let line = self.line()?;
                 let v = text::parse_int(line).ok_or_else(|| self.err("expected a decimal int"))?;
                 self.push(Node::leaf(v));
             }
-            b'J' => {
+            opcode::BININT => {
                 let v = i64::from(self.i32()?);
                 self.push(Node::leaf(Value::Int(v)));
             }
-            b'K' => {
+            opcode::BININT1 => {
                 let v = i64::from(self.u8()?);
                 self.push(Node::leaf(Value::Int(v)));
             }
-            b'M' => {
+            opcode::BININT2 => {
                 let v = i64::from(self.u16()?);
                 self.push(Node::leaf(Value::Int(v)));
             }
-            0x8A => {
+            opcode::LONG1 => {
                 let n = usize::from(self.u8()?);
                 let bytes = self.take(n)?;
-                self.push(Node::leaf(long_value(bytes)));
+                self.push(Node::leaf(long::decode(bytes)));
             }
-            0x8B => {
+            opcode::LONG4 => {
                 let n = self.len_i32()?;
                 let bytes = self.take(n)?;
-                self.push(Node::leaf(long_value(bytes)));
+                self.push(Node::leaf(long::decode(bytes)));
             }
-            b'N' => self.push(Node::leaf(Value::None)),
-            0x88 => self.push(Node::leaf(Value::Bool(true))),
-            0x89 => self.push(Node::leaf(Value::Bool(false))),
-            b'S' => {
+            opcode::NONE => self.push(Node::leaf(Value::None)),
+            opcode::NEWTRUE => self.push(Node::leaf(Value::Bool(true))),
+            opcode::NEWFALSE => self.push(Node::leaf(Value::Bool(false))),
+            opcode::STRING => {
                 let line = self.line()?;
                 let bytes = text::unquote_string(line)
                     .ok_or_else(|| self.err("expected a quoted string"))?;
                 self.push(Node::Py2Str(bytes));
             }
-            b'T' => {
+            opcode::BINSTRING => {
                 let n = self.len_i32()?;
                 let node = self.raw_bytes(n, RawKind::Py2Str)?;
                 self.push(node);
             }
-            b'U' => {
+            opcode::SHORT_BINSTRING => {
                 let n = usize::from(self.u8()?);
                 let bytes = self.take(n)?.to_vec();
                 self.push(Node::Py2Str(bytes));
             }
-            b'V' => {
+            opcode::UNICODE => {
                 let line = self.line()?;
                 let s = text::raw_unicode_escape(line)
                     .ok_or_else(|| self.err("expected raw-unicode-escape text"))?;
                 self.push(Node::leaf(Value::Str(s)));
             }
-            b'X' => {
+            opcode::BINUNICODE => {
                 let n = self.len_u32()?;
                 self.push_text(n)?;
             }
-            0x8C => {
+            opcode::SHORT_BINUNICODE => {
                 let n = usize::from(self.u8()?);
                 self.push_text(n)?;
             }
-            0x8D => {
+            opcode::BINUNICODE8 => {
                 let n = self.len_u64()?;
                 self.push_text(n)?;
             }
-            b'B' | b'C' | 0x8E | 0x96 => {
+            opcode::BINBYTES | opcode::SHORT_BINBYTES | opcode::BINBYTES8 | opcode::BYTEARRAY8 => {
                 let n = match op {
-                    b'B' => self.len_u32()?,
-                    b'C' => usize::from(self.u8()?),
+                    opcode::BINBYTES => self.len_u32()?,
+                    opcode::SHORT_BINBYTES => usize::from(self.u8()?),
                     _ => self.len_u64()?,
                 };
-                let kind = if op == 0x96 {
+                let kind = if op == opcode::BYTEARRAY8 {
                     RawKind::ByteArray
                 } else {
                     RawKind::Bytes
@@ -444,38 +444,38 @@ impl<'a> Machine<'a> {
                 let node = self.raw_bytes(n, kind)?;
                 self.push(node);
             }
-            b']' => self.push(Node::List(Vec::new())),
-            b')' => self.push(Node::Tuple(Vec::new())),
-            b'}' => self.push(Node::Dict {
+            opcode::EMPTY_LIST => self.push(Node::List(Vec::new())),
+            opcode::EMPTY_TUPLE => self.push(Node::Tuple(Vec::new())),
+            opcode::EMPTY_DICT => self.push(Node::Dict {
                 kind: DictKind::Dict,
                 items: Vec::new(),
                 states: Vec::new(),
             }),
-            0x8F => self.push(Node::Set {
+            opcode::EMPTY_SET => self.push(Node::Set {
                 frozen: false,
                 items: Vec::new(),
             }),
-            b'l' => {
+            opcode::LIST => {
                 let items = self.pop_mark()?;
                 self.push(Node::List(items));
             }
-            b't' => {
+            opcode::TUPLE => {
                 let items = self.pop_mark()?;
                 self.push(Node::Tuple(items));
             }
-            0x85..=0x87 => {
-                let n = usize::from(op - 0x84);
+            opcode::TUPLE1..=opcode::TUPLE3 => {
+                let n = usize::from(op - opcode::TUPLE1) + 1;
                 let items = self.pop_n(n)?;
                 self.push(Node::Tuple(items));
             }
-            0x91 => {
+            opcode::FROZENSET => {
                 let items = self.pop_mark()?;
                 self.push(Node::Set {
                     frozen: true,
                     items,
                 });
             }
-            b'd' => {
+            opcode::DICT => {
                 let items = self.pop_mark()?;
                 let pairs = self.pairs(items)?;
                 self.push(Node::Dict {
@@ -484,25 +484,25 @@ impl<'a> Machine<'a> {
                     states: Vec::new(),
                 });
             }
-            b'a' => {
+            opcode::APPEND => {
                 let item = self.pop()?;
                 self.extend_list(vec![item])?;
             }
-            b'e' => {
+            opcode::APPENDS => {
                 let items = self.pop_mark()?;
                 self.extend_list(items)?;
             }
-            b's' => {
+            opcode::SETITEM => {
                 let value = self.pop()?;
                 let key = self.pop()?;
                 self.set_items(vec![(key, value)])?;
             }
-            b'u' => {
+            opcode::SETITEMS => {
                 let items = self.pop_mark()?;
                 let pairs = self.pairs(items)?;
                 self.set_items(pairs)?;
             }
-            0x90 => {
+            opcode::ADDITEMS => {
                 let items = self.pop_mark()?;
                 let top = self.top()?;
                 match self.arena.nodes.get_mut(top) {
@@ -516,80 +516,80 @@ impl<'a> Machine<'a> {
                     }
                 }
             }
-            b'c' => {
+            opcode::GLOBAL => {
                 let module = self.line_text()?;
                 let name = self.line_text()?;
                 self.push_global(&module, &name);
             }
-            0x93 => {
+            opcode::STACK_GLOBAL => {
                 let name = self.pop()?;
                 let module = self.pop()?;
                 let name = self.str_of(name)?;
                 let module = self.str_of(module)?;
                 self.push_global(&module, &name);
             }
-            b'g' => {
+            opcode::GET => {
                 let line = self.line()?;
                 let index = text::parse_index(line)
                     .ok_or_else(|| self.err("expected a decimal memo index"))?;
                 self.get(index)?;
             }
-            b'h' => {
+            opcode::BINGET => {
                 let index = u64::from(self.u8()?);
                 self.get(index)?;
             }
-            b'j' => {
+            opcode::LONG_BINGET => {
                 let index = u64::from(self.u32()?);
                 self.get(index)?;
             }
-            b'p' => {
+            opcode::PUT => {
                 let line = self.line()?;
                 let index = text::parse_index(line)
                     .ok_or_else(|| self.err("expected a decimal memo index"))?;
                 self.put(index)?;
             }
-            b'q' => {
+            opcode::BINPUT => {
                 let index = u64::from(self.u8()?);
                 self.put(index)?;
             }
-            b'r' => {
+            opcode::LONG_BINPUT => {
                 let index = u64::from(self.u32()?);
                 self.put(index)?;
             }
-            0x94 => {
+            opcode::MEMOIZE => {
                 let index = self.memo.len() as u64;
                 self.put(index)?;
             }
-            b'P' => {
+            opcode::PERSID => {
                 let line = self.line()?;
                 let pid = Value::Str(text::utf8_lossy(line));
                 self.persistent_load(&pid)?;
             }
-            b'Q' => {
+            opcode::BINPERSID => {
                 let pid = self.pop()?;
                 let pid = self.convert(pid, Mode::TEXT)?;
                 self.persistent_load(&pid)?;
             }
-            b'R' => {
+            opcode::REDUCE => {
                 let args = self.pop()?;
                 let callable = self.pop()?;
                 let node = self.call(callable, args, false)?;
                 self.push(node);
             }
-            0x81 => {
+            opcode::NEWOBJ => {
                 let args = self.pop()?;
                 let class = self.pop()?;
                 let node = self.call(class, args, true)?;
                 self.push(node);
             }
-            0x92 => {
+            opcode::NEWOBJ_EX => {
                 let _kwargs = self.pop()?;
                 let args = self.pop()?;
                 let class = self.pop()?;
                 let node = self.call(class, args, true)?;
                 self.push(node);
             }
-            b'i' => {
+            opcode::INST => {
                 let module = self.line_text()?;
                 let name = self.line_text()?;
                 let items = self.pop_mark()?;
@@ -598,7 +598,7 @@ impl<'a> Machine<'a> {
                 let node = self.call(class, args, false)?;
                 self.push(node);
             }
-            b'o' => {
+            opcode::OBJ => {
                 let mut items = self.pop_mark()?;
                 if items.is_empty() {
                     return Err(self.err("expected a class after MARK"));
@@ -608,18 +608,18 @@ impl<'a> Machine<'a> {
                 let node = self.call(class, args, false)?;
                 self.push(node);
             }
-            b'b' => self.build()?,
-            0x82..=0x84 => {
+            opcode::BUILD => self.build()?,
+            opcode::EXT1..=opcode::EXT4 => {
                 return Err(self.err(
                     "unsupported: copyreg extension codes are not allowed in checkpoint files",
                 ))
             }
-            0x97 => {
+            opcode::NEXT_BUFFER => {
                 return Err(self.err(
                     "unsupported: out-of-band buffers (pickle protocol 5) are not stored in files",
                 ))
             }
-            0x98 => {}
+            opcode::READONLY_BUFFER => {}
             other => {
                 return Err(Error::pickle(
                     self.base + self.op_start as u64,

@@ -21,6 +21,7 @@ use crate::error::Result;
 use crate::pickle::arena::{Arena, Handle, Node};
 use crate::pickle::reader::{Machine, Slot};
 use crate::pickle::PersistentStorageId;
+use crate::pickle::{long, opcode};
 use crate::tensor::Tensor;
 use crate::value::Value;
 
@@ -191,7 +192,7 @@ impl<'a> Reader<'_, 'a> {
     /// store of its result.
     fn record(&mut self, args_start: usize) -> Option<Record<'a>> {
         let pid_start = self.pos;
-        self.expect(b'(')?;
+        self.expect(opcode::MARK)?;
         let storage = self.text()?;
         if self.text_str(storage)? != "storage" {
             return None;
@@ -200,15 +201,15 @@ impl<'a> Reader<'_, 'a> {
         let key = self.text()?;
         let location = self.text()?;
         let numel = self.int()?;
-        self.expect(b't')?;
+        self.expect(opcode::TUPLE)?;
         self.put_part(pid_start)?;
-        self.expect(b'Q')?;
+        self.expect(opcode::BINPERSID)?;
         let offset = self.int()?;
         let shape = self.int_tuple()?;
         let strides = self.int_tuple()?;
         let requires_grad = match self.op()? {
-            0x88 => true,
-            0x89 => false,
+            opcode::NEWTRUE => true,
+            opcode::NEWFALSE => false,
             _ => return None,
         };
         let hooks_start = self.pos;
@@ -216,12 +217,12 @@ impl<'a> Reader<'_, 'a> {
         if self.global_names(hooks)? != ("collections", "OrderedDict") {
             return None;
         }
-        self.expect(b')')?;
-        self.expect(b'R')?;
+        self.expect(opcode::EMPTY_TUPLE)?;
+        self.expect(opcode::REDUCE)?;
         self.put_part(hooks_start)?;
-        self.expect(b't')?;
+        self.expect(opcode::TUPLE)?;
         self.put_part(args_start)?;
-        self.expect(b'R')?;
+        self.expect(opcode::REDUCE)?;
         self.put(Stored::Result)?;
         Some(Record {
             class,
@@ -239,7 +240,7 @@ impl<'a> Reader<'_, 'a> {
     fn op(&mut self) -> Option<u8> {
         loop {
             let op = *self.data.get(self.pos)?;
-            if op != 0x95 {
+            if op != opcode::FRAME {
                 self.pos += 1;
                 return Some(op);
             }
@@ -276,18 +277,15 @@ impl<'a> Reader<'_, 'a> {
     /// An int opcode (`BININT1`, `BININT2`, `BININT`, or a `LONG1` of up to 8 bytes).
     fn int(&mut self) -> Option<i64> {
         Some(match self.op()? {
-            b'K' => self.uint(1)? as i64,
-            b'M' => self.uint(2)? as i64,
-            b'J' => i64::from(self.uint(4)? as u32 as i32),
-            0x8A => {
+            opcode::BININT1 => self.uint(1)? as i64,
+            opcode::BININT2 => self.uint(2)? as i64,
+            opcode::BININT => i64::from(self.uint(4)? as u32 as i32),
+            opcode::LONG1 => {
                 let n = usize::from(*self.take(1)?.first()?);
                 if n == 0 || n > 8 {
                     return None;
                 }
-                // Two's complement, little-endian: sign-extend from the top byte.
-                let raw = self.uint(n)?;
-                let shift = 64 - 8 * n as u32;
-                ((raw << shift) as i64) >> shift
+                long::decode_small(self.take(n)?)?
             }
             _ => return None,
         })
@@ -303,12 +301,12 @@ impl<'a> Reader<'_, 'a> {
             Some(())
         };
         match self.peek_op()? {
-            b')' => {
+            opcode::EMPTY_TUPLE => {
                 self.op()?;
             }
-            b'(' => {
+            opcode::MARK => {
                 self.op()?;
-                while self.peek_op()? != b't' {
+                while self.peek_op()? != opcode::TUPLE {
                     item(self)?;
                 }
                 self.op()?;
@@ -317,9 +315,9 @@ impl<'a> Reader<'_, 'a> {
                 let mut n = 0u8;
                 loop {
                     match self.peek_op()? {
-                        op @ 0x85..=0x87 => {
+                        op @ opcode::TUPLE1..=opcode::TUPLE3 => {
                             self.op()?;
-                            if op - 0x84 != n {
+                            if op - opcode::TUPLE1 + 1 != n {
                                 return None;
                             }
                             break;
@@ -348,17 +346,17 @@ impl<'a> Reader<'_, 'a> {
     fn text(&mut self) -> Option<Text<'a>> {
         let start = self.pos;
         let text = match self.op()? {
-            op @ (b'X' | 0x8C | 0x8D) => {
+            op @ (opcode::BINUNICODE | opcode::SHORT_BINUNICODE | opcode::BINUNICODE8) => {
                 let n = match op {
-                    b'X' => self.uint(4)?,
-                    0x8C => self.uint(1)?,
+                    opcode::BINUNICODE => self.uint(4)?,
+                    opcode::SHORT_BINUNICODE => self.uint(1)?,
                     _ => self.uint(8)?,
                 };
                 let bytes = self.take(usize::try_from(n).ok()?)?;
                 // Lone surrogates (invalid UTF-8) are left to the general machine.
                 Text::Literal(std::str::from_utf8(bytes).ok()?)
             }
-            op @ (b'h' | b'j') => {
+            op @ (opcode::BINGET | opcode::LONG_BINGET) => {
                 let handle = self.memo_ref(op)?;
                 match self.machine.arena.nodes.get(handle)? {
                     Node::Text(_) => Text::Node(handle),
@@ -383,13 +381,13 @@ impl<'a> Reader<'_, 'a> {
     fn global(&mut self) -> Option<Global<'a>> {
         let start = self.pos;
         let global = match self.peek_op()? {
-            b'c' => {
+            opcode::GLOBAL => {
                 self.op()?;
                 let module = self.line()?;
                 let name = self.line()?;
                 Global::Named(Text::Literal(module), Text::Literal(name))
             }
-            op @ (b'h' | b'j') => {
+            op @ (opcode::BINGET | opcode::LONG_BINGET) => {
                 self.op()?;
                 let handle = self.memo_ref(op)?;
                 match self.machine.arena.nodes.get(handle)? {
@@ -400,7 +398,7 @@ impl<'a> Reader<'_, 'a> {
             _ => {
                 let module = self.text()?;
                 let name = self.text()?;
-                self.expect(0x93)?;
+                self.expect(opcode::STACK_GLOBAL)?;
                 Global::Named(module, name)
             }
         };
@@ -426,7 +424,7 @@ impl<'a> Reader<'_, 'a> {
 
     /// The node of a `BINGET`/`LONG_BINGET`, built first when it is deferred.
     fn memo_ref(&mut self, op: u8) -> Option<Handle> {
-        let index = if op == b'h' {
+        let index = if op == opcode::BINGET {
             self.uint(1)?
         } else {
             self.uint(4)?
@@ -438,7 +436,10 @@ impl<'a> Reader<'_, 'a> {
     /// The memo store that may follow a part which began at `start`.
     fn put_part(&mut self, start: usize) -> Option<()> {
         let at = self.pos;
-        if !matches!(self.peek_op()?, b'q' | b'r' | 0x94) {
+        if !matches!(
+            self.peek_op()?,
+            opcode::BINPUT | opcode::LONG_BINPUT | opcode::MEMOIZE
+        ) {
             return Some(());
         }
         self.put(Stored::Slot(Slot::deferred(start, at - start)?))
@@ -447,15 +448,15 @@ impl<'a> Reader<'_, 'a> {
     /// Records the memo store (`BINPUT`, `LONG_BINPUT` or `MEMOIZE`) that may come next.
     fn put(&mut self, stored: Stored) -> Option<()> {
         let index = match self.peek_op()? {
-            b'q' => {
+            opcode::BINPUT => {
                 self.op()?;
                 self.uint(1)?
             }
-            b'r' => {
+            opcode::LONG_BINPUT => {
                 self.op()?;
                 self.uint(4)?
             }
-            0x94 => {
+            opcode::MEMOIZE => {
                 self.op()?;
                 // MEMOIZE numbers entries by the memo's size, counting this record's.
                 let mut len = self.machine.memo.len() as u64;
