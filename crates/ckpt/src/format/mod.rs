@@ -21,15 +21,15 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
-mod data_starts;
 mod eager;
-mod numpy;
+mod plain_pickle;
 mod safetensors;
 mod stream;
 mod torch_legacy;
 mod torch_save;
 mod torch_zip;
 mod zip;
+mod zip_data_offsets;
 mod zip_write;
 
 use std::fmt;
@@ -316,7 +316,7 @@ fn read_buffer(
         Format::TorchZip => torch_zip::read(buffer, options, file)?,
         Format::TorchLegacy => torch_legacy::read(buffer, options)?,
         Format::TorchTar => torch_legacy::read_tar(buffer, options)?,
-        Format::Pickle => numpy::read_plain_pickle(&buffer, options)?,
+        Format::Pickle => plain_pickle::read_plain_pickle(&buffer, options)?,
         Format::Safetensors => safetensors::read(buffer)?,
     };
     Ok(Loaded { format, value })

@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::format::data_starts::DataStarts;
 use crate::format::zip::{Record, ZipIndex};
+use crate::format::zip_data_offsets::DataStarts;
 use crate::format::{LoadOptions, SourcePages};
 use crate::pickle::{
     read_pickle_in, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,

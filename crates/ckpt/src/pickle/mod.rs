@@ -7,12 +7,12 @@
 //! and nesting depth and the number of values built are bounded.
 
 mod arena;
-mod calls;
 mod globals;
 mod long;
 mod numpy;
 pub(crate) mod opcode;
 mod reader;
+mod reduce;
 mod tensor_metadata;
 mod tensor_record;
 pub(crate) mod text;
