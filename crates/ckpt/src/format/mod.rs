@@ -30,6 +30,7 @@ mod torch_save;
 mod torch_zip;
 mod zip;
 mod zip_data_offsets;
+mod zip_signatures;
 mod zip_write;
 
 use std::fmt;
@@ -232,7 +233,7 @@ impl SaveOptions {
 /// safetensors; a pickle of torch's legacy magic number (any protocol) is the legacy stream;
 /// any other byte that starts a pickle is a plain pickle.
 pub fn detect(bytes: &[u8]) -> Result<Format> {
-    if bytes.starts_with(b"PK\x03\x04") {
+    if bytes.starts_with(&zip_signatures::LOCAL_SIG.to_le_bytes()) {
         return Ok(Format::TorchZip);
     }
     if bytes.starts_with(b"PYTORCH1") {
