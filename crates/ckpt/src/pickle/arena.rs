@@ -8,9 +8,8 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use crate::pickle::globals::{object, STORAGE_REF};
-use crate::pickle::reader::{Py2Strings, TypedStorage};
 use crate::pickle::tensor_metadata::ResolvedStorages;
-use crate::pickle::Limits;
+use crate::pickle::{Limits, Py2Strings, TypedStorage};
 use crate::tensor::{Storage, Tensor};
 use crate::value::{Dict, DictKind, Key, Object, ObjectBuild, Value};
 

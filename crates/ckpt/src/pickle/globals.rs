@@ -5,9 +5,10 @@
 //! an unknown one stays an opaque object in the reader.
 
 use crate::dtype::DType;
+use crate::pickle::args::{fixed, int_list, text_of, truthy, usize_list};
 use crate::pickle::numpy;
-use crate::pickle::reader::TypedStorage;
 use crate::pickle::tensor_metadata::{LazyBits, ResolvedStorages};
+use crate::pickle::TypedStorage;
 use crate::tensor::Tensor;
 use crate::value::{DictKind, Object, ObjectBuild, Value};
 
@@ -175,13 +176,6 @@ pub(super) fn call(
     }
 }
 
-/// Exactly `N` arguments.
-fn fixed<const N: usize>(name: &str, args: Vec<Value>) -> Result<[Value; N], String> {
-    let found = args.len();
-    args.try_into()
-        .map_err(|_| format!("{name}: expected {N} arguments, found {found}"))
-}
-
 /// The torch tensor rebuild functions of `torch._utils`.
 fn rebuild(name: &str, args: Vec<Value>, storages: &mut Storages<'_>) -> Result<Value, String> {
     let arg = |i: usize| args.get(i);
@@ -296,59 +290,6 @@ fn tensor_from(
     let dtype = dtype.unwrap_or(storage.dtype);
     Tensor::new(dtype, shape, strides, offset, storage.storage.clone())
         .map_err(|e| format!("{name}: {e}"))
-}
-
-fn usize_list(name: &str, what: &str, value: Option<&Value>) -> Result<Vec<usize>, String> {
-    let value = value.ok_or_else(|| format!("{name}: missing {what}"))?;
-    int_list(name, value)?
-        .into_iter()
-        .map(|d| {
-            usize::try_from(d)
-                .map_err(|_| format!("{name}: {what} must not be negative, found {d}"))
-        })
-        .collect()
-}
-
-/// A tuple/list/`torch.Size` of ints.
-pub(super) fn int_list(name: &str, value: &Value) -> Result<Vec<i64>, String> {
-    let items = match value {
-        Value::Tuple(items) | Value::List(items) => items,
-        Value::Size(dims) => return Ok(dims.clone()),
-        other => {
-            return Err(format!(
-                "{name}: expected a tuple of ints, found a {}",
-                other.type_name()
-            ))
-        }
-    };
-    items
-        .iter()
-        .map(|v| match v {
-            Value::Int(i) => Ok(*i),
-            other => Err(format!(
-                "{name}: expected ints, found {}",
-                other.short_repr(40)
-            )),
-        })
-        .collect()
-}
-
-/// Python truthiness of the simple values used as flags.
-pub(super) fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Int(i)) => *i != 0,
-        _ => false,
-    }
-}
-
-/// Text of a `str`, or of Python 2 bytes read as latin1.
-pub(super) fn text_of(value: &Value) -> Option<String> {
-    match value {
-        Value::Str(s) => Some(s.clone()),
-        Value::Bytes(b) => Some(b.iter().map(|&c| char::from(c)).collect()),
-        _ => None,
-    }
 }
 
 /// `torch.device('cuda', 1)`, `torch.device('cuda:1')`, `torch.device('cpu')`.

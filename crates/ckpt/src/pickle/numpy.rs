@@ -3,7 +3,7 @@
 //! Arrays become [`Value::NdArray`] tensors owning their bytes in little-endian order.
 
 use crate::dtype::DType;
-use crate::pickle::globals::{int_list, text_of, truthy};
+use crate::pickle::args::{int_list, text_of, truthy};
 use crate::tensor::{contiguous_strides, Storage, Tensor};
 use crate::value::{ObjectBuild, Value};
 

@@ -19,7 +19,7 @@
 
 use crate::error::Result;
 use crate::pickle::arena::{Arena, Handle, Node};
-use crate::pickle::reader::{Machine, Slot};
+use crate::pickle::machine::{Machine, Slot};
 use crate::pickle::PersistentStorageId;
 use crate::pickle::{long, opcode};
 use crate::tensor::Tensor;
@@ -66,18 +66,25 @@ struct Record<'a> {
 /// it fetches are built (which the general machine would do as well).
 struct Reader<'m, 'a> {
     machine: &'m mut Machine<'a>,
+    fetch: FetchMemo<'a>,
     data: &'a [u8],
     pos: usize,
     puts: [(u64, Stored); MAX_PUTS],
     put_count: usize,
 }
 
-impl Machine<'_> {
+/// How the fast path gets the node of a memo entry it refers to: the general machine's
+/// fetch, which builds a deferred entry by replaying its bytes. The general machine's
+/// dispatch calls the fast path, so it hands its fetch in rather than the fast path calling
+/// up into the dispatch.
+pub(super) type FetchMemo<'a> = fn(&mut Machine<'a>, u64) -> Result<Handle>;
+
+impl<'a> Machine<'a> {
     /// Called at a `MARK`: when the object below it is `torch._utils._rebuild_tensor_v2`
     /// and the input holds a record of the usual form, reads the whole record, pushes the
     /// tensor and returns `true`. Errors are those the general machine would report (a
     /// storage the archive lacks, the value limit).
-    pub(super) fn tensor_record(&mut self) -> Result<bool> {
+    pub(super) fn tensor_record(&mut self, fetch: FetchMemo<'a>) -> Result<bool> {
         let Some(&callable) = self.stack.last() else {
             return Ok(false);
         };
@@ -94,6 +101,7 @@ impl Machine<'_> {
         let data = self.data;
         let mut reader = Reader {
             machine: self,
+            fetch,
             data,
             pos: args_start + 1,
             puts: [(0, Stored::Result); MAX_PUTS],
@@ -430,7 +438,7 @@ impl<'a> Reader<'_, 'a> {
             self.uint(4)?
         };
         // A failure is left for the general machine to report.
-        self.machine.fetch(index).ok()
+        (self.fetch)(self.machine, index).ok()
     }
 
     /// The memo store that may follow a part which began at `start`.
@@ -481,8 +489,9 @@ impl<'a> Reader<'_, 'a> {
 mod tests {
     use crate::dtype::DType;
     use crate::error::Result;
-    use crate::pickle::reader::{read_pickle_with, PickleOptions, TypedStorage};
+    use crate::pickle::reader::read_pickle_with;
     use crate::pickle::{PersistentLoad, PersistentStorageId};
+    use crate::pickle::{PickleOptions, TypedStorage};
     use crate::tensor::Storage;
     use crate::value::Value;
 
