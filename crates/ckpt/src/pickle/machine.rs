@@ -141,6 +141,9 @@ impl<'a> Machine<'a> {
         self
     }
 
+    /// The error for the opcode being run: its byte offset in the file, its name and what was
+    /// wrong (a sentence, or an [`Invalid`](crate::pickle::invalid::Invalid) that the code
+    /// below the machine returned without knowing where it was).
     pub(super) fn err(&self, message: impl std::fmt::Display) -> Error {
         Error::pickle(
             self.base + self.op_start as u64,
@@ -316,7 +319,7 @@ impl<'a> Machine<'a> {
         self.arena
             .node(handle)
             .map(Node::kind)
-            .unwrap_or_else(|e| e)
+            .unwrap_or_else(|e| e.to_string())
     }
 
     pub(super) fn convert(&mut self, handle: Handle, mode: Mode) -> Result<Value> {

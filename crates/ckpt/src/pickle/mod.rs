@@ -9,6 +9,7 @@
 mod arena;
 mod args;
 mod globals;
+mod invalid;
 mod long;
 mod machine;
 mod numpy;
