@@ -5,6 +5,14 @@
 //! `OrderedDict`, numpy arrays and dtypes, `torch.Size`, ...); any other global becomes an
 //! opaque [`crate::Object`]. Every length is checked against the input before allocating,
 //! and nesting depth and the number of values built are bounded.
+//!
+//! Inside, each file uses only those listed before it (no file depends on one that depends
+//! on it): `opcode` (the opcode table), `text` and `long` (argument encodings), `invalid`
+//! (what is wrong with a built object), `args` (arguments of known globals), `numpy` and
+//! `tensor_metadata`, `globals` (what each known global means), `arena` (the objects being
+//! built), `machine` (the machine's state and primitives), `reduce` (the opcodes that build
+//! objects), `tensor_record` (the fast path for torch's tensor records), `reader` (the
+//! dispatch over opcodes); `writer` stands apart.
 
 mod arena;
 mod args;

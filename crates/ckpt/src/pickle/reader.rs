@@ -457,3 +457,62 @@ impl<'a> Machine<'a> {
         made
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pickle::TypedStorage;
+
+    /// Refuses every persistent id (the pickles below have none).
+    struct NoIds;
+
+    impl PersistentLoad for NoIds {
+        fn persistent_load(&mut self, _pid: &Value) -> Result<TypedStorage> {
+            Err(Error::format("no persistent ids here"))
+        }
+    }
+
+    /// `GLOBAL torch Size`, then `args` and `REDUCE`: where the `REDUCE` is and the error.
+    fn size_of(args: &[u8]) -> (u64, Error) {
+        let mut p = vec![opcode::PROTO, 2, opcode::GLOBAL];
+        p.extend_from_slice(b"torch\nSize\n");
+        p.extend_from_slice(args);
+        let reduce_at = p.len() as u64;
+        p.extend_from_slice(&[opcode::REDUCE, opcode::STOP]);
+        let err = read_pickle(&p, 1000, &PickleOptions::default(), &mut NoIds).unwrap_err();
+        (1000 + reduce_at, err)
+    }
+
+    #[test]
+    fn a_bad_argument_is_reported_at_its_opcode_with_what_was_expected() {
+        // torch.Size('x')
+        let (at, err) = size_of(&[opcode::SHORT_BINUNICODE, 1, b'x', opcode::TUPLE1]);
+        assert!(
+            matches!(&err, Error::Pickle { offset, message }
+                if *offset == at
+                    && message.starts_with("REDUCE (0x52): ")
+                    && message.contains("torch.Size: expected a tuple of ints, found a str")),
+            "{err:?}"
+        );
+        // torch.Size() has no argument to read.
+        let (at, err) = size_of(&[opcode::EMPTY_TUPLE]);
+        assert!(
+            matches!(&err, Error::Pickle { offset, message }
+                if *offset == at && message.contains("expected 1 arguments, found 0")),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_truncated_argument_is_reported_at_its_opcode() {
+        // SHORT_BINUNICODE declares 5 bytes; 2 follow.
+        let p = [opcode::PROTO, 2, opcode::SHORT_BINUNICODE, 5, b'a', b'b'];
+        let err = read_pickle(&p, 0, &PickleOptions::default(), &mut NoIds).unwrap_err();
+        assert!(
+            matches!(&err, Error::Pickle { offset: 2, message }
+                if message.starts_with("SHORT_BINUNICODE (0x8c): ")
+                    && message.contains("runs past the end of the input")),
+            "{err:?}"
+        );
+    }
+}
