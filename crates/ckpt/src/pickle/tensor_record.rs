@@ -489,6 +489,7 @@ impl<'a> Reader<'_, 'a> {
 mod tests {
     use crate::dtype::DType;
     use crate::error::Result;
+    use crate::pickle::opcode::*;
     use crate::pickle::reader::read_pickle_with;
     use crate::pickle::{PersistentLoad, PersistentStorageId};
     use crate::pickle::{PickleOptions, TypedStorage};
@@ -535,34 +536,38 @@ mod tests {
             self
         }
         fn text(self, s: &str) -> Self {
-            let mut op = vec![b'X'];
+            let mut op = vec![BINUNICODE];
             op.extend_from_slice(&(s.len() as u32).to_le_bytes());
             op.extend_from_slice(s.as_bytes());
             self.op(&op)
         }
+        fn global(self, module: &str, name: &str) -> Self {
+            self.op(&[GLOBAL])
+                .op(format!("{module}\n{name}\n").as_bytes())
+        }
         fn put(self, i: u8) -> Self {
-            self.op(&[b'q', i])
+            self.op(&[BINPUT, i])
         }
         fn get(self, i: u8) -> Self {
-            self.op(&[b'h', i])
+            self.op(&[BINGET, i])
         }
         fn int(self, i: u8) -> Self {
-            self.op(&[b'K', i])
+            self.op(&[BININT1, i])
         }
         /// One tensor record as torch's pickler writes it at protocol 2 (memo from `m`; a
         /// record that is not the first fetches the strings and globals of one at memo 1).
         fn record(self, key: &str, m: u8, first: bool) -> Self {
             let p = self.text(key).put(m);
             let p = if first {
-                p.op(b"ctorch._utils\n_rebuild_tensor_v2\n").put(m + 1)
+                p.global("torch._utils", "_rebuild_tensor_v2").put(m + 1)
             } else {
                 p.get(2)
             };
-            let p = p.op(b"((");
+            let p = p.op(&[MARK, MARK]);
             let p = if first {
                 p.text("storage")
                     .put(m + 2)
-                    .op(b"ctorch\nFloatStorage\n")
+                    .global("torch", "FloatStorage")
                     .put(m + 3)
             } else {
                 p.get(3).get(4)
@@ -573,19 +578,19 @@ mod tests {
             } else {
                 p.get(6)
             };
-            let p = p.int(6).op(b"t").put(m + 6).op(b"Q").int(0);
-            let p = p.int(2).int(3).op(&[0x86]).put(m + 7);
-            let p = p.int(3).int(1).op(&[0x86]).put(m + 8).op(&[0x89]);
+            let p = p.int(6).op(&[TUPLE]).put(m + 6).op(&[BINPERSID]).int(0);
+            let p = p.int(2).int(3).op(&[TUPLE2]).put(m + 7);
+            let p = p.int(3).int(1).op(&[TUPLE2]).put(m + 8).op(&[NEWFALSE]);
             let p = if first {
-                p.op(b"ccollections\nOrderedDict\n").put(m + 9)
+                p.global("collections", "OrderedDict").put(m + 9)
             } else {
                 p.get(10)
             };
-            p.op(b")R")
+            p.op(&[EMPTY_TUPLE, REDUCE])
                 .put(m + 10)
-                .op(b"t")
+                .op(&[TUPLE])
                 .put(m + 11)
-                .op(b"R")
+                .op(&[REDUCE])
                 .put(m + 12)
         }
     }
@@ -599,11 +604,14 @@ mod tests {
 
     /// Two records, then a list of every part a later `BINGET` may fetch.
     fn state_dict_with_references() -> Vec<u8> {
-        let p = Pickle::default().op(&[0x80, 2]).op(b"}").put(0).op(b"(");
+        let p = Pickle::default()
+            .op(&[PROTO, 2, EMPTY_DICT])
+            .put(0)
+            .op(&[MARK]);
         let p = p.record("a", 1, true).record("b", 20, false);
         // Fetch the first record's size tuple, persistent id, hooks, arguments, storage
         // key and tensor; and the second's storage key and stride tuple.
-        let p = p.text("parts").put(40).op(b"(");
+        let p = p.text("parts").put(40).op(&[MARK]);
         let p = p
             .get(8)
             .get(7)
@@ -613,7 +621,7 @@ mod tests {
             .get(13)
             .get(24)
             .get(28);
-        p.op(b"l").put(41).op(b"u.").0
+        p.op(&[LIST]).put(41).op(&[SETITEMS, STOP]).0
     }
 
     #[test]
