@@ -38,7 +38,7 @@ pub mod walk;
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use serde_value::{from_value, to_value};
-pub use tensor::{AnonMemory, Buffer, Element, Storage, Tensor};
+pub use tensor::{AnonMemory, Buffer, Element, FileMap, Storage, Tensor};
 pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
 
 pub use checkpointer::{CheckpointHooks, Checkpointer, DefaultHooks, LAST_CHECKPOINT};

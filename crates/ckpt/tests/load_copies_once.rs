@@ -1,12 +1,15 @@
 //! A checkpointer load copies every value once, straight from the file into the memory that
 //! keeps it: the model's own tensors (written in place, also when checkpointables are
-//! loaded with it), and the types of a checkpointable that copies what it loads.
+//! loaded with it), and the types of a checkpointable that copies what it loads. Copies out
+//! of a file's map read the file, so a file truncated meanwhile is an error, not a `SIGBUS`.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 
+use ckpt::detach::detach_value;
 use ckpt::{
-    shared, Checkpointable, Checkpointer, Dict, Model, StateDict, StateDictModel, Tensor, Value,
+    shared, Checkpointable, Checkpointer, DType, Dict, Model, StateDict, StateDictModel, Tensor,
+    Value,
 };
 
 /// Large enough that copies of it read the file rather than its map.
@@ -194,4 +197,36 @@ fn a_model_that_fails_to_load_leaves_the_checkpointables_as_they_were() {
         .unwrap()
         .data_eq(before.as_tensor().unwrap()));
     assert!(momentum.lock().unwrap().values.is_empty());
+}
+
+/// The `backbone.w` tensor of the checkpoint at `file`, a view of a map of the file.
+fn mapped_weight(file: &Path) -> Tensor {
+    let value = ckpt::format::load(file).unwrap();
+    let w = value
+        .get("model")
+        .and_then(|m| m.get("backbone.w"))
+        .and_then(Value::as_tensor)
+        .unwrap()
+        .clone();
+    assert!(w.storage().is_mapped());
+    w
+}
+
+#[test]
+fn copying_a_large_tensor_out_of_the_map_of_a_truncated_file_is_an_error_not_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = save_checkpoint(dir.path());
+    let w = mapped_weight(&file);
+    let mut state = StateDict::new();
+    state.insert("backbone.w", w.clone());
+    let mut value = Value::Tensor(w.clone());
+    truncate(&file);
+
+    // Reading through the map now would kill the process with SIGBUS.
+    let err = w.to_owned_as(DType::Float32).unwrap_err();
+    assert!(err.to_string().contains("truncated"), "{err}");
+    assert!(detach_value(&mut value).is_err());
+    let mut model = initialised_model();
+    let err = model.load_state_dict(state).unwrap_err();
+    assert!(err.to_string().contains("backbone.w"), "{err}");
 }
