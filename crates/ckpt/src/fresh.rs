@@ -130,8 +130,9 @@ mod linux {
     pub(super) const HUGE_PAGE: usize = 2 << 20;
     /// Populated at once between two looks at the clock.
     const CHUNK: usize = 8 << 20;
-    /// What one thread spends per MiB of fresh 4 KiB pages at best here (fault, zeroing,
-    /// accounting): huge pages that come slower than this are stalling.
+    /// What one thread spends per MiB of fresh 4 KiB pages at best (fault, zeroing,
+    /// accounting; 0.25–0.5 ms on a small virtual machine): huge pages that cost more than
+    /// this are stalling.
     pub(crate) const SMALL_PAGES_PER_MIB: Duration = Duration::from_micros(500);
     /// Slowness forgiven before giving up on huge pages (one slow page is no trend).
     pub(crate) const SLACK: Duration = Duration::from_millis(20);
@@ -163,9 +164,10 @@ mod linux {
     }
 
     /// Populates `range` of `map` a chunk at a time. When huge pages (asked for by the
-    /// caller) have come slower than `per_mib` plus `slack` over the recent allocations of
-    /// the process ([`within_budget`]), gives them up for the rest of the range and for the
-    /// allocations of the next seconds. Returns whether huge pages were kept.
+    /// caller) have cost more than `per_mib` plus `slack` of the populating threads' time
+    /// over the recent allocations of the process ([`within_budget`]), gives them up for the
+    /// rest of the range and for the allocations of the next seconds. Returns whether huge
+    /// pages were kept.
     pub(crate) fn populate(
         map: &MmapMut,
         range: Range<usize>,
@@ -176,7 +178,7 @@ mod linux {
         let mut at = range.start;
         while at < range.end {
             let n = CHUNK.min(range.end - at);
-            let began = Instant::now();
+            let began = Clock::now();
             if map.advise_range(Advice::PopulateWrite, at, n).is_err() {
                 // Before Linux 5.14, say: the copy faults the pages in instead.
                 return huge;
@@ -192,6 +194,39 @@ mod linux {
             }
         }
         huge
+    }
+
+    /// The time this thread has run: populating is work the kernel does on the calling
+    /// thread (zeroing, compacting memory), and a budget in wall time would also count the
+    /// time other processes had the CPU, taking a busy machine for stalling huge pages.
+    /// Wall time where the thread's clock cannot be read.
+    struct Clock(Result<Duration, Instant>);
+
+    impl Clock {
+        fn now() -> Clock {
+            Clock(thread_cpu_time().ok_or_else(Instant::now))
+        }
+
+        fn elapsed(&self) -> Duration {
+            match self.0 {
+                Ok(began) => {
+                    thread_cpu_time().map_or(Duration::ZERO, |now| now.saturating_sub(began))
+                }
+                Err(began) => began.elapsed(),
+            }
+        }
+    }
+
+    fn thread_cpu_time() -> Option<Duration> {
+        let mut now = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `clock_gettime` only writes the `timespec` it is given.
+        let status = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+        let secs = u64::try_from(now.tv_sec).ok()?;
+        let nanos = u32::try_from(now.tv_nsec).ok()?;
+        (status == 0).then(|| Duration::new(secs, nanos))
     }
 
     /// The bytes populated with huge pages lately and the time it took, summed over the
