@@ -100,6 +100,8 @@ pub fn run(
         "memcpy" => memcpy(arg as usize),
         "gen" => generate(workload, paths, spec),
         "ckpt-open-repeat" => open_repeat(&paths.input(workload, "pth"), arg.max(1)),
+        "ckpt-convert" => crate::convert::ckpt_convert(paths, workload, arg),
+        "copy-limit" => crate::convert::copy_limit(paths, workload, arg),
         other => Err(format!("unknown Rust operation {other}").into()),
     }
 }
@@ -167,10 +169,7 @@ fn open_repeat(path: &Path, times: u64) -> Result<Sample, BoxError> {
 fn save_page_cache(tensors: &[TensorSpec], out: &Path) -> Result<Sample, BoxError> {
     let value = random_state(tensors)?.to_value();
     remove(out)?;
-    let options = SaveOptions {
-        archive_name: Some("archive".to_string()),
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_archive_name("archive");
     let (sample, result) = measure(|| -> Result<(), BoxError> {
         let mut writer = BufWriter::with_capacity(1 << 20, File::create(out)?);
         write_torch(&mut writer, &value, &options)?;
@@ -183,10 +182,7 @@ fn save_page_cache(tensors: &[TensorSpec], out: &Path) -> Result<Sample, BoxErro
 
 /// Eager (`mmap: false`, one heap buffer) or lazy (`mmap: true`) load, then every byte.
 fn load(path: &Path, mmap: bool) -> Result<Sample, BoxError> {
-    let options = LoadOptions {
-        mmap,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default().with_mmap(mmap);
     let (mut sample, result) = measure(|| -> Result<(f64, u64), BoxError> {
         let start = std::time::Instant::now();
         let loaded = load_with(path, &options)?;
@@ -283,10 +279,7 @@ fn checkpoint_write(spec: &Spec, out: &Path) -> Result<Sample, BoxError> {
     let mut checkpointer = Checkpointer::new(model, "");
     checkpointer.add_checkpointable("optimizer", shared(OptimizerState(sgd_state(d)?)))?;
     remove(out)?;
-    let options = SaveOptions {
-        archive_name: Some("archive".to_string()),
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_archive_name("archive");
     let (sample, result) = measure(|| -> Result<(), BoxError> {
         let mut extra = Dict::new();
         extra.insert("iteration", Value::Int(d.iteration));
@@ -300,7 +293,7 @@ fn checkpoint_write(spec: &Spec, out: &Path) -> Result<Sample, BoxError> {
     Ok(sample)
 }
 
-/// `Checkpointer::resume_or_load("", resume=True)` into a fresh model (zeros written before
+/// `Checkpointer::resume_or_load(None, resume=True)` into a fresh model (zeros written before
 /// the timer, as `torch.zeros` writes the Python contender's) and optimizer, then every byte
 /// of the restored tensors (Python's `load_state_dict` copies them all).
 fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
@@ -311,7 +304,7 @@ fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
     checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
     let (mut sample, result) = measure(|| -> Result<(f64, u64, Option<i64>), BoxError> {
         let start = std::time::Instant::now();
-        let extra = checkpointer.resume_or_load("", true)?;
+        let extra = checkpointer.resume_or_load(None, true)?;
         let open = start.elapsed().as_secs_f64();
         let model = model.lock().map_err(|_| "model lock poisoned")?;
         let optimizer = optimizer.lock().map_err(|_| "optimizer lock poisoned")?;
@@ -327,7 +320,7 @@ fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
     Ok(sample)
 }
 
-/// `Checkpointer::resume_or_load("", resume=True)` of the big workload's checkpoint into a
+/// `Checkpointer::resume_or_load(None, resume=True)` of the big workload's checkpoint into a
 /// fresh `StateDictModel` (zero tensors of the right shapes), then every byte of the model's
 /// tensors: what a training script resuming a 1 GiB model pays. The zeros are written
 /// before the timer, as `torch.zeros` writes them and as a model's initialised weights are
@@ -346,7 +339,7 @@ fn big_resume(tensors: &[TensorSpec], dir: &Path, lazy_zeros: bool) -> Result<Sa
     let checkpointer = Checkpointer::new(model.clone(), dir);
     let (mut sample, result) = measure(|| -> Result<(f64, u64), BoxError> {
         let start = std::time::Instant::now();
-        checkpointer.resume_or_load("", true)?;
+        checkpointer.resume_or_load(None, true)?;
         let open = start.elapsed().as_secs_f64();
         let model = model.lock().map_err(|_| "model lock poisoned")?;
         Ok((open, touch_state(model.tensors())))

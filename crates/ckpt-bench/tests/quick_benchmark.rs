@@ -1,6 +1,6 @@
 //! The benchmark's quick mode runs end to end: every workload, every contender (Python's
 //! too, when Python with torch is there; required under `CI=true`), a Markdown report with
-//! the machine's limits and the issue's targets.
+//! the machine's limits and the performance targets, and a summary in a README.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -29,13 +29,19 @@ fn python() -> Option<PathBuf> {
 fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("RESULTS.md");
+    let readme = dir.path().join("README.md");
+    let start = "<!-- bench:start (written by scripts/bench.sh --readme README.md) -->";
+    let end = "<!-- bench:end -->";
+    std::fs::write(&readme, format!("# Title\n\n{start}\nold\n{end}\n\nrest\n")).unwrap();
     let python = python();
     let mut command = Command::new(env!("CARGO_BIN_EXE_ckpt-bench"));
     command
         .args(["run", "--quick", "--dir"])
         .arg(dir.path().join("data"))
         .arg("--results")
-        .arg(&results);
+        .arg(&results)
+        .arg("--readme")
+        .arg(&readme);
     match &python {
         Some(path) => command.arg("--require-python").arg("--python").arg(path),
         None => command.arg("--no-python"),
@@ -45,16 +51,19 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
     assert!(output.status.success(), "ckpt-bench failed:\n{stderr}");
 
     let report = std::fs::read_to_string(&results).unwrap();
-    assert_eq!(
-        report.trim(),
-        String::from_utf8_lossy(&output.stdout).trim()
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.starts_with(printed.trim()),
+        "the file is not the printed report:\n{report}"
     );
+    // Below the report, a marker after which notes written by hand survive the next run.
+    assert!(report.trim_end().ends_with("-->"), "{report}");
     for heading in [
         "## big:",
         "## many small:",
         "## detectron2-style training checkpoint",
         "## name matching",
-        "## Targets (issue 5)",
+        "## Targets",
     ] {
         assert!(report.contains(heading), "no '{heading}' in:\n{report}");
     }
@@ -72,6 +81,10 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
         "ckpt: the checkpoint dict by `write_torch`",
         "ckpt `Checkpointer::resume_or_load`",
         "ckpt `align_and_update_state_dicts`",
+        "convert → torch file, durable, tmpfs",
+        "convert → safetensors, durable, same directory",
+        "ckpt convert",
+        "limit: `cp` of the file + fsync",
     ];
     if python.is_some() {
         rows.extend([
@@ -83,6 +96,8 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
             "fvcore `Checkpointer.save`",
             "fvcore `Checkpointer.resume_or_load`",
             "detectron2's quadratic rule (Python)",
+            "`torch.load(weights_only=True)` + `torch.save` + fsync",
+            "`torch.load(weights_only=True)` + safetensors `save_file` + fsync",
         ]);
     }
     for row in rows {
@@ -92,4 +107,37 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
     assert!(!report.contains("| NaN"), "{report}");
     // Saves and loads left nothing behind but the inputs.
     assert!(!dir.path().join("data").join("out").exists());
+
+    // The README gets a summary between its markers, not the full tables.
+    let readme = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        readme.starts_with(&format!("# Title\n\n{start}\nMeasured by `"))
+            && readme.ends_with(&format!("{end}\n\nrest\n")),
+        "{readme}"
+    );
+    let summary_rows = [
+        "| save: ",
+        "| save + fsync: ",
+        "| load into memory: ",
+        "| load memory-mapped: ",
+        "| resume model + optimizer: detectron2 R50-FPN training checkpoint |",
+        "| match names: ",
+    ];
+    for row in summary_rows {
+        assert!(readme.contains(row), "no summary row '{row}' in:\n{readme}");
+    }
+    for full_table_only in ["min – max", "added RSS", "Targets", "met:"] {
+        assert!(
+            !readme.contains(full_table_only),
+            "'{full_table_only}' in the README summary:\n{readme}"
+        );
+    }
+    let tmpfs = format!(
+        "/dev/shm/ckpt-bench-convert{}",
+        dir.path().join("data").to_string_lossy().replace('/', "_")
+    );
+    assert!(
+        !std::path::Path::new(&tmpfs).exists(),
+        "{tmpfs} left behind"
+    );
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
-    flatten_tensors, load_with, save_safetensors, save_torch, LoadOptions, SaveOptions,
+    flatten_tensors, load_with, save_safetensors_with, save_torch, LoadOptions, SafetensorsOptions,
+    SaveOptions, SourcePages,
 };
 use ckpt::nn_module::replace_modules;
 use ckpt::walk::{self, leaves};
@@ -23,7 +24,9 @@ use crate::{plan, source};
 /// vs bool, tuples, storage sharing; numpy arrays become tensors). Safetensors output holds
 /// only tensors; nested dicts are flattened with `.`-joined keys. A torch.nn.Module saved
 /// whole (torch.save(model)) is written as its state dict, named as model.state_dict() names
-/// it. OUT is written atomically: it is either the old file or the complete new one.
+/// it. OUT is written atomically: it is either the old file or the complete new one. Tensor
+/// bytes go from the input's memory map straight into OUT a few MiB at a time, so memory
+/// stays small whatever the size of the file.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint to read (any format ckpt reads, detected from the content); a URL or a
@@ -89,7 +92,8 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         return convert_by_heuristics(args, model, format);
     }
     let input = source::local_input(&args.input)?;
-    let loaded = load_with(&input, &LoadOptions::default())?;
+    let options = LoadOptions::default().with_source_pages(SourcePages::Release);
+    let loaded = load_with(&input, &options)?;
     let value = match &args.key {
         Some(key) => select_key(loaded.value, key, &args.input)?,
         None => loaded.value,
@@ -98,9 +102,9 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     match format {
         OutputFormat::Torch if args.tensors_only => {
             let tensors = tensors_to_write(args, &value)?;
-            save_torch(&args.output, &tensors.to_value(), &SaveOptions::default())?;
+            save_torch(&args.output, &tensors.to_value(), &streaming_save_options())?;
         }
-        OutputFormat::Torch => save_torch(&args.output, &value, &SaveOptions::default())?,
+        OutputFormat::Torch => save_torch(&args.output, &value, &streaming_save_options())?,
         OutputFormat::Safetensors => write_safetensors(args, &value)?,
     }
     if let Some(note) = modules_note {
@@ -123,10 +127,8 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
     let path = source::checkpoint_input(&args.input)?;
     let mut checkpoint = read_detection_file(&path, true)?;
     checkpoint.insert("matching_heuristics", Value::Bool(true));
-    let plan = plan::quiet(|| plan_load(&shapes, checkpoint));
-    if let Some(error) = &plan.error {
-        return Err(CliError::new(format!("{input}: {error}")));
-    }
+    let plan = plan::quiet(|| plan_load(&shapes, checkpoint))
+        .map_err(|error| CliError::new(format!("{input}: {error}")))?;
     if plan.loaded.is_empty() {
         return Err(CliError::new(format!(
             "{input}: no tensor matches a name and shape of the model in {}",
@@ -142,8 +144,8 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
             abbreviate(&skipped, LISTED)
         );
     }
-    if !plan.missing.is_empty() {
-        let missing: Vec<String> = plan.missing.iter().map(|k| printable(k)).collect();
+    if !plan.missing_keys.is_empty() {
+        let missing: Vec<String> = plan.missing_keys.iter().map(|k| printable(k)).collect();
         eprintln!(
             "ckpt: note: {} model name{} not in the output: {}",
             missing.len(),
@@ -155,9 +157,14 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
         OutputFormat::Torch => save_torch(
             &args.output,
             &plan.loaded.to_value(),
-            &SaveOptions::default(),
+            &streaming_save_options(),
         )?,
-        OutputFormat::Safetensors => save_safetensors(&args.output, &plan.loaded, None)?,
+        OutputFormat::Safetensors => save_safetensors_with(
+            &args.output,
+            &plan.loaded,
+            None,
+            &streaming_safetensors_options(),
+        )?,
     }
     tracing::info!(
         "wrote {} tensors renamed to the model's names to {}",
@@ -253,7 +260,12 @@ fn modules_as_state_dicts(mut value: Value) -> (Value, Option<String>) {
 fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
     let tensors = tensors_to_write(args, value)?;
     let metadata = safetensors_metadata(value);
-    save_safetensors(&args.output, &tensors, metadata.as_deref())?;
+    save_safetensors_with(
+        &args.output,
+        &tensors,
+        metadata.as_deref(),
+        &streaming_safetensors_options(),
+    )?;
     Ok(())
 }
 
@@ -281,6 +293,15 @@ fn tensors_to_write(args: &Args, value: &Value) -> Result<StateDict, CliError> {
         eprintln!("ckpt: dropping {count} non-tensor {values}: {listed}");
     }
     Ok(tensors)
+}
+
+/// The input is read only to be written: its pages are released as they are written.
+fn streaming_save_options() -> SaveOptions {
+    SaveOptions::default().with_source_pages(SourcePages::Release)
+}
+
+fn streaming_safetensors_options() -> SafetensorsOptions {
+    SafetensorsOptions::default().with_source_pages(SourcePages::Release)
 }
 
 /// Checks that every tensor gets its own non-empty safetensors name when nested keys are
@@ -328,7 +349,7 @@ pub fn describe_non_tensors(others: &[(String, Value)]) -> String {
 /// The `__metadata__` of a safetensors input (kept as a dict attribute by the reader), so
 /// that safetensors to safetensors keeps it.
 fn safetensors_metadata(value: &Value) -> Option<Vec<(String, String)>> {
-    let metadata = value.as_dict()?.attributes.get("__metadata__")?.as_dict()?;
+    let metadata = value.as_dict()?.attribute("__metadata__")?.as_dict()?;
     let pairs: Vec<(String, String)> = metadata
         .iter()
         .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
@@ -390,12 +411,10 @@ mod tests {
         layer.insert("weight", Value::Int(1));
         let mut state = Dict::new();
         state.insert("layers", Value::List(vec![Value::Dict(layer)]));
-        let object = Value::Object(Box::new(ckpt::Object {
-            module: "m".into(),
-            name: "Net".into(),
-            build: ckpt::ObjectBuild::New(vec![]),
-            state: Some(Value::Dict(state)),
-        }));
+        let object = Value::Object(Box::new(
+            ckpt::Object::new("m", "Net", ckpt::ObjectBuild::New(vec![]))
+                .with_state(Value::Dict(state)),
+        ));
         let mut root = Dict::new();
         root.insert("model.v1", object);
         let root = Value::Dict(root);
@@ -456,8 +475,7 @@ mod tests {
         let mut meta = Dict::new();
         meta.insert("format", Value::Str("pt".into()));
         let mut d = Dict::ordered();
-        d.attributes
-            .insert("__metadata__".into(), Value::Dict(meta));
+        d.set_attribute("__metadata__", Value::Dict(meta));
         assert_eq!(
             safetensors_metadata(&Value::Dict(d)),
             Some(vec![("format".to_string(), "pt".to_string())])

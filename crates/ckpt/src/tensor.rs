@@ -17,6 +17,21 @@ use crate::error::{Error, Result};
 use crate::fresh::Fresh;
 
 /// The bytes behind one or more tensors. Cloning is cheap (a reference count).
+///
+/// A storage owns its bytes ([`Storage::from_vec`], a copy) or is a view of the buffer of a
+/// file it was read from: a memory map ([`Storage::is_mapped`]) or the whole file read into
+/// memory, which the view keeps alive ([`Storage::owns_its_bytes`] is false for both).
+///
+/// # A map depends on its file
+///
+/// A tensor whose storage is a view of a memory map of a file reads the file itself, through
+/// the page cache, for as long as it lives. If another program truncates the file (a torn
+/// in-place write), reading such a tensor kills the process with `SIGBUS`; if it rewrites the
+/// file in place (`torch.save` to the same path, without a rename), the tensor silently
+/// changes. ckpt's own writers never do either (they write a new file and rename it), and the
+/// checkpointers never leave a map behind: models copy what they keep, checkpointables and
+/// the returned extras get owned copies ([`Value::detach`](crate::Value::detach)). Keep map views for reading and
+/// inspecting; [`Tensor::to_owned_as`] and [`Storage::into_owned`] copy out of the map.
 #[derive(Clone)]
 pub struct Storage(Arc<StorageData>);
 
@@ -33,19 +48,11 @@ enum StorageData {
 
 /// The bytes of a whole file, read once: a memory map, or (for eager loads and in-memory
 /// input) memory the process owns. Storages of the tensors in the file are slices of it.
-///
-/// # A map depends on its file
-///
-/// A tensor whose storage is a slice of a [`Buffer::Map`] reads the file itself, through the
-/// page cache, for as long as it lives. If another program truncates the file (a torn
-/// in-place write), reading such a tensor kills the process with `SIGBUS`; if it rewrites the
-/// file in place (`torch.save` to the same path, without a rename), the tensor silently
-/// changes. ckpt's own writers never do either (they write a new file and rename it), and the
-/// checkpointers never leave a map behind: models copy what they keep, checkpointables and
-/// the returned extras get owned copies ([`crate::detach`]). Keep map views for reading and
-/// inspecting; [`Tensor::to_owned_as`] and [`Storage::into_owned`] copy out of the map.
-pub enum Buffer {
+/// A map depends on its file: see [`Storage`].
+pub(crate) enum Buffer {
+    /// A read-only map of the file (and the file, to read large copies from).
     Map(FileMap),
+    /// The file read into memory.
     Heap(Vec<u8>),
     /// An eager read of a large file: anonymous memory, so that it can be provisioned in huge
     /// pages. Owned like `Heap`; it does not depend on the file.
@@ -54,7 +61,7 @@ pub enum Buffer {
 
 /// A read-only memory map of a whole file, and the file itself: large copies out of the map
 /// read the file instead ([`FileMap::read_at`]).
-pub struct FileMap {
+pub(crate) struct FileMap {
     map: Mmap,
     /// `None` when the handle could not be duplicated: copies then go through the map.
     file: Option<File>,
@@ -66,7 +73,7 @@ const MIN_FILE_READ: usize = 128 << 10;
 
 impl FileMap {
     /// The bytes of the file, through the map.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.map
     }
 
@@ -108,7 +115,7 @@ impl FileMap {
 
 /// Anonymous private memory of a process's own: a copy of a file, or of tensor bytes (its
 /// mapping rounded up to whole huge pages).
-pub struct AnonMemory {
+pub(crate) struct AnonMemory {
     map: MmapMut,
     len: usize,
 }
@@ -121,7 +128,7 @@ impl AnonMemory {
     }
 
     /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.map.get(..self.len).unwrap_or(&self.map)
     }
 
@@ -140,8 +147,8 @@ impl AnonMemory {
 
 impl Buffer {
     /// Maps `file` read-only. The file must not be truncated or rewritten in place while
-    /// views of the map live (see [the hazard](Buffer#a-map-depends-on-its-file)).
-    pub fn map(file: &File) -> std::io::Result<Buffer> {
+    /// views of the map live (see [the hazard](Storage#a-map-depends-on-its-file)).
+    pub(crate) fn map(file: &File) -> std::io::Result<Buffer> {
         // SAFETY: the map is read-only; a concurrent truncation by another process is the
         // one hazard, as for every memory-mapped reader (torch, safetensors).
         let map = unsafe { Mmap::map(file)? };
@@ -152,7 +159,7 @@ impl Buffer {
     }
 
     /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             Buffer::Map(map) => map.as_bytes(),
             Buffer::Heap(bytes) => bytes,
@@ -161,8 +168,38 @@ impl Buffer {
     }
 
     /// Whether this is a memory map.
-    pub fn is_mapped(&self) -> bool {
+    pub(crate) fn is_mapped(&self) -> bool {
         matches!(self, Buffer::Map(_))
+    }
+
+    /// Drops this process's pages of the `len` bytes at `start` of a map (a no-op for memory
+    /// the process owns), so that they no longer count in its memory: a writer copying a
+    /// file much larger than memory releases each part once it is written. A later read of
+    /// those bytes faults them in again from the file. Out-of-range parts are ignored.
+    pub(crate) fn release(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if let Buffer::Map(map) = self {
+            let len = len.min(map.map.len().saturating_sub(start));
+            if len == 0 {
+                return;
+            }
+            // SAFETY: `Buffer::map` maps the file read-only and shared (PROT_READ,
+            // MAP_SHARED). On such a map MADV_DONTNEED only drops the process's page-table
+            // entries: the pages stay in the page cache, the mapping stays valid (no reference
+            // into it dangles) and the next read of an address faults in the same file bytes.
+            // No byte a borrower sees changes, since a read-only map has no private
+            // copy-on-write pages for DONTNEED to discard; a file modified by another process
+            // in the meantime is the hazard every map already has (see `Buffer::map`).
+            let result = unsafe {
+                map.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+            };
+            if let Err(e) = result {
+                tracing::debug!(start, len, error = %e, "could not release mapped pages");
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
     }
 }
 
@@ -178,7 +215,7 @@ impl Storage {
     }
 
     /// A zero-copy view of `len` bytes at `start` of a file buffer.
-    pub fn slice(buffer: Arc<Buffer>, start: usize, len: usize) -> Result<Storage> {
+    pub(crate) fn slice(buffer: Arc<Buffer>, start: usize, len: usize) -> Result<Storage> {
         let size = buffer.as_bytes().len();
         match start.checked_add(len) {
             Some(end) if end <= size => {}
@@ -264,6 +301,17 @@ impl Storage {
     pub(crate) fn anon_mut(&mut self) -> Option<&mut AnonMemory> {
         match Arc::get_mut(&mut self.0)? {
             StorageData::Anon(memory) => Some(memory),
+            _ => None,
+        }
+    }
+
+    /// The map this storage is a view of and where in it the storage starts; `None` for
+    /// bytes in memory the process owns.
+    pub(crate) fn mapped_source(&self) -> Option<(&Arc<Buffer>, usize)> {
+        match &*self.0 {
+            StorageData::Slice { buffer, start, .. } if buffer.is_mapped() => {
+                Some((buffer, *start))
+            }
             _ => None,
         }
     }
@@ -386,7 +434,7 @@ pub struct Tensor {
 }
 
 /// C-contiguous (row-major) strides for `shape`, in elements.
-pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];
     let mut acc = 1usize;
     for (stride, dim) in strides.iter_mut().zip(shape).rev() {
@@ -397,7 +445,7 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// The number of elements of `shape`, or an error when it overflows.
-pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+pub(crate) fn checked_numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -616,15 +664,66 @@ impl Tensor {
 
     /// The element bytes when they lie in order in the storage.
     fn borrowed_bytes(&self) -> Option<&[u8]> {
+        self.contiguous_range().map(|(_, bytes)| bytes)
+    }
+
+    /// Where in the storage the element bytes start, and the bytes, when they lie in order
+    /// in the storage.
+    pub(crate) fn contiguous_range(&self) -> Option<(usize, &[u8])> {
         if self.numel() == 0 {
             // Its offset was never checked against the storage: torch allows any.
-            return Some(&[]);
+            return Some((0, &[]));
         }
         if !self.is_contiguous() {
             return None;
         }
         let start = self.offset * self.dtype.size();
-        Some(&self.storage.as_bytes()[start..start + self.nbytes()])
+        Some((
+            start,
+            &self.storage.as_bytes()[start..start + self.nbytes()],
+        ))
+    }
+
+    /// Passes the elements in row-major order to `write`, gathered into pieces of about
+    /// `max` bytes (at least one element), so that a strided tensor is never copied whole.
+    pub(crate) fn gather_chunks(
+        &self,
+        max: usize,
+        write: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let size = self.dtype.size();
+        let numel = self.numel();
+        if numel == 0 {
+            return Ok(());
+        }
+        let per_piece = (max / size).max(1).min(numel);
+        let bytes = self.storage.as_bytes();
+        let mut piece = Vec::with_capacity(per_piece * size);
+        let mut index = vec![0usize; self.shape.len()];
+        // The element's position in the storage, kept up to date as the index advances.
+        // Wrapping: the stride of a size-1 dimension is never checked and may be huge; the
+        // position is in range whenever it is used.
+        let mut elem = self.offset;
+        for _ in 0..numel {
+            piece.extend_from_slice(&bytes[elem * size..(elem + 1) * size]);
+            if piece.len() >= per_piece * size {
+                write(&piece)?;
+                piece.clear();
+            }
+            for d in (0..index.len()).rev() {
+                index[d] += 1;
+                elem = elem.wrapping_add(self.strides[d]);
+                if index[d] < self.shape[d] {
+                    break;
+                }
+                elem = elem.wrapping_sub(self.strides[d].wrapping_mul(self.shape[d]));
+                index[d] = 0;
+            }
+        }
+        if !piece.is_empty() {
+            write(&piece)?;
+        }
+        Ok(())
     }
 
     /// Writes the element bytes in row-major order into `dst` (exactly [`Tensor::nbytes`]
@@ -690,7 +789,7 @@ impl Tensor {
     }
 
     /// A contiguous copy in memory the process owns, its elements converted to `dtype` as
-    /// torch's `copy_` converts them (see [`crate::cast`]); the same dtype copies the bytes
+    /// torch's `copy_` converts them (see [`cast_bytes`](crate::cast_bytes)); the same dtype copies the bytes
     /// as they are. The copy never depends on the file this tensor may be a view of.
     ///
     /// ```
@@ -830,6 +929,36 @@ mod tests {
             let owned = t.to_owned_as(DType::UInt8).unwrap();
             assert!(owned.storage().owns_its_bytes());
             assert_eq!(owned.storage().as_bytes(), &content[start..start + len]);
+        }
+    }
+
+    #[test]
+    fn gathering_in_pieces_gives_the_row_major_bytes() {
+        let base =
+            Tensor::from_slice(&(0..24).map(|x| x as u16).collect::<Vec<_>>(), &[24]).unwrap();
+        let views = [
+            base.view(&[4, 3], &[1, 4], 0).unwrap(),
+            base.view(&[2, 3, 2], &[1, 8, 2], 3).unwrap(),
+            base.view(&[3, 1, 2], &[6, 0, 5], 1).unwrap(),
+            base.view(&[5], &[0], 2).unwrap(),
+            base.view(&[0, 3], &[1, 4], 0).unwrap(),
+            base.view(&[], &[], 7).unwrap(),
+            base.view(&[2, 1], &[3, usize::MAX], 1).unwrap(),
+        ];
+        for view in &views {
+            let expected = view.contiguous_bytes().into_owned();
+            for max in [1, 2, 5, 6, 1000] {
+                let mut pieces = Vec::new();
+                let mut got = Vec::new();
+                view.gather_chunks(max, &mut |piece| {
+                    pieces.push(piece.len());
+                    got.extend_from_slice(piece);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got, expected, "{view:?}, pieces of {max}");
+                assert!(pieces.iter().all(|&n| n <= max.max(2)), "{pieces:?}");
+            }
         }
     }
 

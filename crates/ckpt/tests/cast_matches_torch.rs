@@ -8,8 +8,8 @@ mod python_support;
 
 use std::path::PathBuf;
 
-use ckpt::cast::{can_cast, cast_bytes};
 use ckpt::DType;
+use ckpt::{can_cast, cast_bytes};
 use serde_json::Value as Json;
 
 fn hex(text: &str) -> Vec<u8> {

@@ -13,10 +13,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use checkpointer_support::*;
-use ckpt::format::TEMP_PREFIX;
+use ckpt::store::{LocalDir, Store, TEMP_PREFIX};
 use ckpt::{
-    shared, Checkpointer, Dict, Error, LocalDir, PeriodicCheckpointer, Result, StateDict,
-    StateDictModel, Store, Tensor, Value,
+    shared, Checkpointer, Dict, Error, PeriodicCheckpointer, Result, StateDict, StateDictModel,
+    Tensor, Value,
 };
 
 const CHILD_ENV: &str = "CKPT_CRASH_CHILD_DIR";
@@ -65,12 +65,16 @@ fn crash_child_save_loop() {
     let model = shared(StateDictModel::new(filled_state(-1.0)));
     let checkpointer = Checkpointer::new(model.clone(), &dir);
     let start = checkpointer
-        .resume_or_load("", true)
+        .resume_or_load(None, true)
         .unwrap()
         .get("iteration")
         .and_then(Value::as_int)
         .map_or(0, |i| i + 1);
-    let mut periodic = PeriodicCheckpointer::new(checkpointer, 1, None, Some(3), "model").unwrap();
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(1)
+        .max_to_keep(3)
+        .build()
+        .unwrap();
     for iteration in start.. {
         *model.lock().unwrap() = StateDictModel::new(filled_state(iteration as f32));
         periodic.step(iteration as u64, Dict::new()).unwrap();
@@ -133,7 +137,7 @@ fn resume_after_sigkill_keeps_previous_checkpoint() {
             continue; // killed before its first save completed
         }
         let left = checkpointer
-            .resume_or_load("", true)
+            .resume_or_load(None, true)
             .unwrap_or_else(|e| panic!("after kill {kills} (seed {seed}): {e}"));
         let iteration = left.get("iteration").and_then(Value::as_int).unwrap();
         let restored = fresh.lock().unwrap().tensors().clone();
@@ -274,7 +278,7 @@ fn a_full_disk_fails_the_save_and_keeps_the_previous_checkpoint_and_tag() {
 
     let fresh = model(0.0);
     Checkpointer::new(fresh.clone(), dir.path())
-        .resume_or_load("", true)
+        .resume_or_load(None, true)
         .unwrap();
     assert!(same_state(&state_of(&fresh), &model_state(1.0)));
 }
@@ -310,7 +314,7 @@ fn temporaries_of_dead_writers_are_removed_by_the_next_save_and_never_listed() {
     let pid = dead.id();
     dead.wait().unwrap();
     // Written on this host (temporary names carry `<pid>@<host>`).
-    let owner = ckpt::format::temp_owner();
+    let owner = ckpt::store::temp_owner();
     let (_, host) = owner.split_once('@').unwrap();
     let stale = dir
         .path()
@@ -334,7 +338,7 @@ fn an_oversized_last_checkpoint_is_an_error_without_reading_it_all() {
     fs::write(dir.path().join("last_checkpoint"), vec![b'x'; 2 << 20]).unwrap();
     let checkpointer = Checkpointer::new(model(1.0), dir.path());
     let err = checkpointer
-        .resume_or_load("", true)
+        .resume_or_load(None, true)
         .unwrap_err()
         .to_string();
     assert!(

@@ -4,11 +4,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
-use ckpt::detection::DetectionCheckpointer;
 use ckpt::format::{
     flatten_tensors, load_bytes, write_safetensors, write_torch, LoadOptions, SaveOptions,
 };
 use ckpt::resolve::Resolver;
+use ckpt::DetectionCheckpointer;
 use ckpt::{DType, StateDict, Tensor};
 
 const FIXTURES: &[&str] = &[
@@ -111,10 +111,7 @@ fn mutated_fixtures_never_panic_the_reader() {
                     let _ = format!("{:?}", loaded.value);
                     let _ = loaded.value.clone();
                     let _ = ckpt::walk::leaves(&loaded.value).count();
-                    let options = SaveOptions {
-                        archive_name: Some("fuzz".into()),
-                        ..SaveOptions::default()
-                    };
+                    let options = SaveOptions::default().with_archive_name("fuzz");
                     let _ = write_torch(&mut Vec::new(), &loaded.value, &options);
                     let (tensors, _) = flatten_tensors(&loaded.value);
                     let _ = write_safetensors(&mut Vec::new(), &tensors, None);
@@ -156,7 +153,7 @@ fn mutated_fixtures_never_panic_the_detection_checkpointer() {
             let panicked = panics(|| {
                 let checkpointer =
                     DetectionCheckpointer::new(model(), "").with_resolver(Resolver::local_only());
-                let _ = checkpointer.load(&path_str, None);
+                let _ = checkpointer.load(&path_str, ckpt::Checkpointables::All);
             });
             if panicked {
                 let keep = std::env::temp_dir().join(format!(

@@ -5,7 +5,7 @@
 mod checkpointer_support;
 
 use checkpointer_support::model;
-use ckpt::format::TEMP_PREFIX;
+use ckpt::store::TEMP_PREFIX;
 use ckpt::{Checkpointer, Dict};
 
 #[cfg(target_os = "linux")]

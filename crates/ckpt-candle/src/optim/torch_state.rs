@@ -1,5 +1,5 @@
 //! The layout of `torch.optim.Optimizer.state_dict()`, written and read for one parameter
-//! group (FORMATS.md §2.10):
+//! group (`docs/formats.md#optimizer-state` in the repository):
 //!
 //! ```text
 //! {'state': {0: {...per-parameter tensors...}, 1: {...}},      # int keys = parameter index
@@ -123,7 +123,7 @@ pub(crate) fn read_optimizer_state(value: &Value, n_params: usize) -> Result<Loa
     };
     let per_param = ids
         .iter()
-        .map(|id| match state.items.get(id) {
+        .map(|id| match state.get_key(id) {
             None => Ok(None),
             Some(Value::Dict(entry)) => Ok(Some(entry)),
             Some(other) => Err(Error::key(

@@ -37,7 +37,7 @@ pub fn run(config: &Config) -> ckpt::Result<Outcome> {
 
     let mut checkpointer = Checkpointer::new(model.clone(), &config.save_dir);
     checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
-    let extra = checkpointer.resume_or_load("", true)?;
+    let extra = checkpointer.resume_or_load(None, true)?;
     let started_at = extra
         .get("iteration")
         .and_then(|v| v.as_int())
@@ -45,13 +45,11 @@ pub fn run(config: &Config) -> ckpt::Result<Outcome> {
     if started_at > 0 {
         println!("resumed at iteration {started_at}");
     }
-    let mut periodic = PeriodicCheckpointer::new(
-        checkpointer,
-        config.period,
-        Some(config.max_iter),
-        config.max_to_keep,
-        "model",
-    )?;
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(config.period)
+        .max_iter(config.max_iter)
+        .max_to_keep(config.max_to_keep)
+        .build()?;
 
     let mut stopped_at = None;
     for iteration in started_at..config.max_iter {

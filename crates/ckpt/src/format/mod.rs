@@ -7,12 +7,25 @@
 //! save_torch("model_final.pth", &value, &SaveOptions::default())?; // opens in torch.load
 //! # Ok::<(), ckpt::Error>(())
 //! ```
+//!
+//! A value read only to be written elsewhere (a conversion) can go from the input's memory map
+//! to the output a few MiB at a time, whatever the file's size: read and write it with
+//! [`SourcePages::Release`].
+//!
+//! ```no_run
+//! use ckpt::format::{load_with, save_torch, LoadOptions, SaveOptions, SourcePages};
+//! let read = LoadOptions::default().with_source_pages(SourcePages::Release);
+//! let value = load_with("huge.safetensors", &read)?.value;
+//! let write = SaveOptions::default().with_source_pages(SourcePages::Release);
+//! save_torch("huge.pth", &value, &write)?; // peak memory: a few pieces and the metadata
+//! # Ok::<(), ckpt::Error>(())
+//! ```
 
-mod atomic;
 mod data_starts;
 mod eager;
 mod numpy;
 mod safetensors;
+mod stream;
 mod torch_legacy;
 mod torch_save;
 mod torch_zip;
@@ -25,15 +38,19 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result, ResultExt};
 use crate::pickle::Limits;
+use crate::store::atomic_write;
 use crate::tensor::Buffer;
 use crate::value::{StateDict, Value};
 
-pub use atomic::{atomic_write, fsync_dir, temp_owner, TEMP_PREFIX};
-pub use safetensors::{flatten_tensors, write_safetensors};
+pub use safetensors::{
+    flatten_tensors, write_safetensors, write_safetensors_with, SafetensorsOptions,
+};
+pub use stream::{SourcePages, STREAM_CHUNK};
 pub use torch_save::write_torch;
 
 /// The kinds of file this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// A torch zip archive (torch >= 1.6).
     TorchZip,
@@ -67,20 +84,33 @@ impl fmt::Display for Format {
 }
 
 /// Options for reading.
+///
+/// ```
+/// use ckpt::format::LoadOptions;
+/// let eager = LoadOptions::default().with_mmap(false).with_verify_crc32(true);
+/// assert!(!eager.mmap && eager.verify_crc32);
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// Map the file and make tensors views of the map (zero-copy). When false the file is
     /// read into one heap buffer and tensors are views of that buffer.
     ///
     /// Views of a map read the file for as long as they live: truncating the file then
     /// kills the process with `SIGBUS`, rewriting it in place changes the tensors (see
-    /// [`Buffer`](crate::Buffer#a-map-depends-on-its-file)). Copy what you keep
-    /// ([`crate::detach::detach_value`], [`crate::Tensor::to_owned_as`]), or read eagerly.
+    /// [`Storage`](crate::Storage#a-map-depends-on-its-file)). Copy what you keep
+    /// ([`Value::detach`](crate::Value::detach), [`Tensor::to_owned_as`](crate::Tensor::to_owned_as)), or read eagerly.
     pub mmap: bool,
     /// Check the crc32 of every zip record against the central directory (torch does not).
     pub verify_crc32: bool,
     /// Bounds on pickle nesting and size.
     pub limits: Limits,
+    /// What to do with the pages of the map the reader reads (headers, pickles): keep them
+    /// (the default), or, for a value read only to be copied elsewhere, keep as few as
+    /// possible in the process (zip headers read with `pread`, the rest released once
+    /// parsed), so that the file's size does not show in the process's memory. Only with
+    /// `mmap`.
+    pub source_pages: SourcePages,
 }
 
 impl Default for LoadOptions {
@@ -89,19 +119,63 @@ impl Default for LoadOptions {
             mmap: true,
             verify_crc32: false,
             limits: Limits::default(),
+            source_pages: SourcePages::Keep,
         }
+    }
+}
+
+impl LoadOptions {
+    /// Sets [`LoadOptions::mmap`].
+    pub fn with_mmap(mut self, mmap: bool) -> LoadOptions {
+        self.mmap = mmap;
+        self
+    }
+
+    /// Sets [`LoadOptions::verify_crc32`].
+    pub fn with_verify_crc32(mut self, verify_crc32: bool) -> LoadOptions {
+        self.verify_crc32 = verify_crc32;
+        self
+    }
+
+    /// Sets [`LoadOptions::limits`].
+    pub fn with_limits(mut self, limits: Limits) -> LoadOptions {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`LoadOptions::source_pages`].
+    pub fn with_source_pages(mut self, source_pages: SourcePages) -> LoadOptions {
+        self.source_pages = source_pages;
+        self
     }
 }
 
 /// What a file held, and in which format.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Loaded {
+    /// The format detected from the file's content.
     pub format: Format,
+    /// The value the file held.
     pub value: Value,
 }
 
+impl Loaded {
+    /// `value` read from a file of `format`.
+    pub fn new(format: Format, value: Value) -> Loaded {
+        Loaded { format, value }
+    }
+}
+
 /// Options for writing torch files.
+///
+/// ```
+/// use ckpt::format::SaveOptions;
+/// let options = SaveOptions::default().with_crc32(false).with_archive_name("archive");
+/// assert_eq!(options.archive_name.as_deref(), Some("archive"));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SaveOptions {
     /// Alignment of every record's data (torch's default, 64).
     pub alignment: u64,
@@ -109,6 +183,10 @@ pub struct SaveOptions {
     pub crc32: bool,
     /// The folder name inside the archive; by default the file stem, as torch does.
     pub archive_name: Option<String>,
+    /// What to do with the pages of a memory-mapped file the tensors are views of: keep
+    /// them (the default), or release them behind the writer for a conversion, so that
+    /// memory stays bounded whatever the file's size.
+    pub source_pages: SourcePages,
 }
 
 impl Default for SaveOptions {
@@ -117,11 +195,42 @@ impl Default for SaveOptions {
             alignment: 64,
             crc32: true,
             archive_name: None,
+            source_pages: SourcePages::Keep,
         }
     }
 }
 
-/// Detects the format of a file from its first bytes (FORMATS.md §0).
+impl SaveOptions {
+    /// Sets [`SaveOptions::alignment`].
+    pub fn with_alignment(mut self, alignment: u64) -> SaveOptions {
+        self.alignment = alignment;
+        self
+    }
+
+    /// Sets [`SaveOptions::crc32`].
+    pub fn with_crc32(mut self, crc32: bool) -> SaveOptions {
+        self.crc32 = crc32;
+        self
+    }
+
+    /// Sets [`SaveOptions::archive_name`].
+    pub fn with_archive_name(mut self, archive_name: impl Into<String>) -> SaveOptions {
+        self.archive_name = Some(archive_name.into());
+        self
+    }
+
+    /// Sets [`SaveOptions::source_pages`].
+    pub fn with_source_pages(mut self, source_pages: SourcePages) -> SaveOptions {
+        self.source_pages = source_pages;
+        self
+    }
+}
+
+/// Detects the format of a file from its first bytes, never its name: a zip local header
+/// is a torch archive; `PYTORCH1` (torch 1.0-preview) is refused; `ustar` at offset 257 is
+/// the torch <= 0.3 tar format; a u64 header length that fits the file followed by `{` is
+/// safetensors; a pickle of torch's legacy magic number (any protocol) is the legacy stream;
+/// any other byte that starts a pickle is a plain pickle.
 pub fn detect(bytes: &[u8]) -> Result<Format> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Ok(Format::TorchZip);
@@ -180,7 +289,13 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
         eager::read_whole_file(&file).map_err(|e| Error::io(path, e))?
     };
     let mapped = buffer.is_mapped().then_some(&file);
-    read_buffer(Arc::new(buffer), options, mapped).in_file(path)
+    let buffer = Arc::new(buffer);
+    let loaded = read_buffer(buffer.clone(), options, mapped).in_file(path)?;
+    if options.source_pages == SourcePages::Release {
+        // The pickle, the zip directory, the safetensors header: parsed, not needed again.
+        buffer.release(0, buffer.as_bytes().len());
+    }
+    Ok(loaded)
 }
 
 /// Reads a checkpoint held in memory.
@@ -199,7 +314,7 @@ fn read_buffer(
         Format::TorchZip => torch_zip::read(buffer, options, file)?,
         Format::TorchLegacy => torch_legacy::read(buffer, options)?,
         Format::TorchTar => torch_legacy::read_tar(buffer, options)?,
-        Format::Pickle => numpy::read_plain_pickle(buffer.as_bytes(), options)?,
+        Format::Pickle => numpy::read_plain_pickle(&buffer, options)?,
         Format::Safetensors => safetensors::read(buffer)?,
     };
     Ok(Loaded { format, value })
@@ -223,6 +338,19 @@ pub fn save_safetensors(
     tensors: &StateDict,
     metadata: Option<&[(String, String)]>,
 ) -> Result<()> {
+    save_safetensors_with(path, tensors, metadata, &SafetensorsOptions::default())
+}
+
+/// [`save_safetensors`] with options (see [`SafetensorsOptions`]).
+pub fn save_safetensors_with(
+    path: impl AsRef<Path>,
+    tensors: &StateDict,
+    metadata: Option<&[(String, String)]>,
+    options: &SafetensorsOptions,
+) -> Result<()> {
     let path = path.as_ref();
-    atomic_write(path, |w| write_safetensors(w, tensors, metadata)).in_file(path)
+    atomic_write(path, |w| {
+        write_safetensors_with(w, tensors, metadata, options)
+    })
+    .in_file(path)
 }

@@ -1,4 +1,5 @@
-//! Caffe2 / Detectron1 blob names to detectron2 parameter names (BEHAVIOUR.md §7).
+//! Caffe2 / Detectron1 blob names to detectron2 parameter names (the rules in order:
+//! `docs/behaviour.md#caffe2-names` in the repository).
 //!
 //! The rules are detectron2's `convert_basic_c2_names` and `convert_c2_detectron_names`,
 //! applied in the same order with the same regular-expression semantics: a `.` in an
@@ -16,6 +17,7 @@ use crate::value::StateDict;
 
 /// A Caffe2 state dict renamed to detectron2 names.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct C2Conversion {
     /// The tensors under their new names, in the sorted order of the old names.
     pub state_dict: StateDict,
@@ -38,11 +40,15 @@ impl C2Conversion {
 
 /// A change to the values of one tensor made while renaming.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ValueEdit {
     /// The new (detectron2) name of the tensor.
     pub key: String,
+    /// What was done.
     pub kind: ValueEditKind,
+    /// The tensor's shape before.
     pub shape_before: Vec<usize>,
+    /// Its shape after.
     pub shape_after: Vec<usize>,
 }
 
