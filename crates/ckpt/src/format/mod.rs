@@ -303,6 +303,12 @@ pub fn load_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Loaded> {
     read_buffer(Arc::new(Buffer::Heap(bytes)), options, None)
 }
 
+/// Reads a checkpoint held in `buffer` (a map of `file`, or memory received from another
+/// process) with the default options.
+pub(crate) fn load_buffer(buffer: Arc<Buffer>, file: Option<&std::fs::File>) -> Result<Value> {
+    Ok(read_buffer(buffer, &LoadOptions::default(), file)?.value)
+}
+
 /// Reads a checkpoint from `buffer`; `file` is the file it maps, when it is a map.
 fn read_buffer(
     buffer: Arc<Buffer>,
