@@ -334,4 +334,10 @@ impl Checkpointable for AdamW {
         self.state = states;
         Ok(())
     }
+
+    /// The state's tensors are converted into candle tensors (a copy): the checkpointer
+    /// need not copy them out of the file first.
+    fn keeps_loaded_tensors(&self) -> bool {
+        false
+    }
 }

@@ -230,4 +230,10 @@ impl Checkpointable for Sgd {
         self.momentum_buffers = buffers;
         Ok(())
     }
+
+    /// The state's tensors are converted into candle tensors (a copy): the checkpointer
+    /// need not copy them out of the file first.
+    fn keeps_loaded_tensors(&self) -> bool {
+        false
+    }
 }
