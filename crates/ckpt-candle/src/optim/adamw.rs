@@ -1,8 +1,7 @@
 //! [`AdamW`]: torch's `AdamW` for candle variables, with torch's state-dict layout.
 
-use candle_core::backprop::GradStore;
 use candle_core::{Tensor as CTensor, Var};
-use candle_nn::{Optimizer, ParamsAdamW};
+use candle_nn::ParamsAdamW;
 use ckpt::{Checkpointable, Dict, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
@@ -232,36 +231,9 @@ impl AdamW {
     }
 }
 
-impl Optimizer for AdamW {
-    type Config = AdamWConfig;
-
-    /// Float variables only (as candle's own optimizers); the others are not numbered.
-    /// Refuses the hyperparameters torch refuses (negative lr, eps or weight decay, betas
-    /// outside [0, 1)).
-    fn new(vars: Vec<Var>, config: AdamWConfig) -> candle_core::Result<AdamW> {
-        Ok(AdamW::with_params(Params::new(vars), config)?)
-    }
-
-    /// Updates every parameter that has a gradient; the others are skipped, as torch skips
-    /// them, and named in a `tracing` warning at the first step.
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.params.warn_once_without_grad(grads, "AdamW");
-        for (index, var, grad) in self.params.with_grads(grads) {
-            if let Some(slot) = self.state.get_mut(index) {
-                AdamW::step_one(&self.config, var, slot, grad)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.config.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.config.lr = lr;
-    }
-}
+// `new` refuses the hyperparameters torch refuses (negative lr, eps or weight decay, betas
+// outside [0, 1)).
+impl_optimizer!(AdamW, AdamWConfig, state, "AdamW");
 
 impl Checkpointable for AdamW {
     fn state_dict(&self) -> ckpt::Result<Value> {

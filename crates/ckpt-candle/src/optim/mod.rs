@@ -1,6 +1,48 @@
 //! Optimizers for candle variables whose checkpoint state is torch's: [`AdamW`] and [`Sgd`]
 //! (with momentum). Both implement `candle_nn::Optimizer` and [`ckpt::Checkpointable`].
 
+/// `candle_nn::Optimizer` for an optimizer of this module: a struct `$optimizer` with
+/// fields `params: Params`, `config: $config` (which has `lr`) and `$slots`, one state slot
+/// per parameter, and a function `$optimizer::step_one(&config, var, slot, grad)` that
+/// updates one parameter. `$name` names the optimizer in warnings.
+macro_rules! impl_optimizer {
+    ($optimizer:ident, $config:ident, $slots:ident, $name:literal) => {
+        impl candle_nn::Optimizer for $optimizer {
+            type Config = $config;
+
+            /// Float variables only (as candle's own optimizers); the others are not
+            /// numbered. Refuses the hyperparameters torch refuses.
+            fn new(
+                vars: Vec<candle_core::Var>,
+                config: $config,
+            ) -> candle_core::Result<$optimizer> {
+                Ok($optimizer::with_params(super::Params::new(vars), config)?)
+            }
+
+            /// Updates every parameter that has a gradient; the others are skipped, as torch
+            /// skips them, and named in a `tracing` warning at the first step.
+            fn step(
+                &mut self,
+                grads: &candle_core::backprop::GradStore,
+            ) -> candle_core::Result<()> {
+                let config = self.config;
+                self.params
+                    .step_each(grads, $name, &mut self.$slots, |var, slot, grad| {
+                        $optimizer::step_one(&config, var, slot, grad)
+                    })
+            }
+
+            fn learning_rate(&self) -> f64 {
+                self.config.lr
+            }
+
+            fn set_learning_rate(&mut self, lr: f64) {
+                self.config.lr = lr;
+            }
+        }
+    };
+}
+
 mod adamw;
 mod sgd;
 mod torch_state;
@@ -58,6 +100,24 @@ impl Params {
 
     fn len(&self) -> usize {
         self.vars.len()
+    }
+
+    /// One optimizer step: warns (at the first step) of the parameters `grads` has no
+    /// gradient for, then calls `update` on every other one with its state slot.
+    fn step_each<S>(
+        &mut self,
+        grads: &GradStore,
+        optimizer: &str,
+        slots: &mut [Option<S>],
+        mut update: impl FnMut(&Var, &mut Option<S>, &Tensor) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        self.warn_once_without_grad(grads, optimizer);
+        for (index, var, grad) in self.with_grads(grads) {
+            if let Some(slot) = slots.get_mut(index) {
+                update(var, slot, grad)?;
+            }
+        }
+        Ok(())
     }
 
     /// At the first step only: names, in a warning, the parameters `grads` has no gradient

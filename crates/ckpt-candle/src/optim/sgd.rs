@@ -1,9 +1,7 @@
 //! [`Sgd`]: torch's `SGD` (momentum, dampening, Nesterov, weight decay) for candle
 //! variables, with torch's state-dict layout.
 
-use candle_core::backprop::GradStore;
 use candle_core::{Tensor as CTensor, Var};
-use candle_nn::Optimizer;
 use ckpt::{Checkpointable, Dict, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
@@ -145,35 +143,7 @@ impl Sgd {
     }
 }
 
-impl Optimizer for Sgd {
-    type Config = SgdConfig;
-
-    /// Float variables only (as candle's own optimizers); the others are not numbered.
-    /// Refuses the hyperparameters torch refuses.
-    fn new(vars: Vec<Var>, config: SgdConfig) -> candle_core::Result<Sgd> {
-        Ok(Sgd::with_params(Params::new(vars), config)?)
-    }
-
-    /// Updates every parameter that has a gradient; the others are skipped, as torch skips
-    /// them, and named in a `tracing` warning at the first step.
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.params.warn_once_without_grad(grads, "SGD");
-        for (index, var, grad) in self.params.with_grads(grads) {
-            if let Some(slot) = self.momentum_buffers.get_mut(index) {
-                Sgd::step_one(&self.config, var, slot, grad)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.config.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.config.lr = lr;
-    }
-}
+impl_optimizer!(Sgd, SgdConfig, momentum_buffers, "SGD");
 
 impl Checkpointable for Sgd {
     fn state_dict(&self) -> ckpt::Result<Value> {
