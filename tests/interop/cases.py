@@ -19,7 +19,7 @@ from torch import nn
 
 import py2_pickle
 
-# Every dtype torch can save (issue 2's list), as torch names them.
+# Every dtype torch can save, as torch names them.
 DTYPES = [
     torch.float64, torch.float32, torch.float16, torch.bfloat16,
     torch.int64, torch.int32, torch.int16, torch.int8,

@@ -1,4 +1,4 @@
-"""Emits pickles as Python 2's cPickle wrote Detectron1/Caffe2 `.pkl` files (FORMATS.md §5).
+"""Emits pickles as Python 2's cPickle wrote Detectron1/Caffe2 `.pkl` files (docs/formats.md#numpy).
 
 Python 3 cannot write these: Python 2 `str` keys and array data are SHORT_BINSTRING/BINSTRING
 byte strings, ints may use the text INT opcode, and numpy arrays are `numpy.core.multiarray

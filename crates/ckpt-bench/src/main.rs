@@ -63,10 +63,12 @@ enum Commands {
         /// Reuse the input files of an earlier run with the same sizes.
         #[arg(long)]
         keep_files: bool,
-        /// Also write the Markdown report to this file.
+        /// Also write the Markdown report to this file (notes below its notes marker are
+        /// kept).
         #[arg(long)]
         results: Option<PathBuf>,
-        /// Also put the tables into this README, between its benchmark markers.
+        /// Also put a summary (one row per operation: ckpt's time, how much faster or slower
+        /// the others are) into this README, between its benchmark markers.
         #[arg(long)]
         readme: Option<PathBuf>,
         /// The command line to print in the report (default: this one).
@@ -159,15 +161,18 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             let text = report::render(&outcome, &command);
             println!("{text}");
             if let Some(path) = results {
-                std::fs::write(&path, &text)?;
+                // Notes written by hand below the marker survive a new run.
+                let previous = std::fs::read_to_string(&path).ok();
+                std::fs::write(&path, report::results_file(&text, previous.as_deref()))?;
                 eprintln!("results written to {}", path.display());
             }
             if let Some(path) = readme {
                 let old = std::fs::read_to_string(&path)?;
-                let new = report::splice_readme(&old, &text)
+                let summary = report::render_summary(&outcome, &command);
+                let new = report::splice_readme(&old, &summary)
                     .map_err(|e| format!("{}: {e}", path.display()))?;
                 std::fs::write(&path, new)?;
-                eprintln!("tables written into {}", path.display());
+                eprintln!("summary written into {}", path.display());
             }
         }
     }

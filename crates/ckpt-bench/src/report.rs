@@ -1,5 +1,7 @@
 //! The results as Markdown: one table per workload (medians, GiB/s, time relative to ckpt,
-//! memory), the machine's limits in the same tables, and the issue's targets checked.
+//! memory), the machine's limits in the same tables, and the performance targets checked
+//! ([`render`], for `bench/RESULTS.md`); and a one-line-per-operation summary of how much
+//! faster or slower ckpt is than torch and safetensors ([`render_summary`], for the README).
 
 use std::fmt::Write;
 use std::process::Command;
@@ -72,11 +74,151 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
             table(&mut out, outcome, &rows);
         }
     }
-    let _ = writeln!(out, "## Targets (issue 5)\n");
+    let _ = writeln!(out, "## Targets\n");
     for line in targets(outcome) {
         let _ = writeln!(out, "{line}");
     }
     out
+}
+
+/// The line after which a results file holds notes written by hand, which
+/// [`results_file`] keeps when a new run rewrites the file.
+pub const NOTES_MARKER: &str =
+    "<!-- bench:notes (what follows is kept when scripts/bench.sh --results rewrites this file) -->";
+
+/// The content of a results file: `report`, then the notes marker and the notes of the
+/// file's `previous` content (everything from its marker on), if any.
+pub fn results_file(report: &str, previous: Option<&str>) -> String {
+    let notes = previous
+        .and_then(|old| old.find(NOTES_MARKER).map(|at| old[at..].trim_end()))
+        .unwrap_or(NOTES_MARKER);
+    format!("{}\n\n{notes}\n", report.trim_end())
+}
+
+/// The README's summary: one row per operation, ckpt's median time and how many times
+/// faster or slower than ckpt each other contender is, with the run's command and machine.
+pub fn render_summary(outcome: &Outcome, command: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Measured by `{command}` on {} ({}); medians of {}{}.\n",
+        now_utc(),
+        machine(),
+        if outcome.reps == 1 {
+            "1 run".to_string()
+        } else {
+            format!("{} runs", outcome.reps)
+        },
+        outcome
+            .torch_version
+            .as_ref()
+            .map_or(String::new(), |v| format!(", torch {v}"))
+    );
+    let _ = writeln!(
+        out,
+        "| operation | ckpt | vs PyTorch (Python) | vs safetensors (Python) | vs safetensors (Rust crate) |"
+    );
+    let _ = writeln!(out, "|---|---:|---|---|---|");
+    use Kind::*;
+    let rows: [(&str, Kind, &str); 11] = [
+        ("big", Save, "save"),
+        ("big", SaveDurable, "save + fsync"),
+        ("big", LoadEager, "load into memory"),
+        ("big", LoadLazy, "load memory-mapped"),
+        ("small", Save, "save"),
+        ("small", SaveDurable, "save + fsync"),
+        ("small", LoadEager, "load into memory"),
+        ("small", LoadLazy, "load memory-mapped"),
+        ("detectron", Save, "save"),
+        ("detectron", Resume, "resume model + optimizer"),
+        ("matching", Match, "match names"),
+    ];
+    for (workload, kind, what) in rows {
+        let Some(ckpt) = find(outcome, workload, kind, "ckpt") else {
+            continue;
+        };
+        let base = seconds(ckpt);
+        let versus = |id: &str| find(outcome, workload, kind, id).map(|c| seconds(c) / base);
+        let python = if workload == "matching" {
+            extrapolated_python(outcome).map(|t| t / base)
+        } else {
+            versus("torch").or_else(|| versus("fvcore"))
+        };
+        let others = [python, versus("st-py"), versus("st-rs")];
+        if others.iter().all(Option::is_none) {
+            continue;
+        }
+        let [python, st_py, st_rs] = others.map(|r| r.map_or("—".to_string(), faster_or_slower));
+        let _ = writeln!(
+            out,
+            "| {what}: {} | {} | {python} | {st_py} | {st_rs} |",
+            workload_short(workload, outcome),
+            time(base)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n\"2.0× faster\": the other takes twice ckpt's time; \"2.0× slower\": ckpt takes twice \
+         the other's; within 5%: \"as fast\". PyTorch is `torch.save` / \
+         `torch.load(weights_only=True)` (with `mmap=True` for memory-mapped loads), fvcore's \
+         `Checkpointer` for the training checkpoint, and detectron2's name-matching rule (timed \
+         on fewer names and extrapolated, as it is quadratic). Loads include touching every byte."
+    );
+    out
+}
+
+/// How a contender whose time is `ratio` × ckpt's compares, from ckpt's side.
+fn faster_or_slower(ratio: f64) -> String {
+    let times = |r: f64| {
+        if r >= 10.0 {
+            format!("{r:.0}×")
+        } else {
+            format!("{r:.1}×")
+        }
+    };
+    if !ratio.is_finite() || ratio <= 0.0 {
+        "—".into()
+    } else if (ratio - 1.0).abs() < 0.05 {
+        "as fast".into()
+    } else if ratio > 1.0 {
+        format!("{} faster", times(ratio))
+    } else {
+        format!("{} slower", times(1.0 / ratio))
+    }
+}
+
+/// A workload in a few words, for the summary's rows.
+fn workload_short(workload: &str, outcome: &Outcome) -> String {
+    let spec = &outcome.spec;
+    match workload {
+        "big" => format!(
+            "{} in {} tensors",
+            bytes(crate::spec::total_bytes(&spec.big)),
+            spec.big.len()
+        ),
+        "small" => format!(
+            "{} tensors of {}",
+            spec.small.len(),
+            bytes(spec.small.first().map_or(0, |t| t.nbytes()))
+        ),
+        "detectron" => "detectron2 R50-FPN training checkpoint".to_string(),
+        _ => format!(
+            "{} model names to {} checkpoint names",
+            spec.matching.keys, spec.matching.keys
+        ),
+    }
+}
+
+/// detectron2's quadratic matching time at the full number of keys, extrapolated from the
+/// largest size it was timed at.
+fn extrapolated_python(outcome: &Outcome) -> Option<f64> {
+    let largest = outcome
+        .cases
+        .iter()
+        .filter(|c| c.workload == "matching" && c.id == "python-n" && !c.samples.is_empty())
+        .max_by_key(|c| c.arg)?;
+    let ratio = outcome.spec.matching.keys as f64 / largest.arg as f64;
+    Some(seconds(largest) * ratio.powi(2))
 }
 
 /// Start and end markers of the benchmark section of a README.
@@ -84,9 +226,9 @@ pub const README_START: &str =
     "<!-- bench:start (written by scripts/bench.sh --readme README.md) -->";
 pub const README_END: &str = "<!-- bench:end -->";
 
-/// `readme` with the text between [`README_START`] and [`README_END`] replaced by `report`
-/// (one heading level down); an error when the markers are missing.
-pub fn splice_readme(readme: &str, report: &str) -> Result<String, String> {
+/// `readme` with the text between [`README_START`] and [`README_END`] replaced by `summary`;
+/// an error when the markers are missing.
+pub fn splice_readme(readme: &str, summary: &str) -> Result<String, String> {
     let start = readme
         .find(README_START)
         .ok_or_else(|| format!("no line {README_START} in the README"))?;
@@ -95,18 +237,10 @@ pub fn splice_readme(readme: &str, report: &str) -> Result<String, String> {
         .find(README_END)
         .map(|e| after + e)
         .ok_or_else(|| format!("no line {README_END} after the start marker in the README"))?;
-    let body: Vec<String> = report
-        .lines()
-        .filter(|line| !line.starts_with("# "))
-        .map(|line| match line.strip_prefix("## ") {
-            Some(title) => format!("### {title}"),
-            None => line.to_string(),
-        })
-        .collect();
     Ok(format!(
         "{}\n{}\n{}",
         &readme[..after],
-        body.join("\n").trim(),
+        summary.trim(),
         &readme[end..]
     ))
 }
@@ -311,10 +445,10 @@ fn find<'a>(outcome: &'a Outcome, workload: &str, kind: Kind, id: &str) -> Optio
 }
 
 fn check(pass: bool, text: String) -> String {
-    format!("- {} {text}", if pass { "[x] met:" } else { "[ ] MISSED:" })
+    format!("- {} {text}", if pass { "met:" } else { "not met:" })
 }
 
-/// The targets of issue 5 that this run's rows can decide.
+/// The performance targets that this run's rows can decide.
 fn targets(outcome: &Outcome) -> Vec<String> {
     use Kind::*;
     let mut lines = Vec::new();
@@ -485,12 +619,37 @@ mod tests {
     #[test]
     fn the_readme_section_is_replaced_between_its_markers() {
         let readme = format!("# Title\n\n{README_START}\nold\n{README_END}\n\nrest\n");
-        let report = "# ckpt benchmark\n\n- Date: now\n\n## big\n\n| a |\n";
-        let spliced = splice_readme(&readme, report).unwrap();
+        let summary = "Measured by ...\n\n| a |\n";
+        let spliced = splice_readme(&readme, summary).unwrap();
         assert_eq!(
             spliced,
-            format!("# Title\n\n{README_START}\n- Date: now\n\n### big\n\n| a |\n{README_END}\n\nrest\n")
+            format!("# Title\n\n{README_START}\nMeasured by ...\n\n| a |\n{README_END}\n\nrest\n")
         );
-        assert!(splice_readme("no markers", report).is_err());
+        assert!(splice_readme("no markers", summary).is_err());
+    }
+
+    #[test]
+    fn a_rewritten_results_file_keeps_the_notes_after_its_marker() {
+        let fresh = results_file("# report\n", None);
+        assert_eq!(fresh, format!("# report\n\n{NOTES_MARKER}\n"));
+        let annotated = format!("# old report\n\n{NOTES_MARKER}\n\n## Notes\n\nwhy\n");
+        assert_eq!(
+            results_file("# new report", Some(&annotated)),
+            format!("# new report\n\n{NOTES_MARKER}\n\n## Notes\n\nwhy\n")
+        );
+        // A file without the marker (written by hand) has no notes to keep.
+        assert_eq!(
+            results_file("# r", Some("# old\nnotes\n")),
+            fresh.replace("report", "r")
+        );
+    }
+
+    #[test]
+    fn ratios_read_from_ckpts_side() {
+        assert_eq!(faster_or_slower(1.6), "1.6× faster");
+        assert_eq!(faster_or_slower(42.02), "42× faster");
+        assert_eq!(faster_or_slower(1.0 / 1.22), "1.2× slower");
+        assert_eq!(faster_or_slower(0.97), "as fast");
+        assert_eq!(faster_or_slower(f64::NAN), "—");
     }
 }

@@ -65,7 +65,8 @@ pub struct Spec {
 }
 
 impl Spec {
-    /// The full workloads of the issue, or small ones (`quick`) for a smoke test.
+    /// The full workloads (1 GiB, 50,000 tensors, R50-FPN, 100,000 keys), or small ones
+    /// (`quick`) for a smoke test.
     pub fn new(quick: bool) -> Spec {
         let (big_count, big_shape, small_count, width, keys, python_keys) = if quick {
             (32, [128, 1024], 2_000, 8, 2_000, vec![300, 600])
@@ -257,7 +258,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn full_workloads_have_the_sizes_of_the_issue() {
+    fn full_workloads_have_the_documented_sizes() {
         let spec = Spec::new(false);
         assert_eq!(spec.big.len(), 320);
         let big = total_bytes(&spec.big) as f64 / (1u64 << 30) as f64;

@@ -1,6 +1,6 @@
 //! The benchmark's quick mode runs end to end: every workload, every contender (Python's
 //! too, when Python with torch is there; required under `CI=true`), a Markdown report with
-//! the machine's limits and the issue's targets.
+//! the machine's limits and the performance targets, and a summary in a README.
 
 use std::process::Command;
 
@@ -12,6 +12,10 @@ mod python;
 fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
     let dir = tempfile::tempdir().unwrap();
     let results = dir.path().join("RESULTS.md");
+    let readme = dir.path().join("README.md");
+    let start = "<!-- bench:start (written by scripts/bench.sh --readme README.md) -->";
+    let end = "<!-- bench:end -->";
+    std::fs::write(&readme, format!("# Title\n\n{start}\nold\n{end}\n\nrest\n")).unwrap();
     let python = python::interop_python(
         "the Python contenders of the benchmark",
         "torch, safetensors, fvcore.common.checkpoint",
@@ -21,7 +25,9 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
         .args(["run", "--quick", "--dir"])
         .arg(dir.path().join("data"))
         .arg("--results")
-        .arg(&results);
+        .arg(&results)
+        .arg("--readme")
+        .arg(&readme);
     match &python {
         Some(path) => command.arg("--require-python").arg("--python").arg(path),
         None => command.arg("--no-python"),
@@ -31,16 +37,19 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
     assert!(output.status.success(), "ckpt-bench failed:\n{stderr}");
 
     let report = std::fs::read_to_string(&results).unwrap();
-    assert_eq!(
-        report.trim(),
-        String::from_utf8_lossy(&output.stdout).trim()
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        report.starts_with(printed.trim()),
+        "the file is not the printed report:\n{report}"
     );
+    // Below the report, a marker after which notes written by hand survive the next run.
+    assert!(report.trim_end().ends_with("-->"), "{report}");
     for heading in [
         "## big:",
         "## many small:",
         "## detectron2-style training checkpoint",
         "## name matching",
-        "## Targets (issue 5)",
+        "## Targets",
     ] {
         assert!(report.contains(heading), "no '{heading}' in:\n{report}");
     }
@@ -78,4 +87,29 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
     assert!(!report.contains("| NaN"), "{report}");
     // Saves and loads left nothing behind but the inputs.
     assert!(!dir.path().join("data").join("out").exists());
+
+    // The README gets a summary between its markers, not the full tables.
+    let readme = std::fs::read_to_string(&readme).unwrap();
+    assert!(
+        readme.starts_with(&format!("# Title\n\n{start}\nMeasured by `"))
+            && readme.ends_with(&format!("{end}\n\nrest\n")),
+        "{readme}"
+    );
+    let summary_rows = [
+        "| save: ",
+        "| save + fsync: ",
+        "| load into memory: ",
+        "| load memory-mapped: ",
+        "| resume model + optimizer: detectron2 R50-FPN training checkpoint |",
+        "| match names: ",
+    ];
+    for row in summary_rows {
+        assert!(readme.contains(row), "no summary row '{row}' in:\n{readme}");
+    }
+    for full_table_only in ["min – max", "added RSS", "Targets", "met:"] {
+        assert!(
+            !readme.contains(full_table_only),
+            "'{full_table_only}' in the README summary:\n{readme}"
+        );
+    }
 }

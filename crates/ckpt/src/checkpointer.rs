@@ -1,5 +1,5 @@
 //! [`Checkpointer`]: saves a model and its checkpointables to a directory and loads them
-//! back, as detectron2's `Checkpointer` does (BEHAVIOUR.md §1, §3, §4), with files a Python
+//! back, as fvcore's `Checkpointer` (detectron2's base checkpointer) does, with files a Python
 //! checkpointer reads and writes in the same directory.
 //!
 //! Better than Python: saves are atomic (a crash leaves the previous checkpoint and tag
@@ -52,7 +52,8 @@ pub trait CheckpointHooks: Send + Sync {
 
     /// Takes the model's entry (`model_key`, `"model"` unless the checkpointer was told
     /// otherwise) out of `checkpoint` and returns the state to load into `model` (before the
-    /// shape checks). The default is BEHAVIOUR.md §3 steps 1–2.
+    /// shape checks). The default takes the entry out (every value must be a tensor or a
+    /// numpy array) and removes a `module.` prefix that every key has.
     fn model_state(
         &self,
         checkpoint: &mut Dict,
@@ -160,7 +161,8 @@ fn strip_metadata_prefix(meta: Value, prefix: &str) -> Value {
     Value::Dict(dict)
 }
 
-/// Saves and loads a model and named checkpointables (BEHAVIOUR.md §1).
+/// Saves and loads a model and named checkpointables: `<name>.pth` files in a save
+/// directory, and a `last_checkpoint` file naming the last one saved.
 ///
 /// The model and checkpointables are [`Shared`] handles: the checkpointer locks them only
 /// while it reads or restores their state, so training goes on between calls. Do not hold
@@ -468,11 +470,12 @@ impl Checkpointer {
         self.load_with_report(path, Some(&[]))
     }
 
-    /// Loads the checkpoint at `path`: the model (BEHAVIOUR.md §3, incompatible keys logged
-    /// as §4), then each requested checkpointable present in the file (all with `None`,
-    /// none with `Some(&[])`). Returns what is left of the file's dict (`iteration`, user
-    /// extras). An empty path logs `No checkpoint found. Initializing model from scratch`
-    /// and returns an empty dict.
+    /// Loads the checkpoint at `path`: the model (entries whose shape differs from the
+    /// model's are skipped, the rest loaded non-strictly, and the skipped, missing and
+    /// unexpected names logged as warnings worded as fvcore's), then each requested
+    /// checkpointable present in the file (all with `None`, none with `Some(&[])`). Returns
+    /// what is left of the file's dict (`iteration`, user extras). An empty path logs
+    /// `No checkpoint found. Initializing model from scratch` and returns an empty dict.
     ///
     /// What did not match is logged through `tracing`; [`Checkpointer::load_with_report`]
     /// returns it as a value. A load that matches none of the model's names is also printed

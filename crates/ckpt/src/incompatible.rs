@@ -1,5 +1,5 @@
 //! The report of a non-strict model load, and the warnings detectron2 prints for it, with
-//! the same wording and grouping (BEHAVIOUR.md §4).
+//! the same wording and grouping (`docs/behaviour.md#incompatible-keys`).
 
 use std::borrow::Cow;
 use std::collections::HashSet;

@@ -1,5 +1,5 @@
 //! [`PeriodicCheckpointer`]: saves every `period` iterations and at the end of training, as
-//! detectron2's `PeriodicCheckpointer` does (BEHAVIOUR.md §2), and keeps at most
+//! fvcore's `PeriodicCheckpointer` does, and keeps at most
 //! `max_to_keep` periodic files.
 //!
 //! Better than Python: retention survives restarts. The periodic files of an earlier run
@@ -90,7 +90,7 @@ impl PeriodicCheckpointer {
             state.items.insert(key, value);
         }
 
-        // `is_multiple_of` needs Rust 1.87; the crate supports 1.80.
+        // `is_multiple_of` needs Rust 1.87; the workspace's minimum is 1.85.
         #[allow(clippy::manual_is_multiple_of)]
         let due = (iteration + 1) % self.period == 0;
         if due {

@@ -1,5 +1,5 @@
 //! The layout of `torch.optim.Optimizer.state_dict()`, written and read for one parameter
-//! group (FORMATS.md §2.10):
+//! group (`docs/formats.md#optimizer-state` in the repository):
 //!
 //! ```text
 //! {'state': {0: {...per-parameter tensors...}, 1: {...}},      # int keys = parameter index

@@ -1,6 +1,6 @@
-//! How `DetectionCheckpointer` turns a file into a checkpoint dict, by extension
-//! (BEHAVIOUR.md §5): detectron2 model-zoo and Caffe2/Detectron1 pickles, pycls `.pyth`
-//! files, and torch or safetensors files.
+//! How `DetectionCheckpointer` turns a file into a checkpoint dict, by extension:
+//! detectron2 model-zoo and Caffe2/Detectron1 pickles, pycls `.pyth` files, and torch or
+//! safetensors files (`docs/behaviour.md#detection-files`).
 
 use std::path::Path;
 

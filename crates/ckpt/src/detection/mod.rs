@@ -1,4 +1,4 @@
-//! [`DetectionCheckpointer`]: detectron2's checkpointer (BEHAVIOUR.md §5). It loads
+//! [`DetectionCheckpointer`]: detectron2's checkpointer. It loads
 //! detectron2 and Detectron1/Caffe2 model-zoo pickles, pycls files, torch and safetensors
 //! files, from local paths, URLs (downloaded once into a cache) and `detectron2://` /
 //! `catalog://` names, renames checkpoint keys to the model's when the checkpoint asks for

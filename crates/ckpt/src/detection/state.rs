@@ -1,7 +1,7 @@
 //! The model part of a `DetectionCheckpointer` load: the checkpoint's `model` entry renamed
 //! by the matching heuristics when the checkpoint asks for them, and the report adjusted
-//! afterwards (BEHAVIOUR.md §5). [`plan_load`] runs the same steps without a model, for a
-//! dry run.
+//! afterwards (`docs/behaviour.md#detection-model`). [`plan_load`] runs the same steps
+//! without a model, for a dry run.
 
 use std::collections::{HashMap, HashSet};
 

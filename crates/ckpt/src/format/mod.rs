@@ -121,7 +121,11 @@ impl Default for SaveOptions {
     }
 }
 
-/// Detects the format of a file from its first bytes (FORMATS.md §0).
+/// Detects the format of a file from its first bytes, never its name: a zip local header
+/// is a torch archive; `PYTORCH1` (torch 1.0-preview) is refused; `ustar` at offset 257 is
+/// the torch <= 0.3 tar format; a u64 header length that fits the file followed by `{` is
+/// safetensors; a pickle of torch's legacy magic number (any protocol) is the legacy stream;
+/// any other byte that starts a pickle is a plain pickle.
 pub fn detect(bytes: &[u8]) -> Result<Format> {
     if bytes.starts_with(b"PK\x03\x04") {
         return Ok(Format::TorchZip);

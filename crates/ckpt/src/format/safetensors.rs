@@ -1,4 +1,4 @@
-//! safetensors files (FORMATS.md §7).
+//! safetensors files (`docs/formats.md#safetensors`).
 //!
 //! Reading goes through the `safetensors` crate's header parser and validation (header size
 //! cap, offsets covering the data exactly); tensors are zero-copy views of the file buffer,

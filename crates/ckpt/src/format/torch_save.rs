@@ -1,6 +1,6 @@
 //! Writing torch zip archives that `torch.load(weights_only=True)` and `mmap=True` read.
 //!
-//! The records and their order are those of `torch.save` in torch 2.15 (FORMATS.md §1.1),
+//! The records and their order are those of `torch.save` in torch 2.15,
 //! laid out by [`ZipWriter`] exactly as miniz does, so the output is byte-identical to
 //! `torch.save` apart from the `.data/serialization_id` payload.
 

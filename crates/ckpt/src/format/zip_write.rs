@@ -1,6 +1,6 @@
 //! Writing zip archives exactly as torch's writer (miniz) lays them out: STORED records,
 //! 64-byte aligned data through an `FB` padding field, data descriptors, zip64 when needed
-//! (FORMATS.md §1.4-§1.6).
+//! (the layout is described in `docs/formats.md#torch-zip-layout`).
 //!
 //! The writer streams: it only tracks the current offset, writes each record's bytes
 //! straight to the output and nothing is patched afterwards. torch's offset-calculation
@@ -425,7 +425,8 @@ mod tests {
 
     const BIG: u64 = 0x1_0000_0010;
 
-    /// The layout torch wrote for a 4 GiB+ storage followed by a small one (FORMATS.md §1.6).
+    /// The layout torch 2.15 wrote for a 4 GiB+ storage followed by a small one (zip64 fields
+    /// in the local and central headers, a 24-byte descriptor after the big record).
     #[test]
     fn records_past_4_gib_get_zip64_fields_exactly_as_miniz() {
         let mut sink = Recorder::default();

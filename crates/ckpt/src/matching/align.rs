@@ -1,9 +1,10 @@
-//! Renaming a checkpoint's keys to the model's by suffix (BEHAVIOUR.md §6).
+//! Renaming a checkpoint's keys to the model's by suffix, as detectron2's
+//! `align_and_update_state_dicts` does.
 //!
 //! A checkpoint key `c` matches a model key `m` when `m == c` or `m` ends with `"." + c`;
 //! each model key takes the longest checkpoint key that matches it. detectron2 fills a
 //! model × checkpoint matrix to find it (quadratic time and memory); here the checkpoint keys
-//! sit in a hash map ([`SuffixIndex`]) and each model key costs one lookup per dot, with the
+//! sit in a hash map (`SuffixIndex`) and each model key costs one lookup per dot, with the
 //! same result.
 
 use tracing::{error, info, warn};

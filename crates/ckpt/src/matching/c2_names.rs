@@ -1,4 +1,5 @@
-//! Caffe2 / Detectron1 blob names to detectron2 parameter names (BEHAVIOUR.md §7).
+//! Caffe2 / Detectron1 blob names to detectron2 parameter names (the rules in order:
+//! `docs/behaviour.md#caffe2-names` in the repository).
 //!
 //! The rules are detectron2's `convert_basic_c2_names` and `convert_c2_detectron_names`,
 //! applied in the same order with the same regular-expression semantics: a `.` in an

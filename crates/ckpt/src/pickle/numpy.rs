@@ -1,5 +1,5 @@
 //! numpy inside pickles: `ndarray` (`_reconstruct` + `__setstate__`, `_frombuffer`), numpy
-//! scalars and dtypes, as numpy 1.x/2.x and Python 2 write them (FORMATS.md §5.2-§5.4).
+//! scalars and dtypes, as numpy 1.x/2.x and Python 2 write them (`docs/formats.md#numpy`).
 //! Arrays become [`Value::NdArray`] tensors owning their bytes in little-endian order.
 
 use crate::dtype::DType;

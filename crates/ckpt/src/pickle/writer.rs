@@ -1,6 +1,6 @@
 //! The pickle writer: protocol 2, only the opcodes and globals `torch.load(weights_only=True)`
 //! accepts, laid out as CPython's pickler lays them out (memo included), so that a state dict
-//! pickles to the same bytes as `torch.save` writes (FORMATS.md §2, §3.5).
+//! pickles to the same bytes as `torch.save` writes (`docs/formats.md#weights-only`).
 //!
 //! Choices where a [`Value`] has no weights-only form:
 //! * `frozenset` is not in torch's weights-only allowlist: an error (no silent change of type).
@@ -630,7 +630,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
     /// storage class.
     fn tensor(&mut self, tensor: &Tensor) -> Result<()> {
         let dtype = tensor.dtype();
-        // `is_multiple_of` needs Rust 1.87; the workspace supports 1.80.
+        // `is_multiple_of` needs Rust 1.87; the workspace's minimum is 1.85.
         #[allow(clippy::manual_is_multiple_of)]
         let whole_elements = tensor.storage().len() % dtype.size() == 0;
         // The storage is saved whole with the dtype it is first seen with.

@@ -1,6 +1,6 @@
 //! Path resolution: turn what a user writes as a checkpoint path into a local file.
 //!
-//! A [`Resolver`] holds one [`PathHandler`] per prefix, like the reference's `PathManager`:
+//! A [`Resolver`] holds one [`PathHandler`] per prefix, like iopath's `PathManager`:
 //!
 //! - no prefix (or `file://`): a local path, used as is;
 //! - `http://`, `https://`: downloaded once into a cache directory ([`HttpCache`]);
