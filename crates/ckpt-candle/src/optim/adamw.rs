@@ -7,7 +7,6 @@ use ckpt::{Checkpointable, Dict, Value};
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
 use super::{lerp, scalar_like, Params};
 use crate::error::Result;
-use crate::VarMapModel;
 
 /// Hyperparameters of [`AdamW`]; the defaults are `torch.optim.AdamW`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -112,7 +111,8 @@ struct ParamState {
 /// ```
 ///
 /// Its checkpoint state is `torch.optim.AdamW.state_dict()`: parameter `i` is the `i`-th
-/// variable given to [`Optimizer::new`] (or of [`VarMapModel::vars`] for
+/// variable given to [`Optimizer::new`](candle_nn::Optimizer::new) (or of
+/// [`VarMapModel::vars`](crate::VarMapModel::vars) for
 /// [`AdamW::from_model`]); a parameter gets state at its first step with a gradient.
 /// Build it with [`AdamW::from_model`] rather than from `varmap.all_vars()`, whose order
 /// changes from process to process (a resume then finds the moments of other parameters).
@@ -145,40 +145,11 @@ pub struct AdamW {
     state: Vec<Option<ParamState>>,
 }
 
+// The constructors refuse the hyperparameters torch refuses (negative lr, eps or weight
+// decay, betas outside [0, 1)).
+torch_optimizer!(AdamW, AdamWConfig, state, "AdamW");
+
 impl AdamW {
-    /// An optimizer over the variables of `model`, numbered in the model's order (the same
-    /// in every process, unlike `varmap.all_vars()`'s), named by their names in messages.
-    pub fn from_model(model: &VarMapModel, config: AdamWConfig) -> Result<AdamW> {
-        AdamW::with_params(Params::named(model.vars()), config)
-    }
-
-    /// An optimizer over `vars`, numbered in this order and named by these names in
-    /// messages: e.g. a model's variables without its batch-norm running statistics,
-    /// which torch keeps as buffers, not parameters.
-    pub fn from_named_vars(vars: Vec<(String, Var)>, config: AdamWConfig) -> Result<AdamW> {
-        AdamW::with_params(Params::named(vars), config)
-    }
-
-    fn with_params(params: Params, config: AdamWConfig) -> Result<AdamW> {
-        config.validate()?;
-        let state = vec![None; params.len()];
-        Ok(AdamW {
-            params,
-            config,
-            state,
-        })
-    }
-
-    /// The hyperparameters.
-    pub fn config(&self) -> &AdamWConfig {
-        &self.config
-    }
-
-    /// The parameters, in index order.
-    pub fn params(&self) -> &[Var] {
-        &self.params.vars
-    }
-
     /// How many steps parameter `index` has taken (torch's `state[index]['step']`).
     pub fn step_count(&self, index: usize) -> Option<u64> {
         self.state.get(index)?.as_ref().map(|s| s.step)
@@ -230,10 +201,6 @@ impl AdamW {
         Ok(())
     }
 }
-
-// `new` refuses the hyperparameters torch refuses (negative lr, eps or weight decay, betas
-// outside [0, 1)).
-impl_optimizer!(AdamW, AdamWConfig, state, "AdamW");
 
 impl Checkpointable for AdamW {
     fn state_dict(&self) -> ckpt::Result<Value> {

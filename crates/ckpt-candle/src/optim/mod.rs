@@ -1,12 +1,55 @@
 //! Optimizers for candle variables whose checkpoint state is torch's: [`AdamW`] and [`Sgd`]
 //! (with momentum). Both implement `candle_nn::Optimizer` and [`ckpt::Checkpointable`].
 
-/// `candle_nn::Optimizer` for an optimizer of this module: a struct `$optimizer` with
-/// fields `params: Params`, `config: $config` (which has `lr`) and `$slots`, one state slot
-/// per parameter, and a function `$optimizer::step_one(&config, var, slot, grad)` that
-/// updates one parameter. `$name` names the optimizer in warnings.
-macro_rules! impl_optimizer {
+/// What the optimizers of this module share: their constructors, accessors and
+/// `candle_nn::Optimizer`. For a struct `$optimizer` with fields `params: Params`,
+/// `config: $config` (with an `lr` and a `validate` method) and `$slots`, a state slot per
+/// parameter, and a function `$optimizer::step_one(&config, var, slot, grad)` that updates one
+/// parameter. `$name` names the optimizer in warnings.
+macro_rules! torch_optimizer {
     ($optimizer:ident, $config:ident, $slots:ident, $name:literal) => {
+        impl $optimizer {
+            /// An optimizer over the variables of `model`, numbered in the model's order (the
+            /// same in every process, unlike `varmap.all_vars()`'s), named by their names in
+            /// messages.
+            pub fn from_model(
+                model: &crate::VarMapModel,
+                config: $config,
+            ) -> crate::error::Result<$optimizer> {
+                $optimizer::with_params(Params::named(model.vars()), config)
+            }
+
+            /// An optimizer over `vars`, numbered in this order and named by these names in
+            /// messages: e.g. a model's variables without its batch-norm running statistics,
+            /// which torch keeps as buffers, not parameters.
+            pub fn from_named_vars(
+                vars: Vec<(String, candle_core::Var)>,
+                config: $config,
+            ) -> crate::error::Result<$optimizer> {
+                $optimizer::with_params(Params::named(vars), config)
+            }
+
+            fn with_params(params: Params, config: $config) -> crate::error::Result<$optimizer> {
+                config.validate()?;
+                let $slots = vec![None; params.len()];
+                Ok($optimizer {
+                    params,
+                    config,
+                    $slots,
+                })
+            }
+
+            /// The hyperparameters.
+            pub fn config(&self) -> &$config {
+                &self.config
+            }
+
+            /// The parameters, in index order.
+            pub fn params(&self) -> &[candle_core::Var] {
+                &self.params.vars
+            }
+        }
+
         impl candle_nn::Optimizer for $optimizer {
             type Config = $config;
 
@@ -16,7 +59,7 @@ macro_rules! impl_optimizer {
                 vars: Vec<candle_core::Var>,
                 config: $config,
             ) -> candle_core::Result<$optimizer> {
-                Ok($optimizer::with_params(super::Params::new(vars), config)?)
+                Ok($optimizer::with_params(Params::new(vars), config)?)
             }
 
             /// Updates every parameter that has a gradient; the others are skipped, as torch

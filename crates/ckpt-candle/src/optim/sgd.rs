@@ -7,7 +7,6 @@ use ckpt::{Checkpointable, Dict, Value};
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
 use super::Params;
 use crate::error::Result;
-use crate::VarMapModel;
 
 /// Hyperparameters of [`Sgd`]; the defaults are `torch.optim.SGD`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,39 +74,9 @@ pub struct Sgd {
     momentum_buffers: Vec<Option<CTensor>>,
 }
 
+torch_optimizer!(Sgd, SgdConfig, momentum_buffers, "SGD");
+
 impl Sgd {
-    /// An optimizer over the variables of `model`, numbered in the model's order (the same
-    /// in every process, unlike `varmap.all_vars()`'s), named by their names in messages.
-    pub fn from_model(model: &VarMapModel, config: SgdConfig) -> Result<Sgd> {
-        Sgd::with_params(Params::named(model.vars()), config)
-    }
-
-    /// An optimizer over `vars`, numbered in this order and named by these names in
-    /// messages (see [`crate::AdamW::from_named_vars`]).
-    pub fn from_named_vars(vars: Vec<(String, Var)>, config: SgdConfig) -> Result<Sgd> {
-        Sgd::with_params(Params::named(vars), config)
-    }
-
-    fn with_params(params: Params, config: SgdConfig) -> Result<Sgd> {
-        config.validate()?;
-        let momentum_buffers = vec![None; params.len()];
-        Ok(Sgd {
-            params,
-            config,
-            momentum_buffers,
-        })
-    }
-
-    /// The hyperparameters.
-    pub fn config(&self) -> &SgdConfig {
-        &self.config
-    }
-
-    /// The parameters, in index order.
-    pub fn params(&self) -> &[Var] {
-        &self.params.vars
-    }
-
     fn step_one(
         config: &SgdConfig,
         var: &Var,
@@ -142,8 +111,6 @@ impl Sgd {
         var.set(&(param + g.affine(-lr, 0.0)?)?)
     }
 }
-
-impl_optimizer!(Sgd, SgdConfig, momentum_buffers, "SGD");
 
 impl Checkpointable for Sgd {
     fn state_dict(&self) -> ckpt::Result<Value> {
