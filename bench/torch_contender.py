@@ -17,6 +17,10 @@ import sys
 import time
 
 
+# Where ckpt-bench puts the inputs and outputs of its conversion rows on tmpfs.
+TMPFS_CONVERT_DIR = "/dev/shm/ckpt-bench-convert"
+
+
 def rss_and_peak():
     rss = peak = 0
     with open("/proc/self/status") as status:
@@ -226,6 +230,32 @@ def run(request):
                 fsync_path(out_dir)
 
             sample, _ = measure(durable)
+        return sample
+
+    if op == "torch-convert":
+        # ckpt-bench's conversion rows (crates/ckpt-bench/src/convert.rs): bit 0 of arg, on
+        # tmpfs; bit 1, to safetensors. The whole file is loaded, then saved, then fsynced.
+        arg = int(request["arg"])
+        base = TMPFS_CONVERT_DIR if arg & 1 else bench_dir
+        to_safetensors = bool(arg & 2)
+        source = os.path.join(base, f"{workload}.pth")
+        target_dir = os.path.join(base, "out")
+        target = os.path.join(target_dir, f"torch-{workload}." + ("safetensors" if to_safetensors else "pth"))
+        remove(target)
+
+        def convert():
+            state = torch.load(source, weights_only=True)
+            if to_safetensors:
+                from safetensors.torch import save_file
+
+                save_file(state, target)
+            else:
+                torch.save(state, target)
+            fsync_path(target)
+            fsync_path(target_dir)
+
+        sample, _ = measure(convert)
+        os.remove(target)
         return sample
 
     if op == "torch-load":

@@ -11,6 +11,7 @@
 # Python with torch, safetensors and fvcore: $CKPT_PYTHON, else the project venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cargo build --release -q -p ckpt-bench
+# The `ckpt` command too: the conversion rows run it.
+cargo build --release -q -p ckpt-bench -p ckpt-cli
 target_dir="${CARGO_TARGET_DIR:-target}"
 exec "$target_dir/release/ckpt-bench" run --command-line "scripts/bench.sh $*" "$@"

@@ -38,6 +38,11 @@ pub enum Kind {
     Resume,
     ResumeModel,
     Match,
+    /// A whole-file conversion of the workload's torch file (see [`crate::convert`]).
+    Convert {
+        safetensors: bool,
+        tmpfs: bool,
+    },
 }
 
 impl Kind {
@@ -50,6 +55,22 @@ impl Kind {
             Kind::Resume => "resume (load into model + optimizer)",
             Kind::ResumeModel => "resume (load into a model)",
             Kind::Match => "name matching",
+            Kind::Convert {
+                safetensors: false,
+                tmpfs: true,
+            } => "convert → torch file, durable, tmpfs (/dev/shm)",
+            Kind::Convert {
+                safetensors: false,
+                tmpfs: false,
+            } => "convert → torch file, durable, same directory",
+            Kind::Convert {
+                safetensors: true,
+                tmpfs: true,
+            } => "convert → safetensors, durable, tmpfs (/dev/shm)",
+            Kind::Convert {
+                safetensors: true,
+                tmpfs: false,
+            } => "convert → safetensors, durable, same directory",
         }
     }
 }
@@ -86,7 +107,7 @@ pub struct Case {
 }
 
 impl Case {
-    fn new(
+    pub(crate) fn new(
         workload: &'static str,
         kind: Kind,
         id: &'static str,
@@ -168,6 +189,9 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
         }
     }
 
+    let converted: Vec<&str> = ["big", "small"].into_iter().filter(|w| wanted(w)).collect();
+    crate::convert::prepare_tmpfs(&dir, &converted)?;
+
     let mut cases = Vec::new();
     for workload in ["big", "small", "detectron", "matching"] {
         if !wanted(workload) {
@@ -196,6 +220,7 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
                 // Every run starts with the same free memory: no earlier output stays in the
                 // page cache for the next save to reclaim.
                 clear_outputs(&dir)?;
+                crate::convert::clear_tmpfs_outputs()?;
             }
         }
         if interactive {
@@ -204,6 +229,7 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
         cases.extend(group);
     }
     let _ = fs::remove_dir_all(dir.join("out"));
+    crate::convert::remove_tmpfs();
     let torch_version = ctx.python.as_ref().map(|p| p.torch_version.clone());
     Ok(Outcome {
         spec,
@@ -438,6 +464,7 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
                     case.arg = bytes;
                 }
             }
+            v.extend(crate::convert::cases(workload, bytes, dir));
             v
         }
         "detectron" => {

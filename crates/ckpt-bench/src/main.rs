@@ -8,6 +8,7 @@
 //! ```
 //! `scripts/bench.sh` builds it in release mode and runs it.
 
+mod convert;
 mod driver;
 mod measure;
 mod ops;

@@ -97,6 +97,8 @@ pub fn run(
         "memcpy" => memcpy(arg as usize),
         "gen" => generate(workload, paths, spec),
         "ckpt-open-repeat" => open_repeat(&paths.input(workload, "pth"), arg.max(1)),
+        "ckpt-convert" => crate::convert::ckpt_convert(paths, workload, arg),
+        "copy-limit" => crate::convert::copy_limit(paths, workload, arg),
         other => Err(format!("unknown Rust operation {other}").into()),
     }
 }

@@ -55,7 +55,11 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
          time / ckpt's median for the same operation (above 1: slower than ckpt). \"added \
          RSS\" = peak RSS during the operation minus the RSS right before it (that baseline, \
          \"RSS before\", holds the interpreter, torch and, for saves, the state itself). \
-         Limits (`dd`, memcpy) are the machine's own, measured in the same run at the same size.\n"
+         Limits (`dd`, memcpy) are the machine's own, measured in the same run at the same size. \
+         Conversions (\"convert →\" rows) read the workload's torch file and write a new file \
+         durably; `ckpt convert` runs as its own process and its \"added RSS\" is that whole \
+         process's peak (`ru_maxrss`); their limit is `cp` of the same file to the same place \
+         plus fsync.\n"
     );
 
     for workload in ["big", "small", "detectron", "matching"] {

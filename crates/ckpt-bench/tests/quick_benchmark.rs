@@ -67,6 +67,10 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
         "ckpt: the checkpoint dict by `write_torch`",
         "ckpt `Checkpointer::resume_or_load`",
         "ckpt `align_and_update_state_dicts`",
+        "convert → torch file, durable, tmpfs",
+        "convert → safetensors, durable, same directory",
+        "ckpt convert",
+        "limit: `cp` of the file + fsync",
     ];
     if python.is_some() {
         rows.extend([
@@ -78,6 +82,8 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
             "fvcore `Checkpointer.save`",
             "fvcore `Checkpointer.resume_or_load`",
             "detectron2's quadratic rule (Python)",
+            "`torch.load(weights_only=True)` + `torch.save` + fsync",
+            "`torch.load(weights_only=True)` + safetensors `save_file` + fsync",
         ]);
     }
     for row in rows {
@@ -112,4 +118,5 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
             "'{full_table_only}' in the README summary:\n{readme}"
         );
     }
+    assert!(!std::path::Path::new("/dev/shm/ckpt-bench-convert").exists());
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
-    flatten_tensors, load_with, save_safetensors, save_torch, LoadOptions, SaveOptions,
+    flatten_tensors, load_with, save_safetensors_with, save_torch, LoadOptions, SafetensorsOptions,
+    SaveOptions, SourcePages,
 };
 use ckpt::nn_module::replace_modules;
 use ckpt::walk::{self, leaves};
@@ -23,7 +24,9 @@ use crate::{plan, source};
 /// vs bool, tuples, storage sharing; numpy arrays become tensors). Safetensors output holds
 /// only tensors; nested dicts are flattened with `.`-joined keys. A torch.nn.Module saved
 /// whole (torch.save(model)) is written as its state dict, named as model.state_dict() names
-/// it. OUT is written atomically: it is either the old file or the complete new one.
+/// it. OUT is written atomically: it is either the old file or the complete new one. Tensor
+/// bytes go from the input's memory map straight into OUT a few MiB at a time, so memory
+/// stays small whatever the size of the file.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint to read (any format ckpt reads, detected from the content); a URL or a
@@ -89,7 +92,11 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         return convert_by_heuristics(args, model, format);
     }
     let input = source::local_input(&args.input)?;
-    let loaded = load_with(&input, &LoadOptions::default())?;
+    let options = LoadOptions {
+        source_pages: SourcePages::Release,
+        ..LoadOptions::default()
+    };
+    let loaded = load_with(&input, &options)?;
     let value = match &args.key {
         Some(key) => select_key(loaded.value, key, &args.input)?,
         None => loaded.value,
@@ -98,9 +105,9 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     match format {
         OutputFormat::Torch if args.tensors_only => {
             let tensors = tensors_to_write(args, &value)?;
-            save_torch(&args.output, &tensors.to_value(), &SaveOptions::default())?;
+            save_torch(&args.output, &tensors.to_value(), &streaming_save_options())?;
         }
-        OutputFormat::Torch => save_torch(&args.output, &value, &SaveOptions::default())?,
+        OutputFormat::Torch => save_torch(&args.output, &value, &streaming_save_options())?,
         OutputFormat::Safetensors => write_safetensors(args, &value)?,
     }
     if let Some(note) = modules_note {
@@ -155,9 +162,11 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
         OutputFormat::Torch => save_torch(
             &args.output,
             &plan.loaded.to_value(),
-            &SaveOptions::default(),
+            &streaming_save_options(),
         )?,
-        OutputFormat::Safetensors => save_safetensors(&args.output, &plan.loaded, None)?,
+        OutputFormat::Safetensors => {
+            save_safetensors_with(&args.output, &plan.loaded, None, &STREAMING_SAFETENSORS)?
+        }
     }
     tracing::info!(
         "wrote {} tensors renamed to the model's names to {}",
@@ -253,7 +262,12 @@ fn modules_as_state_dicts(mut value: Value) -> (Value, Option<String>) {
 fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
     let tensors = tensors_to_write(args, value)?;
     let metadata = safetensors_metadata(value);
-    save_safetensors(&args.output, &tensors, metadata.as_deref())?;
+    save_safetensors_with(
+        &args.output,
+        &tensors,
+        metadata.as_deref(),
+        &STREAMING_SAFETENSORS,
+    )?;
     Ok(())
 }
 
@@ -282,6 +296,18 @@ fn tensors_to_write(args: &Args, value: &Value) -> Result<StateDict, CliError> {
     }
     Ok(tensors)
 }
+
+/// The input is read only to be written: its pages are released as they are written.
+fn streaming_save_options() -> SaveOptions {
+    SaveOptions {
+        source_pages: SourcePages::Release,
+        ..SaveOptions::default()
+    }
+}
+
+const STREAMING_SAFETENSORS: SafetensorsOptions = SafetensorsOptions {
+    source_pages: SourcePages::Release,
+};
 
 /// Checks that every tensor gets its own non-empty safetensors name when nested keys are
 /// joined with `.` (as [`flatten_tensors`] joins them): `{"a.b": x, "a": {"b": y}}` would

@@ -104,6 +104,35 @@ impl Buffer {
     pub fn is_mapped(&self) -> bool {
         matches!(self, Buffer::Map(_))
     }
+
+    /// Drops this process's pages of the `len` bytes at `start` of a map (a no-op for memory
+    /// the process owns), so that they no longer count in its memory: a writer copying a
+    /// file much larger than memory releases each part once it is written. A later read of
+    /// those bytes faults them in again from the file. Out-of-range parts are ignored.
+    pub(crate) fn release(&self, start: usize, len: usize) {
+        #[cfg(unix)]
+        if let Buffer::Map(map) = self {
+            let len = len.min(map.len().saturating_sub(start));
+            if len == 0 {
+                return;
+            }
+            // SAFETY: `Buffer::map` maps the file read-only and shared (PROT_READ,
+            // MAP_SHARED). On such a map MADV_DONTNEED only drops the process's page-table
+            // entries: the pages stay in the page cache, the mapping stays valid (no reference
+            // into it dangles) and the next read of an address faults in the same file bytes.
+            // No byte a borrower sees changes, since a read-only map has no private
+            // copy-on-write pages for DONTNEED to discard; a file modified by another process
+            // in the meantime is the hazard every map already has (see `Buffer::map`).
+            let result = unsafe {
+                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+            };
+            if let Err(e) = result {
+                tracing::debug!(start, len, error = %e, "could not release mapped pages");
+            }
+        }
+        #[cfg(not(unix))]
+        let _ = (start, len);
+    }
 }
 
 impl Storage {
@@ -176,6 +205,17 @@ impl Storage {
     pub(crate) fn anon_mut(&mut self) -> Option<&mut AnonMemory> {
         match Arc::get_mut(&mut self.0)? {
             StorageData::Anon(memory) => Some(memory),
+            _ => None,
+        }
+    }
+
+    /// The map this storage is a view of and where in it the storage starts; `None` for
+    /// bytes in memory the process owns.
+    pub(crate) fn mapped_source(&self) -> Option<(&Arc<Buffer>, usize)> {
+        match &*self.0 {
+            StorageData::Slice { buffer, start, .. } if buffer.is_mapped() => {
+                Some((buffer, *start))
+            }
             _ => None,
         }
     }
@@ -532,15 +572,66 @@ impl Tensor {
 
     /// The element bytes when they lie in order in the storage.
     fn borrowed_bytes(&self) -> Option<&[u8]> {
+        self.contiguous_range().map(|(_, bytes)| bytes)
+    }
+
+    /// Where in the storage the element bytes start, and the bytes, when they lie in order
+    /// in the storage.
+    pub(crate) fn contiguous_range(&self) -> Option<(usize, &[u8])> {
         if self.numel() == 0 {
             // Its offset was never checked against the storage: torch allows any.
-            return Some(&[]);
+            return Some((0, &[]));
         }
         if !self.is_contiguous() {
             return None;
         }
         let start = self.offset * self.dtype.size();
-        Some(&self.storage.as_bytes()[start..start + self.nbytes()])
+        Some((
+            start,
+            &self.storage.as_bytes()[start..start + self.nbytes()],
+        ))
+    }
+
+    /// Passes the elements in row-major order to `write`, gathered into pieces of about
+    /// `max` bytes (at least one element), so that a strided tensor is never copied whole.
+    pub(crate) fn gather_chunks(
+        &self,
+        max: usize,
+        write: &mut dyn FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
+        let size = self.dtype.size();
+        let numel = self.numel();
+        if numel == 0 {
+            return Ok(());
+        }
+        let per_piece = (max / size).max(1).min(numel);
+        let bytes = self.storage.as_bytes();
+        let mut piece = Vec::with_capacity(per_piece * size);
+        let mut index = vec![0usize; self.shape.len()];
+        // The element's position in the storage, kept up to date as the index advances.
+        // Wrapping: the stride of a size-1 dimension is never checked and may be huge; the
+        // position is in range whenever it is used.
+        let mut elem = self.offset;
+        for _ in 0..numel {
+            piece.extend_from_slice(&bytes[elem * size..(elem + 1) * size]);
+            if piece.len() >= per_piece * size {
+                write(&piece)?;
+                piece.clear();
+            }
+            for d in (0..index.len()).rev() {
+                index[d] += 1;
+                elem = elem.wrapping_add(self.strides[d]);
+                if index[d] < self.shape[d] {
+                    break;
+                }
+                elem = elem.wrapping_sub(self.strides[d].wrapping_mul(self.shape[d]));
+                index[d] = 0;
+            }
+        }
+        if !piece.is_empty() {
+            write(&piece)?;
+        }
+        Ok(())
     }
 
     /// Appends the elements in row-major order to `out`.
@@ -699,6 +790,36 @@ mod tests {
             t.to_vec::<f32>().unwrap(),
             vec![0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
         );
+    }
+
+    #[test]
+    fn gathering_in_pieces_gives_the_row_major_bytes() {
+        let base =
+            Tensor::from_slice(&(0..24).map(|x| x as u16).collect::<Vec<_>>(), &[24]).unwrap();
+        let views = [
+            base.view(&[4, 3], &[1, 4], 0).unwrap(),
+            base.view(&[2, 3, 2], &[1, 8, 2], 3).unwrap(),
+            base.view(&[3, 1, 2], &[6, 0, 5], 1).unwrap(),
+            base.view(&[5], &[0], 2).unwrap(),
+            base.view(&[0, 3], &[1, 4], 0).unwrap(),
+            base.view(&[], &[], 7).unwrap(),
+            base.view(&[2, 1], &[3, usize::MAX], 1).unwrap(),
+        ];
+        for view in &views {
+            let expected = view.contiguous_bytes().into_owned();
+            for max in [1, 2, 5, 6, 1000] {
+                let mut pieces = Vec::new();
+                let mut got = Vec::new();
+                view.gather_chunks(max, &mut |piece| {
+                    pieces.push(piece.len());
+                    got.extend_from_slice(piece);
+                    Ok(())
+                })
+                .unwrap();
+                assert_eq!(got, expected, "{view:?}, pieces of {max}");
+                assert!(pieces.iter().all(|&n| n <= max.max(2)), "{pieces:?}");
+            }
+        }
     }
 
     #[test]

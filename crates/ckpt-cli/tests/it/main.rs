@@ -12,5 +12,6 @@ mod cli_inspect;
 mod cli_inspect_views;
 mod cli_ls;
 mod cli_plan;
+mod convert_memory;
 mod interop_full_model;
 mod interop_matrix;

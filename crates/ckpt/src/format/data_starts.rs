@@ -36,13 +36,22 @@ pub(crate) struct DataStarts<'a> {
 
 impl<'a> DataStarts<'a> {
     /// `file` is the file `bytes` maps, when it is a map (`None` for bytes in memory).
-    pub fn new(index: &'a ZipIndex, bytes: &'a [u8], file: Option<&'a File>) -> DataStarts<'a> {
+    /// `keep_pages_out`: read every header with `pread`, so that the map's pages stay out of
+    /// the process (a value read to be copied elsewhere, whose pages the writer releases as
+    /// it goes: headers read through the map would bring in the whole file when records are
+    /// small).
+    pub fn new(
+        index: &'a ZipIndex,
+        bytes: &'a [u8],
+        file: Option<&'a File>,
+        keep_pages_out: bool,
+    ) -> DataStarts<'a> {
         let records = index.records().len() as u64;
         let sparse = records > 0 && bytes.len() as u64 / records >= PREAD_SPACING;
         DataStarts {
             index,
             bytes,
-            file: file.filter(|_| sparse),
+            file: file.filter(|_| sparse || keep_pages_out),
             read_ahead: file.is_some() && !sparse && records >= PARALLEL_RECORDS as u64,
             starts: (0..records).map(|_| AtomicU64::new(0)).collect(),
             stop: AtomicBool::new(false),

@@ -7,12 +7,26 @@
 //! save_torch("model_final.pth", &value, &SaveOptions::default())?; // opens in torch.load
 //! # Ok::<(), ckpt::Error>(())
 //! ```
+//!
+//! A value read only to be written elsewhere (a conversion) can go from the input's memory map
+//! to the output a few MiB at a time, whatever the file's size: read and write it with
+//! [`SourcePages::Release`].
+//!
+//! ```no_run
+//! use ckpt::format::{load_with, save_torch, LoadOptions, SaveOptions, SourcePages};
+//! let read = LoadOptions { source_pages: SourcePages::Release, ..LoadOptions::default() };
+//! let value = load_with("huge.safetensors", &read)?.value;
+//! let write = SaveOptions { source_pages: SourcePages::Release, ..SaveOptions::default() };
+//! save_torch("huge.pth", &value, &write)?; // peak memory: a few pieces and the metadata
+//! # Ok::<(), ckpt::Error>(())
+//! ```
 
 mod atomic;
 mod data_starts;
 mod eager;
 mod numpy;
 mod safetensors;
+mod stream;
 mod torch_legacy;
 mod torch_save;
 mod torch_zip;
@@ -29,7 +43,10 @@ use crate::tensor::Buffer;
 use crate::value::{StateDict, Value};
 
 pub use atomic::{atomic_write, fsync_dir, temp_owner, TEMP_PREFIX};
-pub use safetensors::{flatten_tensors, write_safetensors};
+pub use safetensors::{
+    flatten_tensors, write_safetensors, write_safetensors_with, SafetensorsOptions,
+};
+pub use stream::{SourcePages, STREAM_CHUNK};
 pub use torch_save::write_torch;
 
 /// The kinds of file this crate reads.
@@ -81,6 +98,12 @@ pub struct LoadOptions {
     pub verify_crc32: bool,
     /// Bounds on pickle nesting and size.
     pub limits: Limits,
+    /// What to do with the pages of the map the reader reads (headers, pickles): keep them
+    /// (the default), or, for a value read only to be copied elsewhere, keep as few as
+    /// possible in the process (zip headers read with `pread`, the rest released once
+    /// parsed), so that the file's size does not show in the process's memory. Only with
+    /// `mmap`.
+    pub source_pages: SourcePages,
 }
 
 impl Default for LoadOptions {
@@ -89,6 +112,7 @@ impl Default for LoadOptions {
             mmap: true,
             verify_crc32: false,
             limits: Limits::default(),
+            source_pages: SourcePages::Keep,
         }
     }
 }
@@ -109,6 +133,10 @@ pub struct SaveOptions {
     pub crc32: bool,
     /// The folder name inside the archive; by default the file stem, as torch does.
     pub archive_name: Option<String>,
+    /// What to do with the pages of a memory-mapped file the tensors are views of: keep
+    /// them (the default), or release them behind the writer for a conversion, so that
+    /// memory stays bounded whatever the file's size.
+    pub source_pages: SourcePages,
 }
 
 impl Default for SaveOptions {
@@ -117,6 +145,7 @@ impl Default for SaveOptions {
             alignment: 64,
             crc32: true,
             archive_name: None,
+            source_pages: SourcePages::Keep,
         }
     }
 }
@@ -184,7 +213,13 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
         eager::read_whole_file(&file).map_err(|e| Error::io(path, e))?
     };
     let mapped = buffer.is_mapped().then_some(&file);
-    read_buffer(Arc::new(buffer), options, mapped).in_file(path)
+    let buffer = Arc::new(buffer);
+    let loaded = read_buffer(buffer.clone(), options, mapped).in_file(path)?;
+    if options.source_pages == SourcePages::Release {
+        // The pickle, the zip directory, the safetensors header: parsed, not needed again.
+        buffer.release(0, buffer.as_bytes().len());
+    }
+    Ok(loaded)
 }
 
 /// Reads a checkpoint held in memory.
@@ -203,7 +238,7 @@ fn read_buffer(
         Format::TorchZip => torch_zip::read(buffer, options, file)?,
         Format::TorchLegacy => torch_legacy::read(buffer, options)?,
         Format::TorchTar => torch_legacy::read_tar(buffer, options)?,
-        Format::Pickle => numpy::read_plain_pickle(buffer.as_bytes(), options)?,
+        Format::Pickle => numpy::read_plain_pickle(&buffer, options)?,
         Format::Safetensors => safetensors::read(buffer)?,
     };
     Ok(Loaded { format, value })
@@ -227,6 +262,19 @@ pub fn save_safetensors(
     tensors: &StateDict,
     metadata: Option<&[(String, String)]>,
 ) -> Result<()> {
+    save_safetensors_with(path, tensors, metadata, &SafetensorsOptions::default())
+}
+
+/// [`save_safetensors`] with options (see [`SafetensorsOptions`]).
+pub fn save_safetensors_with(
+    path: impl AsRef<Path>,
+    tensors: &StateDict,
+    metadata: Option<&[(String, String)]>,
+    options: &SafetensorsOptions,
+) -> Result<()> {
     let path = path.as_ref();
-    atomic_write(path, |w| write_safetensors(w, tensors, metadata)).in_file(path)
+    atomic_write(path, |w| {
+        write_safetensors_with(w, tensors, metadata, options)
+    })
+    .in_file(path)
 }

@@ -20,6 +20,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::format::stream::{Copier, SourcePages};
 use crate::tensor::{contiguous_strides, Buffer, Storage, Tensor};
 use crate::value::{Dict, Key, StateDict, Value};
 use crate::walk;
@@ -97,6 +98,14 @@ pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
     Ok(Value::Dict(dict))
 }
 
+/// Options for writing safetensors files.
+#[derive(Debug, Clone, Default)]
+pub struct SafetensorsOptions {
+    /// What to do with the pages of a memory-mapped file the tensors are views of (keep
+    /// them, the default, or release them behind the writer for a conversion).
+    pub source_pages: SourcePages,
+}
+
 /// Writes tensors as safetensors with optional `__metadata__` (kept in the given order).
 /// Non-contiguous tensors are gathered; contiguous ones are written from their memory.
 /// Dtypes the `safetensors` crate lacks (complex, float8 fnuz) are an error naming the key.
@@ -104,6 +113,19 @@ pub fn write_safetensors(
     out: &mut dyn Write,
     tensors: &StateDict,
     metadata: Option<&[(String, String)]>,
+) -> Result<()> {
+    write_safetensors_with(out, tensors, metadata, &SafetensorsOptions::default())
+}
+
+/// [`write_safetensors`] with options: with [`SourcePages::Release`], tensors that are views
+/// of a memory-mapped file are copied a piece at a time and their pages released once
+/// written, so memory stays bounded whatever the file's size (a strided view is gathered a
+/// piece at a time too; its storage's pages are released once it is written).
+pub fn write_safetensors_with(
+    out: &mut dyn Write,
+    tensors: &StateDict,
+    metadata: Option<&[(String, String)]>,
+    options: &SafetensorsOptions,
 ) -> Result<()> {
     let mut entries = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors.iter() {
@@ -166,12 +188,11 @@ pub fn write_safetensors(
     out.write_all(&(header.len() as u64).to_le_bytes())
         .map_err(io)?;
     out.write_all(&header).map_err(io)?;
+    let mut copier = Copier::new(options.source_pages);
     for (name, _, tensor) in &entries {
-        let bytes = tensor
-            .try_contiguous_bytes()
-            .map_err(|e| Error::key(*name, e.to_string()))?;
-        out.write_all(&bytes).map_err(io)?;
+        copier.tensor(name, tensor, &mut |bytes| out.write_all(bytes).map_err(io))?;
     }
+    copier.finish();
     out.flush().map_err(io)?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use num_bigint::BigInt;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::format::torch_zip::{byteswapped, pid_text, storage_dtype};
-use crate::format::LoadOptions;
+use crate::format::{LoadOptions, SourcePages, STREAM_CHUNK};
 use crate::pickle::{read_pickle, Limits, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};
 use crate::tensor::{Buffer, Storage};
 use crate::value::Value;
@@ -104,7 +104,8 @@ pub(crate) fn read(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Value> 
             )))
         }
     };
-    let roots = walk_raw_section(bytes, raw_start, &keys, &collect.found)?;
+    let release = options.source_pages == SourcePages::Release;
+    let roots = walk_raw_section(&buffer, raw_start, &keys, &collect.found, release)?;
     let mut resolve = Resolve {
         buffer: buffer.clone(),
         roots,
@@ -130,16 +131,24 @@ pub(crate) fn read_tar(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Val
 }
 
 /// Where each storage's bytes lie: for each key of the sorted list, a `u64` element count
-/// then the elements.
+/// then the elements. With `release`, the pages read for the counts are released every few
+/// MiB (small storages put a count on every page of the file).
 fn walk_raw_section(
-    bytes: &[u8],
+    buffer: &Buffer,
     start: usize,
     keys: &[Value],
     found: &HashMap<String, (DType, u64)>,
+    release: bool,
 ) -> Result<HashMap<String, (usize, usize)>> {
+    let bytes = buffer.as_bytes();
     let mut roots = HashMap::with_capacity(keys.len());
     let mut pos = start;
+    let mut released = start;
     for key in keys {
+        if release && pos - released >= STREAM_CHUNK {
+            buffer.release(released, pos - released);
+            released = pos;
+        }
         let key = pid_text(key).ok_or_else(|| {
             Error::format(format!(
                 "legacy torch file: storage keys must be strings, found {}",

@@ -9,6 +9,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::error::{Error, Result};
+use crate::format::stream::Copier;
 use crate::format::zip_write::ZipWriter;
 use crate::format::SaveOptions;
 use crate::pickle::{measure_pickle, StorageSink};
@@ -48,7 +49,9 @@ impl StorageSink for Keys {
 ///
 /// Memory: neither the pickle nor the archive is built in memory; besides the pickle memo
 /// (a reference per distinct string, as CPython's), a save keeps a few dozen bytes per
-/// record.
+/// record. Storages that are views of a memory-mapped file are streamed with their pages
+/// released behind the writer when `options.source_pages` says so (see
+/// [`crate::format::SourcePages`]).
 ///
 /// Fails (before writing anything) on values a weights-only torch file cannot hold: see
 /// [`crate::pickle::write_pickle`].
@@ -93,6 +96,7 @@ pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) ->
     // The serialization id hashes the names of the records before it.
     let mut names_hash = Fnv::new();
     let mut id = String::new();
+    let mut copier = Copier::new(options.source_pages);
     for i in 0..records.count() {
         records.name(i, &mut name);
         let kind = records.kind(i);
@@ -101,7 +105,13 @@ pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) ->
             Record::FormatVersion => b"1",
             Record::StorageAlignment => alignment.as_bytes(),
             Record::ByteOrder => b"little",
-            Record::Storage(key) => storages.0[key].as_bytes(),
+            Record::Storage(key) => {
+                let storage = &storages.0[key];
+                zip.begin(&name, storage.len() as u64)?;
+                copier.storage(storage, &mut |chunk| zip.data(chunk))?;
+                zip.end()?;
+                &[] // written here
+            }
             Record::Version => b"3\n",
             Record::SerializationId => {
                 id.clear();
@@ -115,12 +125,13 @@ pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) ->
                 id.as_bytes()
             }
         };
-        if !matches!(kind, Record::Pickle) {
+        if !matches!(kind, Record::Pickle | Record::Storage(_)) {
             zip.add(&name, data)?;
         }
         names_hash.update(&name.as_bytes()[archive.len() + 1..]);
         names_hash.end_part();
     }
+    copier.finish();
     let len = zip.finish(&mut |i, name| records.name(i, name))?;
     tracing::debug!(
         "wrote torch archive '{archive}': {} storages, {len} bytes",

@@ -9,9 +9,9 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::format::data_starts::DataStarts;
 use crate::format::zip::{Record, ZipIndex};
-use crate::format::LoadOptions;
+use crate::format::{LoadOptions, SourcePages};
 use crate::pickle::{
-    read_pickle, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
+    read_pickle_in, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
 };
 use crate::tensor::{Buffer, Storage};
 use crate::value::{ObjectBuild, Value};
@@ -76,7 +76,8 @@ pub(crate) fn read(
         check_crc32(pickle, data)?;
     }
     let numbered = numbered_records(&index, &prefix);
-    let starts = DataStarts::new(&index, bytes, file);
+    let release = options.source_pages == SourcePages::Release;
+    let starts = DataStarts::new(&index, bytes, file, release);
     let mut storages = ZipStorages {
         buffer: buffer.clone(),
         index: &index,
@@ -84,6 +85,7 @@ pub(crate) fn read(
         prefix: prefix.clone(),
         big_endian,
         verify_crc32: options.verify_crc32,
+        release,
         loaded: vec![None; index.records().len()],
         numbered: &numbered,
         full_name: String::new(),
@@ -92,7 +94,8 @@ pub(crate) fn read(
         py2_strings: Py2Strings::Utf8OrLatin1,
         limits: options.limits,
     };
-    let mut unpickle = || read_pickle(data, range.start as u64, &pickle_options, &mut storages);
+    // numpy arrays inside the pickle stay views of the file too.
+    let mut unpickle = || read_pickle_in(&buffer, range.clone(), &pickle_options, &mut storages);
     let (value, _) = if starts.worth_a_thread() {
         std::thread::scope(|scope| {
             // The pickle asks for storages 0, 1, 2, ...: the helper walks ahead of it.
@@ -220,6 +223,8 @@ struct ZipStorages<'a> {
     prefix: String,
     big_endian: bool,
     verify_crc32: bool,
+    /// Release the pages of a record once its crc32 is checked (see [`SourcePages`]).
+    release: bool,
     /// The storages made so far, by record position (a key used twice shares its storage).
     loaded: Vec<Option<Storage>>,
     /// Record positions of the storages `data/0`, `data/1`, ... ([`NONE`]: no record).
@@ -242,6 +247,9 @@ impl ZipStorages<'_> {
         })?;
         if self.verify_crc32 {
             check_crc32(record, data)?;
+            if self.release {
+                self.buffer.release(range.start, range.len());
+            }
         }
         if self.big_endian {
             return Ok(Storage::from_vec(byteswapped(data, dtype.swap_unit())));

@@ -11,7 +11,7 @@ use crate::pickle::globals::{object, STORAGE_REF};
 use crate::pickle::reader::{Py2Strings, TypedStorage};
 use crate::pickle::tensor_metadata::ResolvedStorages;
 use crate::pickle::Limits;
-use crate::tensor::Tensor;
+use crate::tensor::{Storage, Tensor};
 use crate::value::{Dict, DictKind, Key, Object, ObjectBuild, Value};
 
 /// Index of a node in the arena.
@@ -35,6 +35,9 @@ pub(super) enum Node {
     None,
     /// A Python 2 `str`: raw bytes, text or buffer depending on where it is used.
     Py2Str(Vec<u8>),
+    /// A large byte string left where it is in the input file (a view of its buffer): a
+    /// numpy array's buffer becomes a tensor over it without a copy; any other use copies.
+    View(Storage, RawKind),
     List(Vec<Handle>),
     Tuple(Vec<Handle>),
     Set {
@@ -63,6 +66,15 @@ pub(super) enum Node {
     },
     /// A storage from a persistent id, by index in [`Arena::storages`].
     Storage(usize),
+}
+
+/// What kind of byte string a [`Node::View`] is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RawKind {
+    Bytes,
+    ByteArray,
+    /// A Python 2 `str` (see [`Node::Py2Str`]).
+    Py2Str,
 }
 
 impl Node {
@@ -120,7 +132,9 @@ impl Node {
             Node::Bool(_) => "bool".into(),
             Node::Tensor(_) => "Tensor".into(),
             Node::None => "NoneType".into(),
-            Node::Py2Str(_) => "str (Python 2)".into(),
+            Node::Py2Str(_) | Node::View(_, RawKind::Py2Str) => "str (Python 2)".into(),
+            Node::View(_, RawKind::Bytes) => "bytes".into(),
+            Node::View(_, RawKind::ByteArray) => "bytearray".into(),
             Node::List(_) => "list".into(),
             Node::Tuple(_) => "tuple".into(),
             Node::Set { .. } => "set".into(),
@@ -489,6 +503,16 @@ impl Arena {
                     Value::Bytes(bytes.clone())
                 } else {
                     Value::Str(self.py2_text(bytes))
+                }
+            }
+            Node::View(storage, kind) => {
+                let bytes = storage.as_bytes();
+                self.charge_bytes(bytes.len())?;
+                match kind {
+                    RawKind::Bytes => Value::Bytes(bytes.to_vec()),
+                    RawKind::ByteArray => Value::ByteArray(bytes.to_vec()),
+                    RawKind::Py2Str if mode.raw_py2 => Value::Bytes(bytes.to_vec()),
+                    RawKind::Py2Str => Value::Str(self.py2_text(bytes)),
                 }
             }
             Node::Global { module, name } => object(module, name, ObjectBuild::Global),

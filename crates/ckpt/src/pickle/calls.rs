@@ -4,10 +4,17 @@
 use crate::error::Result;
 use crate::pickle::arena::{Handle, Mode, Node};
 use crate::pickle::globals::{self, Known};
-use crate::pickle::numpy;
+use crate::pickle::numpy::{self, ArrayBytes};
 use crate::pickle::reader::Machine;
-use crate::tensor::Tensor;
+use crate::tensor::{Storage, Tensor};
 use crate::value::{DictKind, Value};
+
+/// Where in an argument tuple a numpy buffer is.
+#[derive(Clone, Copy)]
+enum ViewAt {
+    First,
+    Last,
+}
 
 impl Machine<'_> {
     // ---- containers -------------------------------------------------------------------
@@ -182,6 +189,13 @@ impl Machine<'_> {
                     raw_py2: raw,
                     storage_refs: true,
                 };
+                if name == "_frombuffer" && numpy::is_numeric_module(&module) {
+                    if let Some((rest, buffer)) = self.split_view(args, ViewAt::First, mode)? {
+                        let array = numpy::frombuffer_with(rest, ArrayBytes::Shared(buffer))
+                            .map_err(|m| self.err(format!("{module}.{name}: {m}")))?;
+                        return Ok(Node::leaf(array));
+                    }
+                }
                 let args = match self.convert(args, mode)? {
                     Value::Tuple(items) => items,
                     other => {
@@ -308,6 +322,39 @@ impl Machine<'_> {
         })
     }
 
+    /// When the tuple `handle` has a byte string left in the file (a [`Node::View`]) at
+    /// `at`, the other items as values and the view's storage: a numpy array is then made
+    /// over the file's bytes instead of a copy.
+    fn split_view(
+        &mut self,
+        handle: Handle,
+        at: ViewAt,
+        mode: Mode,
+    ) -> Result<Option<(Vec<Value>, Storage)>> {
+        let Ok(Node::Tuple(items)) = self.arena.node(handle) else {
+            return Ok(None);
+        };
+        let (view, rest) = match at {
+            ViewAt::First => match items.split_first() {
+                Some((&view, rest)) => (view, rest.to_vec()),
+                None => return Ok(None),
+            },
+            ViewAt::Last => match items.split_last() {
+                Some((&view, rest)) => (view, rest.to_vec()),
+                None => return Ok(None),
+            },
+        };
+        let Ok(Node::View(storage, _)) = self.arena.node(view) else {
+            return Ok(None);
+        };
+        let storage = storage.clone();
+        let values = rest
+            .into_iter()
+            .map(|h| self.convert(h, mode))
+            .collect::<Result<Vec<Value>>>()?;
+        Ok(Some((values, storage)))
+    }
+
     pub(super) fn build(&mut self) -> Result<()> {
         let state = self.pop()?;
         let target = self.top()?;
@@ -320,8 +367,14 @@ impl Machine<'_> {
                 raw_py2: true,
                 storage_refs: false,
             };
-            let state = self.convert(state, raw)?;
-            let array = numpy::ndarray_from_state(state).map_err(|m| self.err(m))?;
+            let array = match self.split_view(state, ViewAt::Last, raw)? {
+                Some((items, data)) => numpy::ndarray_from_items(items, ArrayBytes::Shared(data)),
+                None => {
+                    let state = self.convert(state, raw)?;
+                    numpy::ndarray_from_state(state)
+                }
+            }
+            .map_err(|m| self.err(m))?;
             if let Some(node) = self.arena.nodes.get_mut(target) {
                 *node = Node::leaf(array);
             }

@@ -17,6 +17,7 @@ mod tensor_record;
 pub(crate) mod text;
 mod writer;
 
+pub(crate) use reader::read_pickle_in;
 pub use reader::{
     read_pickle, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
 };

@@ -82,18 +82,34 @@ fn numpy_dtype(value: &Value) -> Result<NumpyDType, String> {
     Ok(NumpyDType { dtype, big_endian })
 }
 
+/// An array's bytes: a copy the reader made, or a view of the file the pickle lies in.
+pub(super) enum ArrayBytes {
+    Owned(Vec<u8>),
+    Shared(Storage),
+}
+
+impl ArrayBytes {
+    fn len(&self) -> usize {
+        match self {
+            ArrayBytes::Owned(bytes) => bytes.len(),
+            ArrayBytes::Shared(storage) => storage.len(),
+        }
+    }
+}
+
 /// The bytes of an array buffer: bytes, a bytearray, or a Python 2 str read as latin1
 /// (numpy's own fallback for Python 2 pickles).
-fn buffer_bytes(value: Value) -> Result<Vec<u8>, String> {
+fn buffer_bytes(value: Value) -> Result<ArrayBytes, String> {
     match value {
-        Value::Bytes(b) | Value::ByteArray(b) => Ok(b),
+        Value::Bytes(b) | Value::ByteArray(b) => Ok(ArrayBytes::Owned(b)),
         Value::Str(s) => s
             .chars()
             .map(|c| {
                 u8::try_from(u32::from(c))
                     .map_err(|_| "numpy buffer: text with a non-latin1 character".to_string())
             })
-            .collect(),
+            .collect::<Result<Vec<u8>, String>>()
+            .map(ArrayBytes::Owned),
         Value::List(_) => Err("unsupported: numpy object arrays (a list of Python objects)".into()),
         other => Err(format!(
             "numpy buffer: expected bytes, found a {}",
@@ -109,12 +125,13 @@ fn shape_of(value: &Value) -> Result<Vec<usize>, String> {
         .collect()
 }
 
-/// A numpy array of `shape` over `bytes` (C or Fortran order), byte-swapped to little-endian.
+/// A numpy array of `shape` over `bytes` (C or Fortran order), byte-swapped to little-endian
+/// (a copy; little-endian views of the file stay views).
 fn array(
     dtype: &NumpyDType,
     shape: Vec<usize>,
     fortran: bool,
-    mut bytes: Vec<u8>,
+    bytes: ArrayBytes,
 ) -> Result<Tensor, String> {
     let numel = crate::tensor::checked_numel(&shape).map_err(|e| e.to_string())?;
     let expected = numel.checked_mul(dtype.dtype.size());
@@ -126,18 +143,30 @@ fn array(
         ));
     }
     let unit = dtype.dtype.swap_unit();
-    if dtype.big_endian && unit > 1 {
-        for chunk in bytes.chunks_exact_mut(unit) {
-            chunk.reverse();
+    let swap = dtype.big_endian && unit > 1;
+    let storage = match bytes {
+        ArrayBytes::Shared(storage) if !swap => storage,
+        ArrayBytes::Shared(storage) => {
+            Storage::from_vec(swapped(storage.as_bytes().to_vec(), unit))
         }
-    }
+        ArrayBytes::Owned(bytes) if swap => Storage::from_vec(swapped(bytes, unit)),
+        ArrayBytes::Owned(bytes) => Storage::from_vec(bytes),
+    };
     let strides = if fortran {
         let reversed: Vec<usize> = shape.iter().rev().copied().collect();
         contiguous_strides(&reversed).into_iter().rev().collect()
     } else {
         contiguous_strides(&shape)
     };
-    Tensor::new(dtype.dtype, shape, strides, 0, Storage::from_vec(bytes)).map_err(|e| e.to_string())
+    Tensor::new(dtype.dtype, shape, strides, 0, storage).map_err(|e| e.to_string())
+}
+
+/// `bytes` with every `unit`-byte group reversed.
+fn swapped(mut bytes: Vec<u8>, unit: usize) -> Vec<u8> {
+    for chunk in bytes.chunks_exact_mut(unit) {
+        chunk.reverse();
+    }
+    bytes
 }
 
 /// `ndarray.__setstate__((version, shape, dtype, is_fortran, rawdata))` (or the 4-tuple
@@ -152,7 +181,27 @@ pub(super) fn ndarray_from_state(state: Value) -> Result<Value, String> {
             ))
         }
     };
-    if items.len() == 5 {
+    if !matches!(items.len(), 4 | 5) {
+        return Err(state_length_error(items.len()));
+    }
+    let data = match items.pop() {
+        Some(data) => buffer_bytes(data)?,
+        None => return Err(state_length_error(0)),
+    };
+    ndarray_from_items(items, data)
+}
+
+fn state_length_error(len: usize) -> String {
+    format!("numpy array state: expected 4 or 5 items, found {len}")
+}
+
+/// [`ndarray_from_state`] with the state's last item, the data, given apart: `items` are
+/// `(version, shape, dtype, is_fortran)` or `(shape, dtype, is_fortran)`.
+pub(super) fn ndarray_from_items(mut items: Vec<Value>, data: ArrayBytes) -> Result<Value, String> {
+    if !matches!(items.len(), 3 | 4) {
+        return Err(state_length_error(items.len() + 1));
+    }
+    if items.len() == 4 {
         match items.remove(0) {
             Value::Int(0 | 1) => {}
             other => {
@@ -163,19 +212,11 @@ pub(super) fn ndarray_from_state(state: Value) -> Result<Value, String> {
             }
         }
     }
-    let [shape, dtype, fortran, data]: [Value; 4] = items.try_into().map_err(|v: Vec<Value>| {
-        format!(
-            "numpy array state: expected 4 or 5 items, found {}",
-            v.len() + 1
-        )
-    })?;
+    let [shape, dtype, fortran]: [Value; 3] = items
+        .try_into()
+        .map_err(|v: Vec<Value>| state_length_error(v.len() + 1))?;
     let dtype = numpy_dtype(&dtype)?;
-    let tensor = array(
-        &dtype,
-        shape_of(&shape)?,
-        truthy(Some(&fortran)),
-        buffer_bytes(data)?,
-    )?;
+    let tensor = array(&dtype, shape_of(&shape)?, truthy(Some(&fortran)), data)?;
     Ok(Value::NdArray(tensor))
 }
 
@@ -188,12 +229,21 @@ pub(super) fn scalar(args: Vec<Value>) -> Result<Value, String> {
 }
 
 /// `numpy.core.numeric._frombuffer(buffer, dtype, shape, order)` (protocol 5 arrays).
-pub(super) fn frombuffer(args: Vec<Value>) -> Result<Value, String> {
-    let [buffer, dtype, shape, order]: [Value; 4] = args
+pub(super) fn frombuffer(mut args: Vec<Value>) -> Result<Value, String> {
+    if args.len() != 4 {
+        return Err("numpy _frombuffer: expected 4 arguments".to_string());
+    }
+    let buffer = buffer_bytes(args.remove(0))?;
+    frombuffer_with(args, buffer)
+}
+
+/// [`frombuffer`] with the buffer given apart: `args` are `(dtype, shape, order)`.
+pub(super) fn frombuffer_with(args: Vec<Value>, buffer: ArrayBytes) -> Result<Value, String> {
+    let [dtype, shape, order]: [Value; 3] = args
         .try_into()
         .map_err(|_| "numpy _frombuffer: expected 4 arguments".to_string())?;
     let dtype = numpy_dtype(&dtype)?;
     let fortran = text_of(&order).as_deref() == Some("F");
-    let tensor = array(&dtype, shape_of(&shape)?, fortran, buffer_bytes(buffer)?)?;
+    let tensor = array(&dtype, shape_of(&shape)?, fortran, buffer)?;
     Ok(Value::NdArray(tensor))
 }

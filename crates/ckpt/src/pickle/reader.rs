@@ -5,14 +5,15 @@
 //! read from the stream is checked against the remaining input before anything is allocated.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::pickle::arena::{Arena, Handle, Mode, Node};
+use crate::pickle::arena::{Arena, Handle, Mode, Node, RawKind};
 use crate::pickle::globals::object;
 use crate::pickle::opcodes::{long_value, opcode_name};
 use crate::pickle::{text, Limits};
-use crate::tensor::Storage;
+use crate::tensor::{Buffer, Storage};
 use crate::value::{DictKind, ObjectBuild, Value};
 
 /// How Python 2 byte strings (`STRING`, `BINSTRING`, `SHORT_BINSTRING`) become text.
@@ -102,6 +103,26 @@ pub fn read_pickle(
     read_pickle_with(data, base_offset, options, persistent, true)
 }
 
+/// [`read_pickle`] of the pickle in `range` of a file buffer (errors give offsets in the
+/// buffer): byte strings of at least [`VIEW_MIN_BYTES`] stay views of `buffer` instead of
+/// copies, so that numpy arrays (Detectron pickles) are tensors over the file as torch
+/// records are.
+pub(crate) fn read_pickle_in(
+    buffer: &Arc<Buffer>,
+    range: std::ops::Range<usize>,
+    options: &PickleOptions,
+    persistent: &mut dyn PersistentLoad,
+) -> Result<(Value, usize)> {
+    let data = buffer.as_bytes().get(range.clone()).unwrap_or_default();
+    machine(data, range.start as u64, options, persistent, true)
+        .with_source(buffer, range.start)
+        .run()
+}
+
+/// Byte strings from this size on stay views of the file (smaller ones share their pages
+/// with the pickle's opcodes anyway).
+pub(crate) const VIEW_MIN_BYTES: usize = 4096;
+
 /// [`read_pickle`], with the fast path for tensor records on or off (tests compare both).
 pub(super) fn read_pickle_with(
     data: &[u8],
@@ -110,8 +131,19 @@ pub(super) fn read_pickle_with(
     persistent: &mut dyn PersistentLoad,
     tensor_records: bool,
 ) -> Result<(Value, usize)> {
+    machine(data, base_offset, options, persistent, tensor_records).run()
+}
+
+fn machine<'a>(
+    data: &'a [u8],
+    base_offset: u64,
+    options: &PickleOptions,
+    persistent: &'a mut dyn PersistentLoad,
+    tensor_records: bool,
+) -> Machine<'a> {
     Machine {
         data,
+        source: None,
         pos: 0,
         op_start: 0,
         op: 0,
@@ -124,7 +156,6 @@ pub(super) fn read_pickle_with(
         replaying: 0,
         tensor_records,
     }
-    .run()
 }
 
 /// A memo entry: a node, or (top bit set) a part of a tensor record that the fast path read
@@ -207,6 +238,9 @@ const MAX_REPLAY_DEPTH: usize = 32;
 
 pub(super) struct Machine<'a> {
     pub(super) data: &'a [u8],
+    /// The file buffer `data` lies in and where in it `data` starts, when large byte
+    /// strings may stay views of it.
+    pub(super) source: Option<(&'a Arc<Buffer>, usize)>,
     pub(super) pos: usize,
     pub(super) op_start: usize,
     pub(super) op: u8,
@@ -224,6 +258,11 @@ pub(super) struct Machine<'a> {
 }
 
 impl<'a> Machine<'a> {
+    fn with_source(mut self, buffer: &'a Arc<Buffer>, start: usize) -> Machine<'a> {
+        self.source = Some((buffer, start));
+        self
+    }
+
     pub(super) fn err(&self, message: impl std::fmt::Display) -> Error {
         Error::pickle(
             self.base + self.op_start as u64,
@@ -344,8 +383,8 @@ impl<'a> Machine<'a> {
             }
             b'T' => {
                 let n = self.len_i32()?;
-                let bytes = self.take(n)?.to_vec();
-                self.push(Node::Py2Str(bytes));
+                let node = self.raw_bytes(n, RawKind::Py2Str)?;
+                self.push(node);
             }
             b'U' => {
                 let n = usize::from(self.u8()?);
@@ -376,12 +415,13 @@ impl<'a> Machine<'a> {
                     b'C' => usize::from(self.u8()?),
                     _ => self.len_u64()?,
                 };
-                let bytes = self.take(n)?.to_vec();
-                self.push(Node::leaf(if op == 0x96 {
-                    Value::ByteArray(bytes)
+                let kind = if op == 0x96 {
+                    RawKind::ByteArray
                 } else {
-                    Value::Bytes(bytes)
-                }));
+                    RawKind::Bytes
+                };
+                let node = self.raw_bytes(n, kind)?;
+                self.push(node);
             }
             b']' => self.push(Node::List(Vec::new())),
             b')' => self.push(Node::Tuple(Vec::new())),
@@ -570,6 +610,24 @@ impl<'a> Machine<'a> {
     }
 
     // ---- input ------------------------------------------------------------------------
+
+    /// The node of an `n`-byte string argument: a view of the input file when the pickle
+    /// lies in one and the string is large (numpy arrays' buffers), else a copy.
+    fn raw_bytes(&mut self, n: usize, kind: RawKind) -> Result<Node> {
+        let start = self.pos;
+        let bytes = self.take(n)?;
+        if let Some((buffer, offset)) = self.source.filter(|_| n >= VIEW_MIN_BYTES) {
+            if let Ok(storage) = Storage::slice(buffer.clone(), offset + start, n) {
+                return Ok(Node::View(storage, kind));
+            }
+        }
+        let bytes = bytes.to_vec();
+        Ok(match kind {
+            RawKind::Bytes => Node::leaf(Value::Bytes(bytes)),
+            RawKind::ByteArray => Node::leaf(Value::ByteArray(bytes)),
+            RawKind::Py2Str => Node::Py2Str(bytes),
+        })
+    }
 
     pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8]> {
         let data = self.data;
@@ -789,6 +847,7 @@ impl<'a> Machine<'a> {
         match self.arena.node(handle).map_err(|m| self.err(m))? {
             Node::Text(s) => Ok(s.clone()),
             Node::Py2Str(b) => Ok(self.arena.py2_text(b)),
+            Node::View(storage, RawKind::Py2Str) => Ok(self.arena.py2_text(storage.as_bytes())),
             other => Err(self.err(format!("expected a str, found a {}", other.kind()))),
         }
     }

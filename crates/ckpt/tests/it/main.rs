@@ -10,6 +10,7 @@ mod cast_matches_torch;
 mod checkpointer_interop_fvcore;
 mod checkpointer_save_load;
 mod checkpointer_train_resume;
+mod convert_streaming;
 mod crash_safety;
 mod deep_values;
 mod detection_caffe2;

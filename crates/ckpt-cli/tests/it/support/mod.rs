@@ -5,6 +5,8 @@
 
 #[path = "../../../../../tests/support/http.rs"]
 pub mod http;
+#[path = "../../../../../tests/support/numpy_pickle.rs"]
+pub mod numpy_pickle;
 #[path = "../../../../../tests/support/paths.rs"]
 pub mod paths;
 #[path = "../../../../../tests/support/python.rs"]
@@ -25,6 +27,27 @@ pub fn ckpt<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> Output {
         .env_remove("RUST_BACKTRACE")
         .output()
         .expect("the ckpt binary runs")
+}
+
+/// This package's example `name`, which `cargo test` builds beside the test binary (in
+/// `target/debug/examples`); `cargo test --test it` alone does not, and then the test fails
+/// saying how to build it.
+pub fn example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // target/debug/deps/it-HASH -> target/debug/examples/NAME
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary is in target/PROFILE/deps")
+        .join("examples")
+        .join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        path.exists(),
+        "{} is not built: run `cargo test -p ckpt-cli`, which builds the examples, or \
+         `cargo build -p ckpt-cli --example {name}` first",
+        path.display()
+    );
+    path
 }
 
 /// A committed fixture of the CLI tests, under `crates/ckpt-cli/tests/fixtures` (see

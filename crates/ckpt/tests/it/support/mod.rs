@@ -7,6 +7,8 @@
 pub mod http;
 #[path = "../../../../../tests/support/logs.rs"]
 pub mod logs;
+#[path = "../../../../../tests/support/numpy_pickle.rs"]
+pub mod numpy_pickle;
 #[path = "../../../../../tests/support/paths.rs"]
 pub mod paths;
 #[path = "../../../../../tests/support/python.rs"]
