@@ -207,22 +207,14 @@ pub fn ckpt_convert(paths: &Paths, workload: &str, arg: u64) -> Result<Sample, B
 
 /// What `ckpt convert IN OUT` does for a plain state dict.
 fn library_convert(input: &Path, output: &Path) -> Result<(), BoxError> {
-    let options = LoadOptions {
-        source_pages: SourcePages::Release,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default().with_source_pages(SourcePages::Release);
     let value = load_with(input, &options)?.value;
     if output.extension().is_some_and(|e| e == "safetensors") {
         let (tensors, _) = flatten_tensors(&value);
-        let options = SafetensorsOptions {
-            source_pages: SourcePages::Release,
-        };
+        let options = SafetensorsOptions::default().with_source_pages(SourcePages::Release);
         save_safetensors_with(output, &tensors, None, &options)?;
     } else {
-        let options = SaveOptions {
-            source_pages: SourcePages::Release,
-            ..SaveOptions::default()
-        };
+        let options = SaveOptions::default().with_source_pages(SourcePages::Release);
         save_torch(output, &value, &options)?;
     }
     Ok(())

@@ -167,10 +167,7 @@ fn open_repeat(path: &Path, times: u64) -> Result<Sample, BoxError> {
 fn save_page_cache(tensors: &[TensorSpec], out: &Path) -> Result<Sample, BoxError> {
     let value = random_state(tensors)?.to_value();
     remove(out)?;
-    let options = SaveOptions {
-        archive_name: Some("archive".to_string()),
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_archive_name("archive");
     let (sample, result) = measure(|| -> Result<(), BoxError> {
         let mut writer = BufWriter::with_capacity(1 << 20, File::create(out)?);
         write_torch(&mut writer, &value, &options)?;
@@ -183,10 +180,7 @@ fn save_page_cache(tensors: &[TensorSpec], out: &Path) -> Result<Sample, BoxErro
 
 /// Eager (`mmap: false`, one heap buffer) or lazy (`mmap: true`) load, then every byte.
 fn load(path: &Path, mmap: bool) -> Result<Sample, BoxError> {
-    let options = LoadOptions {
-        mmap,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default().with_mmap(mmap);
     let (mut sample, result) = measure(|| -> Result<(f64, u64), BoxError> {
         let start = std::time::Instant::now();
         let loaded = load_with(path, &options)?;
@@ -283,10 +277,7 @@ fn checkpoint_write(spec: &Spec, out: &Path) -> Result<Sample, BoxError> {
     let mut checkpointer = Checkpointer::new(model, "");
     checkpointer.add_checkpointable("optimizer", shared(OptimizerState(sgd_state(d)?)))?;
     remove(out)?;
-    let options = SaveOptions {
-        archive_name: Some("archive".to_string()),
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_archive_name("archive");
     let (sample, result) = measure(|| -> Result<(), BoxError> {
         let mut extra = Dict::new();
         extra.insert("iteration", Value::Int(d.iteration));
@@ -300,7 +291,7 @@ fn checkpoint_write(spec: &Spec, out: &Path) -> Result<Sample, BoxError> {
     Ok(sample)
 }
 
-/// `Checkpointer::resume_or_load("", resume=True)` into a fresh model and optimizer, then
+/// `Checkpointer::resume_or_load(None, resume=True)` into a fresh model and optimizer, then
 /// every byte of the restored tensors (Python's `load_state_dict` copies them all).
 fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
     let d = &spec.detectron;
@@ -310,7 +301,7 @@ fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
     checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
     let (mut sample, result) = measure(|| -> Result<(f64, u64, Option<i64>), BoxError> {
         let start = std::time::Instant::now();
-        let extra = checkpointer.resume_or_load("", true)?;
+        let extra = checkpointer.resume_or_load(None, true)?;
         let open = start.elapsed().as_secs_f64();
         let model = model.lock().map_err(|_| "model lock poisoned")?;
         let optimizer = optimizer.lock().map_err(|_| "optimizer lock poisoned")?;
@@ -326,7 +317,7 @@ fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
     Ok(sample)
 }
 
-/// `Checkpointer::resume_or_load("", resume=True)` of the big workload's checkpoint into a
+/// `Checkpointer::resume_or_load(None, resume=True)` of the big workload's checkpoint into a
 /// fresh `StateDictModel` (zero tensors of the right shapes), then every byte of the model's
 /// tensors: what a training script resuming a 1 GiB model pays.
 fn big_resume(tensors: &[TensorSpec], dir: &Path) -> Result<Sample, BoxError> {
@@ -338,7 +329,7 @@ fn big_resume(tensors: &[TensorSpec], dir: &Path) -> Result<Sample, BoxError> {
     let checkpointer = Checkpointer::new(model.clone(), dir);
     let (mut sample, result) = measure(|| -> Result<(f64, u64), BoxError> {
         let start = std::time::Instant::now();
-        checkpointer.resume_or_load("", true)?;
+        checkpointer.resume_or_load(None, true)?;
         let open = start.elapsed().as_secs_f64();
         let model = model.lock().map_err(|_| "model lock poisoned")?;
         Ok((open, touch_state(model.tensors())))

@@ -42,9 +42,13 @@
 //! let optimizer = shared(AdamW::from_model(&model, AdamWConfig::default())?);
 //! let mut checkpointer = Checkpointer::new(shared(model), "output");
 //! checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
-//! let extra = checkpointer.resume_or_load("", true)?;
+//! let extra = checkpointer.resume_or_load(None, true)?;
 //! let start = extra.get("iteration").and_then(|v| v.as_int()).map_or(0, |i| i as u64 + 1);
-//! let mut periodic = PeriodicCheckpointer::new(checkpointer, 100, Some(1000), Some(3), "model")?;
+//! let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+//!     .period(100)
+//!     .max_iter(1000)
+//!     .max_to_keep(3)
+//!     .build()?;
 //! for iteration in start..1000 {
 //!     // ... loss = ...; optimizer.lock().unwrap().backward_step(&loss)?;
 //!     periodic.step(iteration, ckpt::Dict::new())?;
@@ -52,7 +56,7 @@
 //! # Ok::<(), ckpt_candle::Error>(())
 //! ```
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod convert;
 mod error;

@@ -10,7 +10,6 @@
 
 use std::path::Path;
 
-use ckpt::error::ResultExt;
 use ckpt::format::flatten_tensors;
 use ckpt::{Error as CkptError, StateDict, Value};
 
@@ -131,7 +130,7 @@ impl ParamOrder {
     pub fn from_file(path: impl AsRef<Path>) -> Result<ParamOrder> {
         let path = path.as_ref();
         let checkpoint = ckpt::format::load(path)?;
-        let mut order = ParamOrder::of_value(&checkpoint).in_file(path)?;
+        let mut order = ParamOrder::of_value(&checkpoint).map_err(|e| e.in_file(path))?;
         order.source = format!("{} of {}", order.source, path.display());
         Ok(order)
     }

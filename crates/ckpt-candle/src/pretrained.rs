@@ -15,7 +15,6 @@ use std::path::Path;
 
 use candle_core::{DType as CDType, Device, Tensor as CTensor};
 use candle_nn::VarBuilder;
-use ckpt::error::ResultExt;
 use ckpt::format::flatten_tensors;
 use ckpt::{DType, Dict, Error as CkptError, StateDict, Tensor, Value};
 
@@ -121,7 +120,7 @@ impl Pretrained {
     pub fn read(path: impl AsRef<Path>) -> Result<Pretrained> {
         let path = path.as_ref();
         let checkpoint = ckpt::format::load(path)?;
-        Ok(Pretrained::select(&checkpoint, None).in_file(path)?)
+        Ok(Pretrained::select(&checkpoint, None).map_err(|e| e.in_file(path))?)
     }
 
     /// Reads `path` and takes the entry `entry` (an error names the entries the file has
@@ -129,7 +128,7 @@ impl Pretrained {
     pub fn read_entry(path: impl AsRef<Path>, entry: &str) -> Result<Pretrained> {
         let path = path.as_ref();
         let checkpoint = ckpt::format::load(path)?;
-        Ok(Pretrained::select(&checkpoint, Some(entry)).in_file(path)?)
+        Ok(Pretrained::select(&checkpoint, Some(entry)).map_err(|e| e.in_file(path))?)
     }
 
     /// The model of a checkpoint already read: the entry `entry`, or with `None` the
@@ -154,18 +153,16 @@ impl Pretrained {
                 name,
             })
             .collect();
-        tensors
-            .tensors
-            .retain(|name, t| match candle_form(t.dtype()) {
-                Some(_) => true,
-                None => {
-                    skipped.push(Skipped {
-                        name: name.clone(),
-                        reason: format!("{} tensor: candle has no such dtype", t.dtype()),
-                    });
-                    false
-                }
-            });
+        tensors.retain(|name, t| match candle_form(t.dtype()) {
+            Some(_) => true,
+            None => {
+                skipped.push(Skipped {
+                    name: name.to_string(),
+                    reason: format!("{} tensor: candle has no such dtype", t.dtype()),
+                });
+                false
+            }
+        });
         if tensors.is_empty() {
             return Err(CkptError::invalid(format!(
                 "no tensors in {place} (it holds {}){}",
@@ -184,7 +181,7 @@ impl Pretrained {
                 list(skipped.iter().map(ToString::to_string))
             );
         }
-        tensors.metadata = None;
+        tensors.set_metadata(None);
         Ok(Pretrained {
             entry,
             tensors,

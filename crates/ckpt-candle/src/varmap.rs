@@ -10,10 +10,10 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::Var;
 use candle_nn::VarMap;
-use ckpt::cast::can_cast;
-use ckpt::incompatible::IncompatibleKeys;
-use ckpt::model::TensorInfo;
-use ckpt::{Error, LoadedKeys, Model, StateDict, Tensor};
+use ckpt::{
+    can_cast, DTypeMismatch, Error, IncompatibleKeys, LoadedKeys, Model, ShapeMismatch, StateDict,
+    Tensor, TensorInfo,
+};
 
 use crate::convert::{candle_error, cast, dtype_to_ckpt, to_candle, to_ckpt};
 use crate::error::Result;
@@ -223,7 +223,7 @@ impl VarMapModel {
 
     /// Loads `state` non-strictly, as `Checkpointer` does with a file: entries whose shape
     /// differs from the variable's, or whose dtype cannot be loaded into the variable's
-    /// (complex into real, [`ckpt::cast::can_cast`]), are skipped and reported with the
+    /// (complex into real, [`ckpt::can_cast`]), are skipped and reported with the
     /// missing and unexpected names. Nothing is changed when an entry cannot be converted.
     pub fn load_non_strict(&mut self, mut state: StateDict) -> Result<IncompatibleKeys> {
         let mut incorrect_shapes = Vec::new();
@@ -231,27 +231,29 @@ impl VarMapModel {
         for info in self.tensor_info()? {
             if let Some(t) = state.get(&info.name) {
                 if t.shape() != info.shape.as_slice() {
-                    incorrect_shapes.push((info.name, t.shape().to_vec(), info.shape));
+                    incorrect_shapes.push(ShapeMismatch::new(
+                        info.name,
+                        t.shape().to_vec(),
+                        info.shape,
+                    ));
                 } else if !can_cast(t.dtype(), info.dtype) {
-                    incorrect_dtypes.push((info.name, t.dtype(), info.dtype));
+                    incorrect_dtypes.push(DTypeMismatch::new(info.name, t.dtype(), info.dtype));
                 }
             }
         }
         let skipped: HashSet<&str> = incorrect_shapes
             .iter()
-            .map(|(name, _, _)| name.as_str())
-            .chain(incorrect_dtypes.iter().map(|(name, _, _)| name.as_str()))
+            .map(|m| m.model_key.as_str())
+            .chain(incorrect_dtypes.iter().map(|m| m.key.as_str()))
             .collect();
-        state
-            .tensors
-            .retain(|name, _| !skipped.contains(name.as_str()));
+        state.retain(|name, _| !skipped.contains(name));
         let loaded = self.load_state_dict(state)?;
-        Ok(IncompatibleKeys {
-            missing_keys: loaded.missing_keys,
-            unexpected_keys: loaded.unexpected_keys,
-            incorrect_shapes,
-            incorrect_dtypes,
-        })
+        let mut report = IncompatibleKeys::default();
+        report.missing_keys = loaded.missing_keys;
+        report.unexpected_keys = loaded.unexpected_keys;
+        report.incorrect_shapes = incorrect_shapes;
+        report.incorrect_dtypes = incorrect_dtypes;
+        Ok(report)
     }
 }
 
@@ -267,7 +269,7 @@ impl Model for VarMapModel {
     }
 
     /// Every variable named in `state` takes its value, converted to the variable's dtype
-    /// (with torch's `copy_` rules, [`ckpt::cast`]) and device. All entries are converted
+    /// (with torch's `copy_` rules, [`ckpt::cast_bytes`]) and device. All entries are converted
     /// before any variable is written, so an error leaves the model unchanged. A shape that
     /// differs from the variable's, or a dtype that cannot be loaded into its dtype (complex
     /// into real), is an error naming the key. The variables never share memory with
@@ -279,7 +281,7 @@ impl Model for VarMapModel {
         // which would make a load quadratic in the number of tensors.
         let mut used = vec![false; state.len()];
         for (name, var) in self.vars() {
-            let Some((index, _, t)) = state.tensors.get_full(&name) else {
+            let Some((index, t)) = state.get_full(&name) else {
                 missing.push(name);
                 continue;
             };
@@ -303,15 +305,13 @@ impl Model for VarMapModel {
             var.set(&value)
                 .map_err(|e| Error::key(&name, candle_error(e).to_string()))?;
         }
-        Ok(LoadedKeys {
-            missing_keys: missing,
-            unexpected_keys: state
-                .keys()
-                .zip(used)
-                .filter(|(_, used)| !used)
-                .map(|(name, _)| name.to_string())
-                .collect(),
-        })
+        let unexpected = state
+            .keys()
+            .zip(used)
+            .filter(|(_, used)| !used)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        Ok(LoadedKeys::new(missing, unexpected))
     }
 
     fn shapes(&self) -> ckpt::Result<Vec<(String, Vec<usize>)>> {
@@ -334,11 +334,7 @@ impl Model for VarMapModel {
                         format!("candle dtype {:?} has no torch counterpart", var.dtype()),
                     )
                 })?;
-                Ok(TensorInfo {
-                    shape: var.dims().to_vec(),
-                    name,
-                    dtype,
-                })
+                Ok(TensorInfo::new(name, var.dims().to_vec(), dtype))
             })
             .collect()
     }

@@ -92,10 +92,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         return convert_by_heuristics(args, model, format);
     }
     let input = source::local_input(&args.input)?;
-    let options = LoadOptions {
-        source_pages: SourcePages::Release,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default().with_source_pages(SourcePages::Release);
     let loaded = load_with(&input, &options)?;
     let value = match &args.key {
         Some(key) => select_key(loaded.value, key, &args.input)?,
@@ -130,10 +127,8 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
     let path = source::checkpoint_input(&args.input)?;
     let mut checkpoint = read_detection_file(&path, true)?;
     checkpoint.insert("matching_heuristics", Value::Bool(true));
-    let plan = plan::quiet(|| plan_load(&shapes, checkpoint));
-    if let Some(error) = &plan.error {
-        return Err(CliError::new(format!("{input}: {error}")));
-    }
+    let plan = plan::quiet(|| plan_load(&shapes, checkpoint))
+        .map_err(|error| CliError::new(format!("{input}: {error}")))?;
     if plan.loaded.is_empty() {
         return Err(CliError::new(format!(
             "{input}: no tensor matches a name and shape of the model in {}",
@@ -149,8 +144,8 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
             abbreviate(&skipped, LISTED)
         );
     }
-    if !plan.missing.is_empty() {
-        let missing: Vec<String> = plan.missing.iter().map(|k| printable(k)).collect();
+    if !plan.missing_keys.is_empty() {
+        let missing: Vec<String> = plan.missing_keys.iter().map(|k| printable(k)).collect();
         eprintln!(
             "ckpt: note: {} model name{} not in the output: {}",
             missing.len(),
@@ -164,9 +159,12 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
             &plan.loaded.to_value(),
             &streaming_save_options(),
         )?,
-        OutputFormat::Safetensors => {
-            save_safetensors_with(&args.output, &plan.loaded, None, &STREAMING_SAFETENSORS)?
-        }
+        OutputFormat::Safetensors => save_safetensors_with(
+            &args.output,
+            &plan.loaded,
+            None,
+            &streaming_safetensors_options(),
+        )?,
     }
     tracing::info!(
         "wrote {} tensors renamed to the model's names to {}",
@@ -266,7 +264,7 @@ fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
         &args.output,
         &tensors,
         metadata.as_deref(),
-        &STREAMING_SAFETENSORS,
+        &streaming_safetensors_options(),
     )?;
     Ok(())
 }
@@ -299,15 +297,12 @@ fn tensors_to_write(args: &Args, value: &Value) -> Result<StateDict, CliError> {
 
 /// The input is read only to be written: its pages are released as they are written.
 fn streaming_save_options() -> SaveOptions {
-    SaveOptions {
-        source_pages: SourcePages::Release,
-        ..SaveOptions::default()
-    }
+    SaveOptions::default().with_source_pages(SourcePages::Release)
 }
 
-const STREAMING_SAFETENSORS: SafetensorsOptions = SafetensorsOptions {
-    source_pages: SourcePages::Release,
-};
+fn streaming_safetensors_options() -> SafetensorsOptions {
+    SafetensorsOptions::default().with_source_pages(SourcePages::Release)
+}
 
 /// Checks that every tensor gets its own non-empty safetensors name when nested keys are
 /// joined with `.` (as [`flatten_tensors`] joins them): `{"a.b": x, "a": {"b": y}}` would
@@ -354,7 +349,7 @@ pub fn describe_non_tensors(others: &[(String, Value)]) -> String {
 /// The `__metadata__` of a safetensors input (kept as a dict attribute by the reader), so
 /// that safetensors to safetensors keeps it.
 fn safetensors_metadata(value: &Value) -> Option<Vec<(String, String)>> {
-    let metadata = value.as_dict()?.attributes.get("__metadata__")?.as_dict()?;
+    let metadata = value.as_dict()?.attribute("__metadata__")?.as_dict()?;
     let pairs: Vec<(String, String)> = metadata
         .iter()
         .filter_map(|(k, v)| Some((k.as_str()?.to_string(), v.as_str()?.to_string())))
@@ -416,12 +411,10 @@ mod tests {
         layer.insert("weight", Value::Int(1));
         let mut state = Dict::new();
         state.insert("layers", Value::List(vec![Value::Dict(layer)]));
-        let object = Value::Object(Box::new(ckpt::Object {
-            module: "m".into(),
-            name: "Net".into(),
-            build: ckpt::ObjectBuild::New(vec![]),
-            state: Some(Value::Dict(state)),
-        }));
+        let object = Value::Object(Box::new(
+            ckpt::Object::new("m", "Net", ckpt::ObjectBuild::New(vec![]))
+                .with_state(Value::Dict(state)),
+        ));
         let mut root = Dict::new();
         root.insert("model.v1", object);
         let root = Value::Dict(root);
@@ -482,8 +475,7 @@ mod tests {
         let mut meta = Dict::new();
         meta.insert("format", Value::Str("pt".into()));
         let mut d = Dict::ordered();
-        d.attributes
-            .insert("__metadata__".into(), Value::Dict(meta));
+        d.set_attribute("__metadata__", Value::Dict(meta));
         assert_eq!(
             safetensors_metadata(&Value::Dict(d)),
             Some(vec![("format".to_string(), "pt".to_string())])

@@ -402,21 +402,17 @@ mod tests {
         root.insert("extra", Value::List(vec![]));
         root.insert(
             "cfg",
-            Value::Object(Box::new(Object {
-                module: "argparse".into(),
-                name: "Namespace".into(),
-                build: ObjectBuild::New(vec![]),
-                state: Some(Value::Dict({
-                    let mut d = Dict::new();
-                    d.insert("lr", Value::Float(0.1));
-                    d
-                })),
-            })),
+            Value::Object(Box::new(
+                Object::new("argparse", "Namespace", ObjectBuild::New(vec![])).with_state(
+                    Value::Dict({
+                        let mut d = Dict::new();
+                        d.insert("lr", Value::Float(0.1));
+                        d
+                    }),
+                ),
+            )),
         );
-        Loaded {
-            format: Format::TorchZip,
-            value: Value::Dict(root),
-        }
+        Loaded::new(Format::TorchZip, Value::Dict(root))
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
 use ckpt::format::{load_with, LoadOptions};
-use ckpt::store::MAX_SMALL_FILE;
+use ckpt::store::TEMP_PREFIX;
 use serde::Serialize;
 
 use crate::error::{one_line, CliError};
@@ -29,9 +29,8 @@ pub struct Args {
 
 /// Name of the tag file, as the Python checkpointer writes it.
 const TAG_FILE: &str = "last_checkpoint";
-/// Prefix of ckpt's temporary files during an atomic write (`ckpt::format::atomic_write`):
-/// never a checkpoint.
-const TEMP_PREFIX: &str = ".ckpt-tmp-";
+/// The most of a tag file read: it holds one file name (the bound a checkpointer reads too).
+const MAX_TAG_BYTES: u64 = 64 * 1024;
 
 /// What `ls` reports; serialised as the `--json` output.
 #[derive(Debug, Serialize)]
@@ -119,10 +118,7 @@ pub fn list(dir: &Path) -> Result<Listing, CliError> {
 }
 
 fn examine(path: &Path, file: String, metadata: &fs::Metadata) -> Checkpoint {
-    let options = LoadOptions {
-        verify_crc32: true,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default().with_verify_crc32(true);
     let (iteration, error) = match load_with(path, &options) {
         Ok(loaded) => (loaded.value.get("iteration").and_then(|v| v.as_int()), None),
         // The row names the file already: keep only what went wrong.
@@ -139,12 +135,12 @@ fn examine(path: &Path, file: String, metadata: &fs::Metadata) -> Checkpoint {
     }
 }
 
-/// At most one byte more than [`MAX_SMALL_FILE`] of `path` (a link to an endless device
+/// At most one byte more than [`MAX_TAG_BYTES`] of `path` (a link to an endless device
 /// is not read forever).
 fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     fs::File::open(path)?
-        .take(MAX_SMALL_FILE + 1)
+        .take(MAX_TAG_BYTES + 1)
         .read_to_end(&mut bytes)?;
     Ok(bytes)
 }
@@ -153,12 +149,12 @@ fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
 fn read_tag(dir: &Path) -> Result<Option<Tag>, CliError> {
     let path = dir.join(TAG_FILE);
     let bytes = match read_bounded(&path) {
-        Ok(bytes) if bytes.len() as u64 > MAX_SMALL_FILE => {
+        Ok(bytes) if bytes.len() as u64 > MAX_TAG_BYTES => {
             return Ok(Some(Tag {
                 target: String::new(),
                 exists: false,
                 error: Some(format!(
-                    "{TAG_FILE} is larger than {MAX_SMALL_FILE} bytes; it should hold one file name"
+                    "{TAG_FILE} is larger than {MAX_TAG_BYTES} bytes; it should hold one file name"
                 )),
             }))
         }

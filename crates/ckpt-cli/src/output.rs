@@ -133,7 +133,8 @@ fn key_json(key: &Key) -> serde_json::Value {
             .map(J::Number)
             .unwrap_or_else(|| J::from(key.to_value().short_repr(80))),
         Key::Tuple(items) => J::Array(items.iter().map(key_json).collect()),
-        Key::BigInt(_) | Key::Bytes(_) | Key::DType(_) => J::from(key.to_value().short_repr(80)),
+        // Big ints, bytes, dtypes and any later kind of key: as Python shows them.
+        _ => J::from(key.to_value().short_repr(80)),
     }
 }
 

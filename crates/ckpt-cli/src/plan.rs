@@ -3,8 +3,8 @@
 
 use ckpt::detection::{plan_load, read_detection_file, LoadPlan};
 use ckpt::format::load;
-use ckpt::incompatible::python_shape;
 use ckpt::{StateDict, Value};
+use serde::Serialize;
 
 use crate::error::CliError;
 use crate::output::{print, printable, Align, JsonLines, Table};
@@ -32,15 +32,28 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<(), CliError> {
-    let plan = quiet(|| plan_for(&args.model, &args.checkpoint))?;
-    if args.json {
-        print(&to_json(&plan)?)?;
-    } else {
-        print(&render(&args.checkpoint, &plan))?;
-    }
-    match &plan.error {
-        Some(error) => Err(CliError::new(format!("the load would fail: {error}"))),
-        None => Ok(()),
+    match quiet(|| plan_for(&args.model, &args.checkpoint))? {
+        Ok(plan) => {
+            if args.json {
+                print(&to_json(&plan, None)?)?;
+            } else {
+                print(&render(&args.checkpoint, &plan))?;
+            }
+            Ok(())
+        }
+        Err(error) => {
+            let error = error.to_string();
+            if args.json {
+                print(&to_json(&LoadPlan::default(), Some(&error))?)?;
+            } else {
+                print(&format!(
+                    "checkpoint: {}\n\nerror: {}\n",
+                    printable(&args.checkpoint),
+                    printable(&error)
+                ))?;
+            }
+            Err(CliError::new(format!("the load would fail: {error}")))
+        }
     }
 }
 
@@ -53,8 +66,12 @@ pub fn quiet<T>(f: impl FnOnce() -> T) -> T {
     tracing::subscriber::with_default(tracing::subscriber::NoSubscriber::default(), f)
 }
 
-/// The plan of loading `checkpoint` into the model described by `model_file`.
-pub fn plan_for(model_file: &str, checkpoint: &str) -> Result<LoadPlan, CliError> {
+/// The plan of loading `checkpoint` into the model described by `model_file`, or why that
+/// load would fail; the outer error is a file that cannot be read.
+pub fn plan_for(
+    model_file: &str,
+    checkpoint: &str,
+) -> Result<Result<LoadPlan, ckpt::Error>, CliError> {
     let shapes = model_shapes(model_file)?;
     let resolved = source::resolve(checkpoint)?;
     let dict = read_detection_file(&resolved.path, resolved.options.matching_heuristics)?;
@@ -81,14 +98,52 @@ pub fn model_shapes(model_file: &str) -> Result<Vec<(String, Vec<usize>)>, CliEr
         .collect())
 }
 
+/// A row of `matched` in the `--json` output.
+#[derive(Serialize)]
+struct MatchRow<'a> {
+    model_key: &'a str,
+    /// As named in the checkpoint file.
+    checkpoint_key: &'a str,
+    shape: &'a [usize],
+}
+
+/// A row of `shape_mismatch` in the `--json` output.
+#[derive(Serialize)]
+struct MismatchRow<'a> {
+    model_key: &'a str,
+    /// As named in the checkpoint file.
+    checkpoint_key: &'a str,
+    model_shape: &'a [usize],
+    checkpoint_shape: &'a [usize],
+}
+
 /// The `--json` output: exactly `matched`, `shape_mismatch`, `missing`, `unexpected`, `error`.
-pub fn to_json(plan: &LoadPlan) -> Result<String, CliError> {
+pub fn to_json(plan: &LoadPlan, error: Option<&str>) -> Result<String, CliError> {
+    let matched: Vec<MatchRow> = plan
+        .matched
+        .iter()
+        .map(|m| MatchRow {
+            model_key: &m.model_key,
+            checkpoint_key: &m.checkpoint_key,
+            shape: &m.shape,
+        })
+        .collect();
+    let mismatches: Vec<MismatchRow> = plan
+        .shape_mismatches
+        .iter()
+        .map(|m| MismatchRow {
+            model_key: &m.model_key,
+            checkpoint_key: &m.checkpoint_key,
+            model_shape: &m.model_shape,
+            checkpoint_shape: &m.checkpoint_shape,
+        })
+        .collect();
     Ok(JsonLines::new()
-        .rows("matched", &plan.matched)?
-        .rows("shape_mismatch", &plan.shape_mismatches)?
-        .rows("missing", &plan.missing)?
-        .rows("unexpected", &plan.unexpected)?
-        .field("error", &plan.error)?
+        .rows("matched", &matched)?
+        .rows("shape_mismatch", &mismatches)?
+        .rows("missing", &plan.missing_keys)?
+        .rows("unexpected", &plan.unexpected_keys)?
+        .field("error", &error)?
         .render())
 }
 
@@ -103,10 +158,6 @@ pub fn render(checkpoint: &str, plan: &LoadPlan) -> String {
             (false, _) => "exact names",
         }
     );
-    if let Some(error) = &plan.error {
-        out.push_str(&format!("\nerror: {}\n", printable(error)));
-        return out;
-    }
 
     let mut matched = Table::new(
         &["MODEL KEY", "", "CHECKPOINT KEY", "SHAPE"],
@@ -187,16 +238,28 @@ pub fn render(checkpoint: &str, plan: &LoadPlan) -> String {
     section(
         &mut out,
         "missing (in the model, not loaded)",
-        plan.missing.len(),
-        &list("MODEL KEY", &plan.missing),
+        plan.missing_keys.len(),
+        &list("MODEL KEY", &plan.missing_keys),
     );
     section(
         &mut out,
         "unexpected (in the checkpoint, not used)",
-        plan.unexpected.len(),
-        &list("CHECKPOINT KEY", &plan.unexpected),
+        plan.unexpected_keys.len(),
+        &list("CHECKPOINT KEY", &plan.unexpected_keys),
     );
     out
+}
+
+/// A shape as Python prints a tuple: `()`, `(3,)`, `(2, 3)`.
+pub fn python_shape(shape: &[usize]) -> String {
+    match shape {
+        [] => "()".to_string(),
+        [one] => format!("({one},)"),
+        dims => {
+            let parts: Vec<String> = dims.iter().map(usize::to_string).collect();
+            format!("({})", parts.join(", "))
+        }
+    }
 }
 
 fn list(header: &str, keys: &[String]) -> Table {

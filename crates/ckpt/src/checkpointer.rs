@@ -1,22 +1,5 @@
 //! [`Checkpointer`]: saves a model and its checkpointables to a directory and loads them
-//! back, as fvcore's `Checkpointer` (detectron2's base checkpointer) does, with files a Python
-//! checkpointer reads and writes in the same directory.
-//!
-//! Better than Python: saves are atomic (a crash leaves the previous checkpoint and tag
-//! intact), a broken `last_checkpoint` is an error instead of a silent fresh start, and a
-//! load that fails leaves the model and checkpointables unchanged.
-//!
-//! ```no_run
-//! use ckpt::{shared, Checkpointer, Dict, Serde, StateDict, StateDictModel};
-//! let model = shared(StateDictModel::new(StateDict::new()));
-//! let step = shared(Serde(0u64));
-//! let mut checkpointer = Checkpointer::new(model.clone(), "output");
-//! checkpointer.add_checkpointable("step", step.clone())?;
-//! let extra = checkpointer.resume_or_load("", true)?; // resumes when output/last_checkpoint exists
-//! let start = extra.get("iteration").and_then(|v| v.as_int()).map_or(0, |i| i + 1);
-//! checkpointer.save("model_final", Dict::new())?;
-//! # Ok::<(), ckpt::Error>(())
-//! ```
+//! back, as fvcore's `Checkpointer` (detectron2's base checkpointer) does.
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +22,47 @@ use crate::value::{Dict, Key, StateDict, Value};
 
 /// The file naming the last checkpoint saved in a directory.
 pub const LAST_CHECKPOINT: &str = "last_checkpoint";
+
+/// Which checkpointables a load restores besides the model (Python's `checkpointables`
+/// argument: `None` for all, a list of keys otherwise).
+///
+/// ```
+/// use ckpt::Checkpointables;
+/// assert_eq!(Checkpointables::default(), Checkpointables::All);
+/// let some = Checkpointables::only(["optimizer", "scheduler"]);
+/// assert!(some.includes("optimizer") && !some.includes("ema"));
+/// assert!(!Checkpointables::None.includes("optimizer"));
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Checkpointables {
+    /// Every registered checkpointable present in the file (Python's `None`).
+    #[default]
+    All,
+    /// The model only (Python's `[]`).
+    None,
+    /// These keys, each of which must be registered (Python's `["optimizer", ...]`).
+    Only(Vec<String>),
+}
+
+impl Checkpointables {
+    /// [`Checkpointables::Only`] these keys.
+    pub fn only<I, S>(keys: I) -> Checkpointables
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Checkpointables::Only(keys.into_iter().map(Into::into).collect())
+    }
+
+    /// Whether the checkpointable registered under `key` is restored.
+    pub fn includes(&self, key: &str) -> bool {
+        match self {
+            Checkpointables::All => true,
+            Checkpointables::None => false,
+            Checkpointables::Only(keys) => keys.iter().any(|k| k == key),
+        }
+    }
+}
 
 /// The parts of loading that a specialised checkpointer (detectron2's
 /// `DetectionCheckpointer`) changes: how a file becomes a checkpoint dict, how the
@@ -72,12 +96,12 @@ pub trait CheckpointHooks: Send + Sync {
 
 /// The hooks of a plain checkpointer.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct DefaultHooks;
+pub(crate) struct DefaultHooks;
 
 impl CheckpointHooks for DefaultHooks {}
 
 /// Reads a checkpoint file of any supported format; the top level must be a dict.
-pub fn read_checkpoint_file(path: &Path) -> Result<Dict> {
+pub(crate) fn read_checkpoint_file(path: &Path) -> Result<Dict> {
     match format::load(path)? {
         Value::Dict(dict) => Ok(dict),
         other => Err(Error::format(format!(
@@ -92,7 +116,7 @@ pub fn read_checkpoint_file(path: &Path) -> Result<Dict> {
 /// must be a tensor or a numpy array (the error names the key and the type found), and a
 /// `module.` prefix on every key (a model saved while wrapped for data parallelism) is
 /// removed.
-pub fn take_model_state(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
+pub(crate) fn take_model_state(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
     Ok(strip_prefix_if_present(
         take_model_entry(checkpoint, key)?,
         "module.",
@@ -102,7 +126,7 @@ pub fn take_model_state(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
 /// Takes the entry `key` (`"model"`) out of a checkpoint dict as a state dict, as it is in
 /// the file: every value must be a tensor or a numpy array (the error names the key and the
 /// type found).
-pub fn take_model_entry(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
+pub(crate) fn take_model_entry(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
     let value = checkpoint.remove(key).ok_or_else(|| {
         let present: Vec<String> = checkpoint.iter().map(|(k, _)| format!("'{k}'")).take(8).collect();
         Error::key(
@@ -122,7 +146,7 @@ pub fn take_model_entry(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
 
 /// Removes `prefix` from every key when every non-empty key starts with it (also from the
 /// module names of `_metadata`), as fvcore's `_strip_prefix_if_present` does.
-pub fn strip_prefix_if_present(state: StateDict, prefix: &str) -> StateDict {
+pub(crate) fn strip_prefix_if_present(state: StateDict, prefix: &str) -> StateDict {
     if !state.keys().all(|k| k.is_empty() || k.starts_with(prefix)) {
         return state;
     }
@@ -167,6 +191,23 @@ fn strip_metadata_prefix(meta: Value, prefix: &str) -> Value {
 /// The model and checkpointables are [`Shared`] handles: the checkpointer locks them only
 /// while it reads or restores their state, so training goes on between calls. Do not hold
 /// a lock on them while calling the checkpointer (that would deadlock).
+///
+///
+/// Better than Python: saves are atomic (a crash leaves the previous checkpoint and tag
+/// intact), a broken `last_checkpoint` is an error instead of a silent fresh start, and a
+/// load that fails leaves the model and checkpointables unchanged.
+///
+/// ```no_run
+/// use ckpt::{shared, Checkpointer, Dict, Serde, StateDict, StateDictModel};
+/// let model = shared(StateDictModel::new(StateDict::new()));
+/// let step = shared(Serde(0u64));
+/// let mut checkpointer = Checkpointer::new(model.clone(), "output");
+/// checkpointer.add_checkpointable("step", step.clone())?;
+/// let extra = checkpointer.resume_or_load(None, true)?; // resumes when output/last_checkpoint exists
+/// let start = extra.get("iteration").and_then(|v| v.as_int()).map_or(0, |i| i + 1);
+/// checkpointer.save("model_final", Dict::new())?;
+/// # Ok::<(), ckpt::Error>(())
+/// ```
 pub struct Checkpointer {
     model: Shared<dyn Model>,
     store: Option<Arc<dyn Store>>,
@@ -437,11 +478,25 @@ impl Checkpointer {
     }
 
     /// With `resume` and a `last_checkpoint` tag, loads the last checkpoint with every
-    /// checkpointable; otherwise loads `path` (model only; an empty path loads nothing).
+    /// checkpointable; otherwise loads `path` (the model only), or nothing without a path
+    /// (Python's `""`): it logs `No checkpoint found. Initializing model from scratch` and
+    /// returns an empty dict.
     ///
     /// A tag whose target is missing, unreadable or outside the save directory is an error:
     /// resuming never silently starts from scratch.
-    pub fn resume_or_load(&self, path: impl AsRef<Path>, resume: bool) -> Result<Dict> {
+    ///
+    /// ```no_run
+    /// use std::path::Path;
+    /// use ckpt::{shared, Checkpointer, StateDict, StateDictModel};
+    /// let model = shared(StateDictModel::new(StateDict::new()));
+    /// let checkpointer = Checkpointer::new(model, "output");
+    /// // Resume from output/last_checkpoint, else start from pretrained weights:
+    /// checkpointer.resume_or_load(Some(Path::new("pretrained.pth")), true)?;
+    /// // Resume, else start from scratch:
+    /// checkpointer.resume_or_load(None, true)?;
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn resume_or_load(&self, path: Option<&Path>, resume: bool) -> Result<Dict> {
         Ok(self.resume_or_load_with_report(path, resume)?.extra)
     }
 
@@ -449,7 +504,7 @@ impl Checkpointer {
     /// a [`LoadReport`] (its `extra` is what `resume_or_load` returns).
     pub fn resume_or_load_with_report(
         &self,
-        path: impl AsRef<Path>,
+        path: Option<&Path>,
         resume: bool,
     ) -> Result<LoadReport> {
         if resume && self.has_checkpoint()? {
@@ -465,17 +520,20 @@ impl Checkpointer {
                     file.display()
                 )));
             }
-            return self.load_with_report(&file, None);
+            return self.load_with_report(&file, Checkpointables::All);
         }
-        self.load_with_report(path, Some(&[]))
+        match path {
+            Some(path) => self.load_with_report(path, Checkpointables::None),
+            None => Ok(nothing_loaded()),
+        }
     }
 
     /// Loads the checkpoint at `path`: the model (entries whose shape differs from the
     /// model's are skipped, the rest loaded non-strictly, and the skipped, missing and
     /// unexpected names logged as warnings worded as fvcore's), then each requested
-    /// checkpointable present in the file (all with `None`, none with `Some(&[])`). Returns
-    /// what is left of the file's dict (`iteration`, user extras). An empty path logs
-    /// `No checkpoint found. Initializing model from scratch` and returns an empty dict.
+    /// checkpointable present in the file. Returns what is left of the file's dict
+    /// (`iteration`, user extras). An empty path is an error: to start from scratch, call
+    /// [`Checkpointer::resume_or_load`] without a path, or do not load.
     ///
     /// What did not match is logged through `tracing`; [`Checkpointer::load_with_report`]
     /// returns it as a value. A load that matches none of the model's names is also printed
@@ -487,10 +545,21 @@ impl Checkpointer {
     ///
     /// Afterwards nothing depends on the file, which may be truncated or rewritten: the
     /// model copied what it keeps (the [`Model::load_state_dict`] contract), the
-    /// checkpointables and the returned dict got copies of their own ([`crate::detach`]).
+    /// checkpointables and the returned dict got copies of their own ([`Value::detach`]).
     /// Entries whose shape differs from the model's, or whose dtype cannot be loaded into
     /// the model's (complex into real), are skipped and reported.
-    pub fn load(&self, path: impl AsRef<Path>, checkpointables: Option<&[&str]>) -> Result<Dict> {
+    ///
+    /// ```no_run
+    /// use ckpt::{shared, Checkpointables, Checkpointer, Serde, StateDict, StateDictModel};
+    /// let model = shared(StateDictModel::new(StateDict::new()));
+    /// let mut checkpointer = Checkpointer::new(model, "output");
+    /// checkpointer.add_checkpointable("step", shared(Serde(0u64)))?;
+    /// let extra = checkpointer.load("output/model_0004999.pth", Checkpointables::All)?;
+    /// checkpointer.load("pretrained.pth", Checkpointables::None)?; // the model only
+    /// checkpointer.load("output/model_0004999.pth", Checkpointables::only(["step"]))?;
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn load(&self, path: impl AsRef<Path>, checkpointables: Checkpointables) -> Result<Dict> {
         Ok(self.load_with_report(path, checkpointables)?.extra)
     }
 
@@ -499,12 +568,11 @@ impl Checkpointer {
     pub fn load_with_report(
         &self,
         path: impl AsRef<Path>,
-        checkpointables: Option<&[&str]>,
+        checkpointables: Checkpointables,
     ) -> Result<LoadReport> {
         let path = path.as_ref();
         if path.as_os_str().is_empty() {
-            tracing::info!("No checkpoint found. Initializing model from scratch");
-            return Ok(LoadReport::default());
+            return Err(empty_path());
         }
         tracing::info!("[Checkpointer] Loading from {} ...", path.display());
         // A URL is fetched into the download cache first, as Python's checkpointer does.
@@ -518,16 +586,19 @@ impl Checkpointer {
             .in_file(path)
     }
 
-    /// [`Checkpointer::load_with_report`] of a checkpoint dict already read from `path`.
+    /// [`Checkpointer::load_with_report`] of a checkpoint dict already read from `path` (a
+    /// file received from another process, a dict built in memory); `path` only names it in
+    /// logs, errors and the report.
     pub fn load_checkpoint(
         &self,
         path: &Path,
         mut checkpoint: Dict,
-        checkpointables: Option<&[&str]>,
+        checkpointables: Checkpointables,
     ) -> Result<LoadReport> {
-        let keys: Vec<&str> = match checkpointables {
-            None => self.checkpointables.keys().map(String::as_str).collect(),
-            Some(keys) => keys.to_vec(),
+        let keys: Vec<&str> = match &checkpointables {
+            Checkpointables::All => self.checkpointables.keys().map(String::as_str).collect(),
+            Checkpointables::None => Vec::new(),
+            Checkpointables::Only(keys) => keys.iter().map(String::as_str).collect(),
         };
         for key in &keys {
             if !self.checkpointables.contains_key(*key) {
@@ -652,6 +723,19 @@ impl Checkpointer {
     }
 }
 
+/// The report of a load without a path: nothing loaded, logged as Python logs it.
+pub(crate) fn nothing_loaded() -> LoadReport {
+    tracing::info!("No checkpoint found. Initializing model from scratch");
+    LoadReport::default()
+}
+
+/// The error of a load given an empty path (Python's "no checkpoint").
+pub(crate) fn empty_path() -> Error {
+    Error::invalid(
+        "an empty path names no checkpoint; to start from scratch, call resume_or_load without a path",
+    )
+}
+
 /// A plain file name that `last_checkpoint` can name: readers (Python's too) strip the tag,
 /// so a name starting or ending with whitespace could be saved but never resumed.
 fn check_tag_name(basename: &str) -> Result<()> {
@@ -687,11 +771,15 @@ fn drop_incompatible(
             return true;
         }
         if tensor.shape() != shape.as_slice() {
-            shapes.push((name.clone(), tensor.shape().to_vec(), shape.clone()));
+            shapes.push(ShapeMismatch::new(
+                name.clone(),
+                tensor.shape().to_vec(),
+                shape.clone(),
+            ));
             return false;
         }
         if !can_cast(tensor.dtype(), *dtype) {
-            dtypes.push((name.clone(), tensor.dtype(), *dtype));
+            dtypes.push(DTypeMismatch::new(name.clone(), tensor.dtype(), *dtype));
             return false;
         }
         true

@@ -1,17 +1,10 @@
 //! Copying the tensors of a value out of the buffer of the file they were read from into
 //! allocations of their own: a view of a memory map depends on the file (see
-//! [`Buffer`](crate::Buffer#a-map-depends-on-its-file)), and a view of a whole file read into
+//! [`Storage`](crate::Storage#a-map-depends-on-its-file)), and a view of a whole file read into
 //! memory keeps all of that memory alive, however small the view.
 //!
 //! The checkpointers detach what they hand to checkpointables and what they return; a
 //! [`crate::Model`] copies what it keeps itself.
-//!
-//! ```no_run
-//! use ckpt::detach::detach_value;
-//! let mut value = ckpt::format::load("model_final.pth")?; // views of a map of the file
-//! detach_value(&mut value)?; // owned: the file may now change or disappear
-//! # Ok::<(), ckpt::Error>(())
-//! ```
 
 use std::collections::HashMap;
 
@@ -20,19 +13,27 @@ use crate::parallel::map_weighted;
 use crate::tensor::{Storage, Tensor};
 use crate::value::Value;
 
-/// Copies every tensor of `value` that is a view of a file's buffer (a memory map, or a
-/// whole file read into memory) into an allocation of its own. Storages shared by several
-/// tensors stay shared (one copy each); tensors that already own their bytes are left as
-/// they are. Large amounts are copied on a few threads.
-///
-/// An error (the memory for a copy cannot be had) may leave some tensors copied and others
-/// not; each is valid either way.
-pub fn detach_value(value: &mut Value) -> Result<()> {
-    detach_values([value])
+impl Value {
+    /// Copies every tensor of this value that is a view of a file's buffer (a memory map, or
+    /// a whole file read into memory) into an allocation of its own. Storages shared by
+    /// several tensors stay shared (one copy each); tensors that already own their bytes are
+    /// left as they are. Large amounts are copied on a few threads.
+    ///
+    /// An error (the memory for a copy cannot be had) may leave some tensors copied and
+    /// others not; each is valid either way.
+    ///
+    /// ```no_run
+    /// let mut value = ckpt::format::load("model_final.pth")?; // views of a map of the file
+    /// value.detach()?; // owned: the file may now change or disappear
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn detach(&mut self) -> Result<()> {
+        detach_values([self])
+    }
 }
 
-/// [`detach_value`] of several values at once (storages shared between them stay shared).
-pub fn detach_values<'a>(values: impl IntoIterator<Item = &'a mut Value>) -> Result<()> {
+/// [`Value::detach`] of several values at once (storages shared between them stay shared).
+pub(crate) fn detach_values<'a>(values: impl IntoIterator<Item = &'a mut Value>) -> Result<()> {
     let mut tensors = Vec::new();
     for value in values {
         collect_tensors(value, &mut tensors);
@@ -107,13 +108,13 @@ mod tests {
         for _ in 0..100_000 {
             v = Value::List(vec![v]);
         }
-        detach_value(&mut v).unwrap();
+        v.detach().unwrap();
         std::mem::forget(v);
 
         let mut d = Dict::new();
         d.insert("t", Value::Tensor(t.clone()));
         let mut v = Value::Dict(d);
-        detach_value(&mut v).unwrap();
+        v.detach().unwrap();
         let kept = v.get("t").and_then(Value::as_tensor).unwrap();
         assert!(kept.storage().same_as(t.storage()));
     }
@@ -124,7 +125,7 @@ mod tests {
         let storage = Storage::slice(buffer.clone(), 8, 4).unwrap();
         let t = Tensor::new(crate::DType::UInt8, vec![4], vec![1], 0, storage).unwrap();
         let mut v = Value::Tensor(t);
-        detach_value(&mut v).unwrap();
+        v.detach().unwrap();
         assert!(v.as_tensor().unwrap().storage().owns_its_bytes());
         assert_eq!(Arc::strong_count(&buffer), 1);
     }
@@ -138,7 +139,7 @@ mod tests {
         let a = Tensor::new(crate::DType::UInt8, vec![64], vec![1], 0, storage.clone()).unwrap();
         let b = a.view(&[8], &[1], 8).unwrap();
         let mut v = Value::List(vec![Value::Tensor(a), Value::NdArray(b)]);
-        detach_value(&mut v).unwrap();
+        v.detach().unwrap();
         let Value::List(items) = &v else { panic!() };
         let a = items[0].as_tensor().unwrap();
         let b = items[1].as_tensor().unwrap();

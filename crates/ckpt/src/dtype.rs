@@ -13,26 +13,47 @@ use std::fmt;
 /// assert_eq!(DType::Float32.storage_class(), Some("FloatStorage"));
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 pub enum DType {
+    /// `torch.float64` (`double`).
     Float64,
+    /// `torch.float32` (`float`).
     Float32,
+    /// `torch.float16` (`half`).
     Float16,
+    /// `torch.bfloat16`.
     BFloat16,
+    /// `torch.int64` (`long`).
     Int64,
+    /// `torch.int32` (`int`).
     Int32,
+    /// `torch.int16` (`short`).
     Int16,
+    /// `torch.int8`.
     Int8,
+    /// `torch.uint8`.
     UInt8,
+    /// `torch.uint16`.
     UInt16,
+    /// `torch.uint32`.
     UInt32,
+    /// `torch.uint64`.
     UInt64,
+    /// `torch.bool`.
     Bool,
+    /// `torch.complex128` (two `float64`).
     Complex128,
+    /// `torch.complex64` (two `float32`).
     Complex64,
+    /// `torch.complex32` (two `float16`).
     Complex32,
+    /// `torch.float8_e4m3fn`.
     Float8E4M3Fn,
+    /// `torch.float8_e5m2`.
     Float8E5M2,
+    /// `torch.float8_e4m3fnuz`.
     Float8E4M3Fnuz,
+    /// `torch.float8_e5m2fnuz`.
     Float8E5M2Fnuz,
 }
 

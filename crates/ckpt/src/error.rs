@@ -17,7 +17,9 @@ pub enum Error {
     /// [`Error::io_unnamed`]).
     #[error("{}{source}", if path.as_os_str().is_empty() { String::new() } else { format!("{}: ", path.display()) })]
     Io {
+        /// The path.
         path: PathBuf,
+        /// The operating system's error.
         #[source]
         source: std::io::Error,
     },
@@ -25,29 +27,50 @@ pub enum Error {
     /// A malformed pickle stream: the byte offset (from the start of the stream or file) and
     /// what was expected there.
     #[error("pickle at byte {offset}: {message}")]
-    Pickle { offset: u64, message: String },
+    Pickle {
+        /// Where, in bytes.
+        offset: u64,
+        /// What was wrong.
+        message: String,
+    },
 
     /// A malformed container (zip archive, legacy stream, safetensors header, numpy array).
     #[error("{message}")]
-    Format { message: String },
+    Format {
+        /// What was wrong.
+        message: String,
+    },
 
     /// Valid content that this library deliberately does not handle (TorchScript archives,
     /// out-of-band pickle buffers, sparse tensors, ...).
     #[error("unsupported: {message}")]
-    Unsupported { message: String },
+    Unsupported {
+        /// What is not handled.
+        message: String,
+    },
 
     /// A checkpoint entry with the wrong type or shape, named by its key.
     #[error("key '{key}': {message}")]
-    Key { key: String, message: String },
+    Key {
+        /// The entry's key.
+        key: String,
+        /// What was wrong with it.
+        message: String,
+    },
 
     /// A misuse of the API or an invalid argument (bad name, duplicate checkpointable, ...).
     #[error("{message}")]
-    Invalid { message: String },
+    Invalid {
+        /// What was wrong.
+        message: String,
+    },
 
     /// Another error, with the file it happened in.
     #[error("{}: {source}", path.display())]
     File {
+        /// The file.
         path: PathBuf,
+        /// The error.
         #[source]
         source: Box<Error>,
     },
@@ -133,7 +156,7 @@ impl Error {
 }
 
 /// Adds file context to any `Result<_, Error>`.
-pub trait ResultExt<T> {
+pub(crate) trait ResultExt<T> {
     /// See [`Error::in_file`].
     fn in_file(self, path: &Path) -> Result<T>;
 }

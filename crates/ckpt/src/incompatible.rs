@@ -4,7 +4,6 @@
 use std::borrow::Cow;
 use std::collections::HashSet;
 use std::fmt;
-use std::io::IsTerminal;
 use std::path::PathBuf;
 
 use indexmap::IndexMap;
@@ -12,25 +11,96 @@ use indexmap::IndexMap;
 use crate::dtype::DType;
 use crate::value::Dict;
 
-/// `(name, shape in the checkpoint, shape in the model)`.
-pub type ShapeMismatch = (String, Vec<usize>, Vec<usize>);
+/// A checkpoint entry not loaded because its shape differs from the shape of the model's
+/// parameter or buffer it would have been loaded into.
+///
+/// ```
+/// use ckpt::ShapeMismatch;
+/// let m = ShapeMismatch::new("fc.bias", vec![3], vec![2]);
+/// assert_eq!((m.model_key.as_str(), m.checkpoint_key.as_str()), ("fc.bias", "fc.bias"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShapeMismatch {
+    /// The model's name.
+    pub model_key: String,
+    /// The entry's name in the checkpoint (the model's name unless the load renamed it).
+    pub checkpoint_key: String,
+    /// The entry's shape in the checkpoint.
+    pub checkpoint_shape: Vec<usize>,
+    /// The shape the model has.
+    pub model_shape: Vec<usize>,
+}
 
-/// `(name, dtype in the checkpoint, dtype in the model)`.
-pub type DTypeMismatch = (String, DType, DType);
+impl ShapeMismatch {
+    /// The mismatch of an entry whose name is `key` in the checkpoint and in the model.
+    pub fn new(
+        key: impl Into<String>,
+        checkpoint_shape: Vec<usize>,
+        model_shape: Vec<usize>,
+    ) -> Self {
+        let key = key.into();
+        ShapeMismatch {
+            checkpoint_key: key.clone(),
+            model_key: key,
+            checkpoint_shape,
+            model_shape,
+        }
+    }
+}
 
-/// What a model load did not match.
+/// A checkpoint entry not loaded because its values cannot be converted into the dtype of
+/// the model's parameter or buffer without a loss torch warns about (complex into real, see
+/// [`can_cast`](crate::can_cast)).
+///
+/// ```
+/// use ckpt::{DType, DTypeMismatch};
+/// let m = DTypeMismatch::new("w", DType::Complex64, DType::Float32);
+/// assert_eq!(m.model_dtype, DType::Float32);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DTypeMismatch {
+    /// The model's name (the same in the checkpoint).
+    pub key: String,
+    /// The entry's dtype in the checkpoint.
+    pub checkpoint_dtype: DType,
+    /// The dtype the model has.
+    pub model_dtype: DType,
+}
+
+impl DTypeMismatch {
+    /// The mismatch of the entry `key`.
+    pub fn new(key: impl Into<String>, checkpoint_dtype: DType, model_dtype: DType) -> Self {
+        DTypeMismatch {
+            key: key.into(),
+            checkpoint_dtype,
+            model_dtype,
+        }
+    }
+}
+
+/// What a model load did not match, as torch's `load_state_dict(strict=False)` and
+/// detectron2 report it.
+///
+/// ```
+/// use ckpt::{IncompatibleKeys, ShapeMismatch};
+/// let mut report = IncompatibleKeys::default();
+/// assert!(report.is_empty());
+/// report.missing_keys.push("fc.bias".to_string());
+/// report.incorrect_shapes.push(ShapeMismatch::new("fc.weight", vec![3, 2], vec![2, 3]));
+/// assert_eq!(report.warnings(&[]).len(), 2);
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct IncompatibleKeys {
     /// Names of the model not loaded (after dropping shape mismatches, which are missing too).
     pub missing_keys: Vec<String>,
     /// Names of the checkpoint the model does not have.
     pub unexpected_keys: Vec<String>,
-    /// `(name, shape in the checkpoint, shape in the model)` of entries skipped because the
-    /// shapes differ.
+    /// Entries skipped because the shapes differ.
     pub incorrect_shapes: Vec<ShapeMismatch>,
-    /// `(name, dtype in the checkpoint, dtype in the model)` of entries skipped because
-    /// their values cannot be loaded into the model's dtype without a loss torch warns
-    /// about (complex into real, see [`crate::cast::can_cast`]).
+    /// Entries skipped because their values cannot be loaded into the model's dtype.
     pub incorrect_dtypes: Vec<DTypeMismatch>,
 }
 
@@ -43,49 +113,47 @@ impl IncompatibleKeys {
             && self.incorrect_dtypes.is_empty()
     }
 
-    /// The warnings Python logs for this report, in order: one per shape mismatch, one per
-    /// dtype mismatch (in the same words; Python has none), then the missing keys (without names whose alias was loaded, see [`filter_reused_missing_keys`]),
-    /// then the unexpected keys. `colour` adds the terminal colours Python uses.
-    pub fn warnings(&self, aliases: &[Vec<String>], colour: bool) -> Vec<String> {
+    /// The warnings Python logs for this report, in order and in the same words: one per
+    /// shape mismatch, one per dtype mismatch (Python has none), then the missing keys, then
+    /// the unexpected keys, both grouped by module as detectron2 groups them. A name of an
+    /// alias group (`aliases`, see [`Model::aliases`](crate::Model::aliases)) is not missing
+    /// when another name of its group was loaded.
+    ///
+    /// The text is plain (no terminal colours) and key names, which come from files, have
+    /// their control characters escaped, so the messages are safe to print.
+    pub fn warnings(&self, aliases: &[Vec<String>]) -> Vec<String> {
         let mut out = Vec::new();
-        for (key, in_checkpoint, in_model) in &self.incorrect_shapes {
+        for m in &self.incorrect_shapes {
             out.push(format!(
                 "Skip loading parameter '{}' to the model due to incompatible shapes: {} in the checkpoint but {} in the model! You might want to double check if this is expected.",
-                escape_controls(key),
-                python_shape(in_checkpoint),
-                python_shape(in_model)
+                escape_controls(&m.model_key),
+                python_shape(&m.checkpoint_shape),
+                python_shape(&m.model_shape)
             ));
         }
-        for (key, in_checkpoint, in_model) in &self.incorrect_dtypes {
+        for m in &self.incorrect_dtypes {
             out.push(format!(
                 "Skip loading parameter '{}' to the model due to incompatible dtypes: torch.{} in the checkpoint but torch.{} in the model (the imaginary part would be lost)! You might want to double check if this is expected.",
-                escape_controls(key),
-                in_checkpoint,
-                in_model
+                escape_controls(&m.key),
+                m.checkpoint_dtype,
+                m.model_dtype
             ));
         }
         if !self.missing_keys.is_empty() {
             let missing = filter_reused_missing_keys(&self.missing_keys, aliases);
             if !missing.is_empty() {
-                out.push(missing_keys_message(&missing, colour));
+                out.push(missing_keys_message(&missing));
             }
         }
         if !self.unexpected_keys.is_empty() {
-            out.push(unexpected_keys_message(&self.unexpected_keys, colour));
+            out.push(unexpected_keys_message(&self.unexpected_keys));
         }
         out
     }
 
-    /// Logs [`IncompatibleKeys::warnings`] through `tracing`, coloured when stderr is a
-    /// terminal and `NO_COLOR` is not set.
-    ///
-    /// Key names come from files and have their control characters escaped, so the messages
-    /// are safe to print. A subscriber that escapes ANSI codes itself (tracing-subscriber's
-    /// default since 0.3.20) shows the colour codes as text: build it with
-    /// `with_ansi_sanitization(false)` or set `NO_COLOR`.
+    /// Logs each of [`IncompatibleKeys::warnings`] as a `tracing` warning.
     pub fn log(&self, aliases: &[Vec<String>]) {
-        let colour = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-        for message in self.warnings(aliases, colour) {
+        for message in self.warnings(aliases) {
             tracing::warn!("{message}");
         }
     }
@@ -98,14 +166,15 @@ impl IncompatibleKeys {
 /// Its [`Display`](std::fmt::Display) is a readable summary:
 ///
 /// ```
-/// use ckpt::{shared, Checkpointer, Dict, StateDict, StateDictModel, Tensor};
+/// use ckpt::{shared, Checkpointables, Checkpointer, Dict, StateDict, StateDictModel, Tensor};
 /// let dir = tempfile::tempdir()?;
 /// let mut sd = StateDict::new();
 /// sd.insert("fc.weight", Tensor::from_slice(&[1.0f32, 2.0], &[2])?);
 /// let model = shared(StateDictModel::new(sd));
 /// let checkpointer = Checkpointer::new(model, dir.path());
 /// checkpointer.save("model_final", Dict::new())?;
-/// let report = checkpointer.load_with_report(dir.path().join("model_final.pth"), None)?;
+/// let path = dir.path().join("model_final.pth");
+/// let report = checkpointer.load_with_report(path, Checkpointables::All)?;
 /// assert_eq!(report.loaded, vec!["fc.weight"]);
 /// assert!(report.incompatible.is_empty() && !report.matched_nothing());
 /// println!("{report}");
@@ -162,7 +231,7 @@ impl fmt::Display for LoadReport {
         if self.matched_nothing() {
             write!(f, "\nNONE of the model's names was found in the checkpoint")?;
         }
-        for message in self.incompatible.warnings(&[], false) {
+        for message in self.incompatible.warnings(&[]) {
             write!(f, "\n{message}")?;
         }
         Ok(())
@@ -187,7 +256,7 @@ fn warn_unmissable_to(message: &str, unlogged: &mut dyn std::io::Write) {
 }
 
 /// A shape as Python prints a tuple: `()`, `(3,)`, `(2, 3)`.
-pub fn python_shape(shape: &[usize]) -> String {
+pub(crate) fn python_shape(shape: &[usize]) -> String {
     match shape {
         [] => "()".to_string(),
         [one] => format!("({one},)"),
@@ -200,7 +269,10 @@ pub fn python_shape(shape: &[usize]) -> String {
 
 /// Removes from `missing` every name of an alias group of which some name was loaded (is not
 /// missing); a group missing entirely stays reported. Order is kept.
-pub fn filter_reused_missing_keys(missing: &[String], aliases: &[Vec<String>]) -> Vec<String> {
+pub(crate) fn filter_reused_missing_keys(
+    missing: &[String],
+    aliases: &[Vec<String>],
+) -> Vec<String> {
     let missing_set: HashSet<&str> = missing.iter().map(String::as_str).collect();
     let mut drop: HashSet<&str> = HashSet::new();
     for group in aliases {
@@ -219,7 +291,7 @@ pub fn filter_reused_missing_keys(missing: &[String], aliases: &[Vec<String>]) -
 
 /// Groups keys by the part before their last `.`: `head -> [tails]`, in first-seen order.
 /// A key without a dot is its own head with no tail.
-pub fn group_checkpoint_keys(keys: &[String]) -> IndexMap<String, Vec<String>> {
+pub(crate) fn group_checkpoint_keys(keys: &[String]) -> IndexMap<String, Vec<String>> {
     let mut groups: IndexMap<String, Vec<String>> = IndexMap::new();
     for key in keys {
         match key.rfind('.') {
@@ -236,7 +308,7 @@ pub fn group_checkpoint_keys(keys: &[String]) -> IndexMap<String, Vec<String>> {
 }
 
 /// `text` with control characters (terminal escape sequences included) written as `\u{..}`.
-pub fn escape_controls(text: &str) -> Cow<'_, str> {
+pub(crate) fn escape_controls(text: &str) -> Cow<'_, str> {
     if !text.chars().any(char::is_control) {
         return Cow::Borrowed(text);
     }
@@ -255,7 +327,7 @@ pub fn escape_controls(text: &str) -> Cow<'_, str> {
 
 /// One group as Python shows it: `head`, `head.tail` or `head.{a, b}` (tails sorted), with
 /// control characters escaped.
-pub fn group_to_string(head: &str, tails: &[String]) -> String {
+pub(crate) fn group_to_string(head: &str, tails: &[String]) -> String {
     escape_controls(&group_to_string_raw(head, tails)).into_owned()
 }
 
@@ -271,46 +343,27 @@ fn group_to_string_raw(head: &str, tails: &[String]) -> String {
     }
 }
 
-const BLUE: &str = "\x1b[34m";
-const MAGENTA: &str = "\x1b[35m";
-const RESET: &str = "\x1b[0m";
-
-fn paint(text: &str, colour: Option<&str>) -> String {
-    match colour {
-        Some(code) => format!("{code}{text}{RESET}"),
-        None => text.to_string(),
-    }
-}
-
 /// `Some model parameters or buffers are not found in the checkpoint:` then one line per
-/// group, lines sorted (blue on a terminal).
-pub fn missing_keys_message(keys: &[String], colour: bool) -> String {
+/// group, lines sorted (detectron2 colours them blue on a terminal; colours are left to the
+/// program that shows the log).
+pub(crate) fn missing_keys_message(keys: &[String]) -> String {
     let mut lines: Vec<String> = group_checkpoint_keys(keys)
         .iter()
         .map(|(head, tails)| group_to_string(head, tails))
         .collect();
     lines.sort();
-    let painted: Vec<String> = lines
-        .iter()
-        .map(|l| paint(l, colour.then_some(BLUE)))
-        .collect();
     format!(
         "Some model parameters or buffers are not found in the checkpoint:\n{}",
-        painted.join("\n")
+        lines.join("\n")
     )
 }
 
 /// `The checkpoint state_dict contains keys that are not used by the model:` then one
-/// indented line per group, in first-seen order (magenta on a terminal).
-pub fn unexpected_keys_message(keys: &[String], colour: bool) -> String {
+/// indented line per group, in first-seen order.
+pub(crate) fn unexpected_keys_message(keys: &[String]) -> String {
     let lines: Vec<String> = group_checkpoint_keys(keys)
         .iter()
-        .map(|(head, tails)| {
-            format!(
-                "  {}",
-                paint(&group_to_string(head, tails), colour.then_some(MAGENTA))
-            )
-        })
+        .map(|(head, tails)| format!("  {}", group_to_string(head, tails)))
         .collect();
     format!(
         "The checkpoint state_dict contains keys that are not used by the model:\n{}",
@@ -347,10 +400,13 @@ mod tests {
 
     #[test]
     fn missing_keys_are_grouped_and_sorted_like_python() {
-        let msg = missing_keys_message(
-            &keys(&["b.weight", "a.bias", "a.weight", "c", "b.running_mean"]),
-            false,
-        );
+        let msg = missing_keys_message(&keys(&[
+            "b.weight",
+            "a.bias",
+            "a.weight",
+            "c",
+            "b.running_mean",
+        ]));
         assert_eq!(
             msg,
             "Some model parameters or buffers are not found in the checkpoint:\n\
@@ -360,13 +416,11 @@ mod tests {
 
     #[test]
     fn unexpected_keys_keep_first_seen_order_and_indent() {
-        let msg = unexpected_keys_message(&keys(&["z.w", "a.b", "z.a"]), false);
+        let msg = unexpected_keys_message(&keys(&["z.w", "a.b", "z.a"]));
         assert_eq!(
             msg,
             "The checkpoint state_dict contains keys that are not used by the model:\n  z.{a, w}\n  a.b"
         );
-        let coloured = unexpected_keys_message(&keys(&["a.b"]), true);
-        assert!(coloured.contains("\x1b[35ma.b\x1b[0m"));
     }
 
     #[test]
@@ -381,7 +435,7 @@ mod tests {
 
     #[test]
     fn terminal_escapes_in_key_names_are_neutralised() {
-        let msg = unexpected_keys_message(&keys(&["evil\x1b[2J.weight"]), false);
+        let msg = unexpected_keys_message(&keys(&["evil\x1b[2J.weight"]));
         assert!(!msg.contains('\x1b'), "{msg:?}");
         assert!(msg.contains("evil\\u{1b}[2J.weight"), "{msg:?}");
     }
@@ -389,12 +443,16 @@ mod tests {
     #[test]
     fn dtype_warning_follows_the_shape_warning() {
         let report = IncompatibleKeys {
-            incorrect_shapes: vec![("a".into(), vec![1], vec![2])],
-            incorrect_dtypes: vec![("fc.weight".into(), DType::Complex64, DType::Float32)],
+            incorrect_shapes: vec![ShapeMismatch::new("a", vec![1], vec![2])],
+            incorrect_dtypes: vec![DTypeMismatch::new(
+                "fc.weight",
+                DType::Complex64,
+                DType::Float32,
+            )],
             ..Default::default()
         };
         assert!(!report.is_empty());
-        let warnings = report.warnings(&[], false);
+        let warnings = report.warnings(&[]);
         assert_eq!(
             warnings[1],
             "Skip loading parameter 'fc.weight' to the model due to incompatible dtypes: torch.complex64 in the checkpoint but torch.float32 in the model (the imaginary part would be lost)! You might want to double check if this is expected."
@@ -404,11 +462,11 @@ mod tests {
     #[test]
     fn shape_warning_prints_python_tuples() {
         let report = IncompatibleKeys {
-            incorrect_shapes: vec![("fc.bias".into(), vec![3], vec![2, 1])],
+            incorrect_shapes: vec![ShapeMismatch::new("fc.bias", vec![3], vec![2, 1])],
             ..Default::default()
         };
         assert_eq!(
-            report.warnings(&[], false),
+            report.warnings(&[]),
             vec!["Skip loading parameter 'fc.bias' to the model due to incompatible shapes: (3,) in the checkpoint but (2, 1) in the model! You might want to double check if this is expected."]
         );
     }

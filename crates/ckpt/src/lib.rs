@@ -11,44 +11,63 @@
 //! save_torch("model_final.pth", &value, &SaveOptions::default())?;
 //! # Ok::<(), ckpt::Error>(())
 //! ```
+//!
+//! # Where things are
+//!
+//! The root holds the types a training program uses every day: the checkpointers
+//! ([`Checkpointer`], [`PeriodicCheckpointer`], [`DetectionCheckpointer`]), what they save
+//! ([`Model`], [`Checkpointable`], [`StateDictModel`], [`Serde`]), what they report
+//! ([`LoadReport`], [`IncompatibleKeys`]) and the data of a checkpoint ([`Value`], [`Dict`],
+//! [`StateDict`], [`Tensor`], [`DType`]). The modules group the rest by task:
+//!
+//! - [`format`](mod@format): read any checkpoint file, write torch and safetensors files;
+//! - [`walk`] and [`nn_module`]: look inside a loaded value;
+//! - [`matching`]: rename checkpoint keys to a model's (detectron2's heuristics, Caffe2 names);
+//! - [`detection`]: what `DetectionCheckpointer` does to a file, and dry runs of a load;
+//! - [`resolve`]: turn URLs and `detectron2://` names into local files;
+//! - [`store`]: where a checkpointer keeps its files, and atomic writes;
+//! - [`dist`]: the collectives of a job with several processes;
+//! - [`pickle`]: the Python pickle reader and writer underneath.
+#![deny(missing_docs)]
 
-pub mod cast;
-pub mod checkpointer;
-pub mod detach;
+mod cast;
+mod checkpointer;
+mod detach;
 pub mod detection;
 pub mod dist;
-pub mod dtype;
-pub mod error;
+mod dtype;
+mod error;
 pub mod format;
 mod fresh;
-pub mod incompatible;
+mod incompatible;
 pub mod matching;
-pub mod model;
+mod model;
 pub mod nn_module;
 mod parallel;
-pub mod periodic;
+mod periodic;
 pub mod pickle;
 pub mod resolve;
-pub mod serde_value;
+mod serde_value;
 pub mod store;
-pub mod tensor;
-pub mod value;
+mod tensor;
+mod value;
 pub mod walk;
 
+pub use cast::{can_cast, cast_bytes};
+pub use checkpointer::{CheckpointHooks, Checkpointables, Checkpointer, LAST_CHECKPOINT};
+pub use detection::checkpointer::DetectionCheckpointer;
 pub use dtype::DType;
 pub use error::{Error, Result};
-pub use serde_value::{from_value, to_value};
-pub use tensor::{AnonMemory, Buffer, Element, Storage, Tensor};
-pub use value::{Dict, DictKind, Key, Object, ObjectBuild, StateDict, Value};
-
-pub use checkpointer::{CheckpointHooks, Checkpointer, DefaultHooks, LAST_CHECKPOINT};
-pub use detection::DetectionCheckpointer;
-pub use incompatible::{IncompatibleKeys, LoadReport};
+pub use incompatible::{DTypeMismatch, IncompatibleKeys, LoadReport, ShapeMismatch};
 pub use model::{
     shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel, TensorInfo,
 };
-pub use periodic::PeriodicCheckpointer;
-pub use store::{LocalDir, Store};
+pub use periodic::{PeriodicCheckpointer, PeriodicCheckpointerBuilder};
+pub use serde_value::{from_value, to_value};
+pub use tensor::{Element, Storage, Tensor};
+pub use value::{
+    Dict, DictIntoIter, DictKind, Key, Object, ObjectBuild, StateDict, StateDictIntoIter, Value,
+};
 
 // The README's Rust examples are compiled as doctests so they stay true.
 #[cfg(doctest)]

@@ -33,12 +33,8 @@
 //! state.insert("_parameters", Value::Dict(parameters));
 //! state.insert("_buffers", Value::Dict(Dict::ordered()));
 //! state.insert("_modules", Value::Dict(Dict::ordered()));
-//! let linear = Value::Object(Box::new(Object {
-//!     module: "torch.nn.modules.linear".into(),
-//!     name: "Linear".into(),
-//!     build: ObjectBuild::New(vec![]),
-//!     state: Some(Value::Dict(state)),
-//! }));
+//! let linear = Object::new("torch.nn.modules.linear", "Linear", ObjectBuild::New(vec![]));
+//! let linear = Value::Object(Box::new(linear.with_state(Value::Dict(state))));
 //! assert!(is_module(&linear));
 //! let sd = module_state_dict(&linear).unwrap().unwrap();
 //! assert_eq!(sd.keys().collect::<Vec<_>>(), ["weight"]);

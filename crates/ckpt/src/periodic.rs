@@ -14,13 +14,24 @@ use crate::error::{Error, Result};
 use crate::store::check_basename;
 use crate::value::{Dict, Value};
 
-/// Saves a checkpoint every `period` iterations and at `max_iter - 1`.
+/// Saves a checkpoint every `period` iterations and at `max_iter - 1`, keeping the last
+/// `max_to_keep` periodic files; built by [`PeriodicCheckpointer::builder`].
+///
+/// Better than Python: retention survives restarts. The periodic files of an earlier run
+/// (`<prefix>_NNNNNNN.pth` in the save directory) count against `max_to_keep` too, oldest
+/// first. Only such files are ever deleted; never the `_final` file, never the file
+/// `last_checkpoint` names, never a file of another name.
 ///
 /// ```no_run
 /// use ckpt::{shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel};
 /// let model = shared(StateDictModel::new(StateDict::new()));
 /// let checkpointer = Checkpointer::new(model, "output");
-/// let mut periodic = PeriodicCheckpointer::new(checkpointer, 10, Some(100), Some(3), "model")?;
+/// let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+///     .period(10)
+///     .max_iter(100)
+///     .max_to_keep(3)
+///     .build()?;
+/// let start = periodic.checkpointer().resume_or_load(None, true)?;
 /// for iteration in 0..100 {
 ///     // ... train ...
 ///     periodic.step(iteration, Dict::new())?; // model_0000009.pth, ..., model_final.pth
@@ -29,8 +40,7 @@ use crate::value::{Dict, Value};
 /// ```
 #[derive(Debug)]
 pub struct PeriodicCheckpointer {
-    /// The checkpointer that saves (also used to resume).
-    pub checkpointer: Checkpointer,
+    checkpointer: Checkpointer,
     period: u64,
     max_iter: Option<u64>,
     max_to_keep: Option<usize>,
@@ -39,23 +49,66 @@ pub struct PeriodicCheckpointer {
     recent: VecDeque<String>,
 }
 
-impl PeriodicCheckpointer {
-    /// Saves `<file_prefix>_<iteration:07>.pth` when `(iteration + 1) % period == 0` and
-    /// `<file_prefix>_final.pth` at `max_iter - 1`. `period` and `max_to_keep` must be > 0
-    /// and `file_prefix` a plain file name.
+/// The settings of a [`PeriodicCheckpointer`], as Python's constructor arguments
+/// (`PeriodicCheckpointer(checkpointer, period, max_iter=None, max_to_keep=None,
+/// file_prefix="model")`).
+#[derive(Debug)]
+#[must_use = "a builder does nothing until `build` is called"]
+pub struct PeriodicCheckpointerBuilder {
+    checkpointer: Checkpointer,
+    period: Option<u64>,
+    max_iter: Option<u64>,
+    max_to_keep: Option<usize>,
+    file_prefix: String,
+}
+
+impl PeriodicCheckpointerBuilder {
+    /// Saves `<file_prefix>_<iteration:07>.pth` when `(iteration + 1) % period == 0`.
+    /// Required; must be > 0.
+    pub fn period(mut self, period: u64) -> Self {
+        self.period = Some(period);
+        self
+    }
+
+    /// Also saves `<file_prefix>_final.pth` at iteration `max_iter - 1` (`None`, the
+    /// default: no final save).
+    pub fn max_iter(mut self, max_iter: impl Into<Option<u64>>) -> Self {
+        self.max_iter = max_iter.into();
+        self
+    }
+
+    /// Keeps at most this many periodic files, deleting the oldest (`None`, the default:
+    /// all); must be > 0.
+    pub fn max_to_keep(mut self, max_to_keep: impl Into<Option<usize>>) -> Self {
+        self.max_to_keep = max_to_keep.into();
+        self
+    }
+
+    /// The start of the file names (`model` by default); a plain file name.
+    pub fn file_prefix(mut self, file_prefix: impl Into<String>) -> Self {
+        self.file_prefix = file_prefix.into();
+        self
+    }
+
+    /// The periodic checkpointer. Fails when `period` is missing or 0, `max_to_keep` is 0,
+    /// `file_prefix` is not a plain file name, or the save directory cannot be listed.
     ///
     /// The periodic files already in the save directory are taken as the oldest ones kept,
     /// by iteration; nothing is deleted before the next periodic save.
-    pub fn new(
-        checkpointer: Checkpointer,
-        period: u64,
-        max_iter: Option<u64>,
-        max_to_keep: Option<usize>,
-        file_prefix: &str,
-    ) -> Result<PeriodicCheckpointer> {
-        if period == 0 {
-            return Err(Error::invalid("period must be > 0"));
-        }
+    pub fn build(self) -> Result<PeriodicCheckpointer> {
+        let PeriodicCheckpointerBuilder {
+            checkpointer,
+            period,
+            max_iter,
+            max_to_keep,
+            file_prefix,
+        } = self;
+        let period = match period {
+            Some(0) => return Err(Error::invalid("period must be > 0")),
+            Some(period) => period,
+            None => return Err(Error::invalid("a PeriodicCheckpointer needs a period")),
+        };
+        let file_prefix = file_prefix.as_str();
         if max_to_keep == Some(0) {
             return Err(Error::invalid("max_to_keep must be > 0"));
         }
@@ -77,6 +130,35 @@ impl PeriodicCheckpointer {
             file_prefix: file_prefix.to_string(),
             recent: found.into_iter().map(|(_, name)| name).collect(),
         })
+    }
+}
+
+impl PeriodicCheckpointer {
+    /// A builder of a periodic checkpointer saving with `checkpointer`; see
+    /// [`PeriodicCheckpointerBuilder`] for the settings and their defaults.
+    pub fn builder(checkpointer: Checkpointer) -> PeriodicCheckpointerBuilder {
+        PeriodicCheckpointerBuilder {
+            checkpointer,
+            period: None,
+            max_iter: None,
+            max_to_keep: None,
+            file_prefix: "model".to_string(),
+        }
+    }
+
+    /// The checkpointer that saves (also used to resume).
+    pub fn checkpointer(&self) -> &Checkpointer {
+        &self.checkpointer
+    }
+
+    /// The checkpointer that saves, to register checkpointables.
+    pub fn checkpointer_mut(&mut self) -> &mut Checkpointer {
+        &mut self.checkpointer
+    }
+
+    /// The checkpointer that saves, giving up the schedule.
+    pub fn into_checkpointer(self) -> Checkpointer {
+        self.checkpointer
     }
 
     /// Does what the schedule says at `iteration` (0-based, up to `max_iter - 1`). The saved

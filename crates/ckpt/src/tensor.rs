@@ -15,6 +15,21 @@ use crate::error::{Error, Result};
 use crate::fresh::Fresh;
 
 /// The bytes behind one or more tensors. Cloning is cheap (a reference count).
+///
+/// A storage owns its bytes ([`Storage::from_vec`], a copy) or is a view of the buffer of a
+/// file it was read from: a memory map ([`Storage::is_mapped`]) or the whole file read into
+/// memory, which the view keeps alive ([`Storage::owns_its_bytes`] is false for both).
+///
+/// # A map depends on its file
+///
+/// A tensor whose storage is a view of a memory map of a file reads the file itself, through
+/// the page cache, for as long as it lives. If another program truncates the file (a torn
+/// in-place write), reading such a tensor kills the process with `SIGBUS`; if it rewrites the
+/// file in place (`torch.save` to the same path, without a rename), the tensor silently
+/// changes. ckpt's own writers never do either (they write a new file and rename it), and the
+/// checkpointers never leave a map behind: models copy what they keep, checkpointables and
+/// the returned extras get owned copies ([`Value::detach`](crate::Value::detach)). Keep map views for reading and
+/// inspecting; [`Tensor::to_owned_as`] and [`Storage::into_owned`] copy out of the map.
 #[derive(Clone)]
 pub struct Storage(Arc<StorageData>);
 
@@ -31,19 +46,11 @@ enum StorageData {
 
 /// The bytes of a whole file, read once: a memory map, or (for eager loads and in-memory
 /// input) memory the process owns. Storages of the tensors in the file are slices of it.
-///
-/// # A map depends on its file
-///
-/// A tensor whose storage is a slice of a [`Buffer::Map`] reads the file itself, through the
-/// page cache, for as long as it lives. If another program truncates the file (a torn
-/// in-place write), reading such a tensor kills the process with `SIGBUS`; if it rewrites the
-/// file in place (`torch.save` to the same path, without a rename), the tensor silently
-/// changes. ckpt's own writers never do either (they write a new file and rename it), and the
-/// checkpointers never leave a map behind: models copy what they keep, checkpointables and
-/// the returned extras get owned copies ([`crate::detach`]). Keep map views for reading and
-/// inspecting; [`Tensor::to_owned_as`] and [`Storage::into_owned`] copy out of the map.
-pub enum Buffer {
+/// A map depends on its file: see [`Storage`].
+pub(crate) enum Buffer {
+    /// A read-only map of the file.
     Map(Mmap),
+    /// The file read into memory.
     Heap(Vec<u8>),
     /// An eager read of a large file: anonymous memory, so that it can be provisioned in huge
     /// pages. Owned like `Heap`; it does not depend on the file.
@@ -51,7 +58,7 @@ pub enum Buffer {
 }
 
 /// Anonymous private memory holding a copy of a file (rounded up to whole huge pages).
-pub struct AnonMemory {
+pub(crate) struct AnonMemory {
     map: MmapMut,
     len: usize,
 }
@@ -64,7 +71,7 @@ impl AnonMemory {
     }
 
     /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         self.map.get(..self.len).unwrap_or(&self.map)
     }
 
@@ -83,8 +90,8 @@ impl AnonMemory {
 
 impl Buffer {
     /// Maps `file` read-only. The file must not be truncated or rewritten in place while
-    /// views of the map live (see [the hazard](Buffer#a-map-depends-on-its-file)).
-    pub fn map(file: &std::fs::File) -> std::io::Result<Buffer> {
+    /// views of the map live (see [the hazard](Storage#a-map-depends-on-its-file)).
+    pub(crate) fn map(file: &std::fs::File) -> std::io::Result<Buffer> {
         // SAFETY: the map is read-only; a concurrent truncation by another process is the
         // one hazard, as for every memory-mapped reader (torch, safetensors).
         let map = unsafe { Mmap::map(file)? };
@@ -92,7 +99,7 @@ impl Buffer {
     }
 
     /// The bytes.
-    pub fn as_bytes(&self) -> &[u8] {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
             Buffer::Map(map) => map,
             Buffer::Heap(bytes) => bytes,
@@ -101,7 +108,7 @@ impl Buffer {
     }
 
     /// Whether this is a memory map.
-    pub fn is_mapped(&self) -> bool {
+    pub(crate) fn is_mapped(&self) -> bool {
         matches!(self, Buffer::Map(_))
     }
 
@@ -147,7 +154,7 @@ impl Storage {
     }
 
     /// A zero-copy view of `len` bytes at `start` of a file buffer.
-    pub fn slice(buffer: Arc<Buffer>, start: usize, len: usize) -> Result<Storage> {
+    pub(crate) fn slice(buffer: Arc<Buffer>, start: usize, len: usize) -> Result<Storage> {
         let size = buffer.as_bytes().len();
         match start.checked_add(len) {
             Some(end) if end <= size => {}
@@ -342,7 +349,7 @@ pub struct Tensor {
 }
 
 /// C-contiguous (row-major) strides for `shape`, in elements.
-pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
+pub(crate) fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
     let mut strides = vec![0; shape.len()];
     let mut acc = 1usize;
     for (stride, dim) in strides.iter_mut().zip(shape).rev() {
@@ -353,7 +360,7 @@ pub fn contiguous_strides(shape: &[usize]) -> Vec<usize> {
 }
 
 /// The number of elements of `shape`, or an error when it overflows.
-pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+pub(crate) fn checked_numel(shape: &[usize]) -> Result<usize> {
     shape
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
@@ -673,7 +680,7 @@ impl Tensor {
     }
 
     /// A contiguous copy in memory the process owns, its elements converted to `dtype` as
-    /// torch's `copy_` converts them (see [`crate::cast`]); the same dtype copies the bytes
+    /// torch's `copy_` converts them (see [`cast_bytes`](crate::cast_bytes)); the same dtype copies the bytes
     /// as they are. The copy never depends on the file this tensor may be a view of.
     ///
     /// ```

@@ -25,23 +25,35 @@ use crate::tensor::Tensor;
 /// assert_eq!(v.get("iteration").and_then(Value::as_int), Some(99));
 /// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Value {
+    /// `None`.
     None,
+    /// A `bool`.
     Bool(bool),
     /// An int that fits in 64 bits.
     Int(i64),
     /// An int that does not fit in 64 bits (never produced for values that fit).
     BigInt(BigInt),
+    /// A `float`.
     Float(f64),
+    /// A `complex`: real and imaginary parts.
     Complex(f64, f64),
+    /// A `str`.
     Str(String),
+    /// A `bytes`.
     Bytes(Vec<u8>),
+    /// A `bytearray`.
     ByteArray(Vec<u8>),
+    /// A `list`.
     List(Vec<Value>),
+    /// A `tuple`.
     Tuple(Vec<Value>),
     /// A `dict`, `collections.OrderedDict` or `collections.Counter` (see [`DictKind`]).
     Dict(Dict),
+    /// A `set`, its items in the file's order.
     Set(Vec<Value>),
+    /// A `frozenset`, its items in the file's order.
     FrozenSet(Vec<Value>),
     /// A `torch.Tensor`.
     Tensor(Tensor),
@@ -53,21 +65,33 @@ pub enum Value {
     DType(DType),
     /// `torch.device(type, index)`.
     Device {
+        /// The device type: `cpu`, `cuda`, ...
         kind: String,
+        /// The device index, if any.
         index: Option<i64>,
     },
     /// `torch.Size`.
     Size(Vec<i64>),
     /// Any other global, call or built object, kept verbatim and never executed
-    /// ([`crate::walk`] goes into its arguments and state; [`crate::nn_module`] reads a
-    /// `torch.nn.Module`'s state dict from it).
+    /// ([`walk`](crate::walk) goes into its arguments and state; [`nn_module`](crate::nn_module)
+    /// reads a `torch.nn.Module`'s state dict from it).
     Object(Box<Object>),
 }
 
 /// A Python object this library does not interpret: `module.name`, and how the pickle built it.
+///
+/// ```
+/// use ckpt::{Object, ObjectBuild, Value};
+/// let call = Object::new("collections", "deque", ObjectBuild::Call(vec![Value::List(vec![])]));
+/// assert_eq!(call.qualified_name(), "collections.deque");
+/// assert!(call.state.is_none());
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Object {
+    /// The module of the global (`collections`, `__main__`).
     pub module: String,
+    /// The name of the global in its module (`deque`, `Net`).
     pub name: String,
     /// How the object was made from the global.
     pub build: ObjectBuild,
@@ -87,6 +111,22 @@ pub enum ObjectBuild {
 }
 
 impl Object {
+    /// The object `module.name` built by `build`, without state.
+    pub fn new(module: impl Into<String>, name: impl Into<String>, build: ObjectBuild) -> Object {
+        Object {
+            module: module.into(),
+            name: name.into(),
+            build,
+            state: None,
+        }
+    }
+
+    /// The object with the state `BUILD` applied to it.
+    pub fn with_state(mut self, state: Value) -> Object {
+        self.state = Some(state);
+        self
+    }
+
     /// `module.name`.
     pub fn qualified_name(&self) -> String {
         format!("{}.{}", self.module, self.name)
@@ -151,24 +191,36 @@ impl Object {
 /// Which Python mapping type a [`Dict`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DictKind {
+    /// `dict`.
     #[default]
     Dict,
+    /// `collections.OrderedDict`.
     OrderedDict,
+    /// `collections.Counter`.
     Counter,
 }
 
 /// A hashable Python value, used as a dict key.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Key {
+    /// `None`.
     None,
+    /// A `bool`.
     Bool(bool),
+    /// An int that fits in 64 bits.
     Int(i64),
+    /// An int that does not.
     BigInt(BigInt),
     /// A float key, by its bits.
     Float(u64),
+    /// A `str`.
     Str(String),
+    /// A `bytes`.
     Bytes(Vec<u8>),
+    /// A tuple of hashable values.
     Tuple(Vec<Key>),
+    /// A `torch.dtype`.
     DType(DType),
 }
 
@@ -258,12 +310,25 @@ impl From<i64> for Key {
 
 /// An insertion-ordered Python mapping with any hashable keys, and the attributes an
 /// `OrderedDict` may carry (such as a module state dict's `_metadata`).
+///
+/// ```
+/// use ckpt::{Dict, DictKind, Key, Value};
+/// let mut state = Dict::ordered();
+/// state.insert("lr", Value::Float(0.1));
+/// state.insert(3i64, Value::Str("an int key".into()));
+/// state.set_attribute("_metadata", Value::Dict(Dict::new()));
+/// assert_eq!(state.kind(), DictKind::OrderedDict);
+/// assert_eq!(state.get("lr").and_then(Value::as_float), Some(0.1));
+/// assert!(state.get_key(&Key::Int(3)).is_some());
+/// assert_eq!(state.keys().collect::<Vec<_>>(), [&Key::from("lr"), &Key::Int(3)]);
+/// assert_eq!(state.attributes().count(), 1);
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct Dict {
-    pub kind: DictKind,
-    pub items: IndexMap<Key, Value>,
+    pub(crate) kind: DictKind,
+    pub(crate) items: IndexMap<Key, Value>,
     /// Instance attributes set by `BUILD` (only an `OrderedDict` has any).
-    pub attributes: IndexMap<String, Value>,
+    pub(crate) attributes: IndexMap<String, Value>,
 }
 
 impl Dict {
@@ -274,10 +339,25 @@ impl Dict {
 
     /// An empty `collections.OrderedDict`.
     pub fn ordered() -> Dict {
+        Dict::with_kind(DictKind::OrderedDict)
+    }
+
+    /// An empty mapping of the type `kind`.
+    pub fn with_kind(kind: DictKind) -> Dict {
         Dict {
-            kind: DictKind::OrderedDict,
+            kind,
             ..Dict::default()
         }
+    }
+
+    /// Which Python mapping type this is.
+    pub fn kind(&self) -> DictKind {
+        self.kind
+    }
+
+    /// Makes this mapping of the type `kind`, keeping its items.
+    pub fn set_kind(&mut self, kind: DictKind) {
+        self.kind = kind;
     }
 
     /// Inserts or replaces (keeping the original position, as Python does).
@@ -290,9 +370,70 @@ impl Dict {
         self.items.get(&Key::Str(key.to_string()))
     }
 
+    /// The value under a string key, to change it.
+    pub fn get_mut(&mut self, key: &str) -> Option<&mut Value> {
+        self.items.get_mut(&Key::Str(key.to_string()))
+    }
+
+    /// The value under any key.
+    pub fn get_key(&self, key: &Key) -> Option<&Value> {
+        self.items.get(key)
+    }
+
+    /// The value under any key, to change it.
+    pub fn get_key_mut(&mut self, key: &Key) -> Option<&mut Value> {
+        self.items.get_mut(key)
+    }
+
+    /// Whether there is an item under `key`.
+    pub fn contains_key(&self, key: &Key) -> bool {
+        self.items.contains_key(key)
+    }
+
     /// Removes a string key, keeping the order of the others.
     pub fn remove(&mut self, key: &str) -> Option<Value> {
         self.items.shift_remove(&Key::Str(key.to_string()))
+    }
+
+    /// Removes any key, keeping the order of the others.
+    pub fn remove_key(&mut self, key: &Key) -> Option<Value> {
+        self.items.shift_remove(key)
+    }
+
+    /// The keys in order.
+    pub fn keys(&self) -> impl ExactSizeIterator<Item = &Key> {
+        self.items.keys()
+    }
+
+    /// The values in order.
+    pub fn values(&self) -> impl ExactSizeIterator<Item = &Value> {
+        self.items.values()
+    }
+
+    /// The values in order, to change them.
+    pub fn values_mut(&mut self) -> impl ExactSizeIterator<Item = &mut Value> {
+        self.items.values_mut()
+    }
+
+    /// The attribute `name` (set by `BUILD`; only an `OrderedDict` has any, such as a module
+    /// state dict's `_metadata`).
+    pub fn attribute(&self, name: &str) -> Option<&Value> {
+        self.attributes.get(name)
+    }
+
+    /// Sets the attribute `name`, returning its previous value.
+    pub fn set_attribute(&mut self, name: impl Into<String>, value: Value) -> Option<Value> {
+        self.attributes.insert(name.into(), value)
+    }
+
+    /// Removes the attribute `name`, keeping the order of the others.
+    pub fn remove_attribute(&mut self, name: &str) -> Option<Value> {
+        self.attributes.shift_remove(name)
+    }
+
+    /// The attributes in order.
+    pub fn attributes(&self) -> impl ExactSizeIterator<Item = (&str, &Value)> {
+        self.attributes.iter().map(|(k, v)| (k.as_str(), v))
     }
 
     /// Number of items.
@@ -306,10 +447,60 @@ impl Dict {
     }
 
     /// The items in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Value)> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Key, &Value)> {
         self.items.iter()
     }
+
+    /// The items in order, their values to change.
+    pub fn iter_mut(&mut self) -> impl ExactSizeIterator<Item = (&Key, &mut Value)> {
+        self.items.iter_mut()
+    }
 }
+
+impl Extend<(Key, Value)> for Dict {
+    /// Inserts each item as [`Dict::insert`] does.
+    fn extend<I: IntoIterator<Item = (Key, Value)>>(&mut self, items: I) {
+        self.items.extend(items);
+    }
+}
+
+impl FromIterator<(Key, Value)> for Dict {
+    /// A plain `dict` of the items.
+    fn from_iter<I: IntoIterator<Item = (Key, Value)>>(items: I) -> Dict {
+        Dict {
+            items: items.into_iter().collect(),
+            ..Dict::default()
+        }
+    }
+}
+
+impl IntoIterator for Dict {
+    type Item = (Key, Value);
+    type IntoIter = DictIntoIter;
+
+    /// The items in order (the attributes are dropped).
+    fn into_iter(self) -> DictIntoIter {
+        DictIntoIter(self.items.into_iter())
+    }
+}
+
+/// The items of a [`Dict`], by value, in order.
+#[derive(Debug)]
+pub struct DictIntoIter(indexmap::map::IntoIter<Key, Value>);
+
+impl Iterator for DictIntoIter {
+    type Item = (Key, Value);
+
+    fn next(&mut self) -> Option<(Key, Value)> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for DictIntoIter {}
 
 impl Value {
     /// Python's name for the type of this value (`int`, `dict`, `OrderedDict`, `Tensor`,
@@ -502,7 +693,7 @@ fn repr_into(value: &Value, out: &mut String, max: usize) {
 }
 
 /// Python's `repr` of a float (`1.0`, `0.0001`, `1e-08`, `1.5e+16`, `nan`, `inf`, `-0.0`).
-pub fn float_repr(f: f64) -> String {
+pub(crate) fn float_repr(f: f64) -> String {
     if f.is_nan() {
         return "nan".into();
     }
@@ -537,10 +728,10 @@ pub fn float_repr(f: f64) -> String {
 /// ```
 #[derive(Debug, Clone, Default)]
 pub struct StateDict {
-    pub tensors: IndexMap<String, Tensor>,
+    pub(crate) tensors: IndexMap<String, Tensor>,
     /// The `_metadata` attribute of a module state dict (module prefix to `{"version": N}`),
     /// kept so that a state dict read from torch is written back unchanged.
-    pub metadata: Option<Value>,
+    pub(crate) metadata: Option<Value>,
 }
 
 impl StateDict {
@@ -580,8 +771,45 @@ impl StateDict {
     }
 
     /// Names and tensors in order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Tensor)> {
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = (&str, &Tensor)> {
         self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Keeps only the tensors for which `keep` is true, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&str, &Tensor) -> bool) {
+        self.tensors.retain(|name, tensor| keep(name, tensor));
+    }
+
+    /// The position of `name` in the order, and its tensor.
+    pub fn get_full(&self, name: &str) -> Option<(usize, &Tensor)> {
+        self.tensors.get_full(name).map(|(i, _, t)| (i, t))
+    }
+
+    /// The `_metadata` attribute of a module state dict (module prefix to `{"version": N}`),
+    /// kept so that a state dict read from torch is written back unchanged.
+    pub fn metadata(&self) -> Option<&Value> {
+        self.metadata.as_ref()
+    }
+
+    /// Sets or clears the `_metadata` attribute, returning the previous one.
+    pub fn set_metadata(&mut self, metadata: Option<Value>) -> Option<Value> {
+        std::mem::replace(&mut self.metadata, metadata)
+    }
+
+    /// Removes `prefix` from every name when every non-empty name starts with it (also from
+    /// the module names of `_metadata`), as fvcore's `_strip_prefix_if_present` does for a
+    /// model saved while wrapped for data parallelism (`module.`); otherwise changes nothing.
+    ///
+    /// ```
+    /// use ckpt::{StateDict, Tensor};
+    /// let mut sd = StateDict::new();
+    /// sd.insert("module.fc.weight", Tensor::from_slice(&[1.0f32], &[1])?);
+    /// let sd = sd.strip_prefix_if_present("module.");
+    /// assert!(sd.get("fc.weight").is_some());
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn strip_prefix_if_present(self, prefix: &str) -> StateDict {
+        crate::checkpointer::strip_prefix_if_present(self, prefix)
     }
 
     /// Reads a state dict from a dict value: every key must be a string and every value a
@@ -626,6 +854,41 @@ impl StateDict {
         Value::Dict(dict)
     }
 }
+
+impl Extend<(String, Tensor)> for StateDict {
+    /// Inserts each tensor as [`StateDict::insert`] does.
+    fn extend<I: IntoIterator<Item = (String, Tensor)>>(&mut self, tensors: I) {
+        self.tensors.extend(tensors);
+    }
+}
+
+impl IntoIterator for StateDict {
+    type Item = (String, Tensor);
+    type IntoIter = StateDictIntoIter;
+
+    /// The names and tensors in order (the metadata is dropped).
+    fn into_iter(self) -> StateDictIntoIter {
+        StateDictIntoIter(self.tensors.into_iter())
+    }
+}
+
+/// The tensors of a [`StateDict`], by value, in order.
+#[derive(Debug)]
+pub struct StateDictIntoIter(indexmap::map::IntoIter<String, Tensor>);
+
+impl Iterator for StateDictIntoIter {
+    type Item = (String, Tensor);
+
+    fn next(&mut self) -> Option<(String, Tensor)> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for StateDictIntoIter {}
 
 impl FromIterator<(String, Tensor)> for StateDict {
     fn from_iter<I: IntoIterator<Item = (String, Tensor)>>(iter: I) -> StateDict {

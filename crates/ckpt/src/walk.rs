@@ -130,6 +130,7 @@ pub fn flat_name(path: &[Step<'_>]) -> String {
 pub struct Leaf<'a> {
     /// Keys, indices and object parts from the root; empty for the root itself.
     pub path: Vec<Step<'a>>,
+    /// The value at the end of the path.
     pub value: &'a Value,
     /// Whether `value` is an opaque object whose arguments and state the walk visits next
     /// (only [`leaves_and_objects`] yields these).

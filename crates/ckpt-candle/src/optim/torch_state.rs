@@ -123,7 +123,7 @@ pub(crate) fn read_optimizer_state(value: &Value, n_params: usize) -> Result<Loa
     };
     let per_param = ids
         .iter()
-        .map(|id| match state.items.get(id) {
+        .map(|id| match state.get_key(id) {
             None => Ok(None),
             Some(Value::Dict(entry)) => Ok(Some(entry)),
             Some(other) => Err(Error::key(

@@ -108,7 +108,7 @@ fn resumes_in_torch_with(config: SgdConfig) {
         let buf = saved
             .get("state")
             .and_then(|s| s.as_dict())
-            .and_then(|s| s.items.get(&ckpt::Key::Int(index as i64)))
+            .and_then(|s| s.get_key(&ckpt::Key::Int(index as i64)))
             .and_then(|e| e.get("momentum_buffer"))
             .and_then(|b| b.as_tensor())
             .unwrap()

@@ -131,7 +131,7 @@ fn fvcore_sgd_state_loads_into_an_optimizer_over_the_parameters_without_buffers(
             state
                 .get("state")
                 .and_then(Value::as_dict)
-                .and_then(|s| s.items.get(&Key::Int(index)))
+                .and_then(|s| s.get_key(&Key::Int(index)))
                 .and_then(|e| e.get("momentum_buffer"))
                 .and_then(Value::as_tensor)
                 .unwrap()
@@ -188,7 +188,7 @@ fn assert_state_loads_by_name(dir: &Path, file: &str, source: &str, torch: &Torc
         let exp_avg = state
             .get("state")
             .and_then(Value::as_dict)
-            .and_then(|s| s.items.get(&Key::Int(index as i64)))
+            .and_then(|s| s.get_key(&Key::Int(index as i64)))
             .and_then(|e| e.get("exp_avg"))
             .and_then(Value::as_tensor)
             .unwrap();

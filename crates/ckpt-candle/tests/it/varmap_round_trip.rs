@@ -128,7 +128,11 @@ fn shape_mismatch_missing_and_unexpected_names_are_reported() {
         .unwrap();
     assert_eq!(
         report.incorrect_shapes,
-        vec![("fc.weight".to_string(), vec![3, 2], vec![2, 3])]
+        vec![ckpt::ShapeMismatch::new(
+            "fc.weight",
+            vec![3, 2],
+            vec![2, 3]
+        )]
     );
     assert_eq!(report.missing_keys, vec!["fc.weight", "head.weight"]);
     assert_eq!(report.unexpected_keys, vec!["extra.weight"]);
@@ -158,7 +162,10 @@ fn checkpointer_skips_mismatched_shapes_and_loads_the_rest() {
         ("fc.bias", sample(DType::F32, &[2], 5.0)),
     ]);
     Checkpointer::new(shared(VarMapModel::new(target.clone())), dir.path())
-        .load(dir.path().join("model_final.pth"), None)
+        .load(
+            dir.path().join("model_final.pth"),
+            ckpt::Checkpointables::All,
+        )
         .unwrap();
     let data = target.data().lock().unwrap();
     assert_eq!(bytes_of(data["fc.weight"].as_tensor()), bytes_of(&weight));
@@ -236,8 +243,8 @@ fn complex_entries_are_reported_like_shape_mismatches() {
     let report = model.clone().load_non_strict(state.clone()).unwrap();
     assert_eq!(
         report.incorrect_dtypes,
-        vec![(
-            "w".to_string(),
+        vec![ckpt::DTypeMismatch::new(
+            "w",
             ckpt::DType::Complex64,
             ckpt::DType::Float32
         )]
@@ -265,7 +272,7 @@ fn complex_entries_are_reported_like_shape_mismatches() {
     let info = model.tensor_info().unwrap();
     assert!(info.iter().all(|i| i.dtype == ckpt::DType::Float32));
     Checkpointer::new(shared(model), "")
-        .load(dir.path().join("c.pth"), None)
+        .load(dir.path().join("c.pth"), ckpt::Checkpointables::All)
         .unwrap();
     assert_eq!(
         bytes_of(target.data().lock().unwrap()["w"].as_tensor()),

@@ -72,7 +72,7 @@ pub fn train(
     checkpointer: Checkpointer,
     mut step: impl FnMut(u64) -> BoxResult<f32>,
 ) -> BoxResult<Progress> {
-    let extra = checkpointer.resume_or_load("", true)?;
+    let extra = checkpointer.resume_or_load(None, true)?;
     let started_at = extra
         .get("iteration")
         .and_then(|v| v.as_int())
@@ -80,13 +80,11 @@ pub fn train(
     if started_at > 0 {
         println!("resumed at iteration {started_at}");
     }
-    let mut periodic = PeriodicCheckpointer::new(
-        checkpointer,
-        config.period,
-        Some(config.max_iter),
-        config.max_to_keep,
-        "model",
-    )?;
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(config.period)
+        .max_iter(config.max_iter)
+        .max_to_keep(config.max_to_keep)
+        .build()?;
     let mut stopped_at = None;
     for iteration in started_at..config.max_iter {
         let loss = step(iteration)?;
@@ -116,8 +114,6 @@ pub fn main<M>(
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        // ckpt colours its key reports itself and escapes names read from files.
-        .with_ansi_sanitization(false)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),

@@ -1,28 +1,5 @@
 //! Converting tensor elements between dtypes as torch's `Tensor.copy_` does, for loading a
-//! checkpoint into parameters that keep their own dtype.
-//!
-//! The rules are torch's: floats round to nearest (ties to even), through `float32` on the way
-//! to the 16- and 8-bit floats; floats become integers by truncation toward zero; integers
-//! wrap into narrower integers; a value is `true` when it is not zero (NaN included); a real
-//! value becomes a complex one with imaginary part 0. A float outside the range of the
-//! integer type it becomes is undefined in C++ and torch's result depends on the CPU and its
-//! code path; here it goes through `int64` (saturating beyond it), which is what torch defines
-//! for `uint8`.
-//!
-//! torch warns that a complex value copied into a real tensor loses its imaginary part;
-//! [`can_cast`] refuses that (except into `bool`, which torch computes from both parts).
-//!
-//! ```
-//! use ckpt::cast::{can_cast, cast_bytes};
-//! use ckpt::DType;
-//! let src: Vec<u8> = [2.7f64, -2.7].iter().flat_map(|x| x.to_le_bytes()).collect();
-//! let mut dst = vec![0u8; 2 * 8];
-//! cast_bytes(&src, DType::Float64, &mut dst, DType::Int64)?;
-//! assert_eq!(dst[..8], 2i64.to_le_bytes());
-//! assert_eq!(dst[8..], (-2i64).to_le_bytes());
-//! assert!(!can_cast(DType::Complex64, DType::Float32));
-//! # Ok::<(), ckpt::Error>(())
-//! ```
+//! checkpoint into parameters that keep their own dtype ([`cast_bytes`], [`can_cast`]).
 
 mod elements;
 mod float8;
@@ -43,6 +20,29 @@ pub fn can_cast(from: DType, to: DType) -> bool {
 /// Converts the elements in `src` (dtype `from`, little-endian, row-major) into `dst` (dtype
 /// `to`), as torch's `copy_` does. `dst` must hold as many elements as `src`; a pair that
 /// [`can_cast`] refuses is an error.
+///
+/// The rules are torch's: floats round to nearest (ties to even), through `float32` on the way
+/// to the 16- and 8-bit floats; floats become integers by truncation toward zero; integers
+/// wrap into narrower integers; a value is `true` when it is not zero (NaN included); a real
+/// value becomes a complex one with imaginary part 0. A float outside the range of the
+/// integer type it becomes is undefined in C++ and torch's result depends on the CPU and its
+/// code path; here it goes through `int64` (saturating beyond it), which is what torch defines
+/// for `uint8`.
+///
+/// torch warns that a complex value copied into a real tensor loses its imaginary part;
+/// [`can_cast`] refuses that (except into `bool`, which torch computes from both parts).
+///
+/// ```
+/// use ckpt::{can_cast, cast_bytes};
+/// use ckpt::DType;
+/// let src: Vec<u8> = [2.7f64, -2.7].iter().flat_map(|x| x.to_le_bytes()).collect();
+/// let mut dst = vec![0u8; 2 * 8];
+/// cast_bytes(&src, DType::Float64, &mut dst, DType::Int64)?;
+/// assert_eq!(dst[..8], 2i64.to_le_bytes());
+/// assert_eq!(dst[8..], (-2i64).to_le_bytes());
+/// assert!(!can_cast(DType::Complex64, DType::Float32));
+/// # Ok::<(), ckpt::Error>(())
+/// ```
 pub fn cast_bytes(src: &[u8], from: DType, dst: &mut [u8], to: DType) -> Result<()> {
     if !can_cast(from, to) {
         return Err(Error::invalid(format!(

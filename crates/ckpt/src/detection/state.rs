@@ -7,8 +7,8 @@ use std::collections::{HashMap, HashSet};
 
 use crate::checkpointer::{strip_prefix_if_present, take_model_entry};
 use crate::error::Result;
-use crate::incompatible::IncompatibleKeys;
-use crate::matching::{align_and_update_state_dicts, Alignment, ValueEdit};
+use crate::incompatible::{IncompatibleKeys, ShapeMismatch};
+use crate::matching::{align_and_update_state_dicts, Alignment, MatchedKey, ValueEdit};
 use crate::value::{Dict, StateDict, Value};
 
 /// Top-level buffers a model builds from its config, not reported missing.
@@ -19,7 +19,7 @@ const CELL_ANCHORS: &str = "anchor_generator.cell_anchors";
 
 /// The model state a `DetectionCheckpointer` loads, and how it was obtained.
 #[derive(Debug, Clone)]
-pub struct PreparedState {
+pub(crate) struct PreparedState {
     /// The state to load (before the checkpointer drops entries of the wrong shape).
     pub state: StateDict,
     /// The name matching done when the checkpoint asked for it (its `state_dict` is moved
@@ -30,6 +30,18 @@ pub struct PreparedState {
 }
 
 impl PreparedState {
+    /// The name under which the entry now called `key` was matched: after Caffe2 renaming
+    /// and without a removed `module.` prefix (entries not renamed by matching keep `key`).
+    fn converted_names(&self) -> HashMap<&str, String> {
+        let mut names: HashMap<&str, String> = HashMap::new();
+        if let Some(alignment) = &self.alignment {
+            for m in &alignment.matched {
+                names.insert(m.model_key.as_str(), m.converted_key.clone());
+            }
+        }
+        names
+    }
+
     /// The name under which the entry now called `key` is stored in the file.
     fn file_names(&self) -> HashMap<&str, String> {
         let prefix = if self.module_prefix_stripped {
@@ -59,7 +71,7 @@ impl PreparedState {
 }
 
 /// Whether the checkpoint dict asks for name matching (`matching_heuristics` true).
-pub fn wants_matching(checkpoint: &Dict) -> bool {
+pub(crate) fn wants_matching(checkpoint: &Dict) -> bool {
     match checkpoint.get("matching_heuristics") {
         Some(Value::Bool(b)) => *b,
         Some(Value::Int(i)) => *i != 0,
@@ -68,7 +80,7 @@ pub fn wants_matching(checkpoint: &Dict) -> bool {
 }
 
 /// Whether the checkpoint was converted from Caffe2 (`__author__ == "Caffe2"`).
-pub fn is_caffe2(checkpoint: &Dict) -> bool {
+pub(crate) fn is_caffe2(checkpoint: &Dict) -> bool {
     checkpoint.get("__author__").and_then(Value::as_str) == Some("Caffe2")
 }
 
@@ -78,7 +90,7 @@ pub fn is_caffe2(checkpoint: &Dict) -> bool {
 ///
 /// The prefix is removed before matching (detectron2 removes it after, so a checkpoint saved
 /// from a wrapped model would match nothing); without matching the result is the same.
-pub fn prepare_model_state(
+pub(crate) fn prepare_model_state(
     checkpoint: &mut Dict,
     model_shapes: &[(String, Vec<usize>)],
 ) -> Result<PreparedState> {
@@ -107,7 +119,10 @@ pub fn prepare_model_state(
 /// Drops from `report` what detectron2 does not warn about: `pixel_mean` / `pixel_std`
 /// missing when they are top-level names of the model (`has_name`), and unexpected keys
 /// containing `anchor_generator.cell_anchors`.
-pub fn filter_detection_report(report: &mut IncompatibleKeys, has_name: impl Fn(&str) -> bool) {
+pub(crate) fn filter_detection_report(
+    report: &mut IncompatibleKeys,
+    has_name: impl Fn(&str) -> bool,
+) {
     for name in PIXEL_STATS {
         if has_name(name) {
             report.missing_keys.retain(|k| k != name);
@@ -116,37 +131,24 @@ pub fn filter_detection_report(report: &mut IncompatibleKeys, has_name: impl Fn(
     report.unexpected_keys.retain(|k| !k.contains(CELL_ANCHORS));
 }
 
-/// A model key and the checkpoint entry that would be loaded into it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PlannedMatch {
-    pub model_key: String,
-    /// The key as named in the checkpoint file.
-    pub checkpoint_key: String,
-    pub shape: Vec<usize>,
-}
-
-/// A model key whose checkpoint entry would be skipped for its shape.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct PlannedMismatch {
-    pub model_key: String,
-    /// The key as named in the checkpoint file.
-    pub checkpoint_key: String,
-    pub model_shape: Vec<usize>,
-    pub checkpoint_shape: Vec<usize>,
-}
-
-/// What loading a checkpoint into a model would do, computed without the model's data.
+/// What loading a checkpoint into a model would do, computed without the model's data
+/// ([`plan_load`], [`DetectionCheckpointer::plan`](crate::DetectionCheckpointer::plan)).
+///
+/// Checkpoint keys are named as in the file (with a `module.` prefix the load removes, and
+/// before Caffe2 renaming); [`MatchedKey::converted_key`] is the name after those.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct LoadPlan {
     /// Entries loaded, in the model's order.
-    pub matched: Vec<PlannedMatch>,
+    pub matched: Vec<MatchedKey>,
     /// Entries skipped because the shapes differ: best matches of the heuristics first,
     /// then same-name entries.
-    pub shape_mismatches: Vec<PlannedMismatch>,
-    /// Model keys not loaded (the report's missing keys).
-    pub missing: Vec<String>,
-    /// Checkpoint keys (after renaming) the model does not have.
-    pub unexpected: Vec<String>,
+    pub shape_mismatches: Vec<ShapeMismatch>,
+    /// Model keys not loaded (as [`IncompatibleKeys::missing_keys`] would report them).
+    pub missing_keys: Vec<String>,
+    /// Checkpoint keys (after renaming) the model does not have (as
+    /// [`IncompatibleKeys::unexpected_keys`] would report them).
+    pub unexpected_keys: Vec<String>,
     /// Caffe2 renames that changed a name, `(file name, new name)`.
     pub c2_renames: Vec<(String, String)>,
     /// Caffe2 background-class edits.
@@ -155,8 +157,6 @@ pub struct LoadPlan {
     pub matching_heuristics: bool,
     /// Whether the checkpoint's names were converted from Caffe2 first.
     pub caffe2: bool,
-    /// Why the load would fail (an ambiguous match, a non-tensor model entry, ...).
-    pub error: Option<String>,
     /// The tensors that would be loaded, under the model's names, in the model's order.
     pub loaded: StateDict,
     /// The checkpoint entries that would not be loaded, named as in the file.
@@ -164,22 +164,25 @@ pub struct LoadPlan {
 }
 
 /// The dry run of a `DetectionCheckpointer` load of `checkpoint` (a dict as
-/// [`crate::detection::read_detection_file`] returns it) into a model with `model_shapes`:
-/// the same renaming, shape checks and report filtering, without touching any model.
-pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) -> LoadPlan {
+/// [`read_detection_file`](crate::detection::read_detection_file) returns it) into a model
+/// with `model_shapes`: the same renaming, shape checks and report filtering, without
+/// touching any model. Fails where the load would fail before touching the model (an
+/// ambiguous match, a model entry that is not a dict of tensors), with the same error.
+pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) -> Result<LoadPlan> {
     let mut plan = LoadPlan {
         matching_heuristics: wants_matching(&checkpoint),
         caffe2: wants_matching(&checkpoint) && is_caffe2(&checkpoint),
         ..LoadPlan::default()
     };
-    let prepared = match prepare_model_state(&mut checkpoint, model_shapes) {
-        Ok(prepared) => prepared,
-        Err(e) => {
-            plan.error = Some(e.to_string());
-            return plan;
-        }
-    };
+    let prepared = prepare_model_state(&mut checkpoint, model_shapes)?;
     let file_names = prepared.file_names();
+    let converted_names = prepared.converted_names();
+    let converted_name = |key: &str| {
+        converted_names
+            .get(key)
+            .cloned()
+            .unwrap_or_else(|| key.to_string())
+    };
     let file_name = |key: &str| {
         file_names
             .get(key)
@@ -198,11 +201,9 @@ pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) ->
         plan.shape_mismatches = alignment
             .shape_mismatches
             .iter()
-            .map(|m| PlannedMismatch {
-                model_key: m.model_key.clone(),
+            .map(|m| ShapeMismatch {
                 checkpoint_key: file_name_of_mismatch(&prepared, &m.checkpoint_key),
-                model_shape: m.model_shape.clone(),
-                checkpoint_shape: m.checkpoint_shape.clone(),
+                ..m.clone()
             })
             .collect();
     }
@@ -218,11 +219,11 @@ pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) ->
             Some(shape) if *shape == tensor.shape() => {
                 loadable.insert(key);
             }
-            Some(shape) => plan.shape_mismatches.push(PlannedMismatch {
+            Some(shape) => plan.shape_mismatches.push(ShapeMismatch {
                 model_key: key.to_string(),
                 checkpoint_key: file_name(key),
-                model_shape: shape.to_vec(),
                 checkpoint_shape: tensor.shape().to_vec(),
+                model_shape: shape.to_vec(),
             }),
             None => report.unexpected_keys.push(key.to_string()),
         }
@@ -232,9 +233,10 @@ pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) ->
             report.missing_keys.push(key.clone());
             continue;
         }
-        plan.matched.push(PlannedMatch {
+        plan.matched.push(MatchedKey {
             model_key: key.clone(),
             checkpoint_key: file_name(key),
+            converted_key: converted_name(key),
             shape: shape.clone(),
         });
         if let Some(tensor) = prepared.state.get(key) {
@@ -248,9 +250,9 @@ pub fn plan_load(model_shapes: &[(String, Vec<usize>)], mut checkpoint: Dict) ->
         .map(file_name)
         .collect();
     filter_detection_report(&mut report, |name| model.contains_key(name));
-    plan.missing = report.missing_keys;
-    plan.unexpected = report.unexpected_keys;
-    plan
+    plan.missing_keys = report.missing_keys;
+    plan.unexpected_keys = report.unexpected_keys;
+    Ok(plan)
 }
 
 /// The file name of a checkpoint key reported by the heuristics (already a file name, but
@@ -291,17 +293,20 @@ mod tests {
         let plan = plan_load(
             &shapes(&["a.w", "b"]),
             checkpoint(&["module.a.w", "module.c"], false),
-        );
+        )
+        .unwrap();
         assert_eq!(plan.matched.len(), 1);
         assert_eq!(plan.matched[0].checkpoint_key, "module.a.w");
         assert_eq!(plan.not_loaded, vec!["module.c"]);
-        assert_eq!(plan.unexpected, vec!["c"]);
-        assert_eq!(plan.missing, vec!["b"]);
+        assert_eq!(plan.unexpected_keys, vec!["c"]);
+        assert_eq!(plan.missing_keys, vec!["b"]);
+        assert_eq!(plan.matched[0].converted_key, "a.w");
 
-        let plan = plan_load(&shapes(&["net.a.w"]), checkpoint(&["module.a.w"], true));
+        let plan = plan_load(&shapes(&["net.a.w"]), checkpoint(&["module.a.w"], true)).unwrap();
         assert!(plan.matching_heuristics && !plan.caffe2);
         assert_eq!(plan.matched[0].model_key, "net.a.w");
         assert_eq!(plan.matched[0].checkpoint_key, "module.a.w");
+        assert_eq!(plan.matched[0].converted_key, "a.w");
     }
 
     #[test]

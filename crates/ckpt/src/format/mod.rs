@@ -14,14 +14,13 @@
 //!
 //! ```no_run
 //! use ckpt::format::{load_with, save_torch, LoadOptions, SaveOptions, SourcePages};
-//! let read = LoadOptions { source_pages: SourcePages::Release, ..LoadOptions::default() };
+//! let read = LoadOptions::default().with_source_pages(SourcePages::Release);
 //! let value = load_with("huge.safetensors", &read)?.value;
-//! let write = SaveOptions { source_pages: SourcePages::Release, ..SaveOptions::default() };
+//! let write = SaveOptions::default().with_source_pages(SourcePages::Release);
 //! save_torch("huge.pth", &value, &write)?; // peak memory: a few pieces and the metadata
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
-mod atomic;
 mod data_starts;
 mod eager;
 mod numpy;
@@ -39,10 +38,10 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result, ResultExt};
 use crate::pickle::Limits;
+use crate::store::atomic_write;
 use crate::tensor::Buffer;
 use crate::value::{StateDict, Value};
 
-pub use atomic::{atomic_write, fsync_dir, temp_owner, TEMP_PREFIX};
 pub use safetensors::{
     flatten_tensors, write_safetensors, write_safetensors_with, SafetensorsOptions,
 };
@@ -51,6 +50,7 @@ pub use torch_save::write_torch;
 
 /// The kinds of file this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Format {
     /// A torch zip archive (torch >= 1.6).
     TorchZip,
@@ -84,15 +84,22 @@ impl fmt::Display for Format {
 }
 
 /// Options for reading.
+///
+/// ```
+/// use ckpt::format::LoadOptions;
+/// let eager = LoadOptions::default().with_mmap(false).with_verify_crc32(true);
+/// assert!(!eager.mmap && eager.verify_crc32);
+/// ```
 #[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
 pub struct LoadOptions {
     /// Map the file and make tensors views of the map (zero-copy). When false the file is
     /// read into one heap buffer and tensors are views of that buffer.
     ///
     /// Views of a map read the file for as long as they live: truncating the file then
     /// kills the process with `SIGBUS`, rewriting it in place changes the tensors (see
-    /// [`Buffer`](crate::Buffer#a-map-depends-on-its-file)). Copy what you keep
-    /// ([`crate::detach::detach_value`], [`crate::Tensor::to_owned_as`]), or read eagerly.
+    /// [`Storage`](crate::Storage#a-map-depends-on-its-file)). Copy what you keep
+    /// ([`Value::detach`](crate::Value::detach), [`Tensor::to_owned_as`](crate::Tensor::to_owned_as)), or read eagerly.
     pub mmap: bool,
     /// Check the crc32 of every zip record against the central directory (torch does not).
     pub verify_crc32: bool,
@@ -117,15 +124,58 @@ impl Default for LoadOptions {
     }
 }
 
+impl LoadOptions {
+    /// Sets [`LoadOptions::mmap`].
+    pub fn with_mmap(mut self, mmap: bool) -> LoadOptions {
+        self.mmap = mmap;
+        self
+    }
+
+    /// Sets [`LoadOptions::verify_crc32`].
+    pub fn with_verify_crc32(mut self, verify_crc32: bool) -> LoadOptions {
+        self.verify_crc32 = verify_crc32;
+        self
+    }
+
+    /// Sets [`LoadOptions::limits`].
+    pub fn with_limits(mut self, limits: Limits) -> LoadOptions {
+        self.limits = limits;
+        self
+    }
+
+    /// Sets [`LoadOptions::source_pages`].
+    pub fn with_source_pages(mut self, source_pages: SourcePages) -> LoadOptions {
+        self.source_pages = source_pages;
+        self
+    }
+}
+
 /// What a file held, and in which format.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Loaded {
+    /// The format detected from the file's content.
     pub format: Format,
+    /// The value the file held.
     pub value: Value,
 }
 
+impl Loaded {
+    /// `value` read from a file of `format`.
+    pub fn new(format: Format, value: Value) -> Loaded {
+        Loaded { format, value }
+    }
+}
+
 /// Options for writing torch files.
+///
+/// ```
+/// use ckpt::format::SaveOptions;
+/// let options = SaveOptions::default().with_crc32(false).with_archive_name("archive");
+/// assert_eq!(options.archive_name.as_deref(), Some("archive"));
+/// ```
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SaveOptions {
     /// Alignment of every record's data (torch's default, 64).
     pub alignment: u64,
@@ -147,6 +197,32 @@ impl Default for SaveOptions {
             archive_name: None,
             source_pages: SourcePages::Keep,
         }
+    }
+}
+
+impl SaveOptions {
+    /// Sets [`SaveOptions::alignment`].
+    pub fn with_alignment(mut self, alignment: u64) -> SaveOptions {
+        self.alignment = alignment;
+        self
+    }
+
+    /// Sets [`SaveOptions::crc32`].
+    pub fn with_crc32(mut self, crc32: bool) -> SaveOptions {
+        self.crc32 = crc32;
+        self
+    }
+
+    /// Sets [`SaveOptions::archive_name`].
+    pub fn with_archive_name(mut self, archive_name: impl Into<String>) -> SaveOptions {
+        self.archive_name = Some(archive_name.into());
+        self
+    }
+
+    /// Sets [`SaveOptions::source_pages`].
+    pub fn with_source_pages(mut self, source_pages: SourcePages) -> SaveOptions {
+        self.source_pages = source_pages;
+        self
     }
 }
 

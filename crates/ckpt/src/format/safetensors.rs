@@ -100,10 +100,19 @@ pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
 
 /// Options for writing safetensors files.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct SafetensorsOptions {
     /// What to do with the pages of a memory-mapped file the tensors are views of (keep
     /// them, the default, or release them behind the writer for a conversion).
     pub source_pages: SourcePages,
+}
+
+impl SafetensorsOptions {
+    /// Sets [`SafetensorsOptions::source_pages`].
+    pub fn with_source_pages(mut self, source_pages: SourcePages) -> SafetensorsOptions {
+        self.source_pages = source_pages;
+        self
+    }
 }
 
 /// Writes tensors as safetensors with optional `__metadata__` (kept in the given order).

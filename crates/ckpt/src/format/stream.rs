@@ -40,9 +40,9 @@ pub const STREAM_CHUNK: usize = 4 << 20;
 /// ```no_run
 /// use ckpt::format::{load_with, save_torch, LoadOptions, SaveOptions, SourcePages};
 /// // A conversion: the value is read only to be written elsewhere.
-/// let read = LoadOptions { source_pages: SourcePages::Release, ..LoadOptions::default() };
+/// let read = LoadOptions::default().with_source_pages(SourcePages::Release);
 /// let loaded = load_with("big.safetensors", &read)?; // views of the map
-/// let write = SaveOptions { source_pages: SourcePages::Release, ..SaveOptions::default() };
+/// let write = SaveOptions::default().with_source_pages(SourcePages::Release);
 /// save_torch("big.pth", &loaded.value, &write)?; // holds a few MiB of the file at a time
 /// # Ok::<(), ckpt::Error>(())
 /// ```

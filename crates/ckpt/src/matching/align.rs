@@ -10,44 +10,24 @@
 use tracing::{error, info, warn};
 
 use crate::error::{Error, Result};
+use crate::incompatible::ShapeMismatch;
 use crate::matching::c2_names::{convert_c2_detectron_names, ValueEdit};
 use crate::matching::report::format_match_table;
 use crate::matching::suffix_index::SuffixIndex;
-use crate::matching::torch_size;
+use crate::matching::{torch_size, MatchedKey};
 use crate::tensor::Tensor;
 use crate::value::StateDict;
 
-/// A model key and the checkpoint key it is loaded from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MatchedKey {
-    pub model_key: String,
-    /// The key as named in the checkpoint file (before any Caffe2 renaming).
-    pub checkpoint_key: String,
-    /// The key after Caffe2 renaming (equal to `checkpoint_key` without it).
-    pub converted_key: String,
-    /// The shape, the same in the model and the checkpoint.
-    pub shape: Vec<usize>,
-}
-
-/// A model key whose best checkpoint match has another shape; the checkpoint value is not
-/// loaded into it and stays under its checkpoint name (unless another model key takes it).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShapeMismatch {
-    pub model_key: String,
-    /// The key as named in the checkpoint file.
-    pub checkpoint_key: String,
-    /// The key after Caffe2 renaming (equal to `checkpoint_key` without it).
-    pub converted_key: String,
-    pub model_shape: Vec<usize>,
-    pub checkpoint_shape: Vec<usize>,
-}
-
 /// What [`align_and_update_state_dicts`] did.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct Alignment {
     /// The matched pairs, sorted by model key.
     pub matched: Vec<MatchedKey>,
-    /// Best matches skipped for their shape, sorted by model key.
+    /// Model keys whose best checkpoint match has another shape, sorted by model key (the
+    /// checkpoint key named as in the file, before Caffe2 renaming). The checkpoint value is
+    /// not loaded into it and stays under its checkpoint name (unless another model key
+    /// takes it).
     pub shape_mismatches: Vec<ShapeMismatch>,
     /// The checkpoint renamed for loading: the matched tensors under their model names
     /// (sorted by model key), then every other checkpoint tensor under its (Caffe2-renamed)
@@ -119,9 +99,8 @@ pub fn align_and_update_state_dicts(
             shape_mismatches.push(ShapeMismatch {
                 model_key: model_key.clone(),
                 checkpoint_key: original(c, ckpt_key),
-                converted_key: ckpt_key.clone(),
-                model_shape: model_shape.clone(),
                 checkpoint_shape: tensor.shape().to_vec(),
+                model_shape: model_shape.clone(),
             });
             continue;
         }

@@ -17,6 +17,7 @@ use crate::value::StateDict;
 
 /// A Caffe2 state dict renamed to detectron2 names.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct C2Conversion {
     /// The tensors under their new names, in the sorted order of the old names.
     pub state_dict: StateDict,
@@ -39,11 +40,15 @@ impl C2Conversion {
 
 /// A change to the values of one tensor made while renaming.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ValueEdit {
     /// The new (detectron2) name of the tensor.
     pub key: String,
+    /// What was done.
     pub kind: ValueEditKind,
+    /// The tensor's shape before.
     pub shape_before: Vec<usize>,
+    /// Its shape after.
     pub shape_after: Vec<usize>,
 }
 

@@ -5,8 +5,7 @@
 
 use std::ops::Range;
 
-use crate::matching::align::MatchedKey;
-use crate::matching::shape_tuple;
+use crate::matching::{shape_tuple, MatchedKey};
 
 /// The longest common prefix of dot-separated names, in whole segments, with a trailing
 /// dot: `["abc.zfg", "abc.zef"]` gives `"abc."`, a single name `"a.b"` gives `"a.b."`; no
@@ -15,7 +14,7 @@ use crate::matching::shape_tuple;
 /// detectron2 keeps every segment position where the smallest and largest names agree,
 /// even after a difference (`["a.b.c", "a.x.c"]` would give `"a.c."`, not a prefix); this
 /// keeps only the leading run, so it is always a prefix of every name plus `"."`.
-pub fn longest_common_prefix<S: AsRef<str>>(names: &[S]) -> String {
+pub(crate) fn longest_common_prefix<S: AsRef<str>>(names: &[S]) -> String {
     let by_segments = |a: &&str, b: &&str| a.split('.').cmp(b.split('.'));
     let names = names.iter().map(AsRef::as_ref);
     let (Some(first), Some(last)) = (names.clone().min_by(by_segments), names.max_by(by_segments))
@@ -37,7 +36,7 @@ pub fn longest_common_prefix<S: AsRef<str>>(names: &[S]) -> String {
 
 /// The longest common prefix of strings, by characters: `["classA", "classB", "clab"]`
 /// gives `"cla"`; no name gives `""`.
-pub fn longest_common_prefix_str<S: AsRef<str>>(names: &[S]) -> String {
+pub(crate) fn longest_common_prefix_str<S: AsRef<str>>(names: &[S]) -> String {
     let (Some(first), Some(last)) = (
         names.iter().map(AsRef::as_ref).min(),
         names.iter().map(AsRef::as_ref).max(),
@@ -55,7 +54,7 @@ pub fn longest_common_prefix_str<S: AsRef<str>>(names: &[S]) -> String {
 
 /// Compresses names sharing a prefix: `["common1", "common2", "common3"]` gives
 /// `"common{1,2,3}"`; the four batch-norm statistics become `bn_*`.
-pub fn group_str<S: AsRef<str>>(names: &[S]) -> String {
+pub(crate) fn group_str<S: AsRef<str>>(names: &[S]) -> String {
     let lcp = longest_common_prefix_str(names);
     let rest: Vec<&str> = names.iter().map(|n| &n.as_ref()[lcp.len()..]).collect();
     format!("{lcp}{{{}}}", rest.join(","))
@@ -181,4 +180,52 @@ fn pipe_table(headers: [&str; 3], rows: &[[String; 3]]) -> String {
         out.push(line([&row[0], &row[1], &row[2]]));
     }
     out.join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn longest_common_prefix_helpers_behave_like_detectron2() {
+        assert_eq!(longest_common_prefix(&["abc.zfg", "abc.zef"]), "abc.");
+        assert_eq!(longest_common_prefix(&["a.b.c", "a.b.d", "a.x"]), "a.");
+        assert_eq!(longest_common_prefix(&["abc", "abd"]), "");
+        assert_eq!(longest_common_prefix(&["a.b.c"]), "a.b.c.");
+        assert_eq!(longest_common_prefix::<&str>(&[]), "");
+
+        assert_eq!(longest_common_prefix_str(&["class", "dlaps"]), "");
+        assert_eq!(longest_common_prefix_str(&["classA", "classB"]), "class");
+        assert_eq!(
+            longest_common_prefix_str(&["classA", "classB", "clab"]),
+            "cla"
+        );
+
+        assert_eq!(
+            group_str(&["common1", "common2", "common3"]),
+            "common{1,2,3}"
+        );
+        assert_eq!(
+            group_str(&[
+                "res2_0_bn_beta",
+                "res2_0_bn_running_mean",
+                "res2_0_bn_running_var",
+                "res2_0_bn_gamma"
+            ]),
+            "res2_0_bn_*"
+        );
+    }
+
+    #[test]
+    fn longest_common_prefix_helpers_agree_with_the_reference() {
+        assert_eq!(longest_common_prefix_str(&["class", "dlaps"]), "");
+        assert_eq!(longest_common_prefix_str(&["classA", "classB"]), "class");
+        assert_eq!(
+            longest_common_prefix_str(&["classA", "classB", "clab"]),
+            "cla"
+        );
+        assert_eq!(longest_common_prefix(&["abc.zfg", "abc.zef"]), "abc.");
+        assert_eq!(longest_common_prefix(&["a.b.c", "a.b.d", "a.x"]), "a.");
+        assert_eq!(longest_common_prefix(&["x.y", "z.y"]), "");
+    }
 }

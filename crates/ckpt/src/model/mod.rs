@@ -46,6 +46,7 @@ pub(crate) fn lock<T: ?Sized>(handle: &Mutex<T>) -> MutexGuard<'_, T> {
 /// The keys a non-strict load did not match, as `nn.Module.load_state_dict(strict=False)`
 /// reports them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LoadedKeys {
     /// Names the model has that the state dict did not provide.
     pub missing_keys: Vec<String>,
@@ -53,15 +54,54 @@ pub struct LoadedKeys {
     pub unexpected_keys: Vec<String>,
 }
 
+impl LoadedKeys {
+    /// The names a load did not match.
+    pub fn new(missing_keys: Vec<String>, unexpected_keys: Vec<String>) -> LoadedKeys {
+        LoadedKeys {
+            missing_keys,
+            unexpected_keys,
+        }
+    }
+}
+
 /// The name, shape and dtype of one parameter or buffer of a [`Model`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TensorInfo {
+    /// The name in the model's state dict.
     pub name: String,
+    /// The shape.
     pub shape: Vec<usize>,
+    /// The element type.
     pub dtype: DType,
 }
 
+impl TensorInfo {
+    /// The parameter or buffer `name`.
+    pub fn new(name: impl Into<String>, shape: Vec<usize>, dtype: DType) -> TensorInfo {
+        TensorInfo {
+            name: name.into(),
+            shape,
+            dtype,
+        }
+    }
+}
+
 /// A model: named parameters and buffers in, named parameters and buffers out.
+///
+/// [`StateDictModel`] is a ready one; an adapter for a framework implements the two required
+/// methods over the framework's variables (`ckpt-candle`'s `VarMapModel` does for candle).
+///
+/// ```
+/// use ckpt::{shared, Model, StateDict, StateDictModel, Tensor};
+/// let mut sd = StateDict::new();
+/// sd.insert("fc.weight", Tensor::from_slice(&[0.5f32; 6], &[2, 3])?);
+/// let model = shared(StateDictModel::new(sd));
+/// // The training loop and a checkpointer can both hold `model`.
+/// let info = model.lock().unwrap().tensor_info()?;
+/// assert_eq!((info[0].name.as_str(), info[0].shape.as_slice()), ("fc.weight", &[2, 3][..]));
+/// # Ok::<(), ckpt::Error>(())
+/// ```
 pub trait Model: Send {
     /// The model's parameters and buffers, in the model's order.
     fn state_dict(&self) -> Result<StateDict>;
@@ -69,7 +109,7 @@ pub trait Model: Send {
     /// Loads `state` non-strictly: every name the model has is taken from `state` when
     /// present; the names that did not match are reported. The checkpointer has already
     /// dropped entries whose shape differs from the model's, and entries whose dtype cannot
-    /// be loaded into the model's ([`crate::cast::can_cast`]), both from
+    /// be loaded into the model's ([`can_cast`](crate::can_cast)), both from
     /// [`Model::tensor_info`].
     ///
     /// As torch's `load_state_dict` does (`param.copy_(value)`), a parameter keeps its own
@@ -80,7 +120,7 @@ pub trait Model: Send {
     /// runs: a model that keeps them must copy them into memory it owns (as
     /// [`crate::Tensor::to_owned_as`] does), or it will read the file for as long as it keeps
     /// them, and die with `SIGBUS` when the file is truncated or change when it is rewritten
-    /// (see [`Buffer`](crate::Buffer#a-map-depends-on-its-file)).
+    /// (see [`Storage`](crate::Storage#a-map-depends-on-its-file)).
     fn load_state_dict(&mut self, state: StateDict) -> Result<LoadedKeys>;
 
     /// The name, shape and dtype of every parameter and buffer, in the model's order. The

@@ -20,6 +20,22 @@ use crate::value::StateDict;
 /// is the only handle on its memory (as torch writes into a parameter), else into a new
 /// allocation (the old tensor may be shared: a snapshot, a tied weight, a clone the program
 /// kept).
+///
+/// ```
+/// use ckpt::{DType, LoadedKeys, Model, StateDict, StateDictModel, Tensor};
+/// let mut init = StateDict::new();
+/// init.insert("fc.weight", Tensor::zeros(DType::Float32, &[2])?);
+/// init.insert("fc.bias", Tensor::zeros(DType::Float32, &[1])?);
+/// let mut model = StateDictModel::new(init);
+/// let mut file = StateDict::new();
+/// file.insert("fc.weight", Tensor::from_slice(&[1.0f64, 2.0], &[2])?); // float64 in the file
+/// let report = model.load_state_dict(file)?;
+/// assert_eq!(report, LoadedKeys::new(vec!["fc.bias".into()], vec![]));
+/// let weight = model.get("fc.weight").unwrap();
+/// assert_eq!(weight.dtype(), DType::Float32); // the model keeps its dtype
+/// assert_eq!(weight.to_vec::<f32>()?, [1.0, 2.0]);
+/// # Ok::<(), ckpt::Error>(())
+/// ```
 #[derive(Debug, Clone, Default)]
 pub struct StateDictModel {
     state: StateDict,

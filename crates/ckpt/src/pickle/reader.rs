@@ -27,12 +27,33 @@ pub enum Py2Strings {
 }
 
 /// Options of [`read_pickle`].
+///
+/// ```
+/// use ckpt::pickle::{PickleOptions, Py2Strings};
+/// let options = PickleOptions::default().with_py2_strings(Py2Strings::Utf8OrLatin1);
+/// assert_eq!(options.py2_strings, Py2Strings::Utf8OrLatin1);
+/// ```
 #[derive(Debug, Clone, Copy, Default)]
+#[non_exhaustive]
 pub struct PickleOptions {
     /// How Python 2 strings become text.
     pub py2_strings: Py2Strings,
     /// Bounds on nesting depth and on the number of values produced.
     pub limits: Limits,
+}
+
+impl PickleOptions {
+    /// Sets [`PickleOptions::py2_strings`].
+    pub fn with_py2_strings(mut self, py2_strings: Py2Strings) -> PickleOptions {
+        self.py2_strings = py2_strings;
+        self
+    }
+
+    /// Sets [`PickleOptions::limits`].
+    pub fn with_limits(mut self, limits: Limits) -> PickleOptions {
+        self.limits = limits;
+        self
+    }
 }
 
 /// A storage resolved from a persistent id, with the dtype its storage class names.

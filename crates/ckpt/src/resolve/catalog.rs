@@ -14,17 +14,17 @@ use super::{Lookup, PathHandler};
 use crate::error::{Error, Result};
 
 /// Where the detectron2 model zoo lives (`detectron2://X` is this followed by `X`).
-pub const DETECTRON2_URL_PREFIX: &str = "https://dl.fbaipublicfiles.com/detectron2/";
+pub(crate) const DETECTRON2_URL_PREFIX: &str = "https://dl.fbaipublicfiles.com/detectron2/";
 
 /// Where the Detectron1 models live.
-pub const DETECTRON1_URL_PREFIX: &str = "https://dl.fbaipublicfiles.com/detectron";
+pub(crate) const DETECTRON1_URL_PREFIX: &str = "https://dl.fbaipublicfiles.com/detectron";
 
 const IMAGENET: &str = "ImageNetPretrained/";
 const C2_DETECTRON_COCO: &str = "Caffe2Detectron/COCO/";
 
 /// ImageNet-pretrained backbones: catalog name -> file under [`DETECTRON1_URL_PREFIX`].
 /// MSRA models use `STRIDE_IN_1X1 = True`, the others `False`.
-pub const IMAGENET_MODELS: &[(&str, &str)] = &[
+pub(crate) const IMAGENET_MODELS: &[(&str, &str)] = &[
     ("MSRA/R-50", "ImageNetPretrained/MSRA/R-50.pkl"),
     ("MSRA/R-101", "ImageNetPretrained/MSRA/R-101.pkl"),
     ("FAIR/R-50-GN", "ImageNetPretrained/47261647/R-50-GN.pkl"),
@@ -45,7 +45,7 @@ pub const IMAGENET_MODELS: &[(&str, &str)] = &[
 
 /// The training set a Detectron1 COCO baseline was trained on (a directory in its URL).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CocoDataset {
+pub(crate) enum CocoDataset {
     /// `coco_2014_train` + `coco_2014_valminusminival`.
     Detection,
     /// The keypoint variant of the same splits.
@@ -54,7 +54,7 @@ pub enum CocoDataset {
 
 impl CocoDataset {
     /// The directory name in the URL (with its `:` percent-encoded, as on the server).
-    pub fn url_part(self) -> &'static str {
+    pub(crate) fn url_part(self) -> &'static str {
         match self {
             CocoDataset::Detection => "coco_2014_train%3Acoco_2014_valminusminival",
             CocoDataset::Keypoints => {
@@ -66,15 +66,15 @@ impl CocoDataset {
 
 /// One Detectron1 COCO baseline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct C2DetectronModel {
+pub(crate) struct C2DetectronModel {
     /// The catalog name after `Caffe2Detectron/COCO/`: `<id>/<name>`.
-    pub name: &'static str,
+    pub(crate) name: &'static str,
     /// The training run's directory under [`DETECTRON1_URL_PREFIX`].
-    pub run: &'static str,
+    pub(crate) run: &'static str,
     /// The training set (a directory in the URL).
-    pub dataset: CocoDataset,
+    pub(crate) dataset: CocoDataset,
     /// The model type directory: `generalized_rcnn`, or `rpn` for the one RPN-only C4 run.
-    pub kind: &'static str,
+    pub(crate) kind: &'static str,
 }
 
 const fn c2(name: &'static str, run: &'static str) -> C2DetectronModel {
@@ -87,7 +87,7 @@ const fn c2(name: &'static str, run: &'static str) -> C2DetectronModel {
 }
 
 /// The Detectron1 COCO baselines.
-pub const C2_DETECTRON_MODELS: &[C2DetectronModel] = &[
+pub(crate) const C2_DETECTRON_MODELS: &[C2DetectronModel] = &[
     c2(
         "35857197/e2e_faster_rcnn_R-50-C4_1x",
         "35857197/12_2017_baselines/e2e_faster_rcnn_R-50-C4_1x.yaml.01_33_49.iAX0mXvW",
@@ -150,7 +150,7 @@ pub const C2_DETECTRON_MODELS: &[C2DetectronModel] = &[
 
 impl C2DetectronModel {
     /// The URL of the model's `model_final.pkl`.
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!(
             "{DETECTRON1_URL_PREFIX}/{}/output/train/{}/{}/model_final.pkl",
             self.run,
@@ -160,8 +160,22 @@ impl C2DetectronModel {
     }
 }
 
-/// The URL of a catalog name (without `catalog://`), e.g. `ImageNetPretrained/MSRA/R-50`.
+/// The URL of a `catalog://` name (given without `catalog://`), as detectron2's
+/// `ModelCatalog` defines them:
+///
+/// - `ImageNetPretrained/<name>`: an ImageNet-pretrained backbone, e.g.
+///   `ImageNetPretrained/MSRA/R-50`;
+/// - `Caffe2Detectron/COCO/<id>/<name>`: a Detectron1 COCO baseline, e.g.
+///   `Caffe2Detectron/COCO/35857197/e2e_faster_rcnn_R-50-C4_1x`.
+///
+/// Every model fused its batch norms into affine layers and expects `PIXEL_STD = [1, 1, 1]`.
 /// An unknown name is an error listing the names of its table.
+///
+/// ```
+/// let url = ckpt::resolve::catalog_url("ImageNetPretrained/MSRA/R-50")?;
+/// assert!(url.ends_with("/ImageNetPretrained/MSRA/R-50.pkl"));
+/// # Ok::<(), ckpt::Error>(())
+/// ```
 pub fn catalog_url(name: &str) -> Result<String> {
     if let Some(model) = name.strip_prefix(IMAGENET) {
         let file = IMAGENET_MODELS

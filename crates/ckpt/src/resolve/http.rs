@@ -187,7 +187,7 @@ impl HttpCache {
         }
         let total = response.body().content_length();
         let mut body = response.body_mut().as_reader();
-        crate::format::atomic_write(dest, |out| {
+        crate::store::atomic_write(dest, |out| {
             copy_body(url, dest, &mut body, out, total, self.progress.as_deref())
         })?;
         tracing::info!("Downloaded {url}");

@@ -5,7 +5,7 @@
 //! - no prefix (or `file://`): a local path, used as is;
 //! - `http://`, `https://`: downloaded once into a cache directory ([`HttpCache`]);
 //! - `detectron2://X`: the detectron2 model zoo, `https://dl.fbaipublicfiles.com/detectron2/X`;
-//! - `catalog://...`: Detectron1 models named in a fixed table ([`catalog`]).
+//! - `catalog://...`: Detectron1 models named in a fixed table ([`catalog_url`]).
 //!
 //! Users add their own prefixes with [`Resolver::register`]. Before any handler runs,
 //! [`Resolver::resolve`] strips a query string (`model.pth?matching_heuristics=True`) and
@@ -18,7 +18,7 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
-pub mod catalog;
+mod catalog;
 mod http;
 mod query;
 
@@ -28,9 +28,10 @@ use std::sync::Arc;
 
 use crate::error::{Error, Result};
 
-pub use catalog::CatalogHandler;
+pub use catalog::{catalog_url, CatalogHandler};
 pub use http::{default_cache_dir, HttpCache, Progress, CACHE_DIR_ENV};
-pub use query::{split_query, QueryOptions};
+pub(crate) use query::split_query;
+pub use query::QueryOptions;
 
 /// How deep handlers may delegate to each other (`catalog://` -> `https://` -> file) before
 /// the resolver assumes a cycle between user handlers.
@@ -65,12 +66,23 @@ impl Lookup<'_> {
 
 /// A local path and the options parsed from its query string.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Resolved {
     /// The local file (not checked for existence: in distributed training a worker may lack
     /// a file that the main worker has).
     pub path: PathBuf,
     /// Options from the query string.
     pub options: QueryOptions,
+}
+
+impl Resolved {
+    /// A local path without options.
+    pub fn local(path: impl Into<PathBuf>) -> Resolved {
+        Resolved {
+            path: path.into(),
+            options: QueryOptions::default(),
+        }
+    }
 }
 
 /// A handler that rewrites one prefix into another string and resolves the result, e.g.

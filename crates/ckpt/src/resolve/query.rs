@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 
 /// Options parsed from the query string of a checkpoint path.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct QueryOptions {
     /// `matching_heuristics=True`: rename the checkpoint's keys by suffix matching before
     /// loading, even for a plain PyTorch file.
@@ -48,7 +49,7 @@ impl QueryOptions {
 
 /// Splits `path` at its first `?` into the path and the query string (without `?`). A
 /// fragment (`#...`) after the query is dropped.
-pub fn split_query(path: &str) -> (&str, Option<&str>) {
+pub(crate) fn split_query(path: &str) -> (&str, Option<&str>) {
     match path.split_once('?') {
         Some((bare, query)) => {
             let query = query.split_once('#').map_or(query, |(q, _)| q);

@@ -31,11 +31,14 @@ fn save_loop(dir: &str) -> ckpt::Result<()> {
     let model = shared(StateDictModel::new(filled_state(-1.0)));
     let checkpointer = Checkpointer::new(model.clone(), dir);
     let start = checkpointer
-        .resume_or_load("", true)?
+        .resume_or_load(None, true)?
         .get("iteration")
         .and_then(|v| v.as_int())
         .map_or(0, |i| i + 1);
-    let mut periodic = PeriodicCheckpointer::new(checkpointer, 1, None, Some(3), "model")?;
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(1)
+        .max_to_keep(3)
+        .build()?;
     for iteration in start.. {
         *model.lock().unwrap() = StateDictModel::new(filled_state(iteration as f32));
         periodic.step(iteration as u64, Dict::new())?;

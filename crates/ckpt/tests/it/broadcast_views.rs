@@ -76,10 +76,7 @@ fn writing_an_expanded_view_that_needs_its_own_copy_is_an_error_not_an_abort() {
     let mut dict = ckpt::Dict::new();
     dict.insert("float", Value::Tensor(base));
     dict.insert("int", Value::Tensor(as_int));
-    let options = ckpt::format::SaveOptions {
-        archive_name: Some("a".into()),
-        ..Default::default()
-    };
+    let options = ckpt::format::SaveOptions::default().with_archive_name("a");
     let err = ckpt::format::write_torch(&mut Vec::new(), &Value::Dict(dict), &options).unwrap_err();
     assert!(err.to_string().contains("cannot allocate"), "{err}");
 }
@@ -108,6 +105,8 @@ fn caffe2_class_scores_as_a_huge_expanded_view_are_an_error_not_an_abort() {
     let model = ckpt::shared(ckpt::StateDictModel::new(sd));
     let checkpointer = ckpt::DetectionCheckpointer::new(model, "")
         .with_resolver(ckpt::resolve::Resolver::local_only());
-    let err = checkpointer.load(path.to_str().unwrap(), None).unwrap_err();
+    let err = checkpointer
+        .load(path.to_str().unwrap(), ckpt::Checkpointables::All)
+        .unwrap_err();
     assert!(err.to_string().contains("cannot allocate"), "{err}");
 }

@@ -3,8 +3,8 @@
 //! wrapping, overflow, NaN and infinities; and refuses exactly the pairs torch warns about.
 //! torch's results come from tests/interop/cast_matrix.py, run with `$CKPT_PYTHON`.
 
-use ckpt::cast::{can_cast, cast_bytes};
 use ckpt::DType;
+use ckpt::{can_cast, cast_bytes};
 use serde_json::Value as Json;
 
 use crate::support::{interop_script, python};

@@ -89,7 +89,7 @@ fn python_and_rust_resume_each_others_checkpoints() {
     checkpointer
         .add_checkpointable("optimizer", optimizer.clone())
         .unwrap();
-    let extra = checkpointer.resume_or_load("", true).unwrap();
+    let extra = checkpointer.resume_or_load(None, true).unwrap();
     assert_eq!(extra.get("iteration").and_then(Value::as_int), Some(19));
     let params = mlp::read_params(&model).unwrap();
     for (name, values) in mlp::NAMES.iter().zip(&params) {
@@ -113,8 +113,12 @@ fn python_and_rust_resume_each_others_checkpoints() {
 
     // Rust trains on to the end; retention counts Python's periodic files too.
     let data = mlp::synthetic_data();
-    let mut periodic =
-        PeriodicCheckpointer::new(checkpointer, 10, Some(40), Some(2), "model").unwrap();
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(10)
+        .max_iter(40)
+        .max_to_keep(2)
+        .build()
+        .unwrap();
     for iteration in 20..40u64 {
         let mut params = mlp::read_params(&model).unwrap();
         let (_, grads) = mlp::loss_and_grads(&params, &data);
@@ -167,7 +171,7 @@ fn python_checkpoints_load_with_their_exact_python_extras() {
     );
     let files = checkpointer.get_all_checkpoint_files().unwrap();
     assert_eq!(files.len(), 3, "{files:?}");
-    let left = checkpointer.resume_or_load("", true).unwrap();
+    let left = checkpointer.resume_or_load(None, true).unwrap();
     assert_eq!(left.get("iteration").and_then(Value::as_int), Some(9));
     assert!(
         left.get("optimizer").is_some(),

@@ -50,7 +50,7 @@ fn save_then_load_in_the_same_directory_restores_everything() {
     let file = loader.get_checkpoint_file().unwrap().unwrap();
     assert_eq!(file, dir.path().join("checkpoint_file.pth"));
 
-    let left = loader.load(&file, None).unwrap();
+    let left = loader.load(&file, ckpt::Checkpointables::All).unwrap();
     assert!(same_state(&state_of(&fresh), &state_of(&trained)));
     assert_eq!(fresh_counter.lock().unwrap().0, 7);
     let keys: Vec<String> = left.iter().map(|(k, _)| k.to_string()).collect();
@@ -78,7 +78,7 @@ fn a_checkpoint_loads_from_another_directory() {
     let loader = Checkpointer::new(fresh.clone(), other.path());
     assert!(!loader.has_checkpoint().unwrap());
     // Without a tag, resume_or_load falls back to the given path (model only).
-    loader.resume_or_load(&moved, true).unwrap();
+    loader.resume_or_load(Some(&moved), true).unwrap();
     assert!(same_state(&state_of(&fresh), &state_of(&trained)));
 }
 
@@ -97,14 +97,14 @@ fn resume_loads_checkpointables_but_plain_load_from_path_does_not() {
         .add_checkpointable("counter", counter.clone())
         .unwrap();
     let left = loader
-        .resume_or_load(dir.path().join("a.pth"), false)
+        .resume_or_load(Some(&dir.path().join("a.pth")), false)
         .unwrap();
     assert_eq!(counter.lock().unwrap().0, 0, "not resuming: model only");
     assert!(
         left.get("counter").is_some(),
         "an unconsumed checkpointable is a leftover"
     );
-    loader.resume_or_load("", true).unwrap();
+    loader.resume_or_load(None, true).unwrap();
     assert_eq!(counter.lock().unwrap().0, 5);
 }
 
@@ -121,7 +121,8 @@ fn module_prefixed_state_dicts_load_into_plain_models_and_back() {
         .unwrap();
     let plain = model(0.0);
     let (result, logs) = capture_logs(|| {
-        Checkpointer::new(plain.clone(), "").load(dir.path().join("wrapped.pth"), None)
+        Checkpointer::new(plain.clone(), "")
+            .load(dir.path().join("wrapped.pth"), ckpt::Checkpointables::All)
     });
     result.unwrap();
     assert!(same_state(&state_of(&plain), &model_state(3.0)));
@@ -133,7 +134,7 @@ fn module_prefixed_state_dicts_load_into_plain_models_and_back() {
         .unwrap();
     let again = model(0.0);
     Checkpointer::new(again.clone(), "")
-        .load(dir.path().join("plain.pth"), None)
+        .load(dir.path().join("plain.pth"), ckpt::Checkpointables::All)
         .unwrap();
     assert!(same_state(&state_of(&again), &model_state(4.0)));
 }
@@ -142,7 +143,7 @@ fn module_prefixed_state_dicts_load_into_plain_models_and_back() {
 fn a_prefix_on_only_some_keys_is_kept() {
     let mut sd = model_state(1.0);
     sd.insert("module.extra", Tensor::from_slice(&[1.0f32], &[1]).unwrap());
-    let stripped = ckpt::checkpointer::strip_prefix_if_present(sd, "module.");
+    let stripped = sd.strip_prefix_if_present("module.");
     assert!(stripped.get("module.extra").is_some());
     assert!(stripped.get("layer1.weight").is_some());
 }
@@ -162,7 +163,8 @@ fn shape_mismatches_are_skipped_and_reported() {
 
     let fresh = model(0.0);
     let (result, logs) = capture_logs(|| {
-        Checkpointer::new(fresh.clone(), "").load(dir.path().join("ckpt.pth"), None)
+        Checkpointer::new(fresh.clone(), "")
+            .load(dir.path().join("ckpt.pth"), ckpt::Checkpointables::All)
     });
     result.unwrap();
     let state = state_of(&fresh);
@@ -199,7 +201,8 @@ fn any_shape_keys_load_whatever_their_shape() {
         .unwrap();
     let lazy = shared(StateDictModel::new(model_state(0.0)).with_any_shape(["layer1.bias"]));
     let (result, logs) = capture_logs(|| {
-        Checkpointer::new(lazy.clone(), "").load(dir.path().join("ckpt.pth"), None)
+        Checkpointer::new(lazy.clone(), "")
+            .load(dir.path().join("ckpt.pth"), ckpt::Checkpointables::All)
     });
     result.unwrap();
     assert_eq!(
@@ -229,7 +232,8 @@ fn reused_parameters_are_not_reported_missing() {
     sd.insert("decoder.bias", Tensor::from_slice(&[0.0f32], &[1]).unwrap());
     let fresh = shared(StateDictModel::new(sd));
     let (result, logs) = capture_logs(|| {
-        Checkpointer::new(fresh.clone(), "").load(dir.path().join("ckpt.pth"), None)
+        Checkpointer::new(fresh.clone(), "")
+            .load(dir.path().join("ckpt.pth"), ckpt::Checkpointables::All)
     });
     result.unwrap();
     assert!(
@@ -259,7 +263,7 @@ fn numpy_arrays_are_accepted_as_tensors() {
     }
     let checkpoint = extra_with(&[("model", Value::Dict(weights))]);
     Checkpointer::new(fresh.clone(), "")
-        .load_checkpoint("c2.pkl".as_ref(), checkpoint, None)
+        .load_checkpoint("c2.pkl".as_ref(), checkpoint, ckpt::Checkpointables::All)
         .unwrap();
     assert!(same_state(&state_of(&fresh), &model_state(6.0)));
 }
@@ -275,7 +279,7 @@ fn non_tensor_model_entries_are_rejected_naming_key_and_type() {
     weights.insert("layer1.bias", Value::List(vec![Value::Int(1)]));
     let checkpoint = extra_with(&[("model", Value::Dict(weights))]);
     let err = Checkpointer::new(fresh.clone(), "")
-        .load_checkpoint("bad.pth".as_ref(), checkpoint, None)
+        .load_checkpoint("bad.pth".as_ref(), checkpoint, ckpt::Checkpointables::All)
         .unwrap_err();
     let message = err.to_string();
     assert!(
@@ -289,7 +293,7 @@ fn non_tensor_model_entries_are_rejected_naming_key_and_type() {
 
     let no_model = extra_with(&[("iteration", Value::Int(1))]);
     let err = Checkpointer::new(fresh, "")
-        .load_checkpoint("x.pth".as_ref(), no_model, None)
+        .load_checkpoint("x.pth".as_ref(), no_model, ckpt::Checkpointables::All)
         .unwrap_err();
     assert!(err.to_string().contains("'model'"), "{err}");
 }
@@ -300,7 +304,9 @@ fn loading_a_missing_or_truncated_file_fails_and_leaves_the_model_unchanged() {
     let fresh = model(0.0);
     let checkpointer = Checkpointer::new(fresh.clone(), "");
     let missing = dir.path().join("nope.pth");
-    let err = checkpointer.load(&missing, None).unwrap_err();
+    let err = checkpointer
+        .load(&missing, ckpt::Checkpointables::All)
+        .unwrap_err();
     assert!(err.to_string().contains("nope.pth"), "{err}");
 
     Checkpointer::new(model(1.0), dir.path())
@@ -309,7 +315,9 @@ fn loading_a_missing_or_truncated_file_fails_and_leaves_the_model_unchanged() {
     let bytes = fs::read(dir.path().join("full.pth")).unwrap();
     let truncated = dir.path().join("truncated.pth");
     fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
-    let err = checkpointer.load(&truncated, None).unwrap_err();
+    let err = checkpointer
+        .load(&truncated, ckpt::Checkpointables::All)
+        .unwrap_err();
     assert!(err.to_string().contains("truncated.pth"), "{err}");
     assert!(same_state(&state_of(&fresh), &model_state(0.0)));
 }
@@ -332,7 +340,7 @@ fn a_checkpointable_rejecting_its_state_rolls_everything_back() {
         ("second", Value::Str("not an int".into())),
     ]);
     let err = checkpointer
-        .load_checkpoint("c.pth".as_ref(), checkpoint, None)
+        .load_checkpoint("c.pth".as_ref(), checkpoint, ckpt::Checkpointables::All)
         .unwrap_err();
     assert!(err.to_string().contains("second"), "{err}");
     assert_eq!(first.lock().unwrap().0, 1);
@@ -369,7 +377,7 @@ fn serde_types_are_checkpointable() {
     loader
         .add_checkpointable("scheduler", restored.clone())
         .unwrap();
-    loader.resume_or_load("", true).unwrap();
+    loader.resume_or_load(None, true).unwrap();
     assert_eq!(restored.lock().unwrap().0, scheduler.lock().unwrap().0);
 }
 
@@ -423,7 +431,7 @@ fn a_tag_pointing_outside_the_directory_is_an_error() {
     let checkpointer = Checkpointer::new(model(0.0), dir.path());
     for tag in ["../x.pth", "/etc/passwd", "sub/x.pth", "", "  \n"] {
         fs::write(dir.path().join("last_checkpoint"), tag).unwrap();
-        let err = checkpointer.resume_or_load("", true).unwrap_err();
+        let err = checkpointer.resume_or_load(None, true).unwrap_err();
         assert!(
             err.to_string().contains("last_checkpoint"),
             "{tag:?}: {err}"
@@ -436,7 +444,7 @@ fn a_tag_naming_a_missing_or_broken_file_is_an_error_not_a_fresh_start() {
     let dir = tempfile::tempdir().unwrap();
     let checkpointer = Checkpointer::new(model(0.0), dir.path());
     fs::write(dir.path().join("last_checkpoint"), "model_0000009.pth\n").unwrap();
-    let err = checkpointer.resume_or_load("", true).unwrap_err();
+    let err = checkpointer.resume_or_load(None, true).unwrap_err();
     let message = err.to_string();
     assert!(
         message.contains("model_0000009.pth") && message.contains("does not exist"),
@@ -444,7 +452,7 @@ fn a_tag_naming_a_missing_or_broken_file_is_an_error_not_a_fresh_start() {
     );
 
     fs::write(dir.path().join("model_0000009.pth"), b"PK\x03\x04 torn").unwrap();
-    let err = checkpointer.resume_or_load("", true).unwrap_err();
+    let err = checkpointer.resume_or_load(None, true).unwrap_err();
     assert!(err.to_string().contains("model_0000009.pth"), "{err}");
 }
 
@@ -452,7 +460,7 @@ fn a_tag_naming_a_missing_or_broken_file_is_an_error_not_a_fresh_start() {
 fn empty_path_starts_from_scratch() {
     let fresh = model(0.0);
     let (left, logs) =
-        capture_logs(|| Checkpointer::new(fresh.clone(), "").resume_or_load("", true));
+        capture_logs(|| Checkpointer::new(fresh.clone(), "").resume_or_load(None, true));
     assert!(left.unwrap().is_empty());
     assert!(
         logs.contains("No checkpoint found. Initializing model from scratch"),
@@ -474,7 +482,7 @@ fn logs_use_python_wording() {
         logs.contains(&format!("Saving checkpoint to {}", path.display())),
         "{logs}"
     );
-    let (result, logs) = capture_logs(|| checkpointer.resume_or_load("", true));
+    let (result, logs) = capture_logs(|| checkpointer.resume_or_load(None, true));
     result.unwrap();
     assert!(
         logs.contains(&format!("Loading counter from {} ...", path.display())),
@@ -500,12 +508,10 @@ fn listing_shows_pth_files_only_and_never_temporaries() {
 
 #[test]
 fn the_report_type_is_public_for_custom_logging() {
-    let report = IncompatibleKeys {
-        missing_keys: vec!["a.b".into()],
-        ..Default::default()
-    };
-    assert_eq!(report.warnings(&[], false).len(), 1);
-    let _: Arc<dyn ckpt::Store> = Arc::new(ckpt::LocalDir::new("x"));
+    let mut report = IncompatibleKeys::default();
+    report.missing_keys.push("a.b".into());
+    assert_eq!(report.warnings(&[]).len(), 1);
+    let _: Arc<dyn ckpt::store::Store> = Arc::new(ckpt::store::LocalDir::new("x"));
     let _ = Error::invalid("x");
 }
 
@@ -536,7 +542,7 @@ fn the_load_report_says_what_was_loaded_and_what_did_not_match() {
     loader
         .add_checkpointable("counter", counter.clone())
         .unwrap();
-    let report = loader.resume_or_load_with_report("", true).unwrap();
+    let report = loader.resume_or_load_with_report(None, true).unwrap();
     assert_eq!(report.path, Some(dir.path().join("mixed.pth")));
     assert_eq!(report.model_keys, 4);
     assert_eq!(report.loaded, vec!["layer1.weight", "layer2.weight"]);
@@ -547,7 +553,7 @@ fn the_load_report_says_what_was_loaded_and_what_did_not_match() {
     assert_eq!(report.incompatible.unexpected_keys, vec!["layer3.weight"]);
     assert_eq!(
         report.incompatible.incorrect_shapes,
-        vec![("layer1.bias".to_string(), vec![3], vec![2])]
+        vec![ckpt::ShapeMismatch::new("layer1.bias", vec![3], vec![2])]
     );
     assert_eq!(report.checkpointables, vec!["counter"]);
     assert_eq!(
@@ -584,7 +590,7 @@ fn a_load_that_matches_nothing_is_reported_as_such() {
 
     let fresh = model(0.0);
     let report = Checkpointer::new(fresh.clone(), "")
-        .load_with_report(dir.path().join("other.pth"), None)
+        .load_with_report(dir.path().join("other.pth"), ckpt::Checkpointables::All)
         .unwrap();
     assert!(report.matched_nothing());
     assert!(report.loaded.is_empty());
@@ -594,9 +600,9 @@ fn a_load_that_matches_nothing_is_reported_as_such() {
     );
     assert!(same_state(&state_of(&fresh), &model_state(0.0)));
 
-    // An empty path loads nothing on purpose: that is not "matched nothing".
+    // No path loads nothing on purpose: that is not "matched nothing".
     let nothing = Checkpointer::new(fresh, "")
-        .load_with_report("", None)
+        .resume_or_load_with_report(None, false)
         .unwrap();
     assert!(!nothing.matched_nothing() && nothing.path.is_none());
 }
@@ -617,7 +623,10 @@ fn the_model_entry_can_have_another_name() {
 
     let plain = Checkpointer::new(model(0.0), "");
     let err = plain
-        .load(dir.path().join("lightning.ckpt"), None)
+        .load(
+            dir.path().join("lightning.ckpt"),
+            ckpt::Checkpointables::All,
+        )
         .unwrap_err();
     let message = err.to_string();
     assert!(
@@ -628,7 +637,10 @@ fn the_model_entry_can_have_another_name() {
     let fresh = model(0.0);
     let lightning = Checkpointer::new(fresh.clone(), dir.path()).with_model_key("state_dict");
     let left = lightning
-        .load(dir.path().join("lightning.ckpt"), None)
+        .load(
+            dir.path().join("lightning.ckpt"),
+            ckpt::Checkpointables::All,
+        )
         .unwrap();
     assert!(same_state(&state_of(&fresh), &model_state(4.0)));
     assert_eq!(left.get("epoch").and_then(Value::as_int), Some(3));

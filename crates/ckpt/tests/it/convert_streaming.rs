@@ -21,10 +21,7 @@ fn noise(len: usize, seed: u64) -> Vec<u8> {
 }
 
 fn load(path: &Path, pages: SourcePages) -> Value {
-    let options = LoadOptions {
-        source_pages: pages,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default().with_source_pages(pages);
     load_with(path, &options)
         .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         .value
@@ -35,16 +32,11 @@ fn load(path: &Path, pages: SourcePages) -> Value {
 fn convert(input: &Path, pages: SourcePages, out: &Path) -> (Vec<u8>, Option<Vec<u8>>) {
     let value = load(input, pages);
     let torch = out.join("out.pth");
-    let options = SaveOptions {
-        source_pages: pages,
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_source_pages(pages);
     save_torch(&torch, &value, &options).unwrap_or_else(|e| panic!("{}: {e}", input.display()));
     let (tensors, _) = flatten_tensors(&value);
     let st = out.join("out.safetensors");
-    let options = SafetensorsOptions {
-        source_pages: pages,
-    };
+    let options = SafetensorsOptions::default().with_source_pages(pages);
     let safetensors = save_safetensors_with(&st, &tensors, None, &options)
         .ok()
         .map(|()| std::fs::read(&st).unwrap());

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ckpt::format::TEMP_PREFIX;
-use ckpt::{shared, Checkpointer, Dict, Error, LocalDir, Result, StateDictModel, Store, Value};
+use ckpt::store::{LocalDir, Store, TEMP_PREFIX};
+use ckpt::{shared, Checkpointer, Dict, Error, Result, StateDictModel, Value};
 
 use crate::support::rng::Rng;
 use crate::support::*;
@@ -82,7 +82,7 @@ fn resume_after_sigkill_keeps_previous_checkpoint() {
             continue; // killed before its first save completed
         }
         let left = checkpointer
-            .resume_or_load("", true)
+            .resume_or_load(None, true)
             .unwrap_or_else(|e| panic!("after kill {kills} (seed {seed}): {e}"));
         let iteration = left.get("iteration").and_then(Value::as_int).unwrap();
         let restored = fresh.lock().unwrap().tensors().clone();
@@ -223,7 +223,7 @@ fn a_full_disk_fails_the_save_and_keeps_the_previous_checkpoint_and_tag() {
 
     let fresh = model(0.0);
     Checkpointer::new(fresh.clone(), dir.path())
-        .resume_or_load("", true)
+        .resume_or_load(None, true)
         .unwrap();
     assert!(same_state(&state_of(&fresh), &model_state(1.0)));
 }
@@ -259,7 +259,7 @@ fn temporaries_of_dead_writers_are_removed_by_the_next_save_and_never_listed() {
     let pid = dead.id();
     dead.wait().unwrap();
     // Written on this host (temporary names carry `<pid>@<host>`).
-    let owner = ckpt::format::temp_owner();
+    let owner = ckpt::store::temp_owner();
     let (_, host) = owner.split_once('@').unwrap();
     let stale = dir
         .path()
@@ -283,7 +283,7 @@ fn an_oversized_last_checkpoint_is_an_error_without_reading_it_all() {
     fs::write(dir.path().join("last_checkpoint"), vec![b'x'; 2 << 20]).unwrap();
     let checkpointer = Checkpointer::new(model(1.0), dir.path());
     let err = checkpointer
-        .resume_or_load("", true)
+        .resume_or_load(None, true)
         .unwrap_err()
         .to_string();
     assert!(

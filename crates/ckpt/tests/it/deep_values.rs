@@ -61,10 +61,7 @@ fn use_everywhere(value: Value) {
     let _ = format!("{copy:?}");
     let _ = copy.short_repr(200);
     let _ = ckpt::walk::leaves(&copy).count();
-    let options = SaveOptions {
-        archive_name: Some("deep".into()),
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_archive_name("deep");
     let _ = write_torch(&mut std::io::Cursor::new(Vec::new()), &copy, &options);
     drop(copy);
     drop(value);

@@ -2,9 +2,10 @@
 //! model with detectron2's names: renamed keys, background-class rows, values, report.
 //! Fixture: `tests/fixtures/detection/make_faster_rcnn_c2.py`.
 
-use ckpt::detection::{plan_load, read_detection_file, DetectionCheckpointer, FileKind};
+use ckpt::detection::{plan_load, read_detection_file, FileKind};
 use ckpt::matching::ValueEditKind;
 use ckpt::resolve::Resolver;
+use ckpt::DetectionCheckpointer;
 use ckpt::Value;
 use serde_json::Value as Json;
 use tracing::Level;
@@ -72,7 +73,8 @@ fn caffe2_weights_load_under_detectron2_names_with_background_rows_fixed() {
     let shapes = model_shapes(&expected);
     let (checkpointer, model) = checkpointer(&shapes);
     let path = fixture("detection/faster_rcnn_c2.pkl");
-    let (extra, lines) = captured(|| checkpointer.load(path.to_str().unwrap(), None));
+    let (extra, lines) =
+        captured(|| checkpointer.load(path.to_str().unwrap(), ckpt::Checkpointables::All));
     let extra = extra.unwrap();
     // What is left of the checkpoint dict is returned, as in Python.
     assert_eq!(
@@ -139,12 +141,11 @@ fn plan_of_caffe2_weights_names_the_blobs_renames_and_edits() {
     let expected = expected();
     let shapes = model_shapes(&expected);
     let checkpoint = read_detection_file(&fixture("detection/faster_rcnn_c2.pkl"), false).unwrap();
-    let plan = plan_load(&shapes, checkpoint);
-    assert_eq!(plan.error, None);
+    let plan = plan_load(&shapes, checkpoint).unwrap();
     assert_eq!(plan.matched.len(), 98);
     assert!(plan.shape_mismatches.is_empty());
-    assert!(plan.missing.is_empty(), "{:?}", plan.missing);
-    assert_eq!(plan.unexpected, vec!["fc1000.bias", "fc1000.weight"]);
+    assert!(plan.missing_keys.is_empty(), "{:?}", plan.missing_keys);
+    assert_eq!(plan.unexpected_keys, vec!["fc1000.bias", "fc1000.weight"]);
     for m in &plan.matched {
         let entry = &expected["loaded"][m.model_key.as_str()];
         assert_eq!(

@@ -1,9 +1,10 @@
 //! DetectionCheckpointer reads each kind of file as detectron2 does: model-zoo pickles,
 //! pycls `.pyth`, torch files with or without `model`, safetensors, and URLs.
 
-use ckpt::detection::{read_detection_file, DetectionCheckpointer};
+use ckpt::detection::read_detection_file;
 use ckpt::format::{save_safetensors, save_torch, SaveOptions};
 use ckpt::resolve::Resolver;
+use ckpt::DetectionCheckpointer;
 use ckpt::{Dict, StateDict, Value};
 use tracing::Level;
 
@@ -65,7 +66,8 @@ fn pycls_file_loads_model_state_without_batch_counters_by_name_matching() {
         ("stem.1.running_mean", &[2][..]),
         ("stem.1.running_var", &[2][..]),
     ]);
-    let (result, lines) = captured(|| local(&model).load(path.to_str().unwrap(), Some(&[])));
+    let (result, lines) =
+        captured(|| local(&model).load(path.to_str().unwrap(), ckpt::Checkpointables::None));
     let extra = result.unwrap();
     assert!(at(&lines, Level::WARN).is_empty(), "{lines:#?}");
     assert_eq!(
@@ -88,7 +90,7 @@ fn pycls_file_without_model_state_is_an_error_naming_the_file() {
     save_torch(&path, &Value::Dict(d), &SaveOptions::default()).unwrap();
     let model = zero_model([("w", &[1usize][..])]);
     let err = local(&model)
-        .load(path.to_str().unwrap(), None)
+        .load(path.to_str().unwrap(), ckpt::Checkpointables::All)
         .unwrap_err()
         .to_string();
     assert!(
@@ -117,7 +119,8 @@ fn torch_file_with_model_entry_returns_extras_and_hides_cell_anchors() {
         ("pixel_mean", &[3][..]),
         ("head.b", &[1][..]),
     ]);
-    let (result, lines) = captured(|| local(&model).load(path.to_str().unwrap(), None));
+    let (result, lines) =
+        captured(|| local(&model).load(path.to_str().unwrap(), ckpt::Checkpointables::All));
     let extra = result.unwrap();
     assert_eq!(extra.get("iteration").and_then(Value::as_int), Some(89999));
     assert_eq!(values(&model, "backbone.w"), vec![1.0, 2.0]);
@@ -146,7 +149,7 @@ fn safetensors_and_module_wrapped_files_load_with_matching_on_request() {
     local(&model)
         .load(
             &format!("{}?matching_heuristics=True", path.display()),
-            None,
+            ckpt::Checkpointables::All,
         )
         .unwrap();
     assert_eq!(values(&model, "backbone.layer1.weight"), vec![10.0, 11.0]);
@@ -164,7 +167,7 @@ fn ambiguous_matches_fail_the_load_and_leave_the_model_unchanged() {
     let err = local(&model)
         .load(
             &format!("{}?matching_heuristics=True", path.display()),
-            None,
+            ckpt::Checkpointables::All,
         )
         .unwrap_err()
         .to_string();
@@ -197,11 +200,11 @@ mod over_http {
         )]);
         let checkpointer = DetectionCheckpointer::new(model.clone(), "")
             .with_resolver(Resolver::with_cache(HttpCache::new(cache.path())));
-        checkpointer.load(&url, None).unwrap();
+        checkpointer.load(&url, ckpt::Checkpointables::All).unwrap();
         let want: Vec<f32> = (0..12).map(|i| i as f32).collect();
         assert_eq!(values(&model, "backbone.bottom_up.stem.conv1.weight"), want);
         // The second load reads the cached file.
-        checkpointer.load(&url, None).unwrap();
+        checkpointer.load(&url, ckpt::Checkpointables::All).unwrap();
         assert_eq!(server.requests(), 1);
     }
 
@@ -226,7 +229,9 @@ mod over_http {
         let model = zero_model([("w", &[3usize][..])]);
         let checkpointer = ckpt::Checkpointer::new(model.clone(), "")
             .with_resolver(Resolver::with_cache(HttpCache::new(cache.path())));
-        let report = checkpointer.load_with_report(url, None).unwrap();
+        let report = checkpointer
+            .load_with_report(url, ckpt::Checkpointables::All)
+            .unwrap();
         assert_eq!(report.loaded, vec!["w"]);
         assert_eq!(values(&model, "w"), vec![1.0, 2.0, 3.0]);
     }
@@ -238,7 +243,10 @@ mod over_http {
         let checkpointer = DetectionCheckpointer::new(model, "")
             .with_resolver(Resolver::with_cache(HttpCache::new(cache.path())));
         let url = refused_url("/model_final.pkl");
-        let err = checkpointer.load(&url, None).unwrap_err().to_string();
+        let err = checkpointer
+            .load(&url, ckpt::Checkpointables::All)
+            .unwrap_err()
+            .to_string();
         assert!(err.contains(&url), "{err}");
         let left = files_under(cache.path());
         assert!(left.is_empty(), "{left:?}");

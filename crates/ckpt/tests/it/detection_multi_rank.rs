@@ -5,9 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::thread;
 
-use ckpt::detection::DetectionCheckpointer;
 use ckpt::dist::{Communicator, InProcessComm};
 use ckpt::resolve::Resolver;
+use ckpt::DetectionCheckpointer;
 use ckpt::{shared, Dict, Serde, Shared, StateDictModel, Value};
 use serde::{Deserialize, Serialize};
 use tracing::Level;
@@ -131,7 +131,7 @@ fn ranks_without_the_file_receive_the_whole_checkpoint_from_rank_zero() {
         let path = dir.join("model_0000099.pth");
         let extra = rank
             .checkpointer
-            .load(path.to_str().unwrap(), None)
+            .load(path.to_str().unwrap(), ckpt::Checkpointables::All)
             .unwrap();
         rank.state(&extra)
     });
@@ -162,7 +162,9 @@ fn caffe2_weights_only_on_rank_zero_load_identically_everywhere() {
             .with_communicator(comm)
             .with_resolver(Resolver::local_only());
         let path = dir.join("R-50.pkl");
-        checkpointer.load(path.to_str().unwrap(), None).unwrap();
+        checkpointer
+            .load(path.to_str().unwrap(), ckpt::Checkpointables::All)
+            .unwrap();
         values(&model, "backbone.bottom_up.stem.conv1.norm.bias")
     });
     // res_conv1_bn_b is blob number 2 of the fixture: 2000, 2001, ...
@@ -178,7 +180,9 @@ fn main_worker_without_the_file_fails_every_rank() {
     let results = run_ranks(&dirs, |_, dir, comm| {
         let rank = rank(dir, comm);
         let path = dir.join("model_0000099.pth");
-        let result = rank.checkpointer.load(path.to_str().unwrap(), None);
+        let result = rank
+            .checkpointer
+            .load(path.to_str().unwrap(), ckpt::Checkpointables::All);
         (
             result.map(|_| ()).map_err(|e| e.to_string()),
             rank.state(&Dict::new()),
@@ -200,7 +204,7 @@ fn resume_follows_rank_zero_last_checkpoint_on_every_rank() {
     let saved = save_trained(&dirs[0]);
     let results = run_ranks(&dirs, |_, dir, comm| {
         let rank = rank(dir, comm);
-        let extra = rank.checkpointer.resume_or_load("", true).unwrap();
+        let extra = rank.checkpointer.resume_or_load(None, true).unwrap();
         rank.state(&extra)
     });
     for (r, (state, _)) in results.iter().enumerate() {

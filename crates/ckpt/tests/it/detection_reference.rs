@@ -1,15 +1,13 @@
 //! detectron2's own checkpoint tests, rewritten: a nested model loading a flat state dict by
 //! name matching (with and without a `module.` wrapper), a plain load versus
-//! `?matching_heuristics=True`, a custom path handler, and the longest-common-prefix helpers.
+//! `?matching_heuristics=True`, and a custom path handler.
 
 use std::path::{Path, PathBuf};
 
-use ckpt::detection::DetectionCheckpointer;
 use ckpt::format::{save_torch, SaveOptions};
-use ckpt::matching::{
-    align_and_update_state_dicts, longest_common_prefix, longest_common_prefix_str,
-};
+use ckpt::matching::align_and_update_state_dicts;
 use ckpt::resolve::{Lookup, PathHandler, Resolver};
+use ckpt::DetectionCheckpointer;
 use ckpt::{Shared, StateDict, StateDictModel};
 use tracing::Level;
 
@@ -104,7 +102,7 @@ fn nested_model_loads_a_flat_file_by_name_matching_through_the_checkpointer() {
     for prefix in ["", "module."] {
         let model = complex_model(prefix);
         let query = format!("{}?matching_heuristics=True", path.display());
-        let (result, lines) = captured(|| local(&model).load(&query, None));
+        let (result, lines) = captured(|| local(&model).load(&query, ckpt::Checkpointables::All));
         result.unwrap();
         let flat = flat_state_dict();
         for (model_key, ckpt_key) in expected_pairs(prefix) {
@@ -120,7 +118,8 @@ fn plain_load_matches_exact_names_only_and_the_query_turns_matching_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = save_flat(dir.path());
     let model = complex_model("");
-    let (result, lines) = captured(|| local(&model).load(path.to_str().unwrap(), None));
+    let (result, lines) =
+        captured(|| local(&model).load(path.to_str().unwrap(), ckpt::Checkpointables::All));
     result.unwrap();
     // Exact names: layer2.* and res.layer2.* load, block1.layer1.* does not.
     assert_eq!(values(&model, "layer2.bias"), vec![400.0, 401.0]);
@@ -142,14 +141,19 @@ fn plain_load_matches_exact_names_only_and_the_query_turns_matching_on() {
     );
 
     let with_query = format!("{}?matching_heuristics=True", path.display());
-    local(&model).load(&with_query, None).unwrap();
+    local(&model)
+        .load(&with_query, ckpt::Checkpointables::All)
+        .unwrap();
     assert_eq!(
         values(&model, "block1.layer1.bias"),
         vec![200.0, 201.0, 202.0]
     );
 
     let err = local(&model)
-        .load(&format!("{}?matching=True", path.display()), None)
+        .load(
+            &format!("{}?matching=True", path.display()),
+            ckpt::Checkpointables::All,
+        )
         .unwrap_err()
         .to_string();
     assert!(
@@ -181,28 +185,18 @@ fn custom_path_handler_resolves_its_prefix_and_keeps_the_query() {
         .resolver_mut()
         .register(Zoo(dir.path().to_path_buf()));
     checkpointer
-        .load("zoo://flat?matching_heuristics=True", None)
+        .load(
+            "zoo://flat?matching_heuristics=True",
+            ckpt::Checkpointables::All,
+        )
         .unwrap();
     assert_eq!(
         values(&model, "block1.layer1.bias"),
         vec![200.0, 201.0, 202.0]
     );
     let err = checkpointer
-        .load("zoo://absent", None)
+        .load("zoo://absent", ckpt::Checkpointables::All)
         .unwrap_err()
         .to_string();
     assert!(err.contains("absent.pth"), "{err}");
-}
-
-#[test]
-fn longest_common_prefix_helpers_agree_with_the_reference() {
-    assert_eq!(longest_common_prefix_str(&["class", "dlaps"]), "");
-    assert_eq!(longest_common_prefix_str(&["classA", "classB"]), "class");
-    assert_eq!(
-        longest_common_prefix_str(&["classA", "classB", "clab"]),
-        "cla"
-    );
-    assert_eq!(longest_common_prefix(&["abc.zfg", "abc.zef"]), "abc.");
-    assert_eq!(longest_common_prefix(&["a.b.c", "a.b.d", "a.x"]), "a.");
-    assert_eq!(longest_common_prefix(&["x.y", "z.y"]), "");
 }

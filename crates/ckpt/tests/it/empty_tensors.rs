@@ -31,10 +31,7 @@ fn empty_tensor_with_an_offset_past_its_storage_is_written_and_compared() {
         let owned = tensor.to_owned_contiguous();
         assert_eq!(owned.shape(), &[0, 3]);
 
-        let options = SaveOptions {
-            archive_name: Some("a".into()),
-            ..SaveOptions::default()
-        };
+        let options = SaveOptions::default().with_archive_name("a");
         let mut written = Vec::new();
         write_torch(&mut written, &value, &options).unwrap();
         let back = load_bytes(written, &LoadOptions::default()).unwrap().value;

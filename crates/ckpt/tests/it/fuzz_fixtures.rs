@@ -3,13 +3,13 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use ckpt::detection::DetectionCheckpointer;
 use ckpt::format::{
     flatten_tensors, load_bytes, write_safetensors, write_torch, LoadOptions, SaveOptions,
 };
 use ckpt::resolve::Resolver;
 use std::path::Path;
 
+use ckpt::DetectionCheckpointer;
 use ckpt::{DType, StateDict, Tensor};
 
 use crate::support::fixture;
@@ -94,10 +94,7 @@ fn mutated_fixtures_never_panic_the_reader() {
                     let _ = format!("{:?}", loaded.value);
                     let _ = loaded.value.clone();
                     let _ = ckpt::walk::leaves(&loaded.value).count();
-                    let options = SaveOptions {
-                        archive_name: Some("fuzz".into()),
-                        ..SaveOptions::default()
-                    };
+                    let options = SaveOptions::default().with_archive_name("fuzz");
                     let _ = write_torch(&mut Vec::new(), &loaded.value, &options);
                     let (tensors, _) = flatten_tensors(&loaded.value);
                     let _ = write_safetensors(&mut Vec::new(), &tensors, None);
@@ -139,7 +136,7 @@ fn mutated_fixtures_never_panic_the_detection_checkpointer() {
             let panicked = panics(|| {
                 let checkpointer =
                     DetectionCheckpointer::new(model(), "").with_resolver(Resolver::local_only());
-                let _ = checkpointer.load(&path_str, None);
+                let _ = checkpointer.load(&path_str, ckpt::Checkpointables::All);
             });
             if panicked {
                 let keep = std::env::temp_dir().join(format!(

@@ -99,7 +99,9 @@ fn a_float32_model_stays_float32_and_later_saves_write_float32() {
 
     let model = model();
     let checkpointer = Checkpointer::new(model.clone(), dir.path().join("out"));
-    checkpointer.load(&file, None).unwrap();
+    checkpointer
+        .load(&file, ckpt::Checkpointables::All)
+        .unwrap();
     assert_converted(&model);
 
     checkpointer.save("after", Dict::new()).unwrap();
@@ -129,7 +131,7 @@ fn numpy_arrays_are_loaded_in_the_parameters_dtype() {
     };
     let model = model();
     Checkpointer::new(model.clone(), "")
-        .load_checkpoint(Path::new("numpy.pkl"), dict, None)
+        .load_checkpoint(Path::new("numpy.pkl"), dict, ckpt::Checkpointables::All)
         .unwrap();
     assert_eq!(dtype_of(&model, "w"), DType::Float32);
     let w = model
@@ -163,7 +165,9 @@ fn complex_values_are_skipped_for_real_parameters_and_reported_like_shapes() {
     save_torch(&file, &checkpoint(m), &SaveOptions::default()).unwrap();
 
     let model = model();
-    let (result, logs) = capture_logs(|| Checkpointer::new(model.clone(), "").load(&file, None));
+    let (result, logs) = capture_logs(|| {
+        Checkpointer::new(model.clone(), "").load(&file, ckpt::Checkpointables::All)
+    });
     result.unwrap();
     assert!(
         logs.contains(
@@ -252,7 +256,9 @@ print("ok")
     ] {
         let model = model();
         let checkpointer = Checkpointer::new(model.clone(), dir.path().join("out"));
-        checkpointer.load(dir.path().join(file), None).unwrap();
+        checkpointer
+            .load(dir.path().join(file), ckpt::Checkpointables::All)
+            .unwrap();
         assert_eq!(dtype_of(&model, "w"), DType::Float32, "{file}");
         let w = model
             .lock()

@@ -8,9 +8,9 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::thread;
 
-use ckpt::detection::DetectionCheckpointer;
 use ckpt::dist::InProcessComm;
 use ckpt::resolve::Resolver;
+use ckpt::DetectionCheckpointer;
 use ckpt::{
     shared, Checkpointable, Checkpointer, Dict, Shared, StateDict, StateDictModel, Tensor, Value,
 };
@@ -144,7 +144,7 @@ fn resume_with_checkpointer(dir: &Path) -> Loaded {
     checkpointer
         .add_checkpointable("optimizer", optimizer.clone())
         .unwrap();
-    let extra = checkpointer.resume_or_load("", true).unwrap();
+    let extra = checkpointer.resume_or_load(None, true).unwrap();
     Loaded {
         model,
         optimizer,
@@ -160,7 +160,9 @@ fn load_with_detection_checkpointer(file: &Path) -> Loaded {
     checkpointer
         .add_checkpointable("optimizer", optimizer.clone())
         .unwrap();
-    let extra = checkpointer.load(file.to_str().unwrap(), None).unwrap();
+    let extra = checkpointer
+        .load(file.to_str().unwrap(), ckpt::Checkpointables::All)
+        .unwrap();
     Loaded {
         model,
         optimizer,
@@ -225,7 +227,7 @@ fn multi_rank_case(how: Damage) {
                     checkpointer
                         .add_checkpointable("optimizer", optimizer.clone())
                         .unwrap();
-                    let extra = checkpointer.resume_or_load("", true).unwrap();
+                    let extra = checkpointer.resume_or_load(None, true).unwrap();
                     Loaded {
                         model,
                         optimizer,

@@ -1,10 +1,7 @@
 //! Checkpoint keys are renamed to model keys by the longest dot-suffix, as detectron2's
 //! `align_and_update_state_dicts` does (its own test scenarios first).
 
-use ckpt::matching::{
-    align_and_update_state_dicts, format_match_table, group_str, longest_common_prefix,
-    longest_common_prefix_str, MatchedKey,
-};
+use ckpt::matching::{align_and_update_state_dicts, format_match_table, MatchedKey};
 use ckpt::{StateDict, Tensor};
 
 fn filled(value: f32, shape: &[usize]) -> Tensor {
@@ -71,36 +68,6 @@ fn nested_model_loads_a_flat_state_dict_with_and_without_data_parallel() {
             ]
         );
     }
-}
-
-#[test]
-fn longest_common_prefix_helpers_behave_like_detectron2() {
-    assert_eq!(longest_common_prefix(&["abc.zfg", "abc.zef"]), "abc.");
-    assert_eq!(longest_common_prefix(&["a.b.c", "a.b.d", "a.x"]), "a.");
-    assert_eq!(longest_common_prefix(&["abc", "abd"]), "");
-    assert_eq!(longest_common_prefix(&["a.b.c"]), "a.b.c.");
-    assert_eq!(longest_common_prefix::<&str>(&[]), "");
-
-    assert_eq!(longest_common_prefix_str(&["class", "dlaps"]), "");
-    assert_eq!(longest_common_prefix_str(&["classA", "classB"]), "class");
-    assert_eq!(
-        longest_common_prefix_str(&["classA", "classB", "clab"]),
-        "cla"
-    );
-
-    assert_eq!(
-        group_str(&["common1", "common2", "common3"]),
-        "common{1,2,3}"
-    );
-    assert_eq!(
-        group_str(&[
-            "res2_0_bn_beta",
-            "res2_0_bn_running_mean",
-            "res2_0_bn_running_var",
-            "res2_0_bn_gamma"
-        ]),
-        "res2_0_bn_*"
-    );
 }
 
 #[test]
@@ -259,12 +226,7 @@ fn a_model_key_listed_twice_is_an_error() {
 }
 
 fn matched(model_key: &str, checkpoint_key: &str, shape: &[usize]) -> MatchedKey {
-    MatchedKey {
-        model_key: model_key.to_string(),
-        checkpoint_key: checkpoint_key.to_string(),
-        converted_key: checkpoint_key.to_string(),
-        shape: shape.to_vec(),
-    }
+    MatchedKey::new(model_key, checkpoint_key, shape.to_vec())
 }
 
 #[test]

@@ -23,14 +23,12 @@ fn periodic(
     max_iter: Option<u64>,
     keep: Option<usize>,
 ) -> PeriodicCheckpointer {
-    PeriodicCheckpointer::new(
-        Checkpointer::new(model(1.0), dir),
-        period,
-        max_iter,
-        keep,
-        "model",
-    )
-    .unwrap()
+    PeriodicCheckpointer::builder(Checkpointer::new(model(1.0), dir))
+        .period(period)
+        .max_iter(max_iter)
+        .max_to_keep(keep)
+        .build()
+        .unwrap()
 }
 
 #[test]
@@ -157,7 +155,12 @@ fn nothing_is_saved_or_deleted_when_saving_is_disabled() {
     let dir = tempfile::tempdir().unwrap();
     fs::write(dir.path().join("model_0000000.pth"), b"old").unwrap();
     let checkpointer = Checkpointer::new(model(1.0), dir.path()).save_to_disk(false);
-    let mut p = PeriodicCheckpointer::new(checkpointer, 1, Some(3), Some(1), "model").unwrap();
+    let mut p = PeriodicCheckpointer::builder(checkpointer)
+        .period(1)
+        .max_iter(3)
+        .max_to_keep(1)
+        .build()
+        .unwrap();
     for iteration in 0..3 {
         p.step(iteration, Dict::new()).unwrap();
     }
@@ -168,9 +171,19 @@ fn nothing_is_saved_or_deleted_when_saving_is_disabled() {
 fn invalid_arguments_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let make = || Checkpointer::new(model(1.0), dir.path());
-    assert!(PeriodicCheckpointer::new(make(), 0, None, None, "model").is_err());
-    assert!(PeriodicCheckpointer::new(make(), 1, None, Some(0), "model").is_err());
-    assert!(PeriodicCheckpointer::new(make(), 1, None, None, "../model").is_err());
+    assert!(PeriodicCheckpointer::builder(make())
+        .period(0)
+        .build()
+        .is_err());
+    assert!(PeriodicCheckpointer::builder(make()).build().is_err());
+    let no_keep = PeriodicCheckpointer::builder(make())
+        .period(1)
+        .max_to_keep(0);
+    assert!(no_keep.build().is_err());
+    let outside = PeriodicCheckpointer::builder(make())
+        .period(1)
+        .file_prefix("../model");
+    assert!(outside.build().is_err());
 }
 
 #[test]

@@ -116,7 +116,7 @@ impl Checker {
                 }
             }
             ("dict", Value::Dict(d)) => {
-                let kind = match d.kind {
+                let kind = match d.kind() {
                     DictKind::Dict => "dict",
                     DictKind::OrderedDict => "OrderedDict",
                     DictKind::Counter => "Counter",
@@ -131,14 +131,13 @@ impl Checker {
                 }
                 let attrs = e.get("attributes").and_then(Json::as_object);
                 assert_eq!(
-                    d.attributes.len(),
+                    d.attributes().len(),
                     attrs.map_or(0, |a| a.len()),
                     "{path}: attributes"
                 );
                 for (name, exp) in attrs.into_iter().flatten() {
                     let value = d
-                        .attributes
-                        .get(name)
+                        .attribute(name)
                         .unwrap_or_else(|| panic!("{path}: no attribute {name}"));
                     self.check(value, exp, &format!("{path}@{name}"));
                 }
@@ -157,11 +156,9 @@ fn expected(name: &str) -> Json {
 fn assert_fixture(name: &str, format: Format) -> Value {
     let expected = expected(name);
     for mmap in [true, false] {
-        let options = LoadOptions {
-            mmap,
-            verify_crc32: format == Format::TorchZip,
-            ..LoadOptions::default()
-        };
+        let options = LoadOptions::default()
+            .with_mmap(mmap)
+            .with_verify_crc32(format == Format::TorchZip);
         let loaded = load_with(fixture(name), &options).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(loaded.format, format, "{name}: detected format");
         Checker::default().check(&loaded.value, &expected, name);
@@ -173,8 +170,8 @@ fn assert_fixture(name: &str, format: Format) -> Value {
 fn module_state_dict_keeps_order_metadata_and_zero_copy_storages() {
     let value = assert_fixture("module_sd.pt", Format::TorchZip);
     let dict = value.as_dict().unwrap();
-    assert_eq!(dict.kind, DictKind::OrderedDict);
-    assert!(dict.attributes.contains_key("_metadata"));
+    assert_eq!(dict.kind(), DictKind::OrderedDict);
+    assert!(dict.attribute("_metadata").is_some());
     let weight = dict.get("0.weight").unwrap().as_tensor().unwrap();
     assert!(
         weight.storage().is_mapped(),
@@ -207,7 +204,7 @@ fn adam_and_sgd_state_dicts_keep_int_keys_and_value_types() {
         .unwrap()
         .as_dict()
         .unwrap();
-    assert!(state.items.contains_key(&ckpt::Key::Int(0)));
+    assert!(state.contains_key(&ckpt::Key::Int(0)));
 }
 
 #[test]

@@ -21,10 +21,7 @@ fn write(path: &Path, count: usize, numel: usize) {
 }
 
 fn load(path: &Path, mmap: bool) -> ckpt::Result<Value> {
-    let options = LoadOptions {
-        mmap,
-        ..LoadOptions::default()
-    };
+    let options = LoadOptions::default().with_mmap(mmap);
     load_with(path, &options).map(|l| l.value)
 }
 

@@ -1,9 +1,9 @@
 //! Hostile and broken files: the reader returns errors (never panics), never runs anything,
 //! never allocates beyond what the file holds, and stays linear in the number of tensors.
 
-use ckpt::error::Error;
 use ckpt::format::{load_bytes, LoadOptions};
 use ckpt::pickle::{read_pickle, Limits, PersistentLoad, PickleOptions, TypedStorage};
+use ckpt::Error;
 use ckpt::{ObjectBuild, Value};
 
 use crate::support::archive::{tensor_dict_pickle, text, torch_zip, zip, Entry};
@@ -22,10 +22,7 @@ impl PersistentLoad for NoStorages {
 }
 
 fn pickle_with(bytes: &[u8], limits: Limits) -> ckpt::Result<Value> {
-    let options = PickleOptions {
-        limits,
-        ..PickleOptions::default()
-    };
+    let options = PickleOptions::default().with_limits(limits);
     read_pickle(bytes, 0, &options, &mut NoStorages).map(|(v, _)| v)
 }
 
@@ -243,10 +240,7 @@ fn memo_bombs_hit_the_value_limit() {
     }
     p.push(b'.');
     // A lower limit than the default keeps the test quick; the default stops it too.
-    let limits = Limits {
-        max_values: 1_000_000,
-        ..Limits::default()
-    };
+    let limits = Limits::default().with_max_values(1_000_000);
     let err = pickle_with(&p, limits).unwrap_err();
     assert!(err.to_string().contains("values"), "{err}");
 
@@ -261,10 +255,7 @@ fn memo_bombs_hit_the_value_limit() {
     s.extend_from_slice(b"l.");
     assert!(pickle(&s).is_err());
 
-    let small = Limits {
-        max_depth: 100,
-        max_values: 50,
-    };
+    let small = Limits::default().with_max_depth(100).with_max_values(50);
     let mut list = b"\x80\x02(".to_vec();
     list.extend(std::iter::repeat_n(b'N', 100));
     list.extend_from_slice(b"l.");
@@ -363,10 +354,7 @@ fn crc_mismatch_is_reported_only_when_asked() {
         .unwrap();
     bytes[at] = 1;
     assert!(load(&bytes).is_ok());
-    let verify = LoadOptions {
-        verify_crc32: true,
-        ..LoadOptions::default()
-    };
+    let verify = LoadOptions::default().with_verify_crc32(true);
     let err = load_bytes(bytes, &verify).unwrap_err();
     assert!(err.to_string().contains("crc32"), "{err}");
 }

@@ -1,8 +1,8 @@
 //! Pickle semantics on hand-written opcode streams: the memo shares objects by reference,
 //! known globals are interpreted, storages come from the persistent loader.
 
-use ckpt::error::Error;
 use ckpt::pickle::{read_pickle, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};
+use ckpt::Error;
 use ckpt::{DType, DictKind, Key, ObjectBuild, Storage, Value};
 
 /// Serves one float32 storage of 6 elements (0..6) for every persistent id, and records
@@ -30,10 +30,7 @@ impl PersistentLoad for SixFloats {
 }
 
 fn read_with(bytes: &[u8], py2: Py2Strings) -> ckpt::Result<Value> {
-    let options = PickleOptions {
-        py2_strings: py2,
-        ..PickleOptions::default()
-    };
+    let options = PickleOptions::default().with_py2_strings(py2);
     let (value, used) = read_pickle(bytes, 0, &options, &mut SixFloats::default())?;
     assert_eq!(used, bytes.len(), "the pickle ends at STOP");
     Ok(value)
@@ -99,21 +96,18 @@ fn build_on_a_memoized_ordered_dict_sets_attributes_seen_by_every_reference() {
     let items = tuple_items(&v);
     let inner = &tuple_items(&items[1])[0];
     let dict = inner.as_dict().unwrap();
-    assert_eq!(dict.kind, DictKind::OrderedDict);
-    assert_eq!(
-        dict.attributes.get("_metadata").and_then(Value::as_int),
-        Some(7)
-    );
+    assert_eq!(dict.kind(), DictKind::OrderedDict);
+    assert_eq!(dict.attribute("_metadata").and_then(Value::as_int), Some(7));
 }
 
 #[test]
 fn setitems_and_dict_keep_insertion_order_and_non_string_keys() {
     let p = cat(&[b"\x80\x02}(", &u("b"), b"K\x01K\x05K\x02NK\x03u."]);
     let v = read(&p);
-    let keys: Vec<Key> = v.as_dict().unwrap().items.keys().cloned().collect();
+    let keys: Vec<Key> = v.as_dict().unwrap().keys().cloned().collect();
     assert_eq!(keys, vec![Key::Str("b".into()), Key::Int(5), Key::None]);
     let p = b"(I1\nS'x'\nI2\nS'y'\nd.";
-    let keys: Vec<Key> = read(p).as_dict().unwrap().items.keys().cloned().collect();
+    let keys: Vec<Key> = read(p).as_dict().unwrap().keys().cloned().collect();
     assert_eq!(keys, vec![Key::Int(1), Key::Int(2)]);
 }
 
@@ -197,9 +191,9 @@ fn container_globals_build_dicts_sets_and_bytes() {
     let v = read(&p);
     let items = tuple_items(&v);
     let od = items[0].as_dict().unwrap();
-    assert_eq!(od.kind, DictKind::OrderedDict);
+    assert_eq!(od.kind(), DictKind::OrderedDict);
     assert_eq!(od.get("b").and_then(Value::as_int), Some(2));
-    assert_eq!(items[1].as_dict().unwrap().kind, DictKind::Counter);
+    assert_eq!(items[1].as_dict().unwrap().kind(), DictKind::Counter);
     assert!(matches!(&items[2], Value::Set(s) if s.len() == 2));
     assert!(matches!(&items[3], Value::FrozenSet(s) if s.len() == 1));
     assert!(matches!(&items[4], Value::Set(s) if s.len() == 2));

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use ckpt::resolve::catalog::catalog_url;
+use ckpt::resolve::catalog_url;
 use ckpt::resolve::{HttpCache, PrefixRewrite, QueryOptions, Resolver};
 
 fn offline_resolver(dir: &std::path::Path) -> (Resolver, HttpCache) {

@@ -16,10 +16,9 @@ fn dict(entries: Vec<(&str, Value)>) -> Dict {
 }
 
 fn ordered(entries: Vec<(&str, Value)>) -> Value {
-    Value::Dict(Dict {
-        kind: DictKind::OrderedDict,
-        ..dict(entries)
-    })
+    let mut d = dict(entries);
+    d.set_kind(DictKind::OrderedDict);
+    Value::Dict(d)
 }
 
 fn plain(entries: Vec<(&str, Value)>) -> Value {
@@ -83,7 +82,7 @@ fn nested_struct_round_trips_through_python_shaped_value() {
     let Value::Dict(top) = &value else {
         panic!("struct must become a dict, got {value:?}")
     };
-    assert_eq!(top.kind, DictKind::Dict);
+    assert_eq!(top.kind(), DictKind::Dict);
     let keys: Vec<&str> = top.iter().filter_map(|(k, _)| k.as_str()).collect();
     assert_eq!(
         keys,
@@ -192,8 +191,8 @@ fn int_keyed_maps_keep_int_keys_like_optimizer_state() {
     .into();
     let value = to_value(&state).unwrap();
     let d = value.as_dict().unwrap();
-    assert!(d.items.contains_key(&Key::Int(0)));
-    assert!(d.items.contains_key(&Key::Int(7)));
+    assert!(d.contains_key(&Key::Int(0)));
+    assert!(d.contains_key(&Key::Int(7)));
     assert!(d.get("7").is_none(), "keys must not become strings");
     assert_eq!(
         from_value::<BTreeMap<u32, LoaderPosition>>(&value).unwrap(),
@@ -211,10 +210,7 @@ fn string_keys_are_read_as_int_keys_when_the_map_wants_ints() {
 
 #[test]
 fn int_keys_are_read_as_strings_when_the_map_wants_strings_like_json_dumps() {
-    let mut counter = Dict {
-        kind: DictKind::Counter,
-        ..Dict::new()
-    };
+    let mut counter = Dict::with_kind(DictKind::Counter);
     counter.insert(30i64, Value::Int(1));
     counter.insert(60i64, Value::Int(1));
     let value = plain(vec![("milestones", Value::Dict(counter))]);
@@ -341,10 +337,7 @@ fn multistep_lr_state_reads_counter_milestones_with_int_keys() {
         #[serde(rename = "_step_count")]
         step_count: u64,
     }
-    let mut counter = Dict {
-        kind: DictKind::Counter,
-        ..Dict::new()
-    };
+    let mut counter = Dict::with_kind(DictKind::Counter);
     counter.insert(30i64, Value::Int(1));
     counter.insert(60i64, Value::Int(1));
     // `MultiStepLR(opt, [30, 60]).state_dict()` in torch 2.x.
@@ -471,7 +464,7 @@ fn errors_name_the_nested_path_and_what_was_expected() {
     let mut value = sgd_state_dict();
     let groups = match value
         .as_dict_mut()
-        .and_then(|d| d.items.get_mut(&Key::from("param_groups")))
+        .and_then(|d| d.get_key_mut(&Key::from("param_groups")))
     {
         Some(Value::List(groups)) => groups,
         other => panic!("fixture changed: {other:?}"),
@@ -548,7 +541,7 @@ fn tuple_map_keys_become_python_tuple_keys() {
     let map: BTreeMap<(u8, String), bool> = [((1, "a".to_string()), true)].into();
     let value = to_value(&map).unwrap();
     let expected = Key::Tuple(vec![Key::Int(1), Key::Str("a".into())]);
-    assert!(value.as_dict().unwrap().items.contains_key(&expected));
+    assert!(value.as_dict().unwrap().contains_key(&expected));
     assert_eq!(
         from_value::<BTreeMap<(u8, String), bool>>(&value).unwrap(),
         map

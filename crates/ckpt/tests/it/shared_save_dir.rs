@@ -2,7 +2,7 @@
 //! containers): a temporary file another host is writing must survive a save here, although
 //! its writer's pid does not exist on this host.
 
-use ckpt::format::TEMP_PREFIX;
+use ckpt::store::TEMP_PREFIX;
 use ckpt::{Checkpointer, Dict};
 
 use crate::support::model;

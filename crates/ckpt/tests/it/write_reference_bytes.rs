@@ -2,7 +2,7 @@
 //! made by make_reference.py): identical bytes.
 
 use ckpt::format::{save_safetensors, save_torch, write_torch, SaveOptions};
-use ckpt::{Dict, DictKind, Key, StateDict, Tensor, Value};
+use ckpt::{Dict, Key, StateDict, Tensor, Value};
 
 use crate::support::fixture_bytes;
 
@@ -58,7 +58,7 @@ fn f32s(data: &[f32], shape: &[usize]) -> Tensor {
 
 fn plain(items: Vec<(Key, Value)>) -> Value {
     let mut d = Dict::new();
-    d.items.extend(items);
+    d.extend(items);
     Value::Dict(d)
 }
 
@@ -81,7 +81,7 @@ fn module_state_dict() -> Value {
         let version = plain(vec![(Key::from("version"), Value::Int(version))]);
         metadata.insert(prefix, version);
     }
-    sd.metadata = Some(Value::Dict(metadata));
+    sd.set_metadata(Some(Value::Dict(metadata)));
     sd.to_value()
 }
 
@@ -89,10 +89,7 @@ fn module_state_dict() -> Value {
 fn module_state_dict_with_metadata_is_byte_identical_to_torch_save() {
     let reference = fixture_bytes("writer/module_sd.pt");
     let mut ours = Vec::new();
-    let options = SaveOptions {
-        archive_name: Some("module_sd".into()),
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_archive_name("module_sd");
     write_torch(&mut ours, &module_state_dict(), &options).unwrap();
     assert_same_archive(ours, reference, "module_sd");
 }
@@ -140,22 +137,13 @@ fn checkpoint_with_adam_state_is_byte_identical_to_torch_save() {
         ),
         (Key::from("param_groups"), Value::List(vec![group])),
     ]);
-    let checkpoint = Value::Dict(Dict {
-        kind: DictKind::Dict,
-        items: [
-            (Key::from("model"), module_state_dict()),
-            (Key::from("optimizer"), optimizer),
-            (Key::from("iteration"), Value::Int(1)),
-        ]
-        .into_iter()
-        .collect(),
-        attributes: Default::default(),
-    });
+    let checkpoint = Value::Dict(Dict::from_iter([
+        (Key::from("model"), module_state_dict()),
+        (Key::from("optimizer"), optimizer),
+        (Key::from("iteration"), Value::Int(1)),
+    ]));
     let mut ours = Vec::new();
-    let options = SaveOptions {
-        archive_name: Some("adam".into()),
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_archive_name("adam");
     write_torch(&mut ours, &checkpoint, &options).unwrap();
     assert_same_archive(ours, reference, "adam");
 }
@@ -170,10 +158,7 @@ fn assert_same_archive(ours: Vec<u8>, reference: Vec<u8>, archive: &str) {
 
 #[test]
 fn writing_the_same_value_twice_gives_the_same_bytes() {
-    let options = SaveOptions {
-        archive_name: Some("x".into()),
-        ..SaveOptions::default()
-    };
+    let options = SaveOptions::default().with_archive_name("x");
     let mut a = Vec::new();
     let mut b = Vec::new();
     write_torch(&mut a, &sd_plain().to_value(), &options).unwrap();
@@ -194,7 +179,7 @@ fn safetensors_file_is_byte_identical_to_python_safetensors() {
 #[test]
 fn plain_dict_with_attributes_is_rejected_before_writing() {
     let mut d = Dict::new();
-    d.attributes.insert("_metadata".into(), Value::None);
+    d.set_attribute("_metadata", Value::None);
     let mut out = Vec::new();
     let err = write_torch(&mut out, &Value::Dict(d), &SaveOptions::default()).unwrap_err();
     assert!(err.to_string().contains("OrderedDict"), "{err}");

@@ -98,9 +98,13 @@ fn written_file_reads_back_in_the_safetensors_crate_and_here() {
     for (name, tensor) in &read {
         assert!(tensor.data_eq(sd.get(name).unwrap()), "{name}");
     }
-    let attrs = &loaded.value.as_dict().unwrap().attributes;
+    let attrs = loaded.value.as_dict().unwrap();
     assert_eq!(
-        attrs["__metadata__"].get("format").and_then(Value::as_str),
+        attrs
+            .attribute("__metadata__")
+            .unwrap()
+            .get("format")
+            .and_then(Value::as_str),
         Some("pt")
     );
 }

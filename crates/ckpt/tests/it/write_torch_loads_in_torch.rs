@@ -25,12 +25,9 @@ fn s(text: &str) -> Value {
 }
 
 fn dict(kind: DictKind, items: Vec<(Key, Value)>) -> Value {
-    let mut d = Dict {
-        kind,
-        ..Dict::default()
-    };
+    let mut d = Dict::with_kind(kind);
     for (k, v) in items {
-        d.items.insert(k, v);
+        d.insert(k, v);
     }
     Value::Dict(d)
 }
@@ -136,8 +133,7 @@ fn module_case() -> Value {
         ),
     ]);
     if let Value::Dict(d) = &mut sd {
-        d.attributes
-            .insert("_metadata".into(), metadata(&[("", 1), ("0", 1), ("1", 2)]));
+        d.set_attribute("_metadata", metadata(&[("", 1), ("0", 1), ("1", 2)]));
     }
     sd
 }
@@ -351,26 +347,17 @@ fn cases() -> Vec<(&'static str, Value, SaveOptions)> {
         (
             "align4096",
             module_case(),
-            SaveOptions {
-                alignment: 4096,
-                ..default()
-            },
+            SaveOptions::default().with_alignment(4096),
         ),
         (
             "nocrc",
             views_case(),
-            SaveOptions {
-                crc32: false,
-                ..default()
-            },
+            SaveOptions::default().with_crc32(false),
         ),
         (
             "named",
             shapes_case(),
-            SaveOptions {
-                archive_name: Some("my_ckpt-v2".into()),
-                ..default()
-            },
+            SaveOptions::default().with_archive_name("my_ckpt-v2"),
         ),
     ]
 }

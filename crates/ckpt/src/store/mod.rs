@@ -1,7 +1,22 @@
 //! Where a checkpointer keeps its files: one small interface ([`Store`]) so that the
 //! checkpointer never touches the filesystem itself, and an object store or an asynchronous
 //! writer can be added without changing it. [`LocalDir`] is a local directory with atomic
-//! writes.
+//! writes ([`atomic_write`]).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use ckpt::store::{LocalDir, Store};
+//! use ckpt::{shared, Checkpointer, Dict, StateDict, StateDictModel};
+//! let dir = tempfile::tempdir()?;
+//! let store = Arc::new(LocalDir::new(dir.path()));
+//! let model = shared(StateDictModel::new(StateDict::new()));
+//! let checkpointer = Checkpointer::with_store(model, store.clone());
+//! checkpointer.save("model_final", Dict::new())?;
+//! assert_eq!(store.list()?, ["last_checkpoint", "model_final.pth"]);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod atomic;
 
 use std::fmt;
 use std::fs;
@@ -9,7 +24,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::format::{atomic_write, temp_owner, TEMP_PREFIX};
+pub use atomic::{atomic_write, temp_owner, TEMP_PREFIX};
 
 /// A flat namespace of files (a checkpoint directory), addressed by plain basenames.
 pub trait Store: Send + Sync + fmt::Debug {
@@ -41,7 +56,7 @@ pub trait Store: Send + Sync + fmt::Debug {
 }
 
 /// Checks that `name` is a plain file name: not empty, not `.`/`..`, no path separator.
-pub fn check_basename(name: &str) -> Result<()> {
+pub(crate) fn check_basename(name: &str) -> Result<()> {
     let bad = name.is_empty()
         || name == "."
         || name == ".."
@@ -57,7 +72,7 @@ pub fn check_basename(name: &str) -> Result<()> {
 }
 
 /// The most [`LocalDir`] reads of a small file (a tag).
-pub const MAX_SMALL_FILE: u64 = 64 * 1024;
+pub(crate) const MAX_SMALL_FILE: u64 = 64 * 1024;
 
 /// A local directory. Writes go to a temporary file in the directory, are fsynced, renamed
 /// over the target and the directory is fsynced. The directory is created on first write.
@@ -106,7 +121,7 @@ impl Store for LocalDir {
         atomic_write(&path, |w| write(w)).map_err(|e| name_target(e, &path))
     }
 
-    /// Reads at most [`MAX_SMALL_FILE`] bytes: a larger file (or a link to a device that never
+    /// Reads at most 64 KiB: a larger file (or a link to a device that never
     /// ends) is an error, not a read of unbounded size.
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(name)?;

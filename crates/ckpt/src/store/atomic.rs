@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
-/// Prefix of temporary files; names starting with it are never checkpoints.
+/// The start of the name of every temporary file [`atomic_write`] makes: a name starting
+/// with it is never a checkpoint, and is never listed by [`LocalDir`](super::LocalDir).
+/// The full name is `<TEMP_PREFIX><temp_owner()>-<unique number>-<start of the target's
+/// name>.tmp` ([`temp_owner`]).
 pub const TEMP_PREFIX: &str = ".ckpt-tmp-";
 
 /// Writes `path` atomically. `write` gets a buffered writer over the temporary file; on any
@@ -59,7 +62,7 @@ where
 }
 
 /// fsyncs a directory so that a rename inside it is durable.
-pub fn fsync_dir(dir: &Path) -> Result<()> {
+pub(crate) fn fsync_dir(dir: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         let handle = File::open(dir).map_err(|e| Error::io(dir, e))?;
@@ -77,7 +80,8 @@ fn parent_dir(path: &Path) -> PathBuf {
     }
 }
 
-/// Who writes a temporary file: `<pid>@<host>`, so that a save directory shared by several
+/// Who writes a temporary file, as its name says after [`TEMP_PREFIX`]: `<pid>@<host>` of
+/// this process, so that a save directory shared by several
 /// hosts (NFS, a volume of several containers) can tell its own leftovers from another host's
 /// save in flight. The host name keeps only characters that cannot be confused with the
 /// separators of the temporary name.
