@@ -8,6 +8,9 @@
 #
 # With CI=true the interop tests and the minimum-Rust check must run: a Python or torch that
 # cannot be set up, or a missing rustup, fails the run.
+#
+# The workspace builds crates/ckpt-mpi, which needs an MPI: Open MPI from Debian's packages is
+# installed once (as root, with apt-get) when missing; its tests run under `mpirun -np 4`.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -22,6 +25,28 @@ elif [[ "${CI:-}" == "true" ]]; then
 else
     echo "test.sh: WARNING: no Python environment; the interop tests will be skipped" >&2
     export CKPT_PYTHON=""
+fi
+
+step "Open MPI for ckpt-mpi and its multi-process tests"
+mpi_packages=(libopenmpi-dev openmpi-bin libclang-dev)
+have_mpi() { command -v mpicc >/dev/null 2>&1 && command -v mpirun >/dev/null 2>&1; }
+if command -v dpkg >/dev/null 2>&1; then
+    mpi_installed() { dpkg -s "${mpi_packages[@]}" >/dev/null 2>&1; }
+else
+    mpi_installed() { have_mpi; }
+fi
+if mpi_installed; then
+    : # already there
+elif [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null 2>&1; then
+    export DEBIAN_FRONTEND=noninteractive
+    install=(apt-get install -y -q --no-install-recommends "${mpi_packages[@]}")
+    # The package lists may be missing or stale on a fresh machine: update once if needed.
+    "${install[@]}" >/dev/null || { apt-get update -q >/dev/null && "${install[@]}" >/dev/null; }
+elif have_mpi; then
+    echo "test.sh: using the MPI on the PATH ($(command -v mpicc))" >&2
+else
+    echo "test.sh: no MPI; install ${mpi_packages[*]} (Debian, Ubuntu) or your system's Open MPI" >&2
+    exit 1
 fi
 
 if command -v rustup >/dev/null 2>&1; then

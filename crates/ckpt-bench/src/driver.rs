@@ -43,6 +43,7 @@ pub enum Kind {
         safetensors: bool,
         tmpfs: bool,
     },
+    ResumeRanks,
 }
 
 impl Kind {
@@ -71,6 +72,7 @@ impl Kind {
                 safetensors: true,
                 tmpfs: false,
             } => "convert → safetensors, durable, same directory",
+            Kind::ResumeRanks => "resume on 4 MPI ranks",
         }
     }
 }
@@ -84,6 +86,8 @@ pub enum Runner {
     Python(&'static str),
     /// `dd if=/dev/zero` of the workload's size into the benchmark directory or tmpfs.
     Dd { fsync: bool, tmpfs: bool },
+    /// `mpirun -np 4 resume_bench <mode>` (see [`crate::mpi`]).
+    Mpi(&'static str),
 }
 
 /// One row of the results: a contender doing one kind of operation on one workload.
@@ -128,7 +132,7 @@ impl Case {
         }
     }
 
-    fn warm(mut self, path: PathBuf) -> Case {
+    pub(crate) fn warm(mut self, path: PathBuf) -> Case {
         self.warm = Some(path);
         self
     }
@@ -153,6 +157,8 @@ struct Context<'a> {
     exe: PathBuf,
     dir: &'a Path,
     python: Option<PythonServer>,
+    /// ckpt-mpi's `resume_bench`, when it and `mpirun` are there.
+    mpi: Option<PathBuf>,
 }
 
 /// Runs the benchmark.
@@ -175,15 +181,31 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
         }
         None => None,
     };
+    let exe = std::env::current_exe()?;
+    let wanted = |w: &str| options.workloads.iter().any(|x| x == w);
+    let mpi = if wanted("mpi") {
+        let program = crate::mpi::program(&exe);
+        if program.is_none() {
+            eprintln!(
+                "warning: no mpirun, or ckpt-mpi's resume_bench not built beside ckpt-bench \
+                 (cargo build --release -p ckpt-mpi --example resume_bench): skipping the mpi workload"
+            );
+        }
+        program
+    } else {
+        None
+    };
     let mut ctx = Context {
-        exe: std::env::current_exe()?,
+        exe,
         dir: &dir,
         python,
+        mpi,
     };
-    let wanted = |w: &str| options.workloads.iter().any(|x| x == w);
 
     for workload in ["big", "small", "detectron"] {
-        if wanted(workload) && !(reuse && inputs_exist(&dir, workload)) {
+        // The mpi workload resumes the big workload's checkpoint.
+        let needed = wanted(workload) || (workload == "big" && ctx.mpi.is_some());
+        if needed && !(reuse && inputs_exist(&dir, workload)) {
             eprintln!("writing the {workload} workload's input files ...");
             generate(&mut ctx, workload)?;
         }
@@ -193,11 +215,20 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
     crate::convert::prepare_tmpfs(&dir, &converted)?;
 
     let mut cases = Vec::new();
-    for workload in ["big", "small", "detectron", "matching"] {
-        if !wanted(workload) {
+    for workload in ["big", "small", "detectron", "matching", "mpi"] {
+        if !wanted(workload) || (workload == "mpi" && ctx.mpi.is_none()) {
             continue;
         }
-        let mut group = cases_for(workload, &spec, &dir, ctx.python.is_some());
+        let mut group = if workload == "mpi" {
+            let file = dir.join("big-resume").join("model_big.pth");
+            let bytes = fs::metadata(&file)?.len();
+            crate::mpi::cases(bytes)
+                .into_iter()
+                .map(|case| case.warm(file.clone()))
+                .collect()
+        } else {
+            cases_for(workload, &spec, &dir, ctx.python.is_some())
+        };
         let interactive = std::io::stderr().is_terminal();
         for rep in 0..options.reps {
             if !interactive {
@@ -598,6 +629,10 @@ fn run_case(ctx: &mut Context, case: &Case) -> Result<Sample, BoxError> {
             python.run(op, case.workload, ctx.dir, case.arg)
         }
         Runner::Dd { fsync, tmpfs } => dd(ctx.dir, case.arg, *fsync, *tmpfs),
+        Runner::Mpi(mode) => {
+            let program = ctx.mpi.as_ref().ok_or("an mpi case without resume_bench")?;
+            crate::mpi::run(program, mode, ctx.dir)
+        }
     }
 }
 

@@ -11,6 +11,7 @@
 mod convert;
 mod driver;
 mod measure;
+mod mpi;
 mod ops;
 mod python;
 mod report;
@@ -54,10 +55,11 @@ enum Commands {
         /// The Python contender script.
         #[arg(long, default_value_os_t = default_script())]
         script: PathBuf,
-        /// Comma-separated workloads: big, small, detectron, matching.
+        /// Comma-separated workloads: big, small, detectron, matching, mpi (the big checkpoint
+        /// resumed on 4 MPI ranks; skipped without mpirun and ckpt-mpi's resume_bench).
         #[arg(
             long,
-            default_value = "big,small,detectron,matching",
+            default_value = "big,small,detectron,matching,mpi",
             value_delimiter = ','
         )]
         workloads: Vec<String>,
@@ -143,7 +145,7 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
                 eprintln!("warning: python with torch not found: running the Rust contenders only");
             }
             for w in &workloads {
-                if !["big", "small", "detectron", "matching"].contains(&w.as_str()) {
+                if !["big", "small", "detectron", "matching", "mpi"].contains(&w.as_str()) {
                     return Err(format!("unknown workload {w}").into());
                 }
             }

@@ -30,6 +30,9 @@ pub struct Sample {
     /// Free-form detail (e.g. how many keys were matched).
     #[serde(default)]
     pub note: Option<String>,
+    /// For a job of several MPI ranks: what each rank measured.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ranks: Vec<crate::mpi::RankSample>,
 }
 
 impl Sample {

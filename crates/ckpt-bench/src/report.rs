@@ -62,7 +62,7 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
          plus fsync.\n"
     );
 
-    for workload in ["big", "small", "detectron", "matching"] {
+    for workload in ["big", "small", "detectron", "matching", "mpi"] {
         let rows: Vec<&Case> = outcome
             .cases
             .iter()
@@ -74,6 +74,8 @@ pub fn render(outcome: &Outcome, command: &str) -> String {
         let _ = writeln!(out, "## {}\n", workload_title(workload, outcome));
         if workload == "matching" {
             matching_table(&mut out, outcome, &rows);
+        } else if workload == "mpi" {
+            crate::mpi::table(&mut out, outcome, &rows);
         } else {
             table(&mut out, outcome, &rows);
         }
@@ -282,6 +284,12 @@ fn workload_title(workload: &str, outcome: &Outcome) -> String {
                 bytes(total)
             )
         }
+        "mpi" => format!(
+            "resume on {} MPI ranks: the big checkpoint ({} float32 tensors, {}) with the file on rank 0 only",
+            crate::mpi::RANKS,
+            spec.big.len(),
+            bytes(crate::spec::total_bytes(&spec.big))
+        ),
         _ => format!(
             "name matching: {} model keys against {} checkpoint keys",
             spec.matching.keys, spec.matching.keys
@@ -556,6 +564,7 @@ fn targets(outcome: &Outcome) -> Vec<String> {
             ),
         ));
     }
+    lines.extend(crate::mpi::targets(outcome));
     lines
 }
 

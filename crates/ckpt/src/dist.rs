@@ -9,6 +9,10 @@
 //! Every rank must call the same collectives in the same order, as with
 //! `torch.distributed`. The in-process implementation detects a rank calling a different
 //! collective or leaving the group and returns an error on every rank instead of hanging.
+//!
+//! Large payloads (a whole checkpoint) go through [`Communicator::broadcast_slice`], which
+//! receives into memory the caller allocated once and never needs a second copy of the
+//! payload on any rank.
 
 use std::fmt;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -33,10 +37,68 @@ pub trait Communicator: Send + Sync {
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
 
+    /// Copies rank 0's bytes into every other rank's slice of the same length (known to
+    /// every rank beforehand, e.g. from an earlier [`Communicator::broadcast`]). Rank 0
+    /// passes [`SlicePart::Send`], the others [`SlicePart::Receive`].
+    ///
+    /// The default sends pieces of at most [`SLICE_PIECE`] bytes through
+    /// [`Communicator::broadcast`], so it needs that much memory beyond the slices; a
+    /// backend that can receive in place (MPI) overrides it to copy nothing.
+    fn broadcast_slice(&self, part: SlicePart<'_>) -> Result<()> {
+        match part {
+            SlicePart::Send(bytes) => {
+                if !self.is_main_process() {
+                    return Err(wrong_side(self.rank()));
+                }
+                for piece in bytes.chunks(SLICE_PIECE) {
+                    self.broadcast(&mut piece.to_vec())?;
+                }
+            }
+            SlicePart::Receive(target) => {
+                if self.is_main_process() {
+                    return Err(wrong_side(0));
+                }
+                let mut received = Vec::new();
+                for piece in target.chunks_mut(SLICE_PIECE) {
+                    self.broadcast(&mut received)?;
+                    if received.len() != piece.len() {
+                        return Err(Error::invalid(format!(
+                            "broadcast_slice: rank 0 sent a piece of {} bytes where rank {} expected {}",
+                            received.len(),
+                            self.rank(),
+                            piece.len()
+                        )));
+                    }
+                    piece.copy_from_slice(&received);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Whether this is rank 0, the process that writes checkpoints.
     fn is_main_process(&self) -> bool {
         self.rank() == 0
     }
+}
+
+/// The largest piece the default [`Communicator::broadcast_slice`] sends at once (64 MiB).
+pub const SLICE_PIECE: usize = 64 << 20;
+
+/// One rank's side of a [`Communicator::broadcast_slice`].
+#[derive(Debug)]
+pub enum SlicePart<'a> {
+    /// Rank 0: the bytes to send (only read).
+    Send(&'a [u8]),
+    /// Every other rank: where the bytes go, of the same length as rank 0's.
+    Receive(&'a mut [u8]),
+}
+
+fn wrong_side(rank: usize) -> Error {
+    let expected = if rank == 0 { "Send" } else { "Receive" };
+    Error::invalid(format!(
+        "broadcast_slice: rank {rank} must pass SlicePart::{expected}"
+    ))
 }
 
 /// Gathers one flag per rank (e.g. "I can read the checkpoint file"), indexed by rank.
@@ -53,6 +115,37 @@ pub fn all_gather_flag(comm: &dyn Communicator, flag: bool) -> Result<Vec<bool>>
             ))),
         })
         .collect()
+}
+
+/// Every rank's outcome of a step it ran on its own (loading a checkpoint), so that the
+/// ranks go on together or stop together: `Ok` on every rank when every rank succeeded,
+/// otherwise the same error on every rank, naming each rank that failed and why (`what`
+/// says what the step was, e.g. `"load model_final.pth"`).
+pub fn agree<T>(comm: &dyn Communicator, what: &str, outcome: Result<T>) -> Result<T> {
+    let mine = match &outcome {
+        Ok(_) => vec![0],
+        Err(e) => [&[1u8][..], e.to_string().as_bytes()].concat(),
+    };
+    let all = comm.all_gather(&mine)?;
+    let failures: Vec<String> = all
+        .iter()
+        .enumerate()
+        .filter_map(|(rank, status)| match status.split_first() {
+            Some((0, _)) => None,
+            Some((1, message)) => Some(format!(
+                "rank {rank} could not {what}: {}",
+                String::from_utf8_lossy(message)
+            )),
+            _ => Some(format!("rank {rank} sent a malformed outcome of '{what}'")),
+        })
+        .collect();
+    if failures.is_empty() {
+        return outcome;
+    }
+    if let Err(e) = &outcome {
+        tracing::debug!("this rank's own failure: {e}");
+    }
+    Err(Error::invalid(failures.join("; ")))
 }
 
 /// The communicator of a job with one process: rank 0 of 1; every collective returns at once.

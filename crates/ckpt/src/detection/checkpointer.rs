@@ -15,7 +15,7 @@ use std::sync::Arc;
 use crate::checkpointer::{
     empty_path, nothing_loaded, CheckpointHooks, Checkpointables, Checkpointer,
 };
-use crate::dist::{all_gather_flag, Communicator, SingleProcess};
+use crate::dist::{agree, all_gather_flag, Communicator, SingleProcess};
 use crate::error::{Error, Result, ResultExt};
 use crate::incompatible::{IncompatibleKeys, LoadReport};
 use crate::model::{Checkpointable, Model, Shared};
@@ -212,7 +212,10 @@ impl DetectionCheckpointer {
     ///
     /// With several ranks: rank 0 lacking the file is an error on every rank (`File <path>
     /// not found on main worker.`); when other ranks lack it, rank 0 sends them the file and
-    /// every rank loads the same bytes.
+    /// every rank loads the same bytes. A rank that fails to load makes every rank return the
+    /// same error, naming that rank and why (`rank 2 could not load the checkpoint: ...`), so
+    /// that no rank trains on while another stopped; the ranks that did load keep what they
+    /// loaded.
     pub fn load(&self, path: &str, checkpointables: Checkpointables) -> Result<Dict> {
         Ok(self.load_with_report(path, checkpointables)?.extra)
     }
@@ -313,19 +316,22 @@ impl DetectionCheckpointer {
                 "File {shown} not found on main worker.{cause}"
             )));
         }
+        let what = "load the checkpoint";
         if flags.iter().all(|&f| f) {
-            let resolved = resolved?;
-            return self.load_local(&resolved, checkpointables);
+            let loaded = resolved.and_then(|resolved| self.load_local(&resolved, checkpointables));
+            return agree(comm, what, loaded);
         }
         tracing::warn!(
             "Not all workers can read checkpoint {shown}. Training may fail to fully resume."
         );
-        let checkpoint = share::broadcast_checkpoint(comm, &resolved)?;
-        let path = share::shown_path(&resolved, shown);
-        tracing::info!("[Checkpointer] Loading from {} ...", path.display());
-        self.inner
-            .load_checkpoint(path, checkpoint, checkpointables)
-            .in_file(path)
+        let loaded = share::broadcast_checkpoint(comm, &resolved).and_then(|checkpoint| {
+            let path = share::shown_path(&resolved, shown);
+            tracing::info!("[Checkpointer] Loading from {} ...", path.display());
+            self.inner
+                .load_checkpoint(path, checkpoint, checkpointables)
+                .in_file(path)
+        });
+        agree(comm, what, loaded)
     }
 
     fn load_local(

@@ -3,9 +3,11 @@
 //! safetensors files (`docs/behaviour.md#detection-files`).
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, Result, ResultExt};
-use crate::format::{self, LoadOptions};
+use crate::format;
+use crate::tensor::Buffer;
 use crate::value::{Dict, Key, Value};
 
 /// What a checkpoint file is, decided by its extension as detectron2 does.
@@ -58,13 +60,15 @@ pub fn read_detection_file(path: &Path, matching_heuristics: bool) -> Result<Dic
     detection_checkpoint(value, FileKind::of(path), matching_heuristics).in_file(path)
 }
 
-/// [`read_detection_file`] of the file's bytes, e.g. received from another rank.
-pub fn read_detection_bytes(
-    bytes: Vec<u8>,
+/// [`read_detection_file`] of a checkpoint already in memory: a map of `file`, or bytes
+/// received from another rank.
+pub(crate) fn read_detection_buffer(
+    buffer: Arc<Buffer>,
+    file: Option<&std::fs::File>,
     kind: FileKind,
     matching_heuristics: bool,
 ) -> Result<Dict> {
-    let value = format::load_bytes(bytes, &LoadOptions::default())?.value;
+    let value = format::load_buffer(buffer, file)?;
     detection_checkpoint(value, kind, matching_heuristics)
 }
 

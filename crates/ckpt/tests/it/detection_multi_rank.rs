@@ -248,3 +248,48 @@ fn an_explicit_save_to_disk_wins_over_the_rank_in_either_order() {
         assert!(saved, "every rank saves when told to");
     }
 }
+
+/// A state the saved optimizer cannot become: its `step` is a number.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Strict {
+    step: String,
+}
+
+#[test]
+fn a_rank_that_fails_to_load_fails_every_rank_with_its_reason() {
+    let (_temps, dirs) = dirs();
+    save_trained(&dirs[0]);
+    // Rank 2 reads the file itself, the others receive it from rank 0: both ways agree.
+    std::fs::copy(
+        dirs[0].join("model_0000099.pth"),
+        dirs[2].join("model_0000099.pth"),
+    )
+    .unwrap();
+    let results = run_ranks(&dirs, |r, dir, comm| {
+        let mut checkpointer = DetectionCheckpointer::new(model(), dir)
+            .with_communicator(comm)
+            .with_resolver(Resolver::local_only());
+        if r == 2 {
+            checkpointer
+                .add_checkpointable("optimizer", shared(Serde(Strict::default())))
+                .unwrap();
+        } else {
+            checkpointer
+                .add_checkpointable("optimizer", shared(Serde(Optimizer::default())))
+                .unwrap();
+        }
+        let path = dir.join("model_0000099.pth");
+        checkpointer
+            .load(path.to_str().unwrap(), ckpt::Checkpointables::All)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    });
+    for (r, (result, _)) in results.iter().enumerate() {
+        let err = result.as_ref().unwrap_err();
+        assert!(
+            err.starts_with("rank 2 could not load the checkpoint: ")
+                && err.contains("key 'optimizer': cannot load its state"),
+            "rank {r}: {err}"
+        );
+    }
+}

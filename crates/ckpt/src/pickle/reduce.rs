@@ -4,8 +4,8 @@
 use crate::error::Result;
 use crate::pickle::arena::{Handle, Mode, Node};
 use crate::pickle::globals::{self, Known};
+use crate::pickle::machine::Machine;
 use crate::pickle::numpy::{self, ArrayBytes};
-use crate::pickle::reader::Machine;
 use crate::tensor::{Storage, Tensor};
 use crate::value::{DictKind, Value};
 

@@ -22,7 +22,7 @@ const PARALLEL_RECORDS: usize = 2048;
 const PREAD_SPACING: u64 = 64 << 10;
 
 /// The data offsets of an archive's records, resolved once each, by either thread.
-pub(crate) struct DataStarts<'a> {
+pub(crate) struct DataOffsets<'a> {
     index: &'a ZipIndex,
     bytes: &'a [u8],
     /// Set when headers are better read with `pread` than through the map.
@@ -34,7 +34,7 @@ pub(crate) struct DataStarts<'a> {
     stop: AtomicBool,
 }
 
-impl<'a> DataStarts<'a> {
+impl<'a> DataOffsets<'a> {
     /// `file` is the file `bytes` maps, when it is a map (`None` for bytes in memory).
     /// `keep_pages_out`: read every header with `pread`, so that the map's pages stay out of
     /// the process (a value read to be copied elsewhere, whose pages the writer releases as
@@ -45,10 +45,10 @@ impl<'a> DataStarts<'a> {
         bytes: &'a [u8],
         file: Option<&'a File>,
         keep_pages_out: bool,
-    ) -> DataStarts<'a> {
+    ) -> DataOffsets<'a> {
         let records = index.records().len() as u64;
         let sparse = records > 0 && bytes.len() as u64 / records >= PREAD_SPACING;
-        DataStarts {
+        DataOffsets {
             index,
             bytes,
             file: file.filter(|_| sparse || keep_pages_out),
@@ -100,7 +100,7 @@ impl<'a> DataStarts<'a> {
         }
     }
 
-    /// Tells [`DataStarts::read_ahead`] to stop.
+    /// Tells [`DataOffsets::read_ahead`] to stop.
     pub fn finish(&self) {
         self.stop.store(true, Ordering::Relaxed);
     }
