@@ -106,7 +106,8 @@ pub fn run(
     }
 }
 
-fn remove(path: &Path) -> Result<(), BoxError> {
+/// Makes way for an output at `path`: its directory exists, and no file is there.
+pub(crate) fn remove(path: &Path) -> Result<(), BoxError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
