@@ -12,8 +12,11 @@ use std::sync::{Mutex, MutexGuard};
 use ckpt::format::{load_bytes, Format, LoadOptions};
 use ckpt::Value;
 
-mod read_common;
-use read_common::{tensor_dict_pickle, text, Entry};
+// A binary of its own: the counting allocator must see this test's allocations only.
+#[allow(dead_code)]
+#[path = "it/support/archive.rs"]
+mod archive;
+use archive::{tensor_dict_pickle, text, Entry};
 
 /// Counts the bytes allocated now and their peak since [`peak_during`] reset it.
 struct Counting;
