@@ -159,9 +159,8 @@ impl Storage {
         match start.checked_add(len) {
             Some(end) if end <= size => {}
             _ => {
-                return Err(Error::format(format!(
-                    "storage of {len} bytes at offset {start} runs past the end of the file ({size} bytes)"
-                )))
+                let available = size.saturating_sub(start) as u64;
+                return Err(Error::truncated("storage", start as u64, len as u64, available));
             }
         }
         Ok(Storage(Arc::new(StorageData::Slice { buffer, start, len })))
@@ -258,11 +257,8 @@ impl Storage {
         if self.owns_its_bytes() {
             return Ok(self);
         }
-        crate::fresh::Fresh::copy_of(self.as_bytes()).ok_or_else(|| {
-            Error::invalid(format!(
-                "cannot allocate {} bytes for a copy of a storage",
-                self.len()
-            ))
+        crate::fresh::Fresh::copy_of(self.as_bytes()).ok_or(Error::OutOfMemory {
+            bytes: self.len() as u64,
         })
     }
 }
@@ -462,11 +458,7 @@ impl Tensor {
         let len = checked_numel(shape)?
             .checked_mul(dtype.size())
             .ok_or_else(|| Error::format("tensor size overflows"))?;
-        let storage = Fresh::lazy_zeroed(len).ok_or_else(|| {
-            Error::invalid(format!(
-                "cannot allocate {len} bytes for a {dtype} tensor of shape {shape:?}"
-            ))
-        })?;
+        let storage = Fresh::lazy_zeroed(len).ok_or(Error::OutOfMemory { bytes: len as u64 })?;
         Tensor::new(dtype, shape.to_vec(), contiguous_strides(shape), 0, storage)
     }
 
@@ -566,14 +558,10 @@ impl Tensor {
             return Ok(Cow::Borrowed(bytes));
         }
         let mut out = Vec::new();
-        out.try_reserve_exact(self.nbytes()).map_err(|_| {
-            Error::invalid(format!(
-                "cannot allocate {} bytes to gather a {} tensor of shape {:?}",
-                self.nbytes(),
-                self.dtype,
-                self.shape
-            ))
-        })?;
+        out.try_reserve_exact(self.nbytes())
+            .map_err(|_| Error::OutOfMemory {
+                bytes: self.nbytes() as u64,
+            })?;
         Ok(Cow::Owned(self.gather(out)))
     }
 
@@ -691,12 +679,7 @@ impl Tensor {
     /// # Ok::<(), ckpt::Error>(())
     /// ```
     pub fn to_owned_as(&self, dtype: DType) -> Result<Tensor> {
-        let no_memory = |len: usize| {
-            Error::invalid(format!(
-                "cannot allocate {len} bytes for a copy of a {} tensor of shape {:?}",
-                self.dtype, self.shape
-            ))
-        };
+        let no_memory = |len: usize| Error::OutOfMemory { bytes: len as u64 };
         let src = self.try_contiguous_bytes()?;
         let storage = if dtype == self.dtype {
             match src {
@@ -706,11 +689,8 @@ impl Tensor {
                 }
             }
         } else {
-            let len = self.numel().checked_mul(dtype.size()).ok_or_else(|| {
-                Error::invalid(format!(
-                    "{} tensor of shape {:?} has too many bytes as {dtype}",
-                    self.dtype, self.shape
-                ))
+            let len = self.numel().checked_mul(dtype.size()).ok_or(Error::OutOfMemory {
+                bytes: u64::MAX,
             })?;
             let mut out = Fresh::zeroed(len).ok_or_else(|| no_memory(len))?;
             crate::cast::cast_bytes(&src, self.dtype, out.bytes_mut(), dtype)?;
@@ -740,11 +720,10 @@ impl Tensor {
     /// The elements in row-major order; `T` must be this tensor's element type.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {
-            return Err(Error::invalid(format!(
-                "tensor has dtype {}, asked for {}",
-                self.dtype,
-                T::DTYPE
-            )));
+            return Err(Error::DTypeMismatch {
+                expected: T::DTYPE,
+                found: self.dtype,
+            });
         }
         let size = self.dtype.size();
         Ok(self
