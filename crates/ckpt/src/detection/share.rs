@@ -59,7 +59,7 @@ pub(crate) fn broadcast_checkpoint(
 }
 
 fn failure(error: &Error) -> Vec<u8> {
-    let mut bytes = error.to_string().into_bytes();
+    let mut bytes = error.report().to_string().into_bytes();
     bytes.extend_from_slice(&[0, 0, FAILED]);
     bytes
 }
@@ -89,7 +89,7 @@ pub(crate) fn broadcast_last_checkpoint(
     let mut buffer = match &decision {
         Ok(None) => vec![0],
         Ok(Some(name)) => [&[1u8][..], name.as_bytes()].concat(),
-        Err(e) => [&[2u8][..], e.to_string().as_bytes()].concat(),
+        Err(e) => [&[2u8][..], e.report().to_string().as_bytes()].concat(),
     };
     comm.broadcast(&mut buffer)?;
     decision
