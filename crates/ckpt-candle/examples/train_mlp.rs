@@ -302,7 +302,14 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            // The error and its causes, each said once.
+            let mut message = e.to_string();
+            let mut cause = e.source();
+            while let Some(error) = cause {
+                message.push_str(&format!(": {error}"));
+                cause = error.source();
+            }
+            eprintln!("error: {message}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -230,16 +230,6 @@ pub enum Error {
         reason: String,
     },
 
-    /// A safety limit was reached (the pickle reader's
-    /// [`Limits`](crate::pickle::Limits), ...).
-    #[error("more than {max} {limit} (limit)")]
-    LimitExceeded {
-        /// What is limited (`levels of nesting`, `values`, ...).
-        limit: &'static str,
-        /// The limit.
-        max: u64,
-    },
-
     /// Memory for a tensor or a file could not be allocated.
     #[error("cannot allocate {bytes} bytes")]
     OutOfMemory {

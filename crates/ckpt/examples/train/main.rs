@@ -93,7 +93,8 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            // The error and its causes, each said once.
+            eprintln!("error: {}", e.report());
             ExitCode::FAILURE
         }
     }
