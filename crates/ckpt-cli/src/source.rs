@@ -47,9 +47,7 @@ pub fn checkpoint_input(input: &Path) -> Result<PathBuf, CliError> {
 
 /// Resolves a checkpoint path with its query string (`?matching_heuristics=True`).
 pub fn resolve(input: &str) -> Result<Resolved, CliError> {
-    resolver()
-        .resolve(input)
-        .map_err(|e| resolve_error(&e))
+    resolver().resolve(input).map_err(|e| resolve_error(&e))
 }
 
 /// A path that cannot be resolved: the error names the path or URL (which the user typed:

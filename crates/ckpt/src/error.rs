@@ -117,7 +117,9 @@ pub enum Error {
     /// A zip record whose data does not match the CRC-32 of the archive's directory (checked
     /// when [`LoadOptions::with_verify_crc32`](crate::format::LoadOptions::with_verify_crc32)
     /// asks): the file is corrupt.
-    #[error("zip record '{record}': crc32 {found:08x} does not match the directory's {expected:08x}")]
+    #[error(
+        "zip record '{record}': crc32 {found:08x} does not match the directory's {expected:08x}"
+    )]
     Checksum {
         /// The record's name in the archive.
         record: String,
@@ -480,7 +482,9 @@ impl Error {
     pub fn in_entry(self, key: impl Into<String>) -> Self {
         let key = key.into();
         match &self {
-            Error::Key { key: k, .. } | Error::MissingKey { key: k, .. } | Error::Entry { key: k, .. }
+            Error::Key { key: k, .. }
+            | Error::MissingKey { key: k, .. }
+            | Error::Entry { key: k, .. }
                 if *k == key =>
             {
                 self

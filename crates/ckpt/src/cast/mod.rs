@@ -164,6 +164,7 @@ mod tests {
     #[test]
     fn mismatched_lengths_are_errors() {
         let mut out = [0u8; 3];
-        assert!(cast_bytes(&[0; 8], DType::Float32, &mut out, DType::Float64).is_err());
+        let err = cast_bytes(&[0; 8], DType::Float32, &mut out, DType::Float64).unwrap_err();
+        assert!(matches!(err.root(), Error::Invalid { .. }), "{err:?}");
     }
 }

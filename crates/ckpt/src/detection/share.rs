@@ -160,7 +160,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("rank 0 cannot resume: broken tag"));
-        assert!(decide(b"").is_err());
-        assert!(decide(b"\x01\xff").is_err());
+        let err = decide(b"").unwrap_err();
+        assert!(matches!(err.root(), Error::Format { .. }), "{err:?}");
+        let err = decide(b"\x01\xff").unwrap_err();
+        assert!(matches!(err.root(), Error::Format { .. }), "{err:?}");
     }
 }

@@ -87,7 +87,9 @@ impl ZipIndex {
         let mut count = u64::from(u16_at(bytes, eocd + 10).ok_or_else(end_record)?);
         let mut cd_size = u64::from(u32_at(bytes, eocd + 12).ok_or_else(end_record)?);
         let mut cd_offset = u64::from(u32_at(bytes, eocd + 16).ok_or_else(end_record)?);
-        if eocd >= ZIP64_LOCATOR_LEN && u32_at(bytes, eocd - ZIP64_LOCATOR_LEN) == Some(ZIP64_LOCATOR_SIG) {
+        if eocd >= ZIP64_LOCATOR_LEN
+            && u32_at(bytes, eocd - ZIP64_LOCATOR_LEN) == Some(ZIP64_LOCATOR_SIG)
+        {
             let locator = eocd - ZIP64_LOCATOR_LEN;
             let at = u64_at(bytes, eocd - 12)
                 .ok_or_else(|| truncated("zip64 locator", locator, ZIP64_LOCATOR_LEN, len))?;
@@ -227,13 +229,19 @@ fn check_stored(record: &Record) -> Result<()> {
 fn data_range_from_header(file_len: usize, record: &Record, header: &[u8]) -> Result<Range<usize>> {
     let at = usize::try_from(record.local_header).unwrap_or(usize::MAX);
     if header.len() < LOCAL_HEADER_LEN {
-        return Err(local_header_truncated(record, at, at.saturating_add(header.len())));
+        return Err(local_header_truncated(
+            record,
+            at,
+            at.saturating_add(header.len()),
+        ));
     }
     if u32_at(header, 0) != Some(LOCAL_SIG) {
         return Err(missing_local_header(record, at));
     }
-    let name_len = u16_at(header, 26).ok_or_else(|| local_header_truncated(record, at, file_len))?;
-    let extra_len = u16_at(header, 28).ok_or_else(|| local_header_truncated(record, at, file_len))?;
+    let name_len =
+        u16_at(header, 26).ok_or_else(|| local_header_truncated(record, at, file_len))?;
+    let extra_len =
+        u16_at(header, 28).ok_or_else(|| local_header_truncated(record, at, file_len))?;
     let start = at
         .checked_add(LOCAL_HEADER_LEN + usize::from(name_len) + usize::from(extra_len))
         .ok_or_else(|| local_header_truncated(record, at, file_len))?;

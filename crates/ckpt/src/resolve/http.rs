@@ -261,7 +261,11 @@ fn request_error(url: &str, error: ureq::Error) -> Error {
         ),
         ureq::Error::Io(e) => (None, "request failed".to_string(), Some(e)),
         // ureq's own error, kept whole behind an I/O error: its type is not part of ckpt's API.
-        other => (None, "request failed".to_string(), Some(io::Error::other(other))),
+        other => (
+            None,
+            "request failed".to_string(),
+            Some(io::Error::other(other)),
+        ),
     };
     Error::Download {
         url: url.to_string(),
@@ -341,10 +345,18 @@ mod tests {
     #[test]
     fn cached_path_rejects_dot_dot_and_missing_file_names() {
         let cache = HttpCache::new("/c");
-        assert!(cache.cached_path("http://h/../etc/passwd").is_err());
-        assert!(cache.cached_path("http://h/dir/").is_err());
-        assert!(cache.cached_path("http://h").is_err());
-        assert!(cache.cached_path("http://../x").is_err());
-        assert!(cache.cached_path("ftp://h/a").is_err());
+        let err = cache.cached_path("http://h/../etc/passwd").unwrap_err();
+        assert!(
+            matches!(err.root(), Error::InvalidPath { path, .. } if path == "http://h/../etc/passwd"),
+            "{err:?}"
+        );
+        let err = cache.cached_path("http://h/dir/").unwrap_err();
+        assert!(matches!(err.root(), Error::InvalidPath { .. }), "{err:?}");
+        let err = cache.cached_path("http://h").unwrap_err();
+        assert!(matches!(err.root(), Error::InvalidPath { .. }), "{err:?}");
+        let err = cache.cached_path("http://../x").unwrap_err();
+        assert!(matches!(err.root(), Error::InvalidPath { .. }), "{err:?}");
+        let err = cache.cached_path("ftp://h/a").unwrap_err();
+        assert!(matches!(err.root(), Error::InvalidPath { .. }), "{err:?}");
     }
 }

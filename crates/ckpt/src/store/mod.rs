@@ -104,7 +104,7 @@ impl LocalDir {
 /// I/O error on a placeholder or temporary path.
 fn name_target(error: Error, path: &Path) -> Error {
     match error {
-        Error::Io { path: ref at, .. } if at != path => Error::File {
+        Error::Io { path: ref at, .. } if !at.as_os_str().is_empty() && at != path => Error::File {
             path: path.to_path_buf(),
             source: Box::new(error),
         },
@@ -259,7 +259,11 @@ mod tests {
     #[test]
     fn names_with_paths_are_rejected() {
         for bad in ["", ".", "..", "../x.pth", "/abs.pth", "a/b.pth", "a\\b"] {
-            assert!(check_basename(bad).is_err(), "{bad:?} accepted");
+            let err = check_basename(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidName { name, .. } if name == bad),
+                "{bad:?}: {err:?}"
+            );
         }
         check_basename("model_0000009.pth").unwrap();
     }
