@@ -38,7 +38,7 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()>;
 
     /// Reads a small file whole (a tag); `Ok(None)` when it does not exist. A file too large
-    /// to be a tag is an [`Error::BadTag`](crate::Error::BadTag).
+    /// to be a tag is an [`crate::Error::BadTag`].
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>>;
 
     /// Whether `name` exists (as a regular file).
