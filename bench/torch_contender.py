@@ -17,8 +17,10 @@ import sys
 import time
 
 
-# Where ckpt-bench puts the inputs and outputs of its conversion rows on tmpfs.
-TMPFS_CONVERT_DIR = "/dev/shm/ckpt-bench-convert"
+def tmpfs_convert_dir(bench_dir):
+    """Where ckpt-bench puts the inputs and outputs of its conversion rows on tmpfs: one
+    directory per benchmark directory (the same name as ckpt-bench's `tmpfs_dir`)."""
+    return "/dev/shm/ckpt-bench-convert" + bench_dir.replace("/", "_")
 
 
 def rss_and_peak():
@@ -236,7 +238,7 @@ def run(request):
         # ckpt-bench's conversion rows (crates/ckpt-bench/src/convert.rs): bit 0 of arg, on
         # tmpfs; bit 1, to safetensors. The whole file is loaded, then saved, then fsynced.
         arg = int(request["arg"])
-        base = TMPFS_CONVERT_DIR if arg & 1 else bench_dir
+        base = tmpfs_convert_dir(bench_dir) if arg & 1 else bench_dir
         to_safetensors = bool(arg & 2)
         source = os.path.join(base, f"{workload}.pth")
         target_dir = os.path.join(base, "out")

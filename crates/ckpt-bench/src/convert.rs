@@ -9,7 +9,7 @@
 //! binary (e.g. a `cargo test` of this crate alone), the child makes the library calls of
 //! `ckpt convert` itself and says so in the row's label.
 //!
-//! The tmpfs rows read a copy of the input in [`TMPFS_DIR`] and write there; the disk rows
+//! The tmpfs rows read a copy of the input in [`tmpfs_dir`] and write there; the disk rows
 //! read the input in the benchmark directory (warm in the page cache) and write to its
 //! `out` directory.
 
@@ -29,9 +29,14 @@ use crate::ops::Paths;
 
 type BoxError = Box<dyn std::error::Error>;
 
-/// Where the tmpfs rows read and write (inputs copied once per run, outputs deleted after
-/// every measurement).
-pub const TMPFS_DIR: &str = "/dev/shm/ckpt-bench-convert";
+/// Where the tmpfs rows of the benchmark in `dir` read and write (inputs copied once per
+/// run, outputs deleted after every measurement): a directory of its own per benchmark
+/// directory, so that two runs at once do not share it. `bench/torch_contender.py` derives
+/// the same name.
+pub fn tmpfs_dir(dir: &Path) -> PathBuf {
+    let flat = dir.to_string_lossy().replace('/', "_");
+    PathBuf::from(format!("/dev/shm/ckpt-bench-convert{flat}"))
+}
 
 /// The `ckpt` binary next to this executable, when it was built.
 pub fn ckpt_binary() -> Option<PathBuf> {
@@ -104,9 +109,9 @@ pub fn cases(workload: &'static str, bytes: u64, dir: &Path) -> Vec<Case> {
     cases
 }
 
-/// Copies the inputs of `workloads` to [`TMPFS_DIR`].
+/// Copies the inputs of `workloads` to [`tmpfs_dir`].
 pub fn prepare_tmpfs(dir: &Path, workloads: &[&str]) -> Result<(), BoxError> {
-    let tmpfs = Path::new(TMPFS_DIR);
+    let tmpfs = tmpfs_dir(dir);
     fs::create_dir_all(tmpfs.join("out"))?;
     for workload in workloads {
         let name = format!("{workload}.pth");
@@ -116,8 +121,8 @@ pub fn prepare_tmpfs(dir: &Path, workloads: &[&str]) -> Result<(), BoxError> {
 }
 
 /// Deletes what a tmpfs row wrote.
-pub fn clear_tmpfs_outputs() -> Result<(), BoxError> {
-    let out = Path::new(TMPFS_DIR).join("out");
+pub fn clear_tmpfs_outputs(dir: &Path) -> Result<(), BoxError> {
+    let out = tmpfs_dir(dir).join("out");
     if out.exists() {
         fs::remove_dir_all(&out)?;
         fs::create_dir_all(&out)?;
@@ -125,9 +130,9 @@ pub fn clear_tmpfs_outputs() -> Result<(), BoxError> {
     Ok(())
 }
 
-/// Deletes [`TMPFS_DIR`].
-pub fn remove_tmpfs() {
-    let _ = fs::remove_dir_all(TMPFS_DIR);
+/// Deletes [`tmpfs_dir`].
+pub fn remove_tmpfs(dir: &Path) {
+    let _ = fs::remove_dir_all(tmpfs_dir(dir));
 }
 
 /// The input and the output of a conversion by `contender`.
@@ -135,7 +140,7 @@ fn files(paths: &Paths, workload: &str, contender: &str, arg: u64) -> (PathBuf, 
     let (safetensors, tmpfs) = decode(arg);
     let ext = if safetensors { "safetensors" } else { "pth" };
     let base = if tmpfs {
-        PathBuf::from(TMPFS_DIR)
+        tmpfs_dir(&paths.dir)
     } else {
         paths.dir.clone()
     };

@@ -220,7 +220,7 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
                 // Every run starts with the same free memory: no earlier output stays in the
                 // page cache for the next save to reclaim.
                 clear_outputs(&dir)?;
-                crate::convert::clear_tmpfs_outputs()?;
+                crate::convert::clear_tmpfs_outputs(&dir)?;
             }
         }
         if interactive {
@@ -229,7 +229,7 @@ pub fn run(options: &Options) -> Result<Outcome, BoxError> {
         cases.extend(group);
     }
     let _ = fs::remove_dir_all(dir.join("out"));
-    crate::convert::remove_tmpfs();
+    crate::convert::remove_tmpfs(&dir);
     let torch_version = ctx.python.as_ref().map(|p| p.torch_version.clone());
     Ok(Outcome {
         spec,

@@ -132,5 +132,12 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
             "'{full_table_only}' in the README summary:\n{readme}"
         );
     }
-    assert!(!std::path::Path::new("/dev/shm/ckpt-bench-convert").exists());
+    let tmpfs = format!(
+        "/dev/shm/ckpt-bench-convert{}",
+        dir.path().join("data").to_string_lossy().replace('/', "_")
+    );
+    assert!(
+        !std::path::Path::new(&tmpfs).exists(),
+        "{tmpfs} left behind"
+    );
 }
