@@ -188,7 +188,8 @@ fn a_model_that_fails_to_load_leaves_the_checkpointables_as_they_were() {
         .add_checkpointable("momentum", momentum.clone())
         .unwrap();
     let err = checkpointer.resume_or_load(None, true).unwrap_err();
-    assert!(err.to_string().contains("refused"), "{err}");
+    let message = err.report().to_string();
+    assert!(message.contains("refused"), "{message}");
     let kept = optimizer.lock().unwrap();
     assert!(kept
         .0
