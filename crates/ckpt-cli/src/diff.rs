@@ -126,9 +126,10 @@ impl Report {
 
 /// Runs the command: `Ok(true)` when equal within tolerance.
 pub fn run(args: &Args) -> Result<bool, CliError> {
-    if !(args.rtol >= 0.0 && args.atol >= 0.0) {
+    let valid = |x: f64| x.is_finite() && x >= 0.0;
+    if !valid(args.rtol) || !valid(args.atol) {
         return Err(CliError::new(
-            "--rtol and --atol must be non-negative numbers",
+            "--rtol and --atol must be finite non-negative numbers",
         ));
     }
     let a = open(&args.a, args.key.as_deref())?;
@@ -443,7 +444,9 @@ fn value_stats(
             if rel > stats.max_rel {
                 stats.max_rel = rel;
             }
-            if !(abs <= args.atol + args.rtol * y.abs()) {
+            // False for a NaN bound (a NaN in b against a number in a): a mismatch.
+            let within = abs <= args.atol + args.rtol * y.abs();
+            if !within {
                 stats.mismatched += 1;
             }
         }
