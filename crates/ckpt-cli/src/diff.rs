@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
-use ckpt::format::{load_with, LoadOptions};
+use ckpt::format::{load_with, LoadOptions, SourcePages};
 use ckpt::matching::align_and_update_state_dicts;
 use ckpt::walk::leaves;
 use ckpt::{cast_bytes, DType, StateDict, Tensor, Value};
@@ -147,7 +147,8 @@ pub fn run(args: &Args) -> Result<bool, CliError> {
 fn open(input: &Path, key: Option<&str>) -> Result<Value, CliError> {
     let shown = printable(&input.display().to_string());
     let path = source::local_input(input)?;
-    let loaded = load_with(&path, &LoadOptions::default()).map_err(|e| {
+    let options = LoadOptions::default().with_source_pages(SourcePages::Release);
+    let loaded = load_with(&path, &options).map_err(|e| {
         let message = e.to_string();
         if message.contains(&path.display().to_string()) {
             CliError::new(message)
@@ -373,6 +374,9 @@ fn compare_tensors(
     let bytes_a = a.try_contiguous_bytes()?;
     let bytes_b = b.try_contiguous_bytes()?;
     let stats = value_stats(&bytes_a, a.dtype(), &bytes_b, b.dtype(), args)?;
+    // Each tensor is read once: its pages of the maps need not stay in the process.
+    a.storage().release_mapped_pages();
+    b.storage().release_mapped_pages();
     diff.bit_identical = a.dtype() == b.dtype() && stats.bytes_equal;
     diff.max_abs_diff = Some(stats.max_abs);
     diff.max_rel_diff = Some(stats.max_rel);
