@@ -1,9 +1,7 @@
 //! Hand-made numpy pickles, laid out as Python writes them: Detectron1 files (Python 2,
 //! arrays' bytes in `BINSTRING`s), detectron2 model-zoo files (Python 3, `BINBYTES`) and
-//! protocol 5 (`_frombuffer` of a `BYTEARRAY8`). Shared by the tests of every crate
-//! (`#[path = "../../../tests/support/numpy_pickle.rs"] mod numpy_pickle;`); written
+//! protocol 5 (`_frombuffer` of a `BYTEARRAY8`). Shared by the tests of every crate; written
 //! straight to a writer so that a test can make a file of hundreds of MiB cheaply.
-#![allow(dead_code)] // each test uses a different subset
 
 use std::io::{self, Write};
 

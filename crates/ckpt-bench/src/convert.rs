@@ -25,7 +25,7 @@ use ckpt::format::{
 
 use crate::driver::{Case, Kind, Runner};
 use crate::measure::{measure, Sample};
-use crate::ops::Paths;
+use crate::ops::{remove, Paths};
 
 type BoxError = Box<dyn std::error::Error>;
 
@@ -149,16 +149,6 @@ fn files(paths: &Paths, workload: &str, contender: &str, arg: u64) -> (PathBuf, 
         base.join("out")
             .join(format!("{contender}-{workload}.{ext}")),
     )
-}
-
-fn remove(path: &Path) -> Result<(), BoxError> {
-    if let Some(parent) = path.parent() {
-        fs::create_dir_all(parent)?;
-    }
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
-        _ => Ok(()),
-    }
 }
 
 /// Runs `command` to completion and returns its wall-clock time and peak memory.

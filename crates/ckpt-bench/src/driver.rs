@@ -478,6 +478,7 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
                 .warm(st),
             ];
             if workload == "big" {
+                let resumed = dir.join("big-resume").join("model_big.pth");
                 v.push(
                     Case::new(
                         workload,
@@ -486,7 +487,17 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
                         "ckpt `Checkpointer::resume_or_load` into `StateDictModel` + touch",
                         Rust("ckpt-big-resume"),
                     )
-                    .warm(dir.join("big-resume").join("model_big.pth")),
+                    .warm(resumed.clone()),
+                );
+                v.push(
+                    Case::new(
+                        workload,
+                        ResumeModel,
+                        "ckpt-lazy-zeros",
+                        "... into a model of `Tensor::zeros` (pages provided by the load)",
+                        Rust("ckpt-big-resume-lazy-zeros"),
+                    )
+                    .warm(resumed),
                 );
             }
             for case in &mut v {

@@ -17,7 +17,9 @@ use ckpt::{
 
 use crate::measure::{measure, Sample};
 use crate::spec::{matching_keys, Spec, TensorSpec};
-use crate::state::{detectron_model, random_state, sgd_state, touch_state, touch_value};
+use crate::state::{
+    detectron_model, random_state, sgd_state, touch_state, touch_value, written_zeros,
+};
 
 /// Where the benchmark keeps its files.
 pub struct Paths {
@@ -92,7 +94,8 @@ pub fn run(
         }
         "ckpt-checkpoint-write" => checkpoint_write(spec, &paths.output("ckpt", workload, "pth")),
         "ckpt-checkpointer-resume" => checkpointer_resume(spec, &paths.resume_dir()),
-        "ckpt-big-resume" => big_resume(&spec.big, &paths.big_resume_dir()),
+        "ckpt-big-resume" => big_resume(&spec.big, &paths.big_resume_dir(), false),
+        "ckpt-big-resume-lazy-zeros" => big_resume(&spec.big, &paths.big_resume_dir(), true),
         "ckpt-match" => matching(arg as usize),
         "memcpy" => memcpy(arg as usize),
         "gen" => generate(workload, paths, spec),
@@ -103,7 +106,8 @@ pub fn run(
     }
 }
 
-fn remove(path: &Path) -> Result<(), BoxError> {
+/// Makes way for an output at `path`: its directory exists, and no file is there.
+pub(crate) fn remove(path: &Path) -> Result<(), BoxError> {
     if let Some(parent) = path.parent() {
         fs::create_dir_all(parent)?;
     }
@@ -290,8 +294,9 @@ fn checkpoint_write(spec: &Spec, out: &Path) -> Result<Sample, BoxError> {
     Ok(sample)
 }
 
-/// `Checkpointer::resume_or_load(None, resume=True)` into a fresh model and optimizer, then
-/// every byte of the restored tensors (Python's `load_state_dict` copies them all).
+/// `Checkpointer::resume_or_load(None, resume=True)` into a fresh model (zeros written before
+/// the timer, as `torch.zeros` writes the Python contender's) and optimizer, then every byte
+/// of the restored tensors (Python's `load_state_dict` copies them all).
 fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
     let d = &spec.detectron;
     let model = shared(StateDictModel::new(detectron_model(d, true)?));
@@ -318,11 +323,18 @@ fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
 
 /// `Checkpointer::resume_or_load(None, resume=True)` of the big workload's checkpoint into a
 /// fresh `StateDictModel` (zero tensors of the right shapes), then every byte of the model's
-/// tensors: what a training script resuming a 1 GiB model pays.
-fn big_resume(tensors: &[TensorSpec], dir: &Path) -> Result<Sample, BoxError> {
+/// tensors: what a training script resuming a 1 GiB model pays. The zeros are written
+/// before the timer, as `torch.zeros` writes them and as a model's initialised weights are
+/// (the load writes into memory that is there), or with `lazy_zeros` made by
+/// `Tensor::zeros`, whose pages the load provides.
+fn big_resume(tensors: &[TensorSpec], dir: &Path, lazy_zeros: bool) -> Result<Sample, BoxError> {
     let mut state = StateDict::new();
     for t in tensors {
-        state.insert(t.name.clone(), Tensor::zeros(DType::Float32, &t.shape)?);
+        let zeros = match lazy_zeros {
+            true => Tensor::zeros(DType::Float32, &t.shape)?,
+            false => written_zeros(&t.shape)?,
+        };
+        state.insert(t.name.clone(), zeros);
     }
     let model = shared(StateDictModel::new(state));
     let checkpointer = Checkpointer::new(model.clone(), dir);

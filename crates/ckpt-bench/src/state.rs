@@ -39,12 +39,27 @@ pub fn random_state(specs: &[TensorSpec]) -> ckpt::Result<StateDict> {
     Ok(state)
 }
 
-/// The detection model's state dict, zero-filled (`zeros`) or pseudo-random.
+/// A float32 tensor of zeros whose memory has been written, as `torch.zeros` writes it (and
+/// as a model's initialised weights are): a load into it needs no new pages.
+/// `Tensor::zeros` instead leaves its pages to be provided when first written.
+pub fn written_zeros(shape: &[usize]) -> ckpt::Result<Tensor> {
+    let len = shape.iter().product::<usize>() * DType::Float32.size();
+    let mut bytes = vec![0u8; len];
+    // Written, so that every page is there (a zeroed allocation has none yet); the values
+    // are zeros again before the model is used.
+    bytes.fill(1);
+    std::hint::black_box(&mut bytes);
+    bytes.fill(0);
+    Tensor::from_bytes(DType::Float32, shape, bytes)
+}
+
+/// The detection model's state dict, zero-filled (`zeros`, written as `torch.zeros` does)
+/// or pseudo-random.
 pub fn detectron_model(spec: &Detectron, zeros: bool) -> ckpt::Result<StateDict> {
     let mut state = StateDict::new();
     for (i, t) in spec.model.iter().enumerate() {
         let tensor = if zeros {
-            Tensor::zeros(DType::Float32, &t.tensor.shape)?
+            written_zeros(&t.tensor.shape)?
         } else {
             random_tensor(&t.tensor, i as u64 + 1)?
         };

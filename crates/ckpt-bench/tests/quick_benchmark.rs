@@ -2,28 +2,11 @@
 //! too, when Python with torch is there; required under `CI=true`), a Markdown report with
 //! the machine's limits and the performance targets, and a summary in a README.
 
-use std::path::PathBuf;
 use std::process::Command;
 
-fn python() -> Option<PathBuf> {
-    let path = std::env::var_os("CKPT_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/root/.cache/ckpt/venv/bin/python"));
-    if path.exists() {
-        return Some(path);
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!(
-            "python with torch not found at {} (set CKPT_PYTHON); required under CI",
-            path.display()
-        );
-    }
-    eprintln!(
-        "\n!!!!! python with torch not found at {}: benchmarking the Rust contenders only !!!!!\n",
-        path.display()
-    );
-    None
-}
+#[allow(dead_code)] // shared with the other crates' tests, which use all of it
+#[path = "../../../tests/support/python.rs"]
+mod python;
 
 #[test]
 fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
@@ -33,7 +16,10 @@ fn quick_benchmark_runs_every_workload_and_reports_limits_and_targets() {
     let start = "<!-- bench:start (written by scripts/bench.sh --readme README.md) -->";
     let end = "<!-- bench:end -->";
     std::fs::write(&readme, format!("# Title\n\n{start}\nold\n{end}\n\nrest\n")).unwrap();
-    let python = python();
+    let python = python::interop_python(
+        "the Python contenders of the benchmark",
+        "torch, safetensors, fvcore.common.checkpoint",
+    );
     let mut command = Command::new(env!("CARGO_BIN_EXE_ckpt-bench"));
     command
         .args(["run", "--quick", "--dir"])

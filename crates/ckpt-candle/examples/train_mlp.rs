@@ -18,20 +18,34 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{linear, Linear, Optimizer, VarBuilder, VarMap};
-use ckpt::{shared, Checkpointer, Dict, PeriodicCheckpointer};
+use ckpt::{shared, Checkpointer};
 use ckpt_candle::{AdamW, AdamWConfig, VarMapModel};
 
+// The command line, logging and resume-and-train loop of ckpt's own training example.
+#[path = "../../ckpt/examples/train/driver.rs"]
+mod driver;
+
+pub use driver::{BoxResult, Config, Outcome};
+
+/// Inputs of the network.
 pub const IN: usize = 16;
+/// Width of its hidden layer.
 pub const HIDDEN: usize = 64;
+/// Outputs of the network.
 pub const OUT: usize = 4;
+/// Samples in the data set.
 pub const SAMPLES: usize = 512;
+/// Samples in a batch.
 pub const BATCH: usize = 32;
+/// The seed of the data and of its shuffles.
 pub const DATA_SEED: u64 = 2024;
+/// The seed of the initial weights.
 pub const INIT_SEED: u64 = 7;
 /// The order of `torch.nn.Module.parameters()` for the same network in PyTorch: the
 /// optimizer's parameter indices follow it.
 pub const PARAM_ORDER: [&str; 4] = ["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"];
 
+/// The optimizer's hyperparameters (torch's defaults otherwise).
 pub fn adamw_config() -> AdamWConfig {
     AdamWConfig {
         lr: 1e-2,
@@ -45,6 +59,7 @@ pub fn adamw_config() -> AdamWConfig {
 pub struct SplitMix64(pub u64);
 
 impl SplitMix64 {
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
@@ -61,10 +76,13 @@ impl SplitMix64 {
 
 /// The synthetic regression data: `x` uniform, `y[j] = x[j] * x[j + 4] + 0.5 * x[j + 8]`.
 pub struct Data {
+    /// `SAMPLES x IN` inputs, row-major.
     pub x: Vec<f32>,
+    /// `SAMPLES x OUT` targets, row-major.
     pub y: Vec<f32>,
 }
 
+/// The data set (the same in every run).
 pub fn synthetic_data() -> Data {
     let mut rng = SplitMix64(DATA_SEED);
     let x: Vec<f32> = (0..SAMPLES * IN).map(|_| rng.next_f32()).collect();
@@ -93,6 +111,7 @@ pub fn batch_indices(iteration: u64) -> Vec<usize> {
     order[start..start + BATCH].to_vec()
 }
 
+/// The inputs and targets of the batch trained at `iteration`.
 pub fn batch(data: &Data, iteration: u64) -> candle_core::Result<(Tensor, Tensor)> {
     let idx = batch_indices(iteration);
     let x: Vec<f32> = idx
@@ -111,7 +130,9 @@ pub fn batch(data: &Data, iteration: u64) -> candle_core::Result<(Tensor, Tensor
 
 /// `fc2(tanh(fc1(x)))`.
 pub struct Mlp {
+    /// `IN -> HIDDEN`.
     pub fc1: Linear,
+    /// `HIDDEN -> OUT`.
     pub fc2: Linear,
 }
 
@@ -143,6 +164,7 @@ pub fn build_mlp() -> candle_core::Result<(Mlp, VarMapModel)> {
     Ok((mlp, model))
 }
 
+/// The mean squared error of `mlp` on inputs `x` and targets `y`.
 pub fn mse(mlp: &Mlp, x: &Tensor, y: &Tensor) -> candle_core::Result<Tensor> {
     (mlp.forward(x)? - y)?.sqr()?.mean_all()
 }
@@ -159,151 +181,37 @@ pub fn checksum(model: &VarMapModel) -> ckpt::Result<u64> {
     Ok(hash)
 }
 
-pub struct Config {
-    pub save_dir: PathBuf,
-    pub max_iter: u64,
-    pub period: u64,
-    pub max_to_keep: Option<usize>,
-    /// Stop after this iteration, as if the job were preempted.
-    pub stop_at: Option<u64>,
-}
-
-pub struct Outcome {
-    /// The first iteration this run trained (0 unless it resumed).
-    pub started_at: u64,
-    /// The iteration after which it stopped early, if it did.
-    pub stopped_at: Option<u64>,
-    /// Loss on the whole data set when the run ended.
-    pub loss: f32,
-    /// [`checksum`] of the weights when the run ended.
-    pub checksum: u64,
-    /// The model (its variables as they ended).
-    pub model: VarMapModel,
-}
-
-pub type BoxResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
-
 /// Resumes from `save_dir` if it has a checkpoint, then trains up to `max_iter` with a
 /// checkpoint every `period` iterations (and `model_final.pth` at the end).
-pub fn run(config: &Config) -> BoxResult<Outcome> {
+pub fn run(config: &Config) -> BoxResult<Outcome<VarMapModel>> {
     let data = synthetic_data();
     let (mlp, model) = build_mlp()?;
     let optimizer = shared(AdamW::from_model(&model, adamw_config())?);
 
     let mut checkpointer = Checkpointer::new(shared(model.clone()), &config.save_dir);
     checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
-    let extra = checkpointer.resume_or_load(None, true)?;
-    let started_at = extra
-        .get("iteration")
-        .and_then(|v| v.as_int())
-        .map_or(0, |i| i as u64 + 1);
-    if started_at > 0 {
-        println!("resumed at iteration {started_at}");
-    }
-    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
-        .period(config.period)
-        .max_iter(config.max_iter)
-        .max_to_keep(config.max_to_keep)
-        .build()?;
-
-    let mut stopped_at = None;
-    for iteration in started_at..config.max_iter {
+    let progress = driver::train(config, checkpointer, |iteration| {
         let (x, y) = batch(&data, iteration)?;
         let loss = mse(&mlp, &x, &y)?;
         optimizer
             .lock()
             .map_err(|_| "optimizer lock poisoned")?
             .backward_step(&loss)?;
-        if iteration % 50 == 0 {
-            println!(
-                "iteration {iteration}: loss {:.6}",
-                loss.to_scalar::<f32>()?
-            );
-        }
-        periodic.step(iteration, Dict::new())?;
-        if config.stop_at == Some(iteration) {
-            stopped_at = Some(iteration);
-            break;
-        }
-    }
+        Ok(loss.to_scalar::<f32>()?)
+    })?;
     let x = Tensor::from_vec(data.x.clone(), (SAMPLES, IN), &Device::Cpu)?;
     let y = Tensor::from_vec(data.y.clone(), (SAMPLES, OUT), &Device::Cpu)?;
     let loss = mse(&mlp, &x, &y)?.to_scalar::<f32>()?;
-    Ok(Outcome {
-        started_at,
-        stopped_at,
-        loss,
-        checksum: checksum(&model)?,
-        model,
-    })
+    Ok(progress.ended(loss, checksum(&model)?, model))
 }
 
-const USAGE: &str =
-    "usage: train_mlp OUTPUT_DIR [--max-iter N] [--period N] [--max-to-keep N] [--stop-at N]";
-
-fn parse_args() -> Result<Config, String> {
-    let mut config = Config {
+fn main() -> std::process::ExitCode {
+    let defaults = Config {
         save_dir: PathBuf::new(),
         max_iter: 300,
         period: 25,
         max_to_keep: Some(3),
         stop_at: None,
     };
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        let mut number = |flag: &str| -> Result<u64, String> {
-            args.next()
-                .and_then(|v| v.parse().ok())
-                .ok_or_else(|| format!("{flag} needs a non-negative number\n{USAGE}"))
-        };
-        match arg.as_str() {
-            "--max-iter" => config.max_iter = number("--max-iter")?,
-            "--period" => config.period = number("--period")?,
-            "--max-to-keep" => config.max_to_keep = Some(number("--max-to-keep")? as usize),
-            "--stop-at" => config.stop_at = Some(number("--stop-at")?),
-            "-h" | "--help" => return Err(USAGE.to_string()),
-            dir if !dir.starts_with('-') && config.save_dir.as_os_str().is_empty() => {
-                config.save_dir = dir.into()
-            }
-            other => return Err(format!("unexpected argument '{other}'\n{USAGE}")),
-        }
-    }
-    if config.save_dir.as_os_str().is_empty() {
-        return Err(USAGE.to_string());
-    }
-    Ok(config)
-}
-
-fn main() -> std::process::ExitCode {
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-    let config = match parse_args() {
-        Ok(config) => config,
-        Err(message) => {
-            eprintln!("{message}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    match run(&config) {
-        Ok(outcome) => {
-            match outcome.stopped_at {
-                Some(i) => println!("stopped after iteration {i}"),
-                None => println!("finished at iteration {}", config.max_iter),
-            }
-            println!("loss {:.6}", outcome.loss);
-            println!("weights checksum {:016x}", outcome.checksum);
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    driver::main("train_mlp", defaults, run)
 }

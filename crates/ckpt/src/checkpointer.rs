@@ -540,12 +540,16 @@ impl Checkpointer {
     /// on stderr when no subscriber or logger would show the log.
     ///
     /// On error nothing is changed: the file is read and the model state validated before
-    /// anything is loaded, and a checkpointable that rejects its state rolls back the model
-    /// and the checkpointables loaded before it.
+    /// anything is loaded; the checkpointables are loaded before the model, and one that
+    /// rejects its state (or a model that fails to load) rolls back the checkpointables
+    /// loaded before it. (The Python checkpointer loads the model first; loading it last
+    /// lets it take the values in place, with no copy of its old state kept for a rollback.)
     ///
     /// Afterwards nothing depends on the file, which may be truncated or rewritten: the
     /// model copied what it keeps (the [`Model::load_state_dict`] contract), the
-    /// checkpointables and the returned dict got copies of their own ([`Value::detach`]).
+    /// checkpointables and the returned dict got copies of their own ([`Value::detach`]),
+    /// or, for a checkpointable that keeps only copies of its own
+    /// ([`Checkpointable::keeps_loaded_tensors`]), made them.
     /// Entries whose shape differs from the model's, or whose dtype cannot be loaded into
     /// the model's (complex into real), are skipped and reported.
     ///
@@ -608,34 +612,61 @@ impl Checkpointer {
             }
         }
 
-        let mut model = lock(&self.model);
-        let state = self
-            .hooks
-            .model_state(&mut checkpoint, &self.model_key, &*model)?;
-        let (state, incorrect_shapes, incorrect_dtypes, model_keys) =
-            drop_incompatible(state, &*model)?;
-        let mut states: Vec<(&str, Value)> = keys
+        // Everything about the model that can be checked is checked before anything is
+        // loaded. The lock is not held while the checkpointables load (one may lock the model).
+        let (state, incorrect_shapes, incorrect_dtypes, model_keys) = {
+            let model = lock(&self.model);
+            let state = self
+                .hooks
+                .model_state(&mut checkpoint, &self.model_key, &*model)?;
+            drop_incompatible(state, &*model)?
+        };
+        let mut states: Vec<(&str, Value, bool)> = keys
             .iter()
-            .filter_map(|key| checkpoint.remove(key).map(|v| (*key, v)))
+            .filter_map(|key| {
+                let state = checkpoint.remove(key)?;
+                let keeps = self
+                    .checkpointables
+                    .get(*key)
+                    .is_none_or(|handle| lock(handle).keeps_loaded_tensors());
+                Some((*key, state, keeps))
+            })
             .collect();
-        // What the checkpointables and the caller get must not depend on the file (nor keep
-        // its whole buffer alive): copy it out once, here. The model copies what it keeps
-        // itself, straight into its own memory and dtypes, so its tensors are copied once.
+        // What the caller and the checkpointables keep must not depend on the file (nor keep
+        // its whole buffer alive): copy it out once, here. A checkpointable that keeps only
+        // copies of what it loads (`keeps_loaded_tensors` false) reads the file's values
+        // itself, and the model copies what it keeps straight into its own memory and dtypes,
+        // so every value is copied once.
         detach_values(
             states
                 .iter_mut()
-                .map(|(_, v)| v)
+                .filter(|(_, _, keeps)| *keeps)
+                .map(|(_, state, _)| state)
                 .chain(checkpoint.items.values_mut())
                 .chain(checkpoint.attributes.values_mut()),
         )?;
-        let model_before = if states.is_empty() {
-            None
-        } else {
-            Some(model.state_dict()?)
-        };
 
+        // The checkpointables first, the model last: a failure rolls back the checkpointables
+        // loaded before it, and the model, untouched until then, needs no snapshot (one would
+        // share its memory and keep it from taking the values in place).
+        let mut restored: Vec<(&str, Value)> = Vec::new();
+        for (key, state, _) in states {
+            tracing::info!("Loading {key} from {} ...", path.display());
+            if let Err(e) = self.load_one(key, state, &mut restored) {
+                self.roll_back(restored);
+                return Err(e);
+            }
+        }
+        let mut model = lock(&self.model);
         let offered: Vec<String> = state.keys().map(str::to_string).collect();
-        let loaded = model.load_state_dict(state)?;
+        let loaded = match model.load_state_dict(state) {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                drop(model);
+                self.roll_back(restored);
+                return Err(e);
+            }
+        };
         let unexpected: HashSet<&str> = loaded.unexpected_keys.iter().map(String::as_str).collect();
         let loaded_names: Vec<String> = offered
             .iter()
@@ -652,15 +683,6 @@ impl Checkpointer {
         incompatible.log(&model.aliases());
         drop(model);
 
-        let mut restored: Vec<(&str, Value)> = Vec::new();
-        for (key, state) in states {
-            tracing::info!("Loading {key} from {} ...", path.display());
-            let result = self.load_one(key, state, &mut restored);
-            if let Err(e) = result {
-                self.roll_back(restored, model_before);
-                return Err(e);
-            }
-        }
         let report = LoadReport {
             path: Some(path.to_path_buf()),
             model_keys,
@@ -699,7 +721,8 @@ impl Checkpointer {
         Ok(())
     }
 
-    fn roll_back(&self, restored: Vec<(&str, Value)>, model_before: Option<StateDict>) {
+    /// Gives the checkpointables in `restored` their states from before the load, last first.
+    fn roll_back(&self, restored: Vec<(&str, Value)>) {
         for (key, before) in restored.into_iter().rev() {
             if let Some(handle) = self.checkpointables.get(key) {
                 if let Err(e) = lock(handle).load_state_dict(before) {
@@ -707,11 +730,6 @@ impl Checkpointer {
                         "Could not restore the state of '{key}' after a failed load: {e}"
                     );
                 }
-            }
-        }
-        if let Some(before) = model_before {
-            if let Err(e) = lock(&self.model).load_state_dict(before) {
-                tracing::error!("Could not restore the model after a failed load: {e}");
             }
         }
     }

@@ -8,6 +8,8 @@ use std::borrow::Cow;
 use std::fmt;
 use std::sync::Arc;
 
+use std::fs::File;
+
 use memmap2::{Mmap, MmapMut};
 
 use crate::dtype::DType;
@@ -48,8 +50,8 @@ enum StorageData {
 /// input) memory the process owns. Storages of the tensors in the file are slices of it.
 /// A map depends on its file: see [`Storage`].
 pub(crate) enum Buffer {
-    /// A read-only map of the file.
-    Map(Mmap),
+    /// A read-only map of the file (and the file, to read large copies from).
+    Map(FileMap),
     /// The file read into memory.
     Heap(Vec<u8>),
     /// An eager read of a large file: anonymous memory, so that it can be provisioned in huge
@@ -57,7 +59,62 @@ pub(crate) enum Buffer {
     Anon(AnonMemory),
 }
 
-/// Anonymous private memory holding a copy of a file (rounded up to whole huge pages).
+/// A read-only memory map of a whole file, and the file itself: large copies out of the map
+/// read the file instead ([`FileMap::read_at`]).
+pub(crate) struct FileMap {
+    map: Mmap,
+    /// `None` when the handle could not be duplicated: copies then go through the map.
+    file: Option<File>,
+}
+
+/// Copies at least this large read the file rather than the map. Below, one read per copy
+/// costs more than the page faults it saves (the kernel maps 64 KiB of a file per fault).
+const MIN_FILE_READ: usize = 128 << 10;
+
+impl FileMap {
+    /// The bytes of the file, through the map.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.map
+    }
+
+    /// Copies `dst.len()` bytes at `offset` of the file into `dst`.
+    ///
+    /// A large copy reads the file (`pread`) rather than the map: the map's pages are never
+    /// touched, which saves a page fault per 64 KiB and the page tables of the map (read
+    /// faults, then tearing them down at unmapping), and a file truncated meanwhile is an
+    /// error instead of a `SIGBUS`. The bytes are the same: both read the page cache.
+    pub(crate) fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let Some(end) = offset
+            .checked_add(dst.len())
+            .filter(|&end| end <= self.map.len())
+        else {
+            return Err(Error::invalid(format!(
+                "{} bytes at offset {offset} run past the end of a {}-byte file map",
+                dst.len(),
+                self.map.len()
+            )));
+        };
+        match &self.file {
+            #[cfg(unix)]
+            Some(file) if dst.len() >= MIN_FILE_READ => {
+                use std::os::unix::fs::FileExt;
+                file.read_exact_at(dst, offset as u64).map_err(|e| {
+                    Error::format(format!(
+                        "cannot read {} bytes at offset {offset} of the file: {e} (was it truncated while it was loaded?)",
+                        dst.len()
+                    ))
+                })
+            }
+            _ => {
+                dst.copy_from_slice(&self.map[offset..end]);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Anonymous private memory of a process's own: a copy of a file, or of tensor bytes (its
+/// mapping rounded up to whole huge pages).
 pub(crate) struct AnonMemory {
     map: MmapMut,
     len: usize,
@@ -81,27 +138,30 @@ impl AnonMemory {
         &mut self.map[..len]
     }
 
-    /// Advises the kernel about the whole mapping.
+    /// The whole mapping (its length may be rounded up past the content).
     #[cfg(target_os = "linux")]
-    pub(crate) fn advise(&self, advice: memmap2::Advice) -> std::io::Result<()> {
-        self.map.advise(advice)
+    pub(crate) fn map(&self) -> &MmapMut {
+        &self.map
     }
 }
 
 impl Buffer {
     /// Maps `file` read-only. The file must not be truncated or rewritten in place while
     /// views of the map live (see [the hazard](Storage#a-map-depends-on-its-file)).
-    pub(crate) fn map(file: &std::fs::File) -> std::io::Result<Buffer> {
+    pub(crate) fn map(file: &File) -> std::io::Result<Buffer> {
         // SAFETY: the map is read-only; a concurrent truncation by another process is the
         // one hazard, as for every memory-mapped reader (torch, safetensors).
         let map = unsafe { Mmap::map(file)? };
-        Ok(Buffer::Map(map))
+        Ok(Buffer::Map(FileMap {
+            map,
+            file: file.try_clone().ok(),
+        }))
     }
 
     /// The bytes.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         match self {
-            Buffer::Map(map) => map,
+            Buffer::Map(map) => map.as_bytes(),
             Buffer::Heap(bytes) => bytes,
             Buffer::Anon(memory) => memory.as_bytes(),
         }
@@ -119,7 +179,7 @@ impl Buffer {
     pub(crate) fn release(&self, start: usize, len: usize) {
         #[cfg(unix)]
         if let Buffer::Map(map) = self {
-            let len = len.min(map.len().saturating_sub(start));
+            let len = len.min(map.map.len().saturating_sub(start));
             if len == 0 {
                 return;
             }
@@ -131,7 +191,8 @@ impl Buffer {
             // copy-on-write pages for DONTNEED to discard; a file modified by another process
             // in the meantime is the hazard every map already has (see `Buffer::map`).
             let result = unsafe {
-                map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
+                map.map
+                    .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, start, len)
             };
             if let Err(e) = result {
                 tracing::debug!(start, len, error = %e, "could not release mapped pages");
@@ -184,6 +245,34 @@ impl Storage {
     /// Whether the storage holds no bytes.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Copies the `dst.len()` bytes at byte `at` of the storage into `dst`; a large part of
+    /// a file map is read from the file ([`FileMap::read_at`]).
+    pub(crate) fn read_into(&self, at: usize, dst: &mut [u8]) -> Result<()> {
+        let end = at
+            .checked_add(dst.len())
+            .filter(|&end| end <= self.len())
+            .ok_or_else(|| {
+                Error::invalid(format!(
+                    "{} bytes at {at} run past the end of a storage of {} bytes",
+                    dst.len(),
+                    self.len()
+                ))
+            })?;
+        match &*self.0 {
+            StorageData::Slice { buffer, start, .. } => match &**buffer {
+                Buffer::Map(map) => map.read_at(start + at, dst),
+                _ => {
+                    dst.copy_from_slice(&buffer.as_bytes()[start + at..start + end]);
+                    Ok(())
+                }
+            },
+            _ => {
+                dst.copy_from_slice(&self.as_bytes()[at..end]);
+                Ok(())
+            }
+        }
     }
 
     /// Whether the bytes are a view of a memory-mapped file (not yet copied).
@@ -265,22 +354,18 @@ impl Storage {
     pub fn into_owned(self) -> Storage {
         match self.owns_its_bytes() {
             true => self,
-            false => Fresh::copy_of(self.as_bytes())
-                .unwrap_or_else(|| Storage::from_vec(self.as_bytes().to_vec())),
+            false => Fresh::copy_of(&self, 0, self.len())
+                .unwrap_or_else(|_| Storage::from_vec(self.as_bytes().to_vec())),
         }
     }
 
-    /// [`Storage::into_owned`], with an error when the memory for the copy cannot be had.
+    /// [`Storage::into_owned`], with an error when the memory for the copy cannot be had
+    /// (or the file it maps was truncated meanwhile).
     pub fn try_into_owned(self) -> Result<Storage> {
         if self.owns_its_bytes() {
             return Ok(self);
         }
-        crate::fresh::Fresh::copy_of(self.as_bytes()).ok_or_else(|| {
-            Error::invalid(format!(
-                "cannot allocate {} bytes for a copy of a storage",
-                self.len()
-            ))
-        })
+        Fresh::copy_of(&self, 0, self.len())
     }
 }
 
@@ -658,6 +743,30 @@ impl Tensor {
         Ok(())
     }
 
+    /// Writes the element bytes in row-major order into `dst` (exactly [`Tensor::nbytes`]
+    /// long); a large contiguous part of a file map is read from the file
+    /// ([`FileMap::read_at`]).
+    pub(crate) fn copy_bytes_into(&self, dst: &mut [u8]) -> Result<()> {
+        if dst.len() != self.nbytes() {
+            return Err(Error::invalid(format!(
+                "a copy of a {} tensor of shape {:?} needs {} bytes, got {}",
+                self.dtype,
+                self.shape,
+                self.nbytes(),
+                dst.len()
+            )));
+        }
+        if self.numel() == 0 {
+            return Ok(());
+        }
+        if self.is_contiguous() {
+            return self.storage.read_into(self.offset * self.dtype.size(), dst);
+        }
+        let gathered = self.try_contiguous_bytes()?;
+        dst.copy_from_slice(&gathered);
+        Ok(())
+    }
+
     /// Appends the elements in row-major order to `out`.
     fn gather(&self, mut out: Vec<u8>) -> Vec<u8> {
         let size = self.dtype.size();
@@ -714,15 +823,16 @@ impl Tensor {
                 self.dtype, self.shape
             ))
         };
-        let src = self.try_contiguous_bytes()?;
-        let storage = if dtype == self.dtype {
-            match src {
-                Cow::Owned(bytes) => Storage::from_vec(bytes),
-                Cow::Borrowed(bytes) => {
-                    Fresh::copy_of(bytes).ok_or_else(|| no_memory(bytes.len()))?
-                }
-            }
+        let storage = if dtype == self.dtype && self.is_contiguous() && self.numel() > 0 {
+            Fresh::copy_of(
+                &self.storage,
+                self.offset * self.dtype.size(),
+                self.nbytes(),
+            )?
+        } else if dtype == self.dtype {
+            Storage::from_vec(self.try_contiguous_bytes()?.into_owned())
         } else {
+            let src = self.try_contiguous_bytes()?;
             let len = self.numel().checked_mul(dtype.size()).ok_or_else(|| {
                 Error::invalid(format!(
                     "{} tensor of shape {:?} has too many bytes as {dtype}",
@@ -814,6 +924,29 @@ mod tests {
             t.to_vec::<f32>().unwrap(),
             vec![0., 4., 8., 1., 5., 9., 2., 6., 10., 3., 7., 11.]
         );
+    }
+
+    #[test]
+    fn copies_out_of_a_file_map_read_exactly_the_bytes_of_the_view() {
+        let content: Vec<u8> = (0..(MIN_FILE_READ * 3)).map(|i| (i % 251) as u8).collect();
+        let mut file = tempfile::tempfile().unwrap();
+        std::io::Write::write_all(&mut file, &content).unwrap();
+        let buffer = Arc::new(Buffer::map(&file).unwrap());
+        for (start, len) in [
+            (0, 16),
+            (5, MIN_FILE_READ + 3),
+            (MIN_FILE_READ, MIN_FILE_READ * 2),
+        ] {
+            let storage = Storage::slice(buffer.clone(), start, len).unwrap();
+            let mut out = vec![0u8; len - 1];
+            storage.read_into(1, &mut out).unwrap();
+            assert_eq!(out, &content[start + 1..start + len]);
+            assert!(storage.read_into(2, &mut out).is_err());
+            let t = Tensor::new(DType::UInt8, vec![len], vec![1], 0, storage).unwrap();
+            let owned = t.to_owned_as(DType::UInt8).unwrap();
+            assert!(owned.storage().owns_its_bytes());
+            assert_eq!(owned.storage().as_bytes(), &content[start..start + len]);
+        }
     }
 
     #[test]

@@ -1,4 +1,4 @@
-"""Cross-checks safetensors files with ckpt (crates/ckpt/tests/write_safetensors.rs).
+"""Cross-checks safetensors files with ckpt (crates/ckpt/tests/it/write_safetensors.rs).
 
 Usage: python check_safetensors.py OURS THEIRS
 

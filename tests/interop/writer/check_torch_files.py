@@ -1,4 +1,4 @@
-"""Checks the torch files ckpt's writer produced (crates/ckpt/tests/write_torch_loads_in_torch.rs).
+"""Checks the torch files ckpt's writer produced (crates/ckpt/tests/it/write_torch_loads_in_torch.rs).
 
 Usage: python check_torch_files.py DIR
 

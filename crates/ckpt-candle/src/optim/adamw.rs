@@ -1,14 +1,12 @@
 //! [`AdamW`]: torch's `AdamW` for candle variables, with torch's state-dict layout.
 
-use candle_core::backprop::GradStore;
 use candle_core::{Tensor as CTensor, Var};
-use candle_nn::{Optimizer, ParamsAdamW};
+use candle_nn::ParamsAdamW;
 use ckpt::{Checkpointable, Dict, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
 use super::{lerp, scalar_like, Params};
 use crate::error::Result;
-use crate::VarMapModel;
 
 /// Hyperparameters of [`AdamW`]; the defaults are `torch.optim.AdamW`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -113,7 +111,8 @@ struct ParamState {
 /// ```
 ///
 /// Its checkpoint state is `torch.optim.AdamW.state_dict()`: parameter `i` is the `i`-th
-/// variable given to [`Optimizer::new`] (or of [`VarMapModel::vars`] for
+/// variable given to [`Optimizer::new`](candle_nn::Optimizer::new) (or of
+/// [`VarMapModel::vars`](crate::VarMapModel::vars) for
 /// [`AdamW::from_model`]); a parameter gets state at its first step with a gradient.
 /// Build it with [`AdamW::from_model`] rather than from `varmap.all_vars()`, whose order
 /// changes from process to process (a resume then finds the moments of other parameters).
@@ -146,40 +145,11 @@ pub struct AdamW {
     state: Vec<Option<ParamState>>,
 }
 
+// The constructors refuse the hyperparameters torch refuses (negative lr, eps or weight
+// decay, betas outside [0, 1)).
+torch_optimizer!(AdamW, AdamWConfig, state, "AdamW");
+
 impl AdamW {
-    /// An optimizer over the variables of `model`, numbered in the model's order (the same
-    /// in every process, unlike `varmap.all_vars()`'s), named by their names in messages.
-    pub fn from_model(model: &VarMapModel, config: AdamWConfig) -> Result<AdamW> {
-        AdamW::with_params(Params::named(model.vars()), config)
-    }
-
-    /// An optimizer over `vars`, numbered in this order and named by these names in
-    /// messages: e.g. a model's variables without its batch-norm running statistics,
-    /// which torch keeps as buffers, not parameters.
-    pub fn from_named_vars(vars: Vec<(String, Var)>, config: AdamWConfig) -> Result<AdamW> {
-        AdamW::with_params(Params::named(vars), config)
-    }
-
-    fn with_params(params: Params, config: AdamWConfig) -> Result<AdamW> {
-        config.validate()?;
-        let state = vec![None; params.len()];
-        Ok(AdamW {
-            params,
-            config,
-            state,
-        })
-    }
-
-    /// The hyperparameters.
-    pub fn config(&self) -> &AdamWConfig {
-        &self.config
-    }
-
-    /// The parameters, in index order.
-    pub fn params(&self) -> &[Var] {
-        &self.params.vars
-    }
-
     /// How many steps parameter `index` has taken (torch's `state[index]['step']`).
     pub fn step_count(&self, index: usize) -> Option<u64> {
         self.state.get(index)?.as_ref().map(|s| s.step)
@@ -229,37 +199,6 @@ impl AdamW {
         state.exp_avg = exp_avg;
         state.exp_avg_sq = exp_avg_sq;
         Ok(())
-    }
-}
-
-impl Optimizer for AdamW {
-    type Config = AdamWConfig;
-
-    /// Float variables only (as candle's own optimizers); the others are not numbered.
-    /// Refuses the hyperparameters torch refuses (negative lr, eps or weight decay, betas
-    /// outside [0, 1)).
-    fn new(vars: Vec<Var>, config: AdamWConfig) -> candle_core::Result<AdamW> {
-        Ok(AdamW::with_params(Params::new(vars), config)?)
-    }
-
-    /// Updates every parameter that has a gradient; the others are skipped, as torch skips
-    /// them, and named in a `tracing` warning at the first step.
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.params.warn_once_without_grad(grads, "AdamW");
-        for (index, var, grad) in self.params.with_grads(grads) {
-            if let Some(slot) = self.state.get_mut(index) {
-                AdamW::step_one(&self.config, var, slot, grad)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.config.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.config.lr = lr;
     }
 }
 
@@ -333,5 +272,11 @@ impl Checkpointable for AdamW {
         self.config = config;
         self.state = states;
         Ok(())
+    }
+
+    /// The state's tensors are converted into candle tensors (a copy): the checkpointer
+    /// need not copy them out of the file first.
+    fn keeps_loaded_tensors(&self) -> bool {
+        false
     }
 }

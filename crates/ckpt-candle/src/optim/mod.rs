@@ -1,6 +1,91 @@
 //! Optimizers for candle variables whose checkpoint state is torch's: [`AdamW`] and [`Sgd`]
 //! (with momentum). Both implement `candle_nn::Optimizer` and [`ckpt::Checkpointable`].
 
+/// What the optimizers of this module share: their constructors, accessors and
+/// `candle_nn::Optimizer`. For a struct `$optimizer` with fields `params: Params`,
+/// `config: $config` (with an `lr` and a `validate` method) and `$slots`, a state slot per
+/// parameter, and a function `$optimizer::step_one(&config, var, slot, grad)` that updates one
+/// parameter. `$name` names the optimizer in warnings.
+macro_rules! torch_optimizer {
+    ($optimizer:ident, $config:ident, $slots:ident, $name:literal) => {
+        impl $optimizer {
+            /// An optimizer over the variables of `model`, numbered in the model's order (the
+            /// same in every process, unlike `varmap.all_vars()`'s), named by their names in
+            /// messages.
+            pub fn from_model(
+                model: &crate::VarMapModel,
+                config: $config,
+            ) -> crate::error::Result<$optimizer> {
+                $optimizer::with_params(Params::named(model.vars()), config)
+            }
+
+            /// An optimizer over `vars`, numbered in this order and named by these names in
+            /// messages: e.g. a model's variables without its batch-norm running statistics,
+            /// which torch keeps as buffers, not parameters.
+            pub fn from_named_vars(
+                vars: Vec<(String, candle_core::Var)>,
+                config: $config,
+            ) -> crate::error::Result<$optimizer> {
+                $optimizer::with_params(Params::named(vars), config)
+            }
+
+            fn with_params(params: Params, config: $config) -> crate::error::Result<$optimizer> {
+                config.validate()?;
+                let $slots = vec![None; params.len()];
+                Ok($optimizer {
+                    params,
+                    config,
+                    $slots,
+                })
+            }
+
+            /// The hyperparameters.
+            pub fn config(&self) -> &$config {
+                &self.config
+            }
+
+            /// The parameters, in index order.
+            pub fn params(&self) -> &[candle_core::Var] {
+                &self.params.vars
+            }
+        }
+
+        impl candle_nn::Optimizer for $optimizer {
+            type Config = $config;
+
+            /// Float variables only (as candle's own optimizers); the others are not
+            /// numbered. Refuses the hyperparameters torch refuses.
+            fn new(
+                vars: Vec<candle_core::Var>,
+                config: $config,
+            ) -> candle_core::Result<$optimizer> {
+                Ok($optimizer::with_params(Params::new(vars), config)?)
+            }
+
+            /// Updates every parameter that has a gradient; the others are skipped, as torch
+            /// skips them, and named in a `tracing` warning at the first step.
+            fn step(
+                &mut self,
+                grads: &candle_core::backprop::GradStore,
+            ) -> candle_core::Result<()> {
+                let config = self.config;
+                self.params
+                    .step_each(grads, $name, &mut self.$slots, |var, slot, grad| {
+                        $optimizer::step_one(&config, var, slot, grad)
+                    })
+            }
+
+            fn learning_rate(&self) -> f64 {
+                self.config.lr
+            }
+
+            fn set_learning_rate(&mut self, lr: f64) {
+                self.config.lr = lr;
+            }
+        }
+    };
+}
+
 mod adamw;
 mod sgd;
 mod torch_state;
@@ -58,6 +143,24 @@ impl Params {
 
     fn len(&self) -> usize {
         self.vars.len()
+    }
+
+    /// One optimizer step: warns (at the first step) of the parameters `grads` has no
+    /// gradient for, then calls `update` on every other one with its state slot.
+    fn step_each<S>(
+        &mut self,
+        grads: &GradStore,
+        optimizer: &str,
+        slots: &mut [Option<S>],
+        mut update: impl FnMut(&Var, &mut Option<S>, &Tensor) -> candle_core::Result<()>,
+    ) -> candle_core::Result<()> {
+        self.warn_once_without_grad(grads, optimizer);
+        for (index, var, grad) in self.with_grads(grads) {
+            if let Some(slot) = slots.get_mut(index) {
+                update(var, slot, grad)?;
+            }
+        }
+        Ok(())
     }
 
     /// At the first step only: names, in a warning, the parameters `grads` has no gradient

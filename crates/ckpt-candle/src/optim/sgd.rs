@@ -1,15 +1,12 @@
 //! [`Sgd`]: torch's `SGD` (momentum, dampening, Nesterov, weight decay) for candle
 //! variables, with torch's state-dict layout.
 
-use candle_core::backprop::GradStore;
 use candle_core::{Tensor as CTensor, Var};
-use candle_nn::Optimizer;
 use ckpt::{Checkpointable, Dict, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
 use super::Params;
 use crate::error::Result;
-use crate::VarMapModel;
 
 /// Hyperparameters of [`Sgd`]; the defaults are `torch.optim.SGD`'s.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,39 +74,9 @@ pub struct Sgd {
     momentum_buffers: Vec<Option<CTensor>>,
 }
 
+torch_optimizer!(Sgd, SgdConfig, momentum_buffers, "SGD");
+
 impl Sgd {
-    /// An optimizer over the variables of `model`, numbered in the model's order (the same
-    /// in every process, unlike `varmap.all_vars()`'s), named by their names in messages.
-    pub fn from_model(model: &VarMapModel, config: SgdConfig) -> Result<Sgd> {
-        Sgd::with_params(Params::named(model.vars()), config)
-    }
-
-    /// An optimizer over `vars`, numbered in this order and named by these names in
-    /// messages (see [`crate::AdamW::from_named_vars`]).
-    pub fn from_named_vars(vars: Vec<(String, Var)>, config: SgdConfig) -> Result<Sgd> {
-        Sgd::with_params(Params::named(vars), config)
-    }
-
-    fn with_params(params: Params, config: SgdConfig) -> Result<Sgd> {
-        config.validate()?;
-        let momentum_buffers = vec![None; params.len()];
-        Ok(Sgd {
-            params,
-            config,
-            momentum_buffers,
-        })
-    }
-
-    /// The hyperparameters.
-    pub fn config(&self) -> &SgdConfig {
-        &self.config
-    }
-
-    /// The parameters, in index order.
-    pub fn params(&self) -> &[Var] {
-        &self.params.vars
-    }
-
     fn step_one(
         config: &SgdConfig,
         var: &Var,
@@ -142,36 +109,6 @@ impl Sgd {
             *slot = Some(buf);
         }
         var.set(&(param + g.affine(-lr, 0.0)?)?)
-    }
-}
-
-impl Optimizer for Sgd {
-    type Config = SgdConfig;
-
-    /// Float variables only (as candle's own optimizers); the others are not numbered.
-    /// Refuses the hyperparameters torch refuses.
-    fn new(vars: Vec<Var>, config: SgdConfig) -> candle_core::Result<Sgd> {
-        Ok(Sgd::with_params(Params::new(vars), config)?)
-    }
-
-    /// Updates every parameter that has a gradient; the others are skipped, as torch skips
-    /// them, and named in a `tracing` warning at the first step.
-    fn step(&mut self, grads: &GradStore) -> candle_core::Result<()> {
-        self.params.warn_once_without_grad(grads, "SGD");
-        for (index, var, grad) in self.params.with_grads(grads) {
-            if let Some(slot) = self.momentum_buffers.get_mut(index) {
-                Sgd::step_one(&self.config, var, slot, grad)?;
-            }
-        }
-        Ok(())
-    }
-
-    fn learning_rate(&self) -> f64 {
-        self.config.lr
-    }
-
-    fn set_learning_rate(&mut self, lr: f64) {
-        self.config.lr = lr;
     }
 }
 
@@ -229,5 +166,11 @@ impl Checkpointable for Sgd {
         self.config = config;
         self.momentum_buffers = buffers;
         Ok(())
+    }
+
+    /// The state's tensors are converted into candle tensors (a copy): the checkpointer
+    /// need not copy them out of the file first.
+    fn keeps_loaded_tensors(&self) -> bool {
+        false
     }
 }

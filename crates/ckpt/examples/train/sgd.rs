@@ -152,4 +152,10 @@ impl Checkpointable for Sgd {
         self.buffers = buffers;
         Ok(())
     }
+
+    /// The buffers are copied into vectors of its own: the checkpointer need not copy them
+    /// out of the file first.
+    fn keeps_loaded_tensors(&self) -> bool {
+        false
+    }
 }

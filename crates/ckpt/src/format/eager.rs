@@ -52,29 +52,23 @@ fn thread_count(len: usize, min_part: usize) -> usize {
 mod huge {
     use std::fs::File;
     use std::io;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     use memmap2::{Advice, MmapMut};
 
     use super::{read_parts, thread_count, MIN_PART};
+    use crate::fresh::{huge_pages_welcome, populate, SLACK, SMALL_PAGES_PER_MIB};
     use crate::tensor::{AnonMemory, Buffer};
 
     /// Smaller files are read into a `Vec`: a mapping of their own gains nothing.
     pub(super) const MIN_LEN: usize = 16 << 20;
     const HUGE_PAGE: usize = 2 << 20;
-    /// Populated at once between two looks at the clock.
-    const CHUNK: usize = 8 << 20;
-    /// What one thread spends per MiB of fresh 4 KiB pages at best here (fault, zeroing,
-    /// accounting): huge pages that come slower than this are stalling.
-    const SMALL_PAGES_PER_MIB: Duration = Duration::from_micros(500);
-    /// Slowness forgiven before giving up on huge pages (one slow page is no trend).
-    const SLACK: Duration = Duration::from_millis(20);
 
     pub(super) fn read(file: &File, len: usize) -> io::Result<Buffer> {
         // Whole huge pages: the kernel aligns such a mapping to them, so none is lost at
         // its start, and the partial one at the end is at most 2 MiB more than the file.
         let mut map = MmapMut::map_anon(len.div_ceil(HUGE_PAGE) * HUGE_PAGE)?;
-        let huge = map.advise(Advice::HugePage).is_ok();
+        let huge = huge_pages_welcome() && map.advise(Advice::HugePage).is_ok();
         provision(&map, len, huge, SMALL_PAGES_PER_MIB, SLACK);
         read_parts(file, &mut map[..len], MIN_PART)?;
         Ok(Buffer::Anon(AnonMemory::new(map, len)))
@@ -97,33 +91,6 @@ mod huge {
             }
             populate(map, 0..part.min(len), huge, per_mib, slack);
         });
-    }
-
-    /// Populates `range` of `map` a chunk at a time; returns whether huge pages were kept.
-    pub(super) fn populate(
-        map: &MmapMut,
-        range: std::ops::Range<usize>,
-        mut huge: bool,
-        per_mib: Duration,
-        slack: Duration,
-    ) -> bool {
-        let began = Instant::now();
-        let mut at = range.start;
-        while at < range.end {
-            let n = CHUNK.min(range.end - at);
-            if map.advise_range(Advice::PopulateWrite, at, n).is_err() {
-                // Before Linux 5.14, say: the reads fault the pages in instead.
-                return huge;
-            }
-            at += n;
-            let mib = u32::try_from((at - range.start) >> 20).unwrap_or(u32::MAX);
-            if huge && at < range.end && began.elapsed() > per_mib.saturating_mul(mib) + slack {
-                huge = false;
-                // Failing leaves huge pages on: slower for this read, still correct.
-                let _ = map.advise_range(Advice::NoHugePage, at, range.end - at);
-            }
-        }
-        huge
     }
 }
 
@@ -222,7 +189,7 @@ mod tests {
         let len = 40 << 20;
         let map = memmap2::MmapMut::map_anon(len).unwrap();
         // No time allowed at all: the first chunk already exceeds the budget.
-        assert!(!huge::populate(
+        assert!(!crate::fresh::populate(
             &map,
             0..len,
             true,
@@ -230,7 +197,7 @@ mod tests {
             Duration::ZERO
         ));
         // A generous budget keeps them (whether the kernel grants them is its business).
-        assert!(huge::populate(
+        assert!(crate::fresh::populate(
             &map,
             0..len,
             true,

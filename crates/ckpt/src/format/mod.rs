@@ -21,15 +21,16 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
-mod data_starts;
 mod eager;
-mod numpy;
+mod plain_pickle;
 mod safetensors;
 mod stream;
 mod torch_legacy;
 mod torch_save;
 mod torch_zip;
 mod zip;
+mod zip_data_offsets;
+mod zip_signatures;
 mod zip_write;
 
 use std::fmt;
@@ -232,7 +233,7 @@ impl SaveOptions {
 /// safetensors; a pickle of torch's legacy magic number (any protocol) is the legacy stream;
 /// any other byte that starts a pickle is a plain pickle.
 pub fn detect(bytes: &[u8]) -> Result<Format> {
-    if bytes.starts_with(b"PK\x03\x04") {
+    if bytes.starts_with(&zip_signatures::LOCAL_SIG.to_le_bytes()) {
         return Ok(Format::TorchZip);
     }
     if bytes.starts_with(b"PYTORCH1") {
@@ -257,10 +258,12 @@ pub fn detect(bytes: &[u8]) -> Result<Format> {
     if torch_legacy::starts_with_magic(bytes) {
         return Ok(Format::TorchLegacy);
     }
+    // The opcodes a pickle of a checkpoint starts with: the protocol (2 and above), or a
+    // protocol 0/1 container or global.
+    use crate::pickle::opcode::{DICT, EMPTY_DICT, EMPTY_LIST, GLOBAL, LIST, MARK, PROTO};
     match bytes.first() {
         None => Err(Error::format("empty file")),
-        Some(0x80) | Some(b'(') | Some(b'}') | Some(b']') | Some(b'c') | Some(b'd')
-        | Some(b'l') => Ok(Format::Pickle),
+        Some(&(PROTO | MARK | EMPTY_DICT | EMPTY_LIST | GLOBAL | DICT | LIST)) => Ok(Format::Pickle),
         Some(b) => Err(Error::format(format!(
             "not a checkpoint: unknown first byte 0x{b:02x} (expected a zip archive, a pickle or safetensors)"
         ))),
@@ -320,7 +323,7 @@ fn read_buffer(
         Format::TorchZip => torch_zip::read(buffer, options, file)?,
         Format::TorchLegacy => torch_legacy::read(buffer, options)?,
         Format::TorchTar => torch_legacy::read_tar(buffer, options)?,
-        Format::Pickle => numpy::read_plain_pickle(&buffer, options)?,
+        Format::Pickle => plain_pickle::read_plain_pickle(&buffer, options)?,
         Format::Safetensors => safetensors::read(buffer)?,
     };
     Ok(Loaded { format, value })

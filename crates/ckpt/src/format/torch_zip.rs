@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
-use crate::format::data_starts::DataStarts;
 use crate::format::zip::{Record, ZipIndex};
+use crate::format::zip_data_offsets::DataOffsets;
 use crate::format::{LoadOptions, SourcePages};
 use crate::pickle::{
     read_pickle_in, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
@@ -77,7 +77,7 @@ pub(crate) fn read(
     }
     let numbered = numbered_records(&index, &prefix);
     let release = options.source_pages == SourcePages::Release;
-    let starts = DataStarts::new(&index, bytes, file, release);
+    let starts = DataOffsets::new(&index, bytes, file, release);
     let mut storages = ZipStorages {
         buffer: buffer.clone(),
         index: &index,
@@ -219,7 +219,7 @@ struct ZipStorages<'a> {
     buffer: Arc<Buffer>,
     index: &'a ZipIndex,
     /// Data offsets of the records, shared with the thread that reads headers ahead.
-    starts: &'a DataStarts<'a>,
+    starts: &'a DataOffsets<'a>,
     prefix: String,
     big_endian: bool,
     verify_crc32: bool,

@@ -9,12 +9,9 @@ use std::ops::Range;
 use std::sync::OnceLock;
 
 use crate::error::{Error, Result};
-
-const EOCD_SIG: u32 = 0x0605_4b50;
-const ZIP64_LOCATOR_SIG: u32 = 0x0706_4b50;
-const ZIP64_EOCD_SIG: u32 = 0x0606_4b50;
-const CENTRAL_SIG: u32 = 0x0201_4b50;
-const LOCAL_SIG: u32 = 0x0403_4b50;
+use crate::format::zip_signatures::{
+    CENTRAL_SIG, EOCD_SIG, LOCAL_SIG, ZIP64_EOCD_SIG, ZIP64_LOCATOR_SIG,
+};
 
 /// Compression method of a stored (uncompressed) record.
 pub(crate) const STORED: u16 = 0;

@@ -9,13 +9,9 @@
 use std::io::Write;
 
 use crate::error::{Error, Result};
-
-const LOCAL_HEADER: u32 = 0x0403_4B50;
-const DATA_DESCRIPTOR: u32 = 0x0807_4B50;
-const CENTRAL_HEADER: u32 = 0x0201_4B50;
-const ZIP64_EOCD: u32 = 0x0606_4B50;
-const ZIP64_LOCATOR: u32 = 0x0706_4B50;
-const EOCD: u32 = 0x0605_4B50;
+use crate::format::zip_signatures::{
+    CENTRAL_SIG, DATA_DESCRIPTOR_SIG, EOCD_SIG, LOCAL_SIG, ZIP64_EOCD_SIG, ZIP64_LOCATOR_SIG,
+};
 
 /// Sizes and offsets at or above this need zip64 fields (miniz compares with `>=`).
 const ZIP64_LIMIT: u64 = 0xFFFF_FFFF;
@@ -183,7 +179,7 @@ impl<'w> ZipWriter<'w> {
 
         let mut header = std::mem::take(&mut self.scratch);
         header.clear();
-        header.extend_from_slice(&LOCAL_HEADER.to_le_bytes());
+        header.extend_from_slice(&LOCAL_SIG.to_le_bytes());
         header.extend_from_slice(&0u16.to_le_bytes()); // version needed
         header.extend_from_slice(&flags.to_le_bytes());
         header.extend_from_slice(&0u16.to_le_bytes()); // STORED
@@ -256,7 +252,7 @@ impl<'w> ZipWriter<'w> {
         if size > 0 {
             let mut descriptor = std::mem::take(&mut self.scratch);
             descriptor.clear();
-            descriptor.extend_from_slice(&DATA_DESCRIPTOR.to_le_bytes());
+            descriptor.extend_from_slice(&DATA_DESCRIPTOR_SIG.to_le_bytes());
             descriptor.extend_from_slice(&crc32.to_le_bytes());
             if open.zip64.any() {
                 descriptor.extend_from_slice(&size.to_le_bytes());
@@ -309,7 +305,7 @@ impl<'w> ZipWriter<'w> {
                 FLAGS_UTF8
             };
             let size32 = entry.size.min(ZIP64_LIMIT) as u32;
-            record.extend_from_slice(&CENTRAL_HEADER.to_le_bytes());
+            record.extend_from_slice(&CENTRAL_SIG.to_le_bytes());
             record.extend_from_slice(&0u16.to_le_bytes()); // version made by
             record.extend_from_slice(&0u16.to_le_bytes()); // version needed
             record.extend_from_slice(&flags.to_le_bytes());
@@ -344,7 +340,7 @@ impl<'w> ZipWriter<'w> {
 
         let zip64_eocd_offset = self.offset;
         record.clear();
-        record.extend_from_slice(&ZIP64_EOCD.to_le_bytes());
+        record.extend_from_slice(&ZIP64_EOCD_SIG.to_le_bytes());
         record.extend_from_slice(&44u64.to_le_bytes());
         record.extend_from_slice(&0x031Eu16.to_le_bytes()); // made by: unix, 3.0
         record.extend_from_slice(&0x002Du16.to_le_bytes()); // needed: 4.5 (zip64)
@@ -354,12 +350,12 @@ impl<'w> ZipWriter<'w> {
         record.extend_from_slice(&count.to_le_bytes());
         record.extend_from_slice(&cd_size.to_le_bytes());
         record.extend_from_slice(&cd_offset.to_le_bytes());
-        record.extend_from_slice(&ZIP64_LOCATOR.to_le_bytes());
+        record.extend_from_slice(&ZIP64_LOCATOR_SIG.to_le_bytes());
         record.extend_from_slice(&0u32.to_le_bytes());
         record.extend_from_slice(&zip64_eocd_offset.to_le_bytes());
         record.extend_from_slice(&1u32.to_le_bytes());
         let count16 = count.min(0xFFFF) as u16;
-        record.extend_from_slice(&EOCD.to_le_bytes());
+        record.extend_from_slice(&EOCD_SIG.to_le_bytes());
         record.extend_from_slice(&0u16.to_le_bytes());
         record.extend_from_slice(&0u16.to_le_bytes());
         record.extend_from_slice(&count16.to_le_bytes());
@@ -463,7 +459,7 @@ mod tests {
         // 24-byte descriptor with u64 sizes right after the data.
         let dd1 = at(0x400 + BIG);
         assert_eq!(dd1.len(), 24);
-        assert_eq!(u32_at(&dd1, 0), DATA_DESCRIPTOR);
+        assert_eq!(u32_at(&dd1, 0), DATA_DESCRIPTOR_SIG);
         assert_eq!(u64_at(&dd1, 8), BIG);
         assert_eq!(u64_at(&dd1, 16), BIG);
 
@@ -487,7 +483,7 @@ mod tests {
         // Central directory: saturated 32-bit fields, real values in the zip64 extra.
         let cd_offset = 0x1_0000_0480 + 0x20 + 24;
         let cd1 = at(cd_offset);
-        assert_eq!(u32_at(&cd1, 0), CENTRAL_HEADER);
+        assert_eq!(u32_at(&cd1, 0), CENTRAL_SIG);
         assert_eq!(u32_at(&cd1, 20), 0xFFFF_FFFF);
         assert_eq!(u32_at(&cd1, 24), 0xFFFF_FFFF);
         assert_eq!(u32_at(&cd1, 42), 0x39c);
@@ -508,11 +504,11 @@ mod tests {
 
         // End records: zip64 ones hold the real offset; the classic one saturates.
         let end = at(cd_offset + (cd1.len() + cd2.len()) as u64);
-        assert_eq!(u32_at(&end, 0), ZIP64_EOCD);
+        assert_eq!(u32_at(&end, 0), ZIP64_EOCD_SIG);
         assert_eq!(u64_at(&end, 24), 2);
         assert_eq!(u64_at(&end, 48), cd_offset);
         let eocd = &end[56 + 20..];
-        assert_eq!(u32_at(eocd, 0), EOCD);
+        assert_eq!(u32_at(eocd, 0), EOCD_SIG);
         assert_eq!(u32_at(eocd, 16), 0xFFFF_FFFF);
     }
 
@@ -526,7 +522,7 @@ mod tests {
         // 30 + 8 + 4 = 42 -> 22 bytes of padding; data (none) at 64, central header next.
         assert_eq!(u16_at(&out, 6), 0x0800);
         assert_eq!(u16_at(&out, 28), 4 + 22);
-        assert_eq!(u32_at(&out, 64), CENTRAL_HEADER);
+        assert_eq!(u32_at(&out, 64), CENTRAL_SIG);
         assert_eq!(fb_padding(0, 30, 5, 64), 0);
     }
 

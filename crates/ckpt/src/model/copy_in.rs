@@ -69,20 +69,35 @@ pub(super) fn new_copies(jobs: Vec<CopyIn<'_>>) -> Result<Vec<Tensor>> {
     .collect()
 }
 
-/// Writes each incoming value into its model tensor (each checked by [`fits_in_place`]).
-pub(super) fn write_in_place(writes: Vec<(&mut Tensor, &Tensor)>) -> Result<()> {
+/// Writes each incoming value into its model tensor (each checked by [`fits_in_place`]),
+/// straight from where it is: a large value of the same dtype in a file map is read from the
+/// file into the tensor's memory ([`Tensor::copy_bytes_into`]). Only a file truncated
+/// meanwhile makes this fail (then the tensors written so far keep their new values).
+pub(super) fn write_in_place(writes: Vec<(&str, &mut Tensor, &Tensor)>) -> Result<()> {
     map_weighted(
         writes,
-        |(_, incoming)| incoming.nbytes(),
-        |(current, incoming)| {
+        |(_, _, incoming)| incoming.nbytes(),
+        |(name, current, incoming)| {
             let dtype = current.dtype();
-            let bytes = incoming.contiguous_bytes();
             // Memory never written yet (a model of zeros) gets all its pages at once.
             populate_storage(current.storage_mut());
             let Some(target) = current.storage_mut().unique_bytes_mut() else {
-                return Err(Error::invalid("a model tensor to write in place is shared"));
+                return Err(Error::key(
+                    name,
+                    "a model tensor to write in place is shared",
+                ));
             };
-            cast_bytes(&bytes, incoming.dtype(), target, dtype)
+            let written = if incoming.dtype() == dtype {
+                incoming.copy_bytes_into(target)
+            } else {
+                cast_bytes(
+                    &incoming.contiguous_bytes(),
+                    incoming.dtype(),
+                    target,
+                    dtype,
+                )
+            };
+            written.map_err(|e| Error::key(name, e.to_string()))
         },
     )
     .into_iter()

@@ -170,7 +170,49 @@ pub trait Checkpointable: Send {
     /// The state to save.
     fn state_dict(&self) -> Result<Value>;
     /// Restores a state produced by [`Checkpointable::state_dict`] (possibly by Python).
+    ///
+    /// A checkpointer hands over tensors that own their memory, unless
+    /// [`Checkpointable::keeps_loaded_tensors`] says they are only read.
     fn load_state_dict(&mut self, state: Value) -> Result<()>;
+
+    /// Whether [`Checkpointable::load_state_dict`] may keep tensors of the state it is given
+    /// (in the [`Value`] itself or a clone of a tensor). The default, `true`, is always safe:
+    /// a checkpointer then copies every tensor out of the checkpoint file before the call.
+    ///
+    /// Return `false` when the state's values are only read and copied into types of the
+    /// checkpointable's own (`Vec<f32>`, a framework's tensors, numbers), as an optimizer
+    /// converting momentum buffers does: a checkpointer then hands over tensors that may be
+    /// views of a memory map of the file, valid during the call, and every value is copied
+    /// once instead of twice (for an optimizer's state, as large as the model, that halves
+    /// its part of a resume). A checkpointable that returns `false` and keeps a view
+    /// depends on the file afterwards: reading it dies with `SIGBUS` once the file is
+    /// truncated (see [`Storage`](crate::Storage#a-map-depends-on-its-file)).
+    ///
+    /// ```
+    /// use ckpt::{Checkpointable, Value};
+    /// /// Momentum buffers as plain vectors.
+    /// struct Momentum(Vec<Vec<f32>>);
+    /// impl Checkpointable for Momentum {
+    ///     fn state_dict(&self) -> ckpt::Result<Value> {
+    ///         let tensors = self.0.iter().map(|m| ckpt::Tensor::from_slice(m, &[m.len()]));
+    ///         Ok(Value::List(tensors.map(|t| t.map(Value::Tensor)).collect::<ckpt::Result<_>>()?))
+    ///     }
+    ///     fn load_state_dict(&mut self, state: Value) -> ckpt::Result<()> {
+    ///         let Value::List(items) = state else { return Err(ckpt::Error::invalid("not a list")) };
+    ///         self.0 = items
+    ///             .iter()
+    ///             .map(|v| v.as_tensor().ok_or(ckpt::Error::invalid("not a tensor"))?.to_vec::<f32>())
+    ///             .collect::<ckpt::Result<_>>()?; // copies: nothing of `state` is kept
+    ///         Ok(())
+    ///     }
+    ///     fn keeps_loaded_tensors(&self) -> bool {
+    ///         false
+    ///     }
+    /// }
+    /// ```
+    fn keeps_loaded_tensors(&self) -> bool {
+        true
+    }
 }
 
 /// Makes any serde type checkpointable: its state is the type serialized to a [`Value`]
@@ -207,5 +249,10 @@ impl<T: Serialize + DeserializeOwned + Send> Checkpointable for Serde<T> {
     fn load_state_dict(&mut self, state: Value) -> Result<()> {
         self.0 = crate::serde_value::from_value(&state)?;
         Ok(())
+    }
+
+    /// Deserializing copies every value (a serde type cannot hold a [`crate::Tensor`]).
+    fn keeps_loaded_tensors(&self) -> bool {
+        false
     }
 }

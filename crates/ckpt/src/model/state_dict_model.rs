@@ -124,7 +124,8 @@ impl Model for StateDictModel {
             .collect();
         let mut unexpected = Vec::new();
         // Everything that can fail (a dtype that cannot be converted, memory that cannot be
-        // had) happens before the model changes, so an error leaves it as it was.
+        // had) happens before the model changes, so an error leaves it as it was; only a file
+        // truncated while it is read fails later (a map read would kill the process).
         let mut fresh = Vec::new();
         let mut in_place: HashMap<&str, &Tensor> = HashMap::new();
         for (name, incoming) in state.tensors.iter() {
@@ -147,11 +148,13 @@ impl Model for StateDictModel {
         let names: Vec<&str> = fresh.iter().map(|job| job.name).collect();
         let copies = new_copies(fresh)?;
 
-        let writes: Vec<(&mut Tensor, &Tensor)> = self
+        let writes: Vec<(&str, &mut Tensor, &Tensor)> = self
             .state
             .tensors
             .iter_mut()
-            .filter_map(|(name, current)| Some((current, *in_place.get(name.as_str())?)))
+            .filter_map(|(name, current)| {
+                Some((name.as_str(), current, *in_place.get(name.as_str())?))
+            })
             .collect();
         write_in_place(writes)?;
         for (name, copy) in names.into_iter().zip(copies) {

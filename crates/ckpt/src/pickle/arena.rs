@@ -8,9 +8,9 @@ use std::cell::Cell;
 use std::collections::HashMap;
 
 use crate::pickle::globals::{object, STORAGE_REF};
-use crate::pickle::reader::{Py2Strings, TypedStorage};
+use crate::pickle::invalid::Invalid;
 use crate::pickle::tensor_metadata::ResolvedStorages;
-use crate::pickle::Limits;
+use crate::pickle::{Limits, Py2Strings, TypedStorage};
 use crate::tensor::{Storage, Tensor};
 use crate::value::{Dict, DictKind, Key, Object, ObjectBuild, Value};
 
@@ -206,39 +206,39 @@ impl Arena {
     }
 
     /// The node of a handle made by [`Arena::add`].
-    pub fn node(&self, handle: Handle) -> Result<&Node, String> {
+    pub fn node(&self, handle: Handle) -> Result<&Node, Invalid> {
         self.nodes
             .get(handle)
-            .ok_or_else(|| format!("internal error: no object {handle}"))
+            .ok_or_else(|| Invalid::Internal(format!("no object {handle}")))
     }
 
     /// Charges `n` produced values to the budget.
-    pub fn charge(&self, n: usize) -> Result<(), String> {
+    pub fn charge(&self, n: usize) -> Result<(), Invalid> {
         let left = self.values_left.get();
         if n > left {
-            return Err(format!(
+            return Err(Invalid::Limit(format!(
                 "the pickle expands to more than {} values (limit; memo references copy values)",
                 self.max_values
-            ));
+            )));
         }
         self.values_left.set(left - n);
         Ok(())
     }
 
-    fn charge_bytes(&self, n: usize) -> Result<(), String> {
+    fn charge_bytes(&self, n: usize) -> Result<(), Invalid> {
         let left = self.bytes_left.get();
         if n > left {
-            return Err(
+            return Err(Invalid::Limit(
                 "the pickle expands to far more string bytes than it holds (memo references copy strings)"
                     .into(),
-            );
+            ));
         }
         self.bytes_left.set(left - n);
         Ok(())
     }
 
     /// Charges the bytes of a string or bytes value (copies made by memo references).
-    fn charge_value_bytes(&self, value: &Value) -> Result<(), String> {
+    fn charge_value_bytes(&self, value: &Value) -> Result<(), Invalid> {
         match value {
             Value::Str(s) => self.charge_bytes(s.len()),
             Value::Bytes(b) | Value::ByteArray(b) => self.charge_bytes(b.len()),
@@ -259,14 +259,14 @@ impl Arena {
     /// The value of a node. Iterative (an explicit task stack), so a hostile nesting
     /// depth cannot overflow the call stack; every value produced is charged before its
     /// task is queued, so pending work never exceeds the value limit.
-    pub fn value(&mut self, root: Handle, mode: Mode) -> Result<Value, String> {
+    pub fn value(&mut self, root: Handle, mode: Mode) -> Result<Value, Invalid> {
         self.convert_tree(root, mode, None)
     }
 
     /// The value of the pickle's result. Strings and finished values (tensors) that no
     /// other node refers to are moved out of their nodes rather than copied: the arena is
     /// not used after this.
-    pub fn take_value(&mut self, root: Handle) -> Result<Value, String> {
+    pub fn take_value(&mut self, root: Handle) -> Result<Value, Invalid> {
         let mut refs = self.reference_counts();
         if let Some(r) = refs.get_mut(root) {
             *r = r.saturating_add(1);
@@ -306,7 +306,7 @@ impl Arena {
         root: Handle,
         mode: Mode,
         refs: Option<&[u8]>,
-    ) -> Result<Value, String> {
+    ) -> Result<Value, Invalid> {
         self.charge(1)?;
         let mut tasks = vec![Task::Visit(root, mode, 0)];
         let mut done: Vec<Value> = Vec::new();
@@ -317,10 +317,10 @@ impl Arena {
             match task {
                 Task::Visit(handle, mode, depth) => {
                     if depth > self.max_depth {
-                        return Err(format!(
+                        return Err(Invalid::Limit(format!(
                             "objects nested deeper than {} levels (limit)",
                             self.max_depth
-                        ));
+                        )));
                     }
                     if let Some(&at) = open_at.get(&handle) {
                         done.push(self.cut_cycle(&open[at..])?);
@@ -345,7 +345,7 @@ impl Arena {
         }
         match (done.pop(), done.is_empty()) {
             (Some(value), true) => Ok(value),
-            _ => Err("internal error: unbalanced conversion".into()),
+            _ => Err(Invalid::Internal("unbalanced conversion".into())),
         }
     }
 
@@ -354,12 +354,14 @@ impl Arena {
     /// module holding a bound method of itself, `getattr(module, 'hook')`), the cycle is cut
     /// there and the reference is the [`Object::recursive_reference`] placeholder; a cycle of
     /// plain containers (a list that contains itself) is no checkpoint and an error.
-    fn cut_cycle(&self, cycle: &[Handle]) -> Result<Value, String> {
+    fn cut_cycle(&self, cycle: &[Handle]) -> Result<Value, Invalid> {
         let through_object = cycle
             .iter()
             .any(|&h| matches!(self.nodes.get(h), Some(Node::Object { .. })));
         if !through_object {
-            return Err("a container that contains itself (a reference cycle)".into());
+            return Err(Invalid::Malformed(
+                "a container that contains itself (a reference cycle)".into(),
+            ));
         }
         self.charge(1)?;
         Ok(Value::Object(Box::new(Object::recursive_reference())))
@@ -374,7 +376,7 @@ impl Arena {
         depth: usize,
         refs: Option<&[u8]>,
         tasks: &mut Vec<Task>,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>, Invalid> {
         if let Some(value) = self.scalar(handle, mode, refs)? {
             return Ok(Some(value));
         }
@@ -390,7 +392,7 @@ impl Arena {
             self.charge(tasks.len() - start)?;
             // Children run in order: the first child must be on top of the stack.
             tasks[start..].reverse();
-            Ok::<_, String>(None)
+            Ok::<_, Invalid>(None)
         };
         match self.node(handle)? {
             Node::List(items) => queue(
@@ -420,10 +422,10 @@ impl Arena {
                 Build::Object(handle, state.is_some()),
                 &mut std::iter::once(*args).chain(*state).map(|h| (h, mode)),
             ),
-            other => Err(format!(
-                "internal error: {} is not a container",
+            other => Err(Invalid::Internal(format!(
+                "{} is not a container",
                 other.kind()
-            )),
+            ))),
         }
     }
 
@@ -435,7 +437,7 @@ impl Arena {
         mode: Mode,
         depth: usize,
         refs: Option<&[u8]>,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>, Invalid> {
         let Node::Dict {
             kind,
             items,
@@ -463,9 +465,9 @@ impl Arena {
                 self.scalar(k, Mode::TEXT, refs)?,
                 self.scalar(v, mode, refs)?,
             ) else {
-                return Err("internal error: a scalar did not convert".into());
+                return Err(Invalid::Internal("a scalar did not convert".into()));
             };
-            let key = Key::from_owned(key).map_err(|e| e.to_string())?;
+            let key = Key::from_owned(key).map_err(Invalid::rejected)?;
             dict.items.insert(key, value);
         }
         Ok(Some(Value::Dict(dict)))
@@ -478,7 +480,7 @@ impl Arena {
         handle: Handle,
         mode: Mode,
         refs: Option<&[u8]>,
-    ) -> Result<Option<Value>, String> {
+    ) -> Result<Option<Value>, Invalid> {
         if refs.is_some_and(|r| r.get(handle).is_some_and(|&n| n <= 1)) {
             if let Some(value) = self.take_leaf(handle)? {
                 return Ok(Some(value));
@@ -528,11 +530,11 @@ impl Arena {
                 let typed = self
                     .storages
                     .get(*index)
-                    .ok_or("internal error: dangling storage")?;
+                    .ok_or_else(|| Invalid::Internal("dangling storage".into()))?;
                 let numel = typed.storage.len() / typed.dtype.size();
                 let tensor =
                     Tensor::new(typed.dtype, vec![numel], vec![1], 0, typed.storage.clone())
-                        .map_err(|e| e.to_string())?;
+                        .map_err(Invalid::rejected)?;
                 Value::Tensor(tensor)
             }
             Node::List(_)
@@ -544,7 +546,7 @@ impl Arena {
     }
 
     /// The value of a leaf or str node, moved out of it (a node referred to once).
-    fn take_leaf(&mut self, handle: Handle) -> Result<Option<Value>, String> {
+    fn take_leaf(&mut self, handle: Handle) -> Result<Option<Value>, Invalid> {
         let Some(node) = self.nodes.get_mut(handle) else {
             return Ok(None);
         };
@@ -562,12 +564,12 @@ impl Arena {
     }
 
     /// Assembles a container from its converted children (the last values of `done`).
-    fn finish(&self, build: Build, done: &mut Vec<Value>) -> Result<Value, String> {
-        let mut take = |n: usize| -> Result<Vec<Value>, String> {
+    fn finish(&self, build: Build, done: &mut Vec<Value>) -> Result<Value, Invalid> {
+        let mut take = |n: usize| -> Result<Vec<Value>, Invalid> {
             let at = done
                 .len()
                 .checked_sub(n)
-                .ok_or("internal error: missing converted values")?;
+                .ok_or_else(|| Invalid::Internal("missing converted values".into()))?;
             Ok(done.split_off(at))
         };
         Ok(match build {
@@ -586,7 +588,7 @@ impl Arena {
                 let at = done
                     .len()
                     .checked_sub(2 * pairs + states)
-                    .ok_or("internal error: missing converted values")?;
+                    .ok_or_else(|| Invalid::Internal("missing converted values".into()))?;
                 let mut values = done.drain(at..);
                 let mut dict = Dict {
                     kind,
@@ -597,7 +599,7 @@ impl Arena {
                     let (Some(key), Some(value)) = (values.next(), values.next()) else {
                         break;
                     };
-                    let key = Key::from_owned(key).map_err(|e| e.to_string())?;
+                    let key = Key::from_owned(key).map_err(Invalid::rejected)?;
                     dict.items.insert(key, value);
                 }
                 for state in values {
@@ -616,7 +618,7 @@ impl Arena {
                     module, name, new, ..
                 } = self.node(handle)?
                 else {
-                    return Err("internal error: object changed during conversion".into());
+                    return Err(Invalid::Internal("object changed during conversion".into()));
                 };
                 Value::Object(Box::new(Object {
                     module: module.clone(),
@@ -652,7 +654,7 @@ enum Build {
 
 /// `BUILD` on an `OrderedDict`: `__dict__.update(state)`, where the state may be a dict or
 /// a `(dict, slots)` pair.
-fn set_attributes(dict: &mut Dict, state: Value) -> Result<(), String> {
+fn set_attributes(dict: &mut Dict, state: Value) -> Result<(), Invalid> {
     let parts = match state {
         Value::Tuple(parts) if parts.len() == 2 => parts,
         other => vec![other],
@@ -667,15 +669,15 @@ fn set_attributes(dict: &mut Dict, state: Value) -> Result<(), String> {
                             dict.attributes.insert(name, value);
                         }
                         other => {
-                            return Err(format!(
+                            return Err(Invalid::Malformed(format!(
                                 "BUILD: attribute names must be strings, found {other}"
-                            ))
+                            )))
                         }
                     }
                 }
             }
             other => {
-                return Err(format!(
+                return Err(Invalid::Malformed(format!(
                     "BUILD: the state of a {} must be a dict, found a {}",
                     match dict.kind {
                         DictKind::Dict => "dict",
@@ -683,7 +685,7 @@ fn set_attributes(dict: &mut Dict, state: Value) -> Result<(), String> {
                         DictKind::Counter => "Counter",
                     },
                     other.type_name()
-                ))
+                )))
             }
         }
     }

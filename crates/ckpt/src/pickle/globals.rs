@@ -5,9 +5,11 @@
 //! an unknown one stays an opaque object in the reader.
 
 use crate::dtype::DType;
+use crate::pickle::args::{fixed, int_list, text_of, truthy, usize_list};
+use crate::pickle::invalid::Invalid;
 use crate::pickle::numpy;
-use crate::pickle::reader::TypedStorage;
 use crate::pickle::tensor_metadata::{LazyBits, ResolvedStorages};
+use crate::pickle::TypedStorage;
 use crate::tensor::Tensor;
 use crate::value::{DictKind, Object, ObjectBuild, Value};
 
@@ -117,7 +119,7 @@ pub(super) fn call(
     name: &str,
     args: Vec<Value>,
     storages: &mut Storages<'_>,
-) -> Result<Value, String> {
+) -> Result<Value, Invalid> {
     match (module, name) {
         ("torch._utils", _) => rebuild(name, args, storages),
         ("torch._tensor", "_rebuild_from_type_v2") => {
@@ -125,26 +127,28 @@ pub(super) fn call(
             let func = match func {
                 Value::Object(o) if matches!(o.build, ObjectBuild::Global) => o,
                 other => {
-                    return Err(format!(
-                        "_rebuild_from_type_v2: expected a function, found a {}",
-                        other.type_name()
+                    return Err(Invalid::expected(
+                        "_rebuild_from_type_v2",
+                        "a function",
+                        format!("a {}", other.type_name()),
                     ))
                 }
             };
             let inner = match inner {
                 Value::Tuple(items) | Value::List(items) => items,
                 other => {
-                    return Err(format!(
-                        "_rebuild_from_type_v2: expected an argument tuple, found a {}",
-                        other.type_name()
+                    return Err(Invalid::expected(
+                        "_rebuild_from_type_v2",
+                        "an argument tuple",
+                        format!("a {}", other.type_name()),
                     ))
                 }
             };
             if classify(&func.module, &func.name) != (Known::Call { raw: false }) {
-                return Err(format!(
-                    "unsupported: _rebuild_from_type_v2 of {}",
+                return Err(Invalid::Unsupported(format!(
+                    "_rebuild_from_type_v2 of {}",
                     func.qualified_name()
-                ));
+                )));
             }
             let value = call(&func.module, &func.name, inner, storages)?;
             let is_parameter = matches!(&new_type, Value::Object(o) if o.name == "Parameter");
@@ -166,30 +170,28 @@ pub(super) fn call(
             let im = args.get(1).map_or(Some(0.0), Value::as_float);
             match (re, im, args.len() <= 2) {
                 (Some(re), Some(im), true) => Ok(Value::Complex(re, im)),
-                _ => Err("complex: expected up to two numbers".into()),
+                _ => Err(Invalid::Malformed(
+                    "complex: expected up to two numbers".into(),
+                )),
             }
         }
         (m, "scalar") if numpy::is_multiarray_module(m) => numpy::scalar(args),
         (m, "_frombuffer") if numpy::is_numeric_module(m) => numpy::frombuffer(args),
-        _ => Err(format!("no interpretation for {module}.{name}")),
+        _ => Err(Invalid::Malformed(format!(
+            "no interpretation for {module}.{name}"
+        ))),
     }
 }
 
-/// Exactly `N` arguments.
-fn fixed<const N: usize>(name: &str, args: Vec<Value>) -> Result<[Value; N], String> {
-    let found = args.len();
-    args.try_into()
-        .map_err(|_| format!("{name}: expected {N} arguments, found {found}"))
-}
-
 /// The torch tensor rebuild functions of `torch._utils`.
-fn rebuild(name: &str, args: Vec<Value>, storages: &mut Storages<'_>) -> Result<Value, String> {
+fn rebuild(name: &str, args: Vec<Value>, storages: &mut Storages<'_>) -> Result<Value, Invalid> {
     let arg = |i: usize| args.get(i);
     let need = |n: usize| {
         if args.len() < n {
-            Err(format!(
-                "{name}: expected at least {n} arguments, found {}",
-                args.len()
+            Err(Invalid::expected(
+                name,
+                format!("at least {n} arguments"),
+                args.len().to_string(),
             ))
         } else {
             Ok(())
@@ -213,10 +215,7 @@ fn rebuild(name: &str, args: Vec<Value>, storages: &mut Storages<'_>) -> Result<
             let dtype = match arg(6) {
                 Some(Value::DType(d)) => *d,
                 Some(other) => {
-                    return Err(format!(
-                        "{name}: expected a dtype as 7th argument, found {}",
-                        other.short_repr(40)
-                    ))
+                    return Err(Invalid::expected(name, "a dtype as 7th argument", other.short_repr(40)))
                 }
                 None => unreachable_arg(name)?,
             };
@@ -230,10 +229,7 @@ fn rebuild(name: &str, args: Vec<Value>, storages: &mut Storages<'_>) -> Result<
                 Some(Value::Tensor(t) | Value::Parameter(t)) => {
                     Ok(Value::Parameter(t.clone().with_requires_grad(truthy(arg(1)))))
                 }
-                Some(other) => Err(format!(
-                    "{name}: expected a tensor, found a {}",
-                    other.type_name()
-                )),
+                Some(other) => Err(Invalid::expected(name, "a tensor", format!("a {}", other.type_name()))),
                 None => unreachable_arg(name),
             }
         }
@@ -243,21 +239,16 @@ fn rebuild(name: &str, args: Vec<Value>, storages: &mut Storages<'_>) -> Result<
                 Some(Value::Tensor(t) | Value::NdArray(t)) => Ok(Value::Tensor(
                     t.clone().with_requires_grad(truthy(arg(3))),
                 )),
-                Some(other) => Err(format!(
-                    "{name}: expected a tensor, found a {}",
-                    other.type_name()
-                )),
+                Some(other) => Err(Invalid::expected(name, "a tensor", format!("a {}", other.type_name()))),
                 None => unreachable_arg(name),
             }
         }
-        other => Err(format!(
-            "unsupported: torch._utils.{other} (quantized, sparse, nested, meta and wrapper-subclass tensors are not supported)"
-        )),
+        other => Err(Invalid::Unsupported(format!("torch._utils.{other} (quantized, sparse, nested, meta and wrapper-subclass tensors are not supported)"))),
     }
 }
 
-fn unreachable_arg<T>(name: &str) -> Result<T, String> {
-    Err(format!("{name}: missing argument"))
+fn unreachable_arg<T>(name: &str) -> Result<T, Invalid> {
+    Err(Invalid::Malformed(format!("{name}: missing argument")))
 }
 
 /// `storage, storage_offset, size, stride` of the rebuild functions into a tensor.
@@ -266,114 +257,65 @@ fn tensor_from(
     args: &[Value],
     dtype: Option<DType>,
     storages: &[TypedStorage],
-) -> Result<Tensor, String> {
+) -> Result<Tensor, Invalid> {
     let storage = match args.first() {
         Some(Value::Object(o)) if o.module == STORAGE_REF => o
             .name
             .parse::<usize>()
             .ok()
             .and_then(|i| storages.get(i))
-            .ok_or_else(|| format!("{name}: dangling storage reference"))?,
+            .ok_or_else(|| Invalid::Malformed(format!("{name}: dangling storage reference")))?,
         Some(other) => {
-            return Err(format!(
-                "{name}: expected a storage (persistent id) as first argument, found a {}",
-                other.type_name()
+            return Err(Invalid::expected(
+                name,
+                "a storage (persistent id) as first argument",
+                format!("a {}", other.type_name()),
             ))
         }
         None => return unreachable_arg(name),
     };
     let offset = match args.get(1) {
-        Some(Value::Int(i)) if *i >= 0 => usize::try_from(*i).map_err(|e| e.to_string())?,
+        Some(Value::Int(i)) if *i >= 0 => usize::try_from(*i).map_err(|_| {
+            Invalid::Limit(format!("{name}: storage offset {i} does not fit in memory"))
+        })?,
         other => {
-            return Err(format!(
+            return Err(Invalid::Malformed(format!(
                 "{name}: storage offset must be a non-negative int, found {}",
                 other.map_or("nothing".into(), |v| v.short_repr(40))
-            ))
+            )))
         }
     };
     let shape = usize_list(name, "size", args.get(2))?;
     let strides = usize_list(name, "stride", args.get(3))?;
     let dtype = dtype.unwrap_or(storage.dtype);
     Tensor::new(dtype, shape, strides, offset, storage.storage.clone())
-        .map_err(|e| format!("{name}: {e}"))
-}
-
-fn usize_list(name: &str, what: &str, value: Option<&Value>) -> Result<Vec<usize>, String> {
-    let value = value.ok_or_else(|| format!("{name}: missing {what}"))?;
-    int_list(name, value)?
-        .into_iter()
-        .map(|d| {
-            usize::try_from(d)
-                .map_err(|_| format!("{name}: {what} must not be negative, found {d}"))
-        })
-        .collect()
-}
-
-/// A tuple/list/`torch.Size` of ints.
-pub(super) fn int_list(name: &str, value: &Value) -> Result<Vec<i64>, String> {
-    let items = match value {
-        Value::Tuple(items) | Value::List(items) => items,
-        Value::Size(dims) => return Ok(dims.clone()),
-        other => {
-            return Err(format!(
-                "{name}: expected a tuple of ints, found a {}",
-                other.type_name()
-            ))
-        }
-    };
-    items
-        .iter()
-        .map(|v| match v {
-            Value::Int(i) => Ok(*i),
-            other => Err(format!(
-                "{name}: expected ints, found {}",
-                other.short_repr(40)
-            )),
-        })
-        .collect()
-}
-
-/// Python truthiness of the simple values used as flags.
-pub(super) fn truthy(value: Option<&Value>) -> bool {
-    match value {
-        Some(Value::Bool(b)) => *b,
-        Some(Value::Int(i)) => *i != 0,
-        _ => false,
-    }
-}
-
-/// Text of a `str`, or of Python 2 bytes read as latin1.
-pub(super) fn text_of(value: &Value) -> Option<String> {
-    match value {
-        Value::Str(s) => Some(s.clone()),
-        Value::Bytes(b) => Some(b.iter().map(|&c| char::from(c)).collect()),
-        _ => None,
-    }
+        .map_err(Invalid::rejected_in(name))
 }
 
 /// `torch.device('cuda', 1)`, `torch.device('cuda:1')`, `torch.device('cpu')`.
-fn device(args: Vec<Value>) -> Result<Value, String> {
+fn device(args: Vec<Value>) -> Result<Value, Invalid> {
     let spec = args
         .first()
         .and_then(text_of)
-        .ok_or("torch.device: expected a device string")?;
-    let (kind, mut index) = match spec.split_once(':') {
-        Some((kind, idx)) => (
-            kind.to_string(),
-            Some(
-                idx.parse::<i64>()
-                    .map_err(|_| format!("torch.device: bad index in '{spec}'"))?,
+        .ok_or_else(|| Invalid::Malformed("torch.device: expected a device string".into()))?;
+    let (kind, mut index) =
+        match spec.split_once(':') {
+            Some((kind, idx)) => (
+                kind.to_string(),
+                Some(idx.parse::<i64>().map_err(|_| {
+                    Invalid::Malformed(format!("torch.device: bad index in '{spec}'"))
+                })?),
             ),
-        ),
-        None => (spec.clone(), None),
-    };
+            None => (spec.clone(), None),
+        };
     match args.get(1) {
         Some(Value::Int(i)) => index = Some(*i),
         Some(Value::None) | None => {}
         Some(other) => {
-            return Err(format!(
-                "torch.device: expected an int index, found {}",
-                other.short_repr(40)
+            return Err(Invalid::expected(
+                "torch.device",
+                "an int index",
+                other.short_repr(40),
             ))
         }
     }
@@ -381,56 +323,60 @@ fn device(args: Vec<Value>) -> Result<Value, String> {
 }
 
 /// `_codecs.encode(text, encoding)`, how Python 3 pickles `bytes` at protocol 2.
-fn encode(args: Vec<Value>) -> Result<Value, String> {
+fn encode(args: Vec<Value>) -> Result<Value, Invalid> {
     let encoding = match args.get(1) {
         None => "utf-8".to_string(),
-        Some(v) => text_of(v).ok_or("_codecs.encode: expected an encoding name")?,
+        Some(v) => text_of(v).ok_or_else(|| {
+            Invalid::Malformed("_codecs.encode: expected an encoding name".into())
+        })?,
     };
     match args.first() {
         Some(Value::Str(s)) => encode_text(s, &encoding).map(Value::Bytes),
         Some(Value::Bytes(b)) => Ok(Value::Bytes(b.clone())),
-        _ => Err("_codecs.encode: expected a string to encode".into()),
+        _ => Err(Invalid::Malformed(
+            "_codecs.encode: expected a string to encode".into(),
+        )),
     }
 }
 
-fn encode_text(text: &str, encoding: &str) -> Result<Vec<u8>, String> {
+fn encode_text(text: &str, encoding: &str) -> Result<Vec<u8>, Invalid> {
     match encoding.to_ascii_lowercase().replace('_', "-").as_str() {
         "latin1" | "latin-1" | "iso-8859-1" | "iso8859-1" | "l1" => text
             .chars()
             .map(|c| {
-                u8::try_from(u32::from(c))
-                    .map_err(|_| format!("_codecs.encode: '{c}' is not a latin1 character"))
+                u8::try_from(u32::from(c)).map_err(|_| {
+                    Invalid::Malformed(format!("_codecs.encode: '{c}' is not a latin1 character"))
+                })
             })
             .collect(),
         "utf-8" | "utf8" => Ok(text.as_bytes().to_vec()),
         "ascii" if text.is_ascii() => Ok(text.as_bytes().to_vec()),
-        other => Err(format!(
-            "unsupported: _codecs.encode with encoding '{other}'"
-        )),
+        other => Err(Invalid::Unsupported(format!(
+            "_codecs.encode with encoding '{other}'"
+        ))),
     }
 }
 
 /// Arguments of `bytes(...)`/`bytearray(...)`: nothing, bytes, a list of ints, or text
 /// with an encoding.
-fn byte_args(name: &str, args: Vec<Value>) -> Result<Vec<u8>, String> {
+fn byte_args(name: &str, args: Vec<Value>) -> Result<Vec<u8>, Invalid> {
     match args.as_slice() {
         [] => Ok(Vec::new()),
         [Value::Bytes(b) | Value::ByteArray(b)] => Ok(b.clone()),
         [Value::Str(s), enc] => {
-            let enc = text_of(enc).ok_or_else(|| format!("{name}: expected an encoding"))?;
+            let enc = text_of(enc)
+                .ok_or_else(|| Invalid::Malformed(format!("{name}: expected an encoding")))?;
             encode_text(s, &enc)
         }
         [Value::List(items) | Value::Tuple(items)] => items
             .iter()
             .map(|v| match v {
-                Value::Int(i) => u8::try_from(*i).map_err(|_| format!("{name}: {i} is not a byte")),
-                other => Err(format!(
-                    "{name}: expected ints, found {}",
-                    other.short_repr(30)
-                )),
+                Value::Int(i) => u8::try_from(*i)
+                    .map_err(|_| Invalid::Malformed(format!("{name}: {i} is not a byte"))),
+                other => Err(Invalid::expected(name, "ints", other.short_repr(30))),
             })
             .collect(),
-        _ => Err(format!("unsupported: {name} with these arguments")),
+        _ => Err(Invalid::Unsupported(format!("{name} with these arguments"))),
     }
 }
 

@@ -3,7 +3,8 @@
 //! Arrays become [`Value::NdArray`] tensors owning their bytes in little-endian order.
 
 use crate::dtype::DType;
-use crate::pickle::globals::{int_list, text_of, truthy};
+use crate::pickle::args::{int_list, text_of, truthy};
+use crate::pickle::invalid::Invalid;
 use crate::tensor::{contiguous_strides, Storage, Tensor};
 use crate::value::{ObjectBuild, Value};
 
@@ -35,26 +36,21 @@ struct NumpyDType {
 }
 
 /// Reads a `numpy.dtype(typestr, align, copy)` object with its `BUILD` state.
-fn numpy_dtype(value: &Value) -> Result<NumpyDType, String> {
+fn numpy_dtype(value: &Value) -> Result<NumpyDType, Invalid> {
     let object = match value {
         Value::Object(o) if o.module == "numpy" && o.name == "dtype" => o,
-        other => {
-            return Err(format!(
-                "expected a numpy.dtype, found {}",
-                other.short_repr(60)
-            ))
-        }
+        other => return Err(Invalid::expected("", "a numpy.dtype", other.short_repr(60))),
     };
     let args = match &object.build {
         ObjectBuild::Call(args) | ObjectBuild::New(args) => args,
         ObjectBuild::Global => {
-            return Err("expected a numpy.dtype instance, found the class".into())
+            return Err(Invalid::expected("", "a numpy.dtype instance", "the class"))
         }
     };
     let typestr = args
         .first()
         .and_then(text_of)
-        .ok_or("numpy.dtype: expected a type string")?;
+        .ok_or_else(|| Invalid::Malformed("numpy.dtype: expected a type string".into()))?;
     let mut big_endian = typestr.starts_with('>');
     let bare = typestr.trim_start_matches(['<', '>', '|', '=']);
     if let Some(Value::Tuple(state)) = &object.state {
@@ -67,18 +63,18 @@ fn numpy_dtype(value: &Value) -> Result<NumpyDType, String> {
             .get(3)
             .is_some_and(|names| !matches!(names, Value::None))
         {
-            return Err(format!(
-                "unsupported: structured numpy dtype {typestr} (only plain numeric arrays are supported)"
-            ));
+            return Err(Invalid::Unsupported(format!(
+                "structured numpy dtype {typestr} (only plain numeric arrays are supported)"
+            )));
         }
     }
     if bare.starts_with('O') {
-        return Err(
-            "unsupported: numpy object arrays (dtype 'O') hold Python objects, not numbers".into(),
-        );
+        return Err(Invalid::Unsupported(
+            "numpy object arrays (dtype 'O') hold Python objects, not numbers".into(),
+        ));
     }
     let dtype = DType::from_numpy_typestr(bare)
-        .ok_or_else(|| format!("unsupported: numpy dtype '{typestr}'"))?;
+        .ok_or_else(|| Invalid::Unsupported(format!("numpy dtype '{typestr}'")))?;
     Ok(NumpyDType { dtype, big_endian })
 }
 
@@ -99,29 +95,36 @@ impl ArrayBytes {
 
 /// The bytes of an array buffer: bytes, a bytearray, or a Python 2 str read as latin1
 /// (numpy's own fallback for Python 2 pickles).
-fn buffer_bytes(value: Value) -> Result<ArrayBytes, String> {
+fn buffer_bytes(value: Value) -> Result<ArrayBytes, Invalid> {
     match value {
         Value::Bytes(b) | Value::ByteArray(b) => Ok(ArrayBytes::Owned(b)),
         Value::Str(s) => s
             .chars()
             .map(|c| {
-                u8::try_from(u32::from(c))
-                    .map_err(|_| "numpy buffer: text with a non-latin1 character".to_string())
+                u8::try_from(u32::from(c)).map_err(|_| {
+                    Invalid::Malformed("numpy buffer: text with a non-latin1 character".into())
+                })
             })
-            .collect::<Result<Vec<u8>, String>>()
+            .collect::<Result<Vec<u8>, Invalid>>()
             .map(ArrayBytes::Owned),
-        Value::List(_) => Err("unsupported: numpy object arrays (a list of Python objects)".into()),
-        other => Err(format!(
-            "numpy buffer: expected bytes, found a {}",
-            other.type_name()
+        Value::List(_) => Err(Invalid::Unsupported(
+            "numpy object arrays (a list of Python objects)".into(),
+        )),
+        other => Err(Invalid::expected(
+            "numpy buffer",
+            "bytes",
+            format!("a {}", other.type_name()),
         )),
     }
 }
 
-fn shape_of(value: &Value) -> Result<Vec<usize>, String> {
+fn shape_of(value: &Value) -> Result<Vec<usize>, Invalid> {
     int_list("numpy shape", value)?
         .into_iter()
-        .map(|d| usize::try_from(d).map_err(|_| format!("numpy shape: negative dimension {d}")))
+        .map(|d| {
+            usize::try_from(d)
+                .map_err(|_| Invalid::Malformed(format!("numpy shape: negative dimension {d}")))
+        })
         .collect()
 }
 
@@ -132,15 +135,12 @@ fn array(
     shape: Vec<usize>,
     fortran: bool,
     bytes: ArrayBytes,
-) -> Result<Tensor, String> {
-    let numel = crate::tensor::checked_numel(&shape).map_err(|e| e.to_string())?;
+) -> Result<Tensor, Invalid> {
+    let numel =
+        crate::tensor::checked_numel(&shape).map_err(Invalid::rejected_in("numpy array"))?;
     let expected = numel.checked_mul(dtype.dtype.size());
     if expected != Some(bytes.len()) {
-        return Err(format!(
-            "numpy array: buffer size does not match array size ({} bytes for {} of shape {shape:?})",
-            bytes.len(),
-            dtype.dtype
-        ));
+        return Err(Invalid::Malformed(format!("numpy array: buffer size does not match array size ({} bytes for {} of shape {shape:?})", bytes.len(), dtype.dtype)));
     }
     let unit = dtype.dtype.swap_unit();
     let swap = dtype.big_endian && unit > 1;
@@ -158,7 +158,8 @@ fn array(
     } else {
         contiguous_strides(&shape)
     };
-    Tensor::new(dtype.dtype, shape, strides, 0, storage).map_err(|e| e.to_string())
+    Tensor::new(dtype.dtype, shape, strides, 0, storage)
+        .map_err(Invalid::rejected_in("numpy array"))
 }
 
 /// `bytes` with every `unit`-byte group reversed.
@@ -171,13 +172,14 @@ fn swapped(mut bytes: Vec<u8>, unit: usize) -> Vec<u8> {
 
 /// `ndarray.__setstate__((version, shape, dtype, is_fortran, rawdata))` (or the 4-tuple
 /// without version), applied to the array `_reconstruct` made.
-pub(super) fn ndarray_from_state(state: Value) -> Result<Value, String> {
+pub(super) fn ndarray_from_state(state: Value) -> Result<Value, Invalid> {
     let mut items = match state {
         Value::Tuple(items) => items,
         other => {
-            return Err(format!(
-                "numpy array state: expected a tuple, found a {}",
-                other.type_name()
+            return Err(Invalid::expected(
+                "numpy array state",
+                "a tuple",
+                format!("a {}", other.type_name()),
             ))
         }
     };
@@ -191,13 +193,16 @@ pub(super) fn ndarray_from_state(state: Value) -> Result<Value, String> {
     ndarray_from_items(items, data)
 }
 
-fn state_length_error(len: usize) -> String {
-    format!("numpy array state: expected 4 or 5 items, found {len}")
+fn state_length_error(len: usize) -> Invalid {
+    Invalid::expected("numpy array state", "4 or 5 items", len.to_string())
 }
 
 /// [`ndarray_from_state`] with the state's last item, the data, given apart: `items` are
 /// `(version, shape, dtype, is_fortran)` or `(shape, dtype, is_fortran)`.
-pub(super) fn ndarray_from_items(mut items: Vec<Value>, data: ArrayBytes) -> Result<Value, String> {
+pub(super) fn ndarray_from_items(
+    mut items: Vec<Value>,
+    data: ArrayBytes,
+) -> Result<Value, Invalid> {
     if !matches!(items.len(), 3 | 4) {
         return Err(state_length_error(items.len() + 1));
     }
@@ -205,10 +210,10 @@ pub(super) fn ndarray_from_items(mut items: Vec<Value>, data: ArrayBytes) -> Res
         match items.remove(0) {
             Value::Int(0 | 1) => {}
             other => {
-                return Err(format!(
+                return Err(Invalid::Malformed(format!(
                     "numpy array state: unsupported version {}",
                     other.short_repr(20)
-                ))
+                )))
             }
         }
     }
@@ -221,27 +226,36 @@ pub(super) fn ndarray_from_items(mut items: Vec<Value>, data: ArrayBytes) -> Res
 }
 
 /// `numpy.core.multiarray.scalar(dtype, bytes)`: a numpy scalar, as a 0-d array.
-pub(super) fn scalar(args: Vec<Value>) -> Result<Value, String> {
+pub(super) fn scalar(args: Vec<Value>) -> Result<Value, Invalid> {
     let mut args = args.into_iter();
-    let dtype = numpy_dtype(&args.next().ok_or("numpy scalar: missing dtype")?)?;
-    let data = buffer_bytes(args.next().ok_or("numpy scalar: missing data")?)?;
+    let dtype = numpy_dtype(
+        &args
+            .next()
+            .ok_or_else(|| Invalid::Malformed("numpy scalar: missing dtype".into()))?,
+    )?;
+    let data = buffer_bytes(
+        args.next()
+            .ok_or_else(|| Invalid::Malformed("numpy scalar: missing data".into()))?,
+    )?;
     Ok(Value::NdArray(array(&dtype, Vec::new(), false, data)?))
 }
 
 /// `numpy.core.numeric._frombuffer(buffer, dtype, shape, order)` (protocol 5 arrays).
-pub(super) fn frombuffer(mut args: Vec<Value>) -> Result<Value, String> {
+pub(super) fn frombuffer(mut args: Vec<Value>) -> Result<Value, Invalid> {
     if args.len() != 4 {
-        return Err("numpy _frombuffer: expected 4 arguments".to_string());
+        return Err(Invalid::Malformed(
+            "numpy _frombuffer: expected 4 arguments".into(),
+        ));
     }
     let buffer = buffer_bytes(args.remove(0))?;
     frombuffer_with(args, buffer)
 }
 
 /// [`frombuffer`] with the buffer given apart: `args` are `(dtype, shape, order)`.
-pub(super) fn frombuffer_with(args: Vec<Value>, buffer: ArrayBytes) -> Result<Value, String> {
+pub(super) fn frombuffer_with(args: Vec<Value>, buffer: ArrayBytes) -> Result<Value, Invalid> {
     let [dtype, shape, order]: [Value; 3] = args
         .try_into()
-        .map_err(|_| "numpy _frombuffer: expected 4 arguments".to_string())?;
+        .map_err(|_| Invalid::Malformed("numpy _frombuffer: expected 4 arguments".into()))?;
     let dtype = numpy_dtype(&dtype)?;
     let fortran = text_of(&order).as_deref() == Some("F");
     let tensor = array(&dtype, shape_of(&shape)?, fortran, buffer)?;

@@ -17,6 +17,7 @@
 use std::collections::HashMap;
 
 use crate::dtype::DType;
+use crate::pickle::invalid::Invalid;
 use crate::tensor::{Storage, Tensor};
 use crate::value::Value;
 
@@ -35,14 +36,15 @@ impl LazyBits {
     /// torch sets a bit whenever its key is present, whatever the value; torch only ever
     /// writes `True`, so any other value is refused rather than read one way or the other.
     /// Unknown keys are refused too: they might change the values.
-    pub(super) fn parse(function: &str, metadata: Option<&Value>) -> Result<LazyBits, String> {
+    pub(super) fn parse(function: &str, metadata: Option<&Value>) -> Result<LazyBits, Invalid> {
         let dict = match metadata {
             None | Some(Value::None) => return Ok(LazyBits::default()),
             Some(Value::Dict(d)) => d,
             Some(other) => {
-                return Err(format!(
-                    "{function}: expected a dict of tensor metadata, found a {}",
-                    other.type_name()
+                return Err(Invalid::expected(
+                    function,
+                    "a dict of tensor metadata",
+                    format!("a {}", other.type_name()),
                 ))
             }
         };
@@ -56,16 +58,13 @@ impl LazyBits {
                 "conj" => &mut bits.conj,
                 "neg" => &mut bits.neg,
                 _ => {
-                    return Err(format!(
-                    "unsupported: {function} with tensor metadata '{key}' (known: 'conj', 'neg')"
-                ))
+                    return Err(Invalid::Unsupported(format!(
+                        "{function} with tensor metadata '{key}' (known: 'conj', 'neg')"
+                    )))
                 }
             };
             if !matches!(value, Value::Bool(true)) {
-                return Err(format!(
-                    "{function}: tensor metadata '{name}' must be True (torch sets the bit whenever the key is present), found {}",
-                    value.short_repr(40)
-                ));
+                return Err(Invalid::Malformed(format!("{function}: tensor metadata '{name}' must be True (torch sets the bit whenever the key is present), found {}", value.short_repr(40))));
             }
             *slot = true;
         }
@@ -77,14 +76,14 @@ impl LazyBits {
     }
 
     /// Why `dtype` cannot carry these bits, as torch refuses them.
-    fn check(self, dtype: DType) -> Result<(), String> {
+    fn check(self, dtype: DType) -> Result<(), Invalid> {
         if self.conj && !dtype.is_complex() {
-            return Err(format!(
-                "tensor metadata 'conj' on a {dtype} tensor: only complex tensors have a conjugate bit"
-            ));
+            return Err(Invalid::Malformed(format!("tensor metadata 'conj' on a {dtype} tensor: only complex tensors have a conjugate bit")));
         }
         if self.neg && dtype == DType::Bool {
-            return Err("tensor metadata 'neg' on a bool tensor: torch cannot negate bools".into());
+            return Err(Invalid::Malformed(
+                "tensor metadata 'neg' on a bool tensor: torch cannot negate bools".into(),
+            ));
         }
         Ok(())
     }
@@ -148,7 +147,7 @@ pub(super) struct ResolvedStorages {
 impl ResolvedStorages {
     /// `tensor` with `bits` resolved: itself when there are none, else the same view of a
     /// resolved copy of its storage.
-    pub(super) fn resolve(&mut self, tensor: Tensor, bits: LazyBits) -> Result<Tensor, String> {
+    pub(super) fn resolve(&mut self, tensor: Tensor, bits: LazyBits) -> Result<Tensor, Invalid> {
         if bits.is_empty() {
             return Ok(tensor);
         }
@@ -159,9 +158,7 @@ impl ResolvedStorages {
             Some((_, _, storage)) => storage.clone(),
             None => {
                 if copies.len() >= MAX_COPIES_PER_STORAGE {
-                    return Err(format!(
-                        "more than {MAX_COPIES_PER_STORAGE} conjugated/negated versions of one storage (limit)"
-                    ));
+                    return Err(Invalid::Limit(format!("more than {MAX_COPIES_PER_STORAGE} conjugated/negated versions of one storage (limit)")));
                 }
                 let storage = resolved_copy(tensor.storage(), dtype, bits)?;
                 copies.push((dtype, bits, storage.clone()));
@@ -177,19 +174,19 @@ impl ResolvedStorages {
             storage,
         )
         .map(|t| t.with_requires_grad(requires_grad))
-        .map_err(|e| e.to_string())
+        .map_err(Invalid::rejected)
     }
 }
 
 /// A copy of `storage` that owns its bytes, with `bits` applied to every whole element.
-fn resolved_copy(storage: &Storage, dtype: DType, bits: LazyBits) -> Result<Storage, String> {
+fn resolved_copy(storage: &Storage, dtype: DType, bits: LazyBits) -> Result<Storage, Invalid> {
     let source = storage.as_bytes();
     let mut bytes = Vec::new();
     bytes.try_reserve_exact(source.len()).map_err(|_| {
-        format!(
+        Invalid::Limit(format!(
             "cannot allocate {} bytes to resolve a conjugated/negated storage",
             source.len()
-        )
+        ))
     })?;
     bytes.extend_from_slice(source);
     for element in bytes.chunks_exact_mut(dtype.size()) {
@@ -203,7 +200,7 @@ mod tests {
     use super::*;
     use crate::value::Dict;
 
-    fn bits(pairs: &[(&str, Value)]) -> Result<LazyBits, String> {
+    fn bits(pairs: &[(&str, Value)]) -> Result<LazyBits, Invalid> {
         let mut d = Dict::new();
         for (k, v) in pairs {
             d.insert(*k, v.clone());
@@ -232,9 +229,15 @@ mod tests {
             .unwrap()
             .is_empty());
         let err = bits(&[("zerotensor", Value::Bool(true))]).unwrap_err();
-        assert!(err.contains("'zerotensor'"), "{err}");
+        assert!(
+            matches!(&err, Invalid::Unsupported(m) if m.contains("'zerotensor'")),
+            "{err}"
+        );
         let err = bits(&[("neg", Value::Bool(false))]).unwrap_err();
-        assert!(err.contains("must be True"), "{err}");
+        assert!(
+            matches!(&err, Invalid::Malformed(m) if m.contains("must be True")),
+            "{err}"
+        );
     }
 
     #[test]

@@ -19,8 +19,9 @@
 
 use crate::error::Result;
 use crate::pickle::arena::{Arena, Handle, Node};
-use crate::pickle::reader::{Machine, Slot};
+use crate::pickle::machine::{Machine, Slot};
 use crate::pickle::PersistentStorageId;
+use crate::pickle::{long, opcode};
 use crate::tensor::Tensor;
 use crate::value::Value;
 
@@ -65,18 +66,25 @@ struct Record<'a> {
 /// it fetches are built (which the general machine would do as well).
 struct Reader<'m, 'a> {
     machine: &'m mut Machine<'a>,
+    fetch: FetchMemo<'a>,
     data: &'a [u8],
     pos: usize,
     puts: [(u64, Stored); MAX_PUTS],
     put_count: usize,
 }
 
-impl Machine<'_> {
+/// How the fast path gets the node of a memo entry it refers to: the general machine's
+/// fetch, which builds a deferred entry by replaying its bytes. The general machine's
+/// dispatch calls the fast path, so it hands its fetch in rather than the fast path calling
+/// up into the dispatch.
+pub(super) type FetchMemo<'a> = fn(&mut Machine<'a>, u64) -> Result<Handle>;
+
+impl<'a> Machine<'a> {
     /// Called at a `MARK`: when the object below it is `torch._utils._rebuild_tensor_v2`
     /// and the input holds a record of the usual form, reads the whole record, pushes the
     /// tensor and returns `true`. Errors are those the general machine would report (a
     /// storage the archive lacks, the value limit).
-    pub(super) fn tensor_record(&mut self) -> Result<bool> {
+    pub(super) fn tensor_record(&mut self, fetch: FetchMemo<'a>) -> Result<bool> {
         let Some(&callable) = self.stack.last() else {
             return Ok(false);
         };
@@ -93,6 +101,7 @@ impl Machine<'_> {
         let data = self.data;
         let mut reader = Reader {
             machine: self,
+            fetch,
             data,
             pos: args_start + 1,
             puts: [(0, Stored::Result); MAX_PUTS],
@@ -191,7 +200,7 @@ impl<'a> Reader<'_, 'a> {
     /// store of its result.
     fn record(&mut self, args_start: usize) -> Option<Record<'a>> {
         let pid_start = self.pos;
-        self.expect(b'(')?;
+        self.expect(opcode::MARK)?;
         let storage = self.text()?;
         if self.text_str(storage)? != "storage" {
             return None;
@@ -200,15 +209,15 @@ impl<'a> Reader<'_, 'a> {
         let key = self.text()?;
         let location = self.text()?;
         let numel = self.int()?;
-        self.expect(b't')?;
+        self.expect(opcode::TUPLE)?;
         self.put_part(pid_start)?;
-        self.expect(b'Q')?;
+        self.expect(opcode::BINPERSID)?;
         let offset = self.int()?;
         let shape = self.int_tuple()?;
         let strides = self.int_tuple()?;
         let requires_grad = match self.op()? {
-            0x88 => true,
-            0x89 => false,
+            opcode::NEWTRUE => true,
+            opcode::NEWFALSE => false,
             _ => return None,
         };
         let hooks_start = self.pos;
@@ -216,12 +225,12 @@ impl<'a> Reader<'_, 'a> {
         if self.global_names(hooks)? != ("collections", "OrderedDict") {
             return None;
         }
-        self.expect(b')')?;
-        self.expect(b'R')?;
+        self.expect(opcode::EMPTY_TUPLE)?;
+        self.expect(opcode::REDUCE)?;
         self.put_part(hooks_start)?;
-        self.expect(b't')?;
+        self.expect(opcode::TUPLE)?;
         self.put_part(args_start)?;
-        self.expect(b'R')?;
+        self.expect(opcode::REDUCE)?;
         self.put(Stored::Result)?;
         Some(Record {
             class,
@@ -239,7 +248,7 @@ impl<'a> Reader<'_, 'a> {
     fn op(&mut self) -> Option<u8> {
         loop {
             let op = *self.data.get(self.pos)?;
-            if op != 0x95 {
+            if op != opcode::FRAME {
                 self.pos += 1;
                 return Some(op);
             }
@@ -276,18 +285,15 @@ impl<'a> Reader<'_, 'a> {
     /// An int opcode (`BININT1`, `BININT2`, `BININT`, or a `LONG1` of up to 8 bytes).
     fn int(&mut self) -> Option<i64> {
         Some(match self.op()? {
-            b'K' => self.uint(1)? as i64,
-            b'M' => self.uint(2)? as i64,
-            b'J' => i64::from(self.uint(4)? as u32 as i32),
-            0x8A => {
+            opcode::BININT1 => self.uint(1)? as i64,
+            opcode::BININT2 => self.uint(2)? as i64,
+            opcode::BININT => i64::from(self.uint(4)? as u32 as i32),
+            opcode::LONG1 => {
                 let n = usize::from(*self.take(1)?.first()?);
                 if n == 0 || n > 8 {
                     return None;
                 }
-                // Two's complement, little-endian: sign-extend from the top byte.
-                let raw = self.uint(n)?;
-                let shift = 64 - 8 * n as u32;
-                ((raw << shift) as i64) >> shift
+                long::decode_small(self.take(n)?)?
             }
             _ => return None,
         })
@@ -303,12 +309,12 @@ impl<'a> Reader<'_, 'a> {
             Some(())
         };
         match self.peek_op()? {
-            b')' => {
+            opcode::EMPTY_TUPLE => {
                 self.op()?;
             }
-            b'(' => {
+            opcode::MARK => {
                 self.op()?;
-                while self.peek_op()? != b't' {
+                while self.peek_op()? != opcode::TUPLE {
                     item(self)?;
                 }
                 self.op()?;
@@ -317,9 +323,9 @@ impl<'a> Reader<'_, 'a> {
                 let mut n = 0u8;
                 loop {
                     match self.peek_op()? {
-                        op @ 0x85..=0x87 => {
+                        op @ opcode::TUPLE1..=opcode::TUPLE3 => {
                             self.op()?;
-                            if op - 0x84 != n {
+                            if op - opcode::TUPLE1 + 1 != n {
                                 return None;
                             }
                             break;
@@ -348,17 +354,17 @@ impl<'a> Reader<'_, 'a> {
     fn text(&mut self) -> Option<Text<'a>> {
         let start = self.pos;
         let text = match self.op()? {
-            op @ (b'X' | 0x8C | 0x8D) => {
+            op @ (opcode::BINUNICODE | opcode::SHORT_BINUNICODE | opcode::BINUNICODE8) => {
                 let n = match op {
-                    b'X' => self.uint(4)?,
-                    0x8C => self.uint(1)?,
+                    opcode::BINUNICODE => self.uint(4)?,
+                    opcode::SHORT_BINUNICODE => self.uint(1)?,
                     _ => self.uint(8)?,
                 };
                 let bytes = self.take(usize::try_from(n).ok()?)?;
                 // Lone surrogates (invalid UTF-8) are left to the general machine.
                 Text::Literal(std::str::from_utf8(bytes).ok()?)
             }
-            op @ (b'h' | b'j') => {
+            op @ (opcode::BINGET | opcode::LONG_BINGET) => {
                 let handle = self.memo_ref(op)?;
                 match self.machine.arena.nodes.get(handle)? {
                     Node::Text(_) => Text::Node(handle),
@@ -383,13 +389,13 @@ impl<'a> Reader<'_, 'a> {
     fn global(&mut self) -> Option<Global<'a>> {
         let start = self.pos;
         let global = match self.peek_op()? {
-            b'c' => {
+            opcode::GLOBAL => {
                 self.op()?;
                 let module = self.line()?;
                 let name = self.line()?;
                 Global::Named(Text::Literal(module), Text::Literal(name))
             }
-            op @ (b'h' | b'j') => {
+            op @ (opcode::BINGET | opcode::LONG_BINGET) => {
                 self.op()?;
                 let handle = self.memo_ref(op)?;
                 match self.machine.arena.nodes.get(handle)? {
@@ -400,7 +406,7 @@ impl<'a> Reader<'_, 'a> {
             _ => {
                 let module = self.text()?;
                 let name = self.text()?;
-                self.expect(0x93)?;
+                self.expect(opcode::STACK_GLOBAL)?;
                 Global::Named(module, name)
             }
         };
@@ -426,19 +432,22 @@ impl<'a> Reader<'_, 'a> {
 
     /// The node of a `BINGET`/`LONG_BINGET`, built first when it is deferred.
     fn memo_ref(&mut self, op: u8) -> Option<Handle> {
-        let index = if op == b'h' {
+        let index = if op == opcode::BINGET {
             self.uint(1)?
         } else {
             self.uint(4)?
         };
         // A failure is left for the general machine to report.
-        self.machine.fetch(index).ok()
+        (self.fetch)(self.machine, index).ok()
     }
 
     /// The memo store that may follow a part which began at `start`.
     fn put_part(&mut self, start: usize) -> Option<()> {
         let at = self.pos;
-        if !matches!(self.peek_op()?, b'q' | b'r' | 0x94) {
+        if !matches!(
+            self.peek_op()?,
+            opcode::BINPUT | opcode::LONG_BINPUT | opcode::MEMOIZE
+        ) {
             return Some(());
         }
         self.put(Stored::Slot(Slot::deferred(start, at - start)?))
@@ -447,15 +456,15 @@ impl<'a> Reader<'_, 'a> {
     /// Records the memo store (`BINPUT`, `LONG_BINPUT` or `MEMOIZE`) that may come next.
     fn put(&mut self, stored: Stored) -> Option<()> {
         let index = match self.peek_op()? {
-            b'q' => {
+            opcode::BINPUT => {
                 self.op()?;
                 self.uint(1)?
             }
-            b'r' => {
+            opcode::LONG_BINPUT => {
                 self.op()?;
                 self.uint(4)?
             }
-            0x94 => {
+            opcode::MEMOIZE => {
                 self.op()?;
                 // MEMOIZE numbers entries by the memo's size, counting this record's.
                 let mut len = self.machine.memo.len() as u64;
@@ -480,8 +489,10 @@ impl<'a> Reader<'_, 'a> {
 mod tests {
     use crate::dtype::DType;
     use crate::error::Result;
-    use crate::pickle::reader::{read_pickle_with, PickleOptions, TypedStorage};
+    use crate::pickle::opcode::*;
+    use crate::pickle::reader::read_pickle_with;
     use crate::pickle::{PersistentLoad, PersistentStorageId};
+    use crate::pickle::{PickleOptions, TypedStorage};
     use crate::tensor::Storage;
     use crate::value::Value;
 
@@ -525,34 +536,38 @@ mod tests {
             self
         }
         fn text(self, s: &str) -> Self {
-            let mut op = vec![b'X'];
+            let mut op = vec![BINUNICODE];
             op.extend_from_slice(&(s.len() as u32).to_le_bytes());
             op.extend_from_slice(s.as_bytes());
             self.op(&op)
         }
+        fn global(self, module: &str, name: &str) -> Self {
+            self.op(&[GLOBAL])
+                .op(format!("{module}\n{name}\n").as_bytes())
+        }
         fn put(self, i: u8) -> Self {
-            self.op(&[b'q', i])
+            self.op(&[BINPUT, i])
         }
         fn get(self, i: u8) -> Self {
-            self.op(&[b'h', i])
+            self.op(&[BINGET, i])
         }
         fn int(self, i: u8) -> Self {
-            self.op(&[b'K', i])
+            self.op(&[BININT1, i])
         }
         /// One tensor record as torch's pickler writes it at protocol 2 (memo from `m`; a
         /// record that is not the first fetches the strings and globals of one at memo 1).
         fn record(self, key: &str, m: u8, first: bool) -> Self {
             let p = self.text(key).put(m);
             let p = if first {
-                p.op(b"ctorch._utils\n_rebuild_tensor_v2\n").put(m + 1)
+                p.global("torch._utils", "_rebuild_tensor_v2").put(m + 1)
             } else {
                 p.get(2)
             };
-            let p = p.op(b"((");
+            let p = p.op(&[MARK, MARK]);
             let p = if first {
                 p.text("storage")
                     .put(m + 2)
-                    .op(b"ctorch\nFloatStorage\n")
+                    .global("torch", "FloatStorage")
                     .put(m + 3)
             } else {
                 p.get(3).get(4)
@@ -563,19 +578,19 @@ mod tests {
             } else {
                 p.get(6)
             };
-            let p = p.int(6).op(b"t").put(m + 6).op(b"Q").int(0);
-            let p = p.int(2).int(3).op(&[0x86]).put(m + 7);
-            let p = p.int(3).int(1).op(&[0x86]).put(m + 8).op(&[0x89]);
+            let p = p.int(6).op(&[TUPLE]).put(m + 6).op(&[BINPERSID]).int(0);
+            let p = p.int(2).int(3).op(&[TUPLE2]).put(m + 7);
+            let p = p.int(3).int(1).op(&[TUPLE2]).put(m + 8).op(&[NEWFALSE]);
             let p = if first {
-                p.op(b"ccollections\nOrderedDict\n").put(m + 9)
+                p.global("collections", "OrderedDict").put(m + 9)
             } else {
                 p.get(10)
             };
-            p.op(b")R")
+            p.op(&[EMPTY_TUPLE, REDUCE])
                 .put(m + 10)
-                .op(b"t")
+                .op(&[TUPLE])
                 .put(m + 11)
-                .op(b"R")
+                .op(&[REDUCE])
                 .put(m + 12)
         }
     }
@@ -589,11 +604,14 @@ mod tests {
 
     /// Two records, then a list of every part a later `BINGET` may fetch.
     fn state_dict_with_references() -> Vec<u8> {
-        let p = Pickle::default().op(&[0x80, 2]).op(b"}").put(0).op(b"(");
+        let p = Pickle::default()
+            .op(&[PROTO, 2, EMPTY_DICT])
+            .put(0)
+            .op(&[MARK]);
         let p = p.record("a", 1, true).record("b", 20, false);
         // Fetch the first record's size tuple, persistent id, hooks, arguments, storage
         // key and tensor; and the second's storage key and stride tuple.
-        let p = p.text("parts").put(40).op(b"(");
+        let p = p.text("parts").put(40).op(&[MARK]);
         let p = p
             .get(8)
             .get(7)
@@ -603,7 +621,7 @@ mod tests {
             .get(13)
             .get(24)
             .get(28);
-        p.op(b"l").put(41).op(b"u.").0
+        p.op(&[LIST]).put(41).op(&[SETITEMS, STOP]).0
     }
 
     #[test]

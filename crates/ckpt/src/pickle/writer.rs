@@ -15,6 +15,7 @@ use num_bigint::BigInt;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::pickle::{long, opcode};
 use crate::tensor::Tensor;
 use crate::value::{Dict, DictKind, Key, Value};
 
@@ -45,40 +46,6 @@ const FLUSH_AT: usize = 64 << 10;
 
 /// Where a streaming writer hands its bytes.
 pub(crate) type PickleDest<'d> = &'d mut dyn FnMut(&[u8]) -> Result<()>;
-
-mod op {
-    pub const PROTO: u8 = 0x80;
-    pub const STOP: u8 = b'.';
-    pub const MARK: u8 = b'(';
-    pub const GLOBAL: u8 = b'c';
-    pub const BINPUT: u8 = b'q';
-    pub const LONG_BINPUT: u8 = b'r';
-    pub const BINGET: u8 = b'h';
-    pub const LONG_BINGET: u8 = b'j';
-    pub const EMPTY_DICT: u8 = b'}';
-    pub const SETITEM: u8 = b's';
-    pub const SETITEMS: u8 = b'u';
-    pub const EMPTY_LIST: u8 = b']';
-    pub const APPEND: u8 = b'a';
-    pub const APPENDS: u8 = b'e';
-    pub const EMPTY_TUPLE: u8 = b')';
-    pub const TUPLE: u8 = b't';
-    pub const TUPLE1: u8 = 0x85;
-    pub const TUPLE2: u8 = 0x86;
-    pub const TUPLE3: u8 = 0x87;
-    pub const BINUNICODE: u8 = b'X';
-    pub const BININT1: u8 = b'K';
-    pub const BININT2: u8 = b'M';
-    pub const BININT: u8 = b'J';
-    pub const LONG1: u8 = 0x8A;
-    pub const BINFLOAT: u8 = b'G';
-    pub const NONE: u8 = b'N';
-    pub const NEWTRUE: u8 = 0x88;
-    pub const NEWFALSE: u8 = 0x89;
-    pub const REDUCE: u8 = b'R';
-    pub const BUILD: u8 = b'b';
-    pub const BINPERSID: u8 = b'Q';
-}
 
 /// A protocol-2 pickler into a byte buffer, with CPython's memo conventions: strings and
 /// globals written once and referenced by `BINGET` afterwards.
@@ -154,7 +121,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
     /// A writer whose output starts with `PROTO 2`.
     pub fn new(sink: &'s mut dyn StorageSink) -> PickleWriter<'s, 'v> {
         PickleWriter {
-            out: vec![op::PROTO, 2],
+            out: vec![opcode::PROTO, 2],
             dest: None,
             written: 0,
             sink,
@@ -169,13 +136,13 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
 
     /// Appends `STOP` and returns the pickle.
     pub fn finish(mut self) -> Vec<u8> {
-        self.out.push(op::STOP);
+        self.out.push(opcode::STOP);
         self.out
     }
 
     /// Appends `STOP`, hands the rest to `dest` and returns the pickle's length.
     fn end_stream(&mut self) -> Result<u64> {
-        self.out.push(op::STOP);
+        self.out.push(opcode::STOP);
         self.flush()?;
         Ok(self.written)
     }
@@ -193,9 +160,9 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
     fn put(&mut self) -> u32 {
         let index = self.memo.len;
         match u8::try_from(index) {
-            Ok(i) => self.out.extend_from_slice(&[op::BINPUT, i]),
+            Ok(i) => self.out.extend_from_slice(&[opcode::BINPUT, i]),
             Err(_) => {
-                self.out.push(op::LONG_BINPUT);
+                self.out.push(opcode::LONG_BINPUT);
                 self.out.extend_from_slice(&index.to_le_bytes());
             }
         }
@@ -205,9 +172,9 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
 
     fn get(&mut self, index: u32) {
         match u8::try_from(index) {
-            Ok(i) => self.out.extend_from_slice(&[op::BINGET, i]),
+            Ok(i) => self.out.extend_from_slice(&[opcode::BINGET, i]),
             Err(_) => {
-                self.out.push(op::LONG_BINGET);
+                self.out.push(opcode::LONG_BINGET);
                 self.out.extend_from_slice(&index.to_le_bytes());
             }
         }
@@ -218,7 +185,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
         if let Some(index) = self.memo.written(known) {
             return self.get(index);
         }
-        self.out.push(op::GLOBAL);
+        self.out.push(opcode::GLOBAL);
         self.out.extend_from_slice(module.as_bytes());
         self.out.push(b'\n');
         self.out.extend_from_slice(name.as_bytes());
@@ -265,7 +232,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
                 s.len()
             ))
         })?;
-        self.out.push(op::BINUNICODE);
+        self.out.push(opcode::BINUNICODE);
         self.out.extend_from_slice(&len.to_le_bytes());
         self.out.extend_from_slice(s.as_bytes());
         Ok(self.put())
@@ -285,17 +252,18 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
 
     fn int(&mut self, i: i64) {
         if (0..=0xFF).contains(&i) {
-            self.out.extend_from_slice(&[op::BININT1, i as u8]);
+            self.out.extend_from_slice(&[opcode::BININT1, i as u8]);
         } else if (0..=0xFFFF).contains(&i) {
-            self.out.push(op::BININT2);
+            self.out.push(opcode::BININT2);
             self.out.extend_from_slice(&(i as u16).to_le_bytes());
         } else if let Ok(small) = i32::try_from(i) {
-            self.out.push(op::BININT);
+            self.out.push(opcode::BININT);
             self.out.extend_from_slice(&small.to_le_bytes());
         } else {
             let le = i.to_le_bytes();
-            let bytes = minimal_twos_complement(&le);
-            self.out.extend_from_slice(&[op::LONG1, bytes.len() as u8]);
+            let bytes = long::shortest(&le);
+            self.out
+                .extend_from_slice(&[opcode::LONG1, bytes.len() as u8]);
             self.out.extend_from_slice(bytes);
         }
     }
@@ -312,35 +280,36 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
                 bytes.len()
             ))
         })?;
-        self.out.extend_from_slice(&[op::LONG1, len]);
+        self.out.extend_from_slice(&[opcode::LONG1, len]);
         self.out.extend_from_slice(&bytes);
         Ok(())
     }
 
     fn float(&mut self, f: f64) {
-        self.out.push(op::BINFLOAT);
+        self.out.push(opcode::BINFLOAT);
         self.out.extend_from_slice(&f.to_bits().to_be_bytes());
     }
 
     fn bool(&mut self, b: bool) {
-        self.out.push(if b { op::NEWTRUE } else { op::NEWFALSE });
+        self.out
+            .push(if b { opcode::NEWTRUE } else { opcode::NEWFALSE });
     }
 
     /// A tuple of `n` items already written after a `MARK` (if `n > 3`); memoized as CPython.
     fn close_tuple(&mut self, n: usize) {
         match n {
-            0 => return self.out.push(op::EMPTY_TUPLE),
-            1 => self.out.push(op::TUPLE1),
-            2 => self.out.push(op::TUPLE2),
-            3 => self.out.push(op::TUPLE3),
-            _ => self.out.push(op::TUPLE),
+            0 => return self.out.push(opcode::EMPTY_TUPLE),
+            1 => self.out.push(opcode::TUPLE1),
+            2 => self.out.push(opcode::TUPLE2),
+            3 => self.out.push(opcode::TUPLE3),
+            _ => self.out.push(opcode::TUPLE),
         }
         self.put();
     }
 
     fn tuple(&mut self, items: &'v [Value], depth: usize) -> Result<()> {
         if items.len() > 3 {
-            self.out.push(op::MARK);
+            self.out.push(opcode::MARK);
         }
         for item in items {
             self.value(item, depth + 1)?;
@@ -352,7 +321,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
     fn int_tuple(&mut self, items: impl ExactSizeIterator<Item = i64>) {
         let n = items.len();
         if n > 3 {
-            self.out.push(op::MARK);
+            self.out.push(opcode::MARK);
         }
         for i in items {
             self.int(i);
@@ -361,18 +330,18 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
     }
 
     fn list(&mut self, items: &'v [Value], depth: usize) -> Result<()> {
-        self.out.push(op::EMPTY_LIST);
+        self.out.push(opcode::EMPTY_LIST);
         self.put();
         for batch in items.chunks(BATCH) {
             if let [single] = batch {
                 self.value(single, depth + 1)?;
-                self.out.push(op::APPEND);
+                self.out.push(opcode::APPEND);
             } else {
-                self.out.push(op::MARK);
+                self.out.push(opcode::MARK);
                 for item in batch {
                     self.value(item, depth + 1)?;
                 }
-                self.out.push(op::APPENDS);
+                self.out.push(opcode::APPENDS);
             }
         }
         Ok(())
@@ -396,7 +365,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
             return Err(too_deep());
         }
         match key {
-            Key::None => self.out.push(op::NONE),
+            Key::None => self.out.push(opcode::NONE),
             Key::Bool(b) => self.bool(*b),
             Key::Int(i) => self.int(*i),
             Key::BigInt(i) => self.big_int(i)?,
@@ -405,7 +374,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
             Key::Bytes(b) => self.bytes(b)?,
             Key::Tuple(items) => {
                 if items.len() > 3 {
-                    self.out.push(op::MARK);
+                    self.out.push(opcode::MARK);
                 }
                 for item in items {
                     self.key_value(item, depth + 1)?;
@@ -423,14 +392,17 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
         let mut items = dict.items.iter();
         for size in batches(dict.items.len()) {
             if size > 1 {
-                self.out.push(op::MARK);
+                self.out.push(opcode::MARK);
             }
             for (k, v) in items.by_ref().take(size) {
                 self.key(k, depth)?;
                 self.value(v, depth + 1)?;
             }
-            self.out
-                .push(if size > 1 { op::SETITEMS } else { op::SETITEM });
+            self.out.push(if size > 1 {
+                opcode::SETITEMS
+            } else {
+                opcode::SETITEM
+            });
         }
         Ok(())
     }
@@ -438,7 +410,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
     fn dict(&mut self, dict: &'v Dict, depth: usize) -> Result<()> {
         match dict.kind {
             DictKind::Dict => {
-                self.out.push(op::EMPTY_DICT);
+                self.out.push(opcode::EMPTY_DICT);
                 self.put();
             }
             // `OrderedDict.__reduce__`: the class called with no arguments, items added
@@ -450,8 +422,8 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
                     "OrderedDict"
                 };
                 self.global("collections", name);
-                self.out.push(op::EMPTY_TUPLE);
-                self.out.push(op::REDUCE);
+                self.out.push(opcode::EMPTY_TUPLE);
+                self.out.push(opcode::REDUCE);
                 self.put();
             }
         }
@@ -463,21 +435,24 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
             return Err(attributes_error(dict));
         }
         // The instance `__dict__`, applied by BUILD after the items (as CPython does).
-        self.out.push(op::EMPTY_DICT);
+        self.out.push(opcode::EMPTY_DICT);
         self.put();
         let mut state = dict.attributes.iter();
         for size in batches(dict.attributes.len()) {
             if size > 1 {
-                self.out.push(op::MARK);
+                self.out.push(opcode::MARK);
             }
             for (k, v) in state.by_ref().take(size) {
                 self.string(k)?;
                 self.value(v, depth + 1)?;
             }
-            self.out
-                .push(if size > 1 { op::SETITEMS } else { op::SETITEM });
+            self.out.push(if size > 1 {
+                opcode::SETITEMS
+            } else {
+                opcode::SETITEM
+            });
         }
-        self.out.push(op::BUILD);
+        self.out.push(opcode::BUILD);
         Ok(())
     }
 
@@ -492,7 +467,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
         self.global(module, name);
         let n = args(self)?;
         self.close_tuple(n);
-        self.out.push(op::REDUCE);
+        self.out.push(opcode::REDUCE);
         self.put();
         Ok(())
     }
@@ -531,7 +506,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
         self.global("__builtin__", "set");
         self.list(items, depth)?;
         self.close_tuple(1);
-        self.out.push(op::REDUCE);
+        self.out.push(opcode::REDUCE);
         self.put();
         Ok(())
     }
@@ -539,7 +514,7 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
     #[inline(never)]
     fn leaf(&mut self, value: &'v Value) -> Result<()> {
         match value {
-            Value::None => self.out.push(op::NONE),
+            Value::None => self.out.push(opcode::NONE),
             Value::Bool(b) => self.bool(*b),
             Value::Int(i) => self.int(*i),
             Value::BigInt(i) => self.big_int(i)?,
@@ -605,8 +580,8 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
     /// `OrderedDict()`: torch's empty backward hooks.
     fn empty_ordered_dict(&mut self) {
         self.global("collections", "OrderedDict");
-        self.out.push(op::EMPTY_TUPLE);
-        self.out.push(op::REDUCE);
+        self.out.push(opcode::EMPTY_TUPLE);
+        self.out.push(opcode::REDUCE);
         self.put();
     }
 
@@ -648,9 +623,9 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
             "_rebuild_tensor_v3"
         };
         self.global("torch._utils", function);
-        self.out.push(op::MARK);
+        self.out.push(opcode::MARK);
         // Persistent id: ('storage', class, key, 'cpu', numel).
-        self.out.push(op::MARK);
+        self.out.push(opcode::MARK);
         self.memo.pid_storage = Some(self.pid_string("storage", self.memo.pid_storage)?);
         let numel = match class {
             Some(class) => {
@@ -675,9 +650,9 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
         }
         self.memo.pid_cpu = Some(self.pid_string("cpu", self.memo.pid_cpu)?);
         self.int(to_i64(numel)?);
-        self.out.push(op::TUPLE);
+        self.out.push(opcode::TUPLE);
         self.put();
-        self.out.push(op::BINPERSID);
+        self.out.push(opcode::BINPERSID);
         self.int(to_i64(t.storage_offset())?);
         self.dims(t.shape())?;
         self.dims(t.strides())?;
@@ -686,9 +661,9 @@ impl<'s, 'v> PickleWriter<'s, 'v> {
         if class.is_none() {
             self.global("torch", dtype.name());
         }
-        self.out.push(op::TUPLE);
+        self.out.push(opcode::TUPLE);
         self.put();
-        self.out.push(op::REDUCE);
+        self.out.push(opcode::REDUCE);
         self.put();
         Ok(())
     }
@@ -736,22 +711,6 @@ fn can_require_grad(dtype: DType) -> bool {
 
 fn to_i64(n: usize) -> Result<i64> {
     i64::try_from(n).map_err(|_| Error::unsupported(format!("a tensor dimension of {n}")))
-}
-
-/// The shortest little-endian two's-complement encoding of the same number (as pickle's
-/// `encode_long`).
-fn minimal_twos_complement(bytes: &[u8]) -> &[u8] {
-    let mut len = bytes.len();
-    while len > 1 {
-        let last = bytes[len - 1];
-        let sign_of_next = bytes[len - 2] & 0x80;
-        if (last == 0x00 && sign_of_next == 0) || (last == 0xFF && sign_of_next != 0) {
-            len -= 1;
-        } else {
-            break;
-        }
-    }
-    &bytes[..len]
 }
 
 #[cfg(test)]

@@ -69,7 +69,7 @@ fn single_item_dict_uses_setitem() {
 fn large_lists_are_batched_by_a_thousand() {
     let v = Value::List(vec![Value::None; 1001]);
     let bytes = pickle(&v);
-    assert_eq!(bytes.iter().filter(|&&b| b == op::APPENDS).count(), 1);
+    assert_eq!(bytes.iter().filter(|&&b| b == opcode::APPENDS).count(), 1);
     assert_eq!(&bytes[bytes.len() - 3..], b"Na.");
 }
 

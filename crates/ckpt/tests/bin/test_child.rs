@@ -1,0 +1,71 @@
+//! The child processes of the integration tests (`tests/it`), which start this binary
+//! through `CARGO_BIN_EXE_ckpt-test-child` (see the `[[bin]]` entry in Cargo.toml):
+//!
+//! - `save-loop DIR`: resumes from the checkpoints in `DIR`, then saves one every iteration
+//!   until it is killed (the crash-safety test kills it at random instants).
+//! - `cache-dir`: prints the default download cache directory, as this process's environment
+//!   (`CKPT_CACHE_DIR`) makes it.
+//!
+//! The crash-safety test also includes this file as a module, for [`filled_state`].
+
+use std::process::ExitCode;
+
+use ckpt::{shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel, Tensor};
+
+/// Elements of the big tensor: enough that a save takes a while, so kills land inside writes.
+pub const ELEMENTS: usize = 1 << 18;
+
+/// A model whose every value is `value` (the iteration that saved it).
+pub fn filled_state(value: f32) -> StateDict {
+    let mut sd = StateDict::new();
+    sd.insert(
+        "big.weight",
+        Tensor::from_slice(&vec![value; ELEMENTS], &[ELEMENTS]).unwrap(),
+    );
+    sd.insert("small.bias", Tensor::from_slice(&[value; 3], &[3]).unwrap());
+    sd
+}
+
+/// Resumes from `dir`, then saves every iteration (keeping 3) until killed.
+fn save_loop(dir: &str) -> ckpt::Result<()> {
+    let model = shared(StateDictModel::new(filled_state(-1.0)));
+    let checkpointer = Checkpointer::new(model.clone(), dir);
+    let start = checkpointer
+        .resume_or_load(None, true)?
+        .get("iteration")
+        .and_then(|v| v.as_int())
+        .map_or(0, |i| i + 1);
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(1)
+        .max_to_keep(3)
+        .build()?;
+    for iteration in start.. {
+        *model.lock().unwrap() = StateDictModel::new(filled_state(iteration as f32));
+        periodic.step(iteration as u64, Dict::new())?;
+    }
+    Ok(())
+}
+
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let result = match args[..] {
+        ["save-loop", dir] => save_loop(dir),
+        ["cache-dir"] => {
+            println!("{}", ckpt::resolve::default_cache_dir().display());
+            Ok(())
+        }
+        _ => {
+            eprintln!("usage: ckpt-test-child save-loop DIR | cache-dir");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ckpt-test-child: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
