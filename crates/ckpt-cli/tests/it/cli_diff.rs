@@ -1,15 +1,10 @@
 //! `ckpt diff`: torch files written by PyTorch against their conversions, perturbed copies,
 //! renamed keys, and the exit codes scripts rely on (0 equal, 1 different, 2 error).
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{ckpt, stderr, stdout, success};
-
-#[path = "../../../tests/support/python.rs"]
-mod python_support;
+use crate::support::{ckpt, python, stderr, stdout, success};
 
 /// Files written by PyTorch in a temporary directory:
 /// - `a.pth`: a state dict (conv, bn, fc; float32 and an int64 buffer);
@@ -55,7 +50,7 @@ print("ok")
 "#;
 
 fn torch_files(test: &str) -> Option<Files> {
-    let python = python_support::interop_python(test, "torch")?;
+    let python = python::interop_python(test, "torch")?;
     let dir = tempfile::tempdir().expect("a temporary directory");
     let out = Command::new(&python)
         .args(["-c", SCRIPT])
