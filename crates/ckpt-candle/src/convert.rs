@@ -22,10 +22,11 @@ use crate::error::Result;
 use float8::F8E4M3;
 use half::{bf16, f16};
 
-/// Turns a candle error into a ckpt error (candle errors carry no file or key), for code
-/// that returns `ckpt::Result` (`?` on a [`crate::Error`] does the same).
+/// Turns a candle error into a ckpt error ([`ckpt::Error::External`]: candle errors carry no
+/// file or key), for code that returns `ckpt::Result` (`?` on a [`crate::Error`] does the
+/// same).
 pub fn candle_error(e: candle_core::Error) -> CkptError {
-    CkptError::invalid(format!("candle: {e}"))
+    CkptError::external(e)
 }
 
 /// `tensor` converted to `dtype` (a no-op when it has it already).

@@ -34,7 +34,8 @@
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// An error of ckpt (reading, writing or applying a checkpoint: it names the file and key)
-/// or of candle (a tensor operation).
+/// or of candle (a tensor operation). Both are transparent: the message and the causes
+/// ([`std::error::Error::source`]) are the wrapped error's.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -42,27 +43,37 @@ pub enum Error {
     #[error(transparent)]
     Ckpt(#[from] ckpt::Error),
     /// A candle error.
-    #[error("candle: {0}")]
+    #[error(transparent)]
     Candle(#[from] candle_core::Error),
 }
 
 impl From<Error> for candle_core::Error {
-    /// A candle error is returned as it was; a ckpt error is wrapped (its message kept).
+    /// A candle error is returned as it was; a ckpt error is wrapped with its whole chain of
+    /// causes as the message (candle's wrapper keeps a message, not a source).
     fn from(e: Error) -> candle_core::Error {
         match e {
             Error::Candle(e) => e,
-            Error::Ckpt(e) => candle_core::Error::Wrapped(Box::new(e)),
+            Error::Ckpt(e) => candle_core::Error::Wrapped(Box::new(Chain(e))),
         }
     }
 }
 
 impl From<Error> for ckpt::Error {
-    /// A ckpt error is returned as it was; a candle error becomes an invalid-operation error
-    /// carrying its message.
+    /// A ckpt error is returned as it was; a candle error becomes
+    /// [`ckpt::Error::External`], from which it can be taken back with `downcast_ref`.
     fn from(e: Error) -> ckpt::Error {
         match e {
             Error::Ckpt(e) => e,
-            Error::Candle(e) => ckpt::Error::invalid(format!("candle: {e}")),
+            Error::Candle(e) => ckpt::Error::external(e),
         }
+    }
+}
+
+/// A ckpt error shown with its causes ([`ckpt::Error::report`]).
+struct Chain(ckpt::Error);
+
+impl std::fmt::Display for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0.report())
     }
 }

@@ -103,8 +103,8 @@ impl ParamOrder {
             return ParamOrder::of_optimizer(checkpoint);
         }
         if let Some(optimizer) = top.get(OPTIMIZER_ENTRY) {
-            if let Some(names) = optimizer_param_names(optimizer)
-                .map_err(|e| CkptError::key(OPTIMIZER_ENTRY, e.to_string()))?
+            if let Some(names) =
+                optimizer_param_names(optimizer).map_err(|e| e.in_entry(OPTIMIZER_ENTRY))?
             {
                 return Ok(ParamOrder::new(
                     names,

@@ -230,7 +230,7 @@ impl Pretrained {
         let mut out = HashMap::with_capacity(self.tensors.len());
         for (name, tensor) in self.tensors.iter() {
             let converted = to_candle_as(tensor, dtype, device)
-                .map_err(|e| CkptError::key(name, e.to_string()))?;
+                .map_err(|e| CkptError::from(e).in_entry(name))?;
             out.insert(name.to_string(), converted);
         }
         Ok(out)
@@ -266,10 +266,7 @@ fn model_value<'a>(
                 name,
                 format!("expected a dict of tensors, found a {}", other.type_name()),
             )),
-            None => Err(CkptError::key(
-                name,
-                format!("no such entry; the checkpoint has {}", entries(top)),
-            )),
+            None => Err(CkptError::missing_key(name, top.keys())),
         },
         None => match top.get(MODEL_ENTRY) {
             Some(value @ Value::Dict(_)) => Ok((Some(MODEL_ENTRY.to_string()), value)),

@@ -262,7 +262,7 @@ impl Model for VarMapModel {
         self.vars()
             .into_iter()
             .map(|(name, var)| {
-                let t = to_ckpt(var.as_tensor()).map_err(|e| Error::key(&name, e.to_string()))?;
+                let t = to_ckpt(var.as_tensor()).map_err(|e| Error::from(e).in_entry(&name))?;
                 Ok((name, t))
             })
             .collect()
@@ -289,21 +289,14 @@ impl Model for VarMapModel {
                 *slot = true;
             }
             if t.shape() != var.dims() {
-                return Err(Error::key(
-                    &name,
-                    format!(
-                        "shape {:?} in the checkpoint, {:?} in the model",
-                        t.shape(),
-                        var.dims()
-                    ),
-                ));
+                return Err(Error::shape_mismatch(var.dims(), t.shape()).in_entry(name));
             }
-            let value = load_value(t, &var).map_err(|e| Error::key(&name, e.to_string()))?;
+            let value = load_value(t, &var).map_err(|e| Error::from(e).in_entry(&name))?;
             updates.push((name, var, value));
         }
         for (name, var, value) in updates {
             var.set(&value)
-                .map_err(|e| Error::key(&name, candle_error(e).to_string()))?;
+                .map_err(|e| candle_error(e).in_entry(name))?;
         }
         let unexpected = state
             .keys()
@@ -329,10 +322,11 @@ impl Model for VarMapModel {
             .into_iter()
             .map(|(name, var)| {
                 let dtype = dtype_to_ckpt(var.dtype()).ok_or_else(|| {
-                    Error::key(
-                        &name,
-                        format!("candle dtype {:?} has no torch counterpart", var.dtype()),
-                    )
+                    Error::unsupported(format!(
+                        "candle dtype {:?} has no torch counterpart",
+                        var.dtype()
+                    ))
+                    .in_entry(&name)
                 })?;
                 Ok(TensorInfo::new(name, var.dims().to_vec(), dtype))
             })
@@ -351,12 +345,11 @@ fn load_value(t: &Tensor, var: &Var) -> Result<candle_core::Tensor> {
         return to_candle(t, var.device());
     }
     if !can_cast(t.dtype(), dtype) {
-        return Err(Error::invalid(format!(
-            "cannot load {} values into a {} variable: the imaginary part would be lost",
-            t.dtype(),
-            dtype
-        ))
-        .into());
+        let mismatch = Error::DTypeMismatch {
+            expected: dtype,
+            found: t.dtype(),
+        };
+        return Err(mismatch.into());
     }
     to_candle(&t.to_owned_as(dtype)?, var.device())
 }

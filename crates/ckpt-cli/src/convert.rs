@@ -128,7 +128,7 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
     let mut checkpoint = read_detection_file(&path, true)?;
     checkpoint.insert("matching_heuristics", Value::Bool(true));
     let plan = plan::quiet(|| plan_load(&shapes, checkpoint))
-        .map_err(|error| CliError::new(format!("{input}: {error}")))?;
+        .map_err(|error| CliError::new(format!("{input}: {}", error.report())))?;
     if plan.loaded.is_empty() {
         return Err(CliError::new(format!(
             "{input}: no tensor matches a name and shape of the model in {}",

@@ -28,8 +28,19 @@ impl fmt::Display for CliError {
 }
 
 impl From<ckpt::Error> for CliError {
+    /// The error with its causes, each said once (`<file>: <what>: <cause>`).
     fn from(e: ckpt::Error) -> CliError {
-        CliError::Message(e.to_string())
+        CliError::Message(e.report().to_string())
+    }
+}
+
+/// What went wrong, with its causes, without the file the error names: for output that
+/// names the file already (a row of `ckpt ls`).
+pub fn without_file(e: &ckpt::Error) -> String {
+    match e {
+        ckpt::Error::File { source, .. } => without_file(source),
+        ckpt::Error::Io { source, .. } => source.to_string(),
+        other => other.report().to_string(),
     }
 }
 

@@ -9,7 +9,7 @@ use ckpt::format::{load_with, LoadOptions};
 use ckpt::store::TEMP_PREFIX;
 use serde::Serialize;
 
-use crate::error::{one_line, CliError};
+use crate::error::{one_line, without_file, CliError};
 use crate::output::{human_bytes, print, printable, Align, JsonLines, Table};
 use crate::time::rfc3339_utc;
 
@@ -122,7 +122,7 @@ fn examine(path: &Path, file: String, metadata: &fs::Metadata) -> Checkpoint {
     let (iteration, error) = match load_with(path, &options) {
         Ok(loaded) => (loaded.value.get("iteration").and_then(|v| v.as_int()), None),
         // The row names the file already: keep only what went wrong.
-        Err(e) => (None, Some(one_line(&e.root().to_string()))),
+        Err(e) => (None, Some(one_line(&without_file(&e)))),
     };
     Checkpoint {
         file,

@@ -42,7 +42,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
             Ok(())
         }
         Err(error) => {
-            let error = error.to_string();
+            let error = error.report().to_string();
             if args.json {
                 print(&to_json(&LoadPlan::default(), Some(&error))?)?;
             } else {
@@ -88,8 +88,9 @@ pub fn model_shapes(model_file: &str) -> Result<Vec<(String, Vec<usize>)>, CliEr
     };
     let state = StateDict::from_value(state).map_err(|e| {
         CliError::new(format!(
-            "{}: not a model state dict: {e}",
-            printable(model_file)
+            "{}: not a model state dict: {}",
+            printable(model_file),
+            e.report()
         ))
     })?;
     Ok(state

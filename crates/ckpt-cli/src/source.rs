@@ -28,7 +28,7 @@ pub fn local_input(input: &Path) -> Result<PathBuf, CliError> {
     match input.to_str() {
         Some(text) if text.contains("://") => resolver()
             .get_local_path(text)
-            .map_err(|e| CliError::new(format!("{}: {e}", printable(text)))),
+            .map_err(|e| resolve_error(&e)),
         _ => Ok(input.to_path_buf()),
     }
 }
@@ -47,9 +47,13 @@ pub fn checkpoint_input(input: &Path) -> Result<PathBuf, CliError> {
 
 /// Resolves a checkpoint path with its query string (`?matching_heuristics=True`).
 pub fn resolve(input: &str) -> Result<Resolved, CliError> {
-    resolver()
-        .resolve(input)
-        .map_err(|e| CliError::new(format!("{}: {e}", printable(input))))
+    resolver().resolve(input).map_err(|e| resolve_error(&e))
+}
+
+/// A path that cannot be resolved: the error names the path or URL (which the user typed:
+/// control characters are escaped).
+fn resolve_error(e: &ckpt::Error) -> CliError {
+    CliError::new(printable(&e.report().to_string()))
 }
 
 /// A progress bar for one download at a time, created when the download starts.

@@ -10,7 +10,7 @@ use indexmap::IndexMap;
 use crate::cast::can_cast;
 use crate::detach::detach_values;
 use crate::dtype::DType;
-use crate::error::{Error, Result, ResultExt};
+use crate::error::{Error, Result, ResultExt, TagProblem};
 use crate::format::{self, SaveOptions};
 use crate::incompatible::{
     warn_unmissable, DTypeMismatch, IncompatibleKeys, LoadReport, ShapeMismatch,
@@ -127,21 +127,10 @@ pub(crate) fn take_model_state(checkpoint: &mut Dict, key: &str) -> Result<State
 /// the file: every value must be a tensor or a numpy array (the error names the key and the
 /// type found).
 pub(crate) fn take_model_entry(checkpoint: &mut Dict, key: &str) -> Result<StateDict> {
-    let value = checkpoint.remove(key).ok_or_else(|| {
-        let present: Vec<String> = checkpoint.iter().map(|(k, _)| format!("'{k}'")).take(8).collect();
-        Error::key(
-            key,
-            format!(
-                "the checkpoint has no '{key}' entry (its entries: {}); a checkpoint that keeps the model under another name loads with `Checkpointer::with_model_key`, a plain state dict with `DetectionCheckpointer`",
-                if present.is_empty() { "none".to_string() } else { present.join(", ") }
-            ),
-        )
-    })?;
-    match StateDict::from_value(&value) {
-        Ok(state) => Ok(state),
-        Err(e @ Error::Key { .. }) => Err(e),
-        Err(e) => Err(Error::key(key, e.to_string())),
-    }
+    let value = checkpoint
+        .remove(key)
+        .ok_or_else(|| Error::missing_key(key, checkpoint.keys()))?;
+    StateDict::from_value(&value).in_entry(key)
 }
 
 /// Removes `prefix` from every key when every non-empty key starts with it (also from the
@@ -329,9 +318,9 @@ impl Checkpointer {
         checkpointable: Shared<dyn Checkpointable>,
     ) -> Result<()> {
         if key == self.model_key || self.checkpointables.contains_key(key) {
-            return Err(Error::invalid(format!(
-                "Key {key} already used in the Checkpointer"
-            )));
+            return Err(Error::DuplicateCheckpointable {
+                name: key.to_string(),
+            });
         }
         self.checkpointables.insert(key.to_string(), checkpointable);
         Ok(())
@@ -374,7 +363,7 @@ impl Checkpointer {
         let data = self.checkpoint_dict(extra)?;
 
         if let Err(e) = store.remove_stale_temporaries() {
-            tracing::warn!("Could not remove stale temporary files: {e}");
+            tracing::warn!("Could not remove stale temporary files: {}", e.report());
         }
         let location = store.location(&basename);
         tracing::info!("Saving checkpoint to {}", location.display());
@@ -390,14 +379,11 @@ impl Checkpointer {
         let model_state = lock(&self.model).state_dict()?;
         data.insert(self.model_key.as_str(), model_state.to_value());
         for (key, obj) in &self.checkpointables {
+            // The model's key, changed by with_model_key after the checkpointable was added.
             if *key == self.model_key {
-                return Err(Error::invalid(format!(
-                    "the checkpointable '{key}' uses the model's key (set by with_model_key)"
-                )));
+                return Err(Error::DuplicateCheckpointable { name: key.clone() });
             }
-            let state = lock(obj)
-                .state_dict()
-                .map_err(|e| Error::key(key.as_str(), format!("cannot get its state: {e}")))?;
+            let state = lock(obj).state_dict().in_entry(key)?;
             data.insert(key.as_str(), state);
         }
         for (key, value) in extra.items {
@@ -434,21 +420,19 @@ impl Checkpointer {
         let Some(bytes) = store.read_small(LAST_CHECKPOINT)? else {
             return Ok(None);
         };
-        let tag = store.location(LAST_CHECKPOINT);
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Error::format(format!("{} is not UTF-8 text", tag.display())))?;
+        let bad_tag = |problem| Error::BadTag {
+            tag: store.location(LAST_CHECKPOINT),
+            problem,
+        };
+        let text = String::from_utf8(bytes).map_err(|_| bad_tag(TagProblem::NotUtf8))?;
         let name = text.trim();
         if name.is_empty() {
-            return Err(Error::format(format!(
-                "{} is empty: it should name the last checkpoint",
-                tag.display()
-            )));
+            return Err(bad_tag(TagProblem::Empty));
         }
         check_basename(name).map_err(|_| {
-            Error::format(format!(
-                "{} names '{name}', which is not a file in the save directory; refusing to load outside it",
-                tag.display()
-            ))
+            bad_tag(TagProblem::OutsideDirectory {
+                name: name.to_string(),
+            })
         })?;
         Ok(Some(name.to_string()))
     }
@@ -514,11 +498,10 @@ impl Checkpointer {
             let store = self.require_store()?;
             let file = store.location(&name);
             if !store.exists(&name)? {
-                return Err(Error::format(format!(
-                    "{} names '{name}', but {} does not exist; refusing to start from scratch",
-                    store.location(LAST_CHECKPOINT).display(),
-                    file.display()
-                )));
+                return Err(Error::BadTag {
+                    tag: store.location(LAST_CHECKPOINT),
+                    problem: TagProblem::MissingFile { name },
+                });
             }
             return self.load_with_report(&file, Checkpointables::All);
         }
@@ -606,9 +589,9 @@ impl Checkpointer {
         };
         for key in &keys {
             if !self.checkpointables.contains_key(*key) {
-                return Err(Error::invalid(format!(
-                    "no checkpointable is registered under '{key}'"
-                )));
+                return Err(Error::UnknownCheckpointable {
+                    name: key.to_string(),
+                });
             }
         }
 
@@ -710,13 +693,12 @@ impl Checkpointer {
         let handle = self
             .checkpointables
             .get(key)
-            .ok_or_else(|| Error::invalid(format!("no checkpointable '{key}'")))?;
+            .ok_or_else(|| Error::UnknownCheckpointable {
+                name: key.to_string(),
+            })?;
         let mut obj = lock(handle);
-        let before = obj
-            .state_dict()
-            .map_err(|e| Error::key(key, format!("cannot get its state: {e}")))?;
-        obj.load_state_dict(state)
-            .map_err(|e| Error::key(key, format!("cannot load its state: {e}")))?;
+        let before = obj.state_dict().in_entry(key)?;
+        obj.load_state_dict(state).in_entry(key)?;
         restored.push((key, before));
         Ok(())
     }
@@ -727,7 +709,8 @@ impl Checkpointer {
             if let Some(handle) = self.checkpointables.get(key) {
                 if let Err(e) = lock(handle).load_state_dict(before) {
                     tracing::error!(
-                        "Could not restore the state of '{key}' after a failed load: {e}"
+                        "Could not restore the state of '{key}' after a failed load: {}",
+                        e.report()
                     );
                 }
             }
@@ -749,9 +732,10 @@ pub(crate) fn nothing_loaded() -> LoadReport {
 
 /// The error of a load given an empty path (Python's "no checkpoint").
 pub(crate) fn empty_path() -> Error {
-    Error::invalid(
-        "an empty path names no checkpoint; to start from scratch, call resume_or_load without a path",
-    )
+    Error::InvalidPath {
+        path: String::new(),
+        reason: "an empty path names no checkpoint; to start from scratch, call resume_or_load without a path".to_string(),
+    }
 }
 
 /// A plain file name that `last_checkpoint` can name: readers (Python's too) strip the tag,
@@ -759,9 +743,10 @@ pub(crate) fn empty_path() -> Error {
 fn check_tag_name(basename: &str) -> Result<()> {
     check_basename(basename)?;
     if basename.trim() != basename {
-        return Err(Error::invalid(format!(
-            "'{basename}' starts or ends with whitespace, which last_checkpoint cannot keep"
-        )));
+        return Err(Error::InvalidName {
+            name: basename.to_string(),
+            reason: "starts or ends with whitespace, which last_checkpoint cannot keep",
+        });
     }
     Ok(())
 }

@@ -124,7 +124,7 @@ pub fn all_gather_flag(comm: &dyn Communicator, flag: bool) -> Result<Vec<bool>>
 pub fn agree<T>(comm: &dyn Communicator, what: &str, outcome: Result<T>) -> Result<T> {
     let mine = match &outcome {
         Ok(_) => vec![0],
-        Err(e) => [&[1u8][..], e.to_string().as_bytes()].concat(),
+        Err(e) => [&[1u8][..], e.report().to_string().as_bytes()].concat(),
     };
     let all = comm.all_gather(&mine)?;
     let failures: Vec<String> = all

@@ -67,7 +67,7 @@ impl Fresh {
     /// A copy of the `len` bytes at byte `at` of `source`, in memory of its own; a large
     /// part of a file map is read from the file ([`Storage::read_into`]).
     pub(crate) fn copy_of(source: &Storage, at: usize, len: usize) -> Result<Storage> {
-        let no_memory = || Error::invalid(format!("cannot allocate {len} bytes for a copy"));
+        let no_memory = || Error::OutOfMemory { bytes: len as u64 };
         #[cfg(target_os = "linux")]
         if len >= MIN_MAPPED {
             if let Some(mut memory) = linux::mapped(len) {

@@ -57,7 +57,7 @@ pub use cast::{can_cast, cast_bytes};
 pub use checkpointer::{CheckpointHooks, Checkpointables, Checkpointer, LAST_CHECKPOINT};
 pub use detection::checkpointer::DetectionCheckpointer;
 pub use dtype::DType;
-pub use error::{Error, Result};
+pub use error::{Error, Result, TagProblem};
 pub use incompatible::{DTypeMismatch, IncompatibleKeys, LoadReport, ShapeMismatch};
 pub use model::{
     shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel, TensorInfo,

@@ -41,7 +41,7 @@
 //! assert!(!sd.get("weight").unwrap().requires_grad());
 //! ```
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::value::{Dict, Key, Object, ObjectBuild, StateDict, Value};
 use crate::walk::Step;
 
@@ -183,9 +183,7 @@ pub fn module_state_dict_value(value: &Value) -> Option<Value> {
 /// entry if one is not a tensor.
 pub fn module_state_dict(value: &Value) -> Result<Option<StateDict>> {
     match module_state_dict_value(value) {
-        Some(dict) => StateDict::from_value(&dict)
-            .map(Some)
-            .map_err(|e| Error::invalid(format!("the state dict of a pickled module: {e}"))),
+        Some(dict) => StateDict::from_value(&dict).map(Some),
         None => Ok(None),
     }
 }

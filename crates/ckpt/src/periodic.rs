@@ -215,7 +215,7 @@ impl PeriodicCheckpointer {
         let protected = match self.checkpointer.last_checkpoint_name() {
             Ok(name) => name,
             Err(e) => {
-                tracing::warn!("Not deleting old checkpoints: {e}");
+                tracing::warn!("Not deleting old checkpoints: {}", e.report());
                 return Ok(());
             }
         };

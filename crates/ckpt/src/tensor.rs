@@ -220,9 +220,13 @@ impl Storage {
         match start.checked_add(len) {
             Some(end) if end <= size => {}
             _ => {
-                return Err(Error::format(format!(
-                    "storage of {len} bytes at offset {start} runs past the end of the file ({size} bytes)"
-                )))
+                let available = size.saturating_sub(start) as u64;
+                return Err(Error::truncated(
+                    "storage",
+                    start as u64,
+                    len as u64,
+                    available,
+                ));
             }
         }
         Ok(Storage(Arc::new(StorageData::Slice { buffer, start, len })))
@@ -564,11 +568,7 @@ impl Tensor {
         let len = checked_numel(shape)?
             .checked_mul(dtype.size())
             .ok_or_else(|| Error::format("tensor size overflows"))?;
-        let storage = Fresh::lazy_zeroed(len).ok_or_else(|| {
-            Error::invalid(format!(
-                "cannot allocate {len} bytes for a {dtype} tensor of shape {shape:?}"
-            ))
-        })?;
+        let storage = Fresh::lazy_zeroed(len).ok_or(Error::OutOfMemory { bytes: len as u64 })?;
         Tensor::new(dtype, shape.to_vec(), contiguous_strides(shape), 0, storage)
     }
 
@@ -668,14 +668,10 @@ impl Tensor {
             return Ok(Cow::Borrowed(bytes));
         }
         let mut out = Vec::new();
-        out.try_reserve_exact(self.nbytes()).map_err(|_| {
-            Error::invalid(format!(
-                "cannot allocate {} bytes to gather a {} tensor of shape {:?}",
-                self.nbytes(),
-                self.dtype,
-                self.shape
-            ))
-        })?;
+        out.try_reserve_exact(self.nbytes())
+            .map_err(|_| Error::OutOfMemory {
+                bytes: self.nbytes() as u64,
+            })?;
         Ok(Cow::Owned(self.gather(out)))
     }
 
@@ -817,12 +813,7 @@ impl Tensor {
     /// # Ok::<(), ckpt::Error>(())
     /// ```
     pub fn to_owned_as(&self, dtype: DType) -> Result<Tensor> {
-        let no_memory = |len: usize| {
-            Error::invalid(format!(
-                "cannot allocate {len} bytes for a copy of a {} tensor of shape {:?}",
-                self.dtype, self.shape
-            ))
-        };
+        let no_memory = |len: usize| Error::OutOfMemory { bytes: len as u64 };
         let storage = if dtype == self.dtype && self.is_contiguous() && self.numel() > 0 {
             Fresh::copy_of(
                 &self.storage,
@@ -833,12 +824,10 @@ impl Tensor {
             Storage::from_vec(self.try_contiguous_bytes()?.into_owned())
         } else {
             let src = self.try_contiguous_bytes()?;
-            let len = self.numel().checked_mul(dtype.size()).ok_or_else(|| {
-                Error::invalid(format!(
-                    "{} tensor of shape {:?} has too many bytes as {dtype}",
-                    self.dtype, self.shape
-                ))
-            })?;
+            let len = self
+                .numel()
+                .checked_mul(dtype.size())
+                .ok_or(Error::OutOfMemory { bytes: u64::MAX })?;
             let mut out = Fresh::zeroed(len).ok_or_else(|| no_memory(len))?;
             crate::cast::cast_bytes(&src, self.dtype, out.bytes_mut(), dtype)?;
             out.into_storage()
@@ -867,11 +856,10 @@ impl Tensor {
     /// The elements in row-major order; `T` must be this tensor's element type.
     pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype {
-            return Err(Error::invalid(format!(
-                "tensor has dtype {}, asked for {}",
-                self.dtype,
-                T::DTYPE
-            )));
+            return Err(Error::DTypeMismatch {
+                expected: T::DTYPE,
+                found: self.dtype,
+            });
         }
         let size = self.dtype.size();
         Ok(self
@@ -908,8 +896,10 @@ mod tests {
     #[test]
     fn views_outside_the_storage_are_rejected() {
         let t = Tensor::from_slice(&[1i64, 2, 3], &[3]).unwrap();
-        assert!(t.view(&[4], &[1], 0).is_err());
-        assert!(t.view(&[2], &[1], 2).is_err());
+        let err = t.view(&[4], &[1], 0).unwrap_err();
+        assert!(matches!(err.root(), Error::Format { .. }), "{err:?}");
+        let err = t.view(&[2], &[1], 2).unwrap_err();
+        assert!(matches!(err.root(), Error::Format { .. }), "{err:?}");
         assert!(t.view(&[2], &[2], 0).is_ok());
         assert!(t.view(&[0], &[1], 3).is_ok());
     }
@@ -982,6 +972,8 @@ mod tests {
     #[test]
     fn absurd_shapes_fail_without_allocating() {
         let storage = Storage::from_vec(vec![0; 8]);
-        assert!(Tensor::new(DType::Float32, vec![usize::MAX, 2], vec![2, 1], 0, storage).is_err());
+        let err =
+            Tensor::new(DType::Float32, vec![usize::MAX, 2], vec![2, 1], 0, storage).unwrap_err();
+        assert!(matches!(err.root(), Error::Format { .. }), "{err:?}");
     }
 }

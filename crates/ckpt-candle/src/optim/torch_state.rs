@@ -68,12 +68,7 @@ pub(crate) fn read_optimizer_state(value: &Value, n_params: usize) -> Result<Loa
                 format!("expected a list, found a {}", other.type_name()),
             ))
         }
-        None => {
-            return Err(Error::key(
-                "param_groups",
-                "missing from the optimizer state",
-            ))
-        }
+        None => return Err(Error::missing_key("param_groups", top.keys())),
     };
     let [group] = groups.as_slice() else {
         return Err(Error::unsupported(format!(
@@ -119,7 +114,7 @@ pub(crate) fn read_optimizer_state(value: &Value, n_params: usize) -> Result<Loa
                 format!("expected a dict, found a {}", other.type_name()),
             ))
         }
-        None => return Err(Error::key("state", "missing from the optimizer state")),
+        None => return Err(Error::missing_key("state", top.keys())),
     };
     let per_param = ids
         .iter()
@@ -139,7 +134,7 @@ pub(crate) fn read_optimizer_state(value: &Value, n_params: usize) -> Result<Loa
 pub(crate) fn number(group: &Dict, name: &str) -> Result<f64> {
     let value = group
         .get(name)
-        .ok_or_else(|| Error::key(format!("param_groups[0].{name}"), "missing"))?;
+        .ok_or_else(|| Error::missing_key(format!("param_groups[0].{name}"), group.keys()))?;
     match value {
         Value::Bool(b) => Ok(f64::from(u8::from(*b))),
         other => other.as_float().ok_or_else(|| {
@@ -169,7 +164,7 @@ pub(crate) fn pair(group: &Dict, name: &str) -> Result<(f64, f64)> {
             key,
             format!("expected a pair of numbers, found a {}", other.type_name()),
         )),
-        None => Err(Error::key(key, "missing")),
+        None => Err(Error::missing_key(key, group.keys())),
     }
 }
 
@@ -283,7 +278,9 @@ fn is_rearrangement(state_shapes: &[&[usize]], vars: &[Var]) -> bool {
 /// dtype and device on load, too).
 pub(crate) fn param_tensor(entry: &Dict, name: &str, index: usize, param: &Var) -> Result<CTensor> {
     let key = format!("state[{index}].{name}");
-    let value = entry.get(name).ok_or_else(|| Error::key(&key, "missing"))?;
+    let value = entry
+        .get(name)
+        .ok_or_else(|| Error::missing_key(&key, entry.keys()))?;
     let tensor = value.as_tensor().ok_or_else(|| {
         Error::key(
             &key,
@@ -291,18 +288,11 @@ pub(crate) fn param_tensor(entry: &Dict, name: &str, index: usize, param: &Var) 
         )
     })?;
     if tensor.shape() != param.dims() {
-        return Err(Error::key(
-            &key,
-            format!(
-                "shape {:?} in the state, {:?} for the parameter",
-                tensor.shape(),
-                param.dims()
-            ),
-        ));
+        return Err(Error::shape_mismatch(param.dims(), tensor.shape()).in_entry(key));
     }
     to_candle(tensor, param.device())
         .and_then(|t| cast(&t, param.dtype()))
-        .map_err(|e| Error::key(&key, e.to_string()))
+        .map_err(|e| ckpt::Error::from(e).in_entry(key))
 }
 
 /// torch's `step`: a 0-d tensor (float32 in current torch) or, from old torch, a number.
@@ -311,7 +301,7 @@ pub(crate) fn step_count(entry: &Dict, index: usize) -> Result<u64> {
     let key = format!("state[{index}].step");
     let value = entry
         .get("step")
-        .ok_or_else(|| Error::key(&key, "missing"))?;
+        .ok_or_else(|| Error::missing_key(&key, entry.keys()))?;
     let step = match value {
         Value::Int(i) => *i as f64,
         Value::Float(f) => *f,
@@ -320,7 +310,7 @@ pub(crate) fn step_count(entry: &Dict, index: usize) -> Result<u64> {
                 let c = to_candle(t, &Device::Cpu)
                     .and_then(|c| cast(&c, candle_core::DType::F64))
                     .and_then(|c| Ok(c.flatten_all()?.to_vec1::<f64>()?))
-                    .map_err(|e| Error::key(&key, e.to_string()))?;
+                    .map_err(|e| ckpt::Error::from(e).in_entry(&key))?;
                 c.first().copied().unwrap_or(f64::NAN)
             }
             _ => {

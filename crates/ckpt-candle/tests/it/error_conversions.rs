@@ -78,4 +78,19 @@ fn errors_keep_their_message_through_either_library() {
     let text = candle_err.to_string();
     let through: candle_core::Error = ckpt_candle::Error::from(candle_err).into();
     assert_eq!(through.to_string(), text);
+    // A candle error seen as a ckpt error is kept whole in `External`: its message is
+    // candle's, and the candle error can be taken back.
+    let candle_err = Tensor::new(&[1f32], &Device::Cpu)
+        .and_then(|t| t.reshape((2, 2)))
+        .unwrap_err();
+    let as_ckpt: ckpt::Error = ckpt_candle::Error::from(candle_err).into();
+    let first_line = |s: &str| s.lines().next().map(str::to_string);
+    assert_eq!(first_line(&as_ckpt.to_string()), first_line(&text));
+    match &as_ckpt {
+        ckpt::Error::External(inner) => assert!(
+            inner.downcast_ref::<candle_core::Error>().is_some(),
+            "{inner:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
 }

@@ -289,7 +289,7 @@ fn a_foreign_optimizer_state_is_refused_and_changes_nothing() {
         Value::Tensor(ckpt::Tensor::from_slice(&[0f32; 3], &[3]).unwrap()),
     );
     let err = opt.load_state_dict(bad_shape).unwrap_err();
-    assert!(err.to_string().contains("state[0].exp_avg"), "{err}");
+    assert_eq!(err.entry_key(), Some("state[0].exp_avg"), "{err:?}");
     assert_eq!(opt.learning_rate(), AdamWConfig::default().lr);
 
     // A plain Adam state (coupled weight decay).
@@ -311,29 +311,30 @@ fn a_foreign_optimizer_state_is_refused_and_changes_nothing() {
 #[test]
 fn invalid_hyperparameters_are_refused_as_torch_refuses_them() {
     let (_, model) = setup();
-    assert!(AdamW::from_model(
-        &model,
-        AdamWConfig {
-            beta1: 1.0,
-            ..AdamWConfig::default()
-        }
-    )
-    .is_err());
-    assert!(AdamW::from_model(
-        &model,
-        AdamWConfig {
-            lr: -1.0,
-            ..AdamWConfig::default()
-        }
-    )
-    .is_err());
+    let invalid = |err: ckpt_candle::Error, what: &str| {
+        assert!(
+            matches!(&err, ckpt_candle::Error::Ckpt(ckpt::Error::Invalid { message })
+                if message.contains(what)),
+            "{err:?}"
+        );
+    };
+    let beta1 = AdamWConfig {
+        beta1: 1.0,
+        ..AdamWConfig::default()
+    };
+    invalid(AdamW::from_model(&model, beta1).err().unwrap(), "beta1");
+    let lr = AdamWConfig {
+        lr: -1.0,
+        ..AdamWConfig::default()
+    };
+    invalid(AdamW::from_model(&model, lr).err().unwrap(), "lr");
     let nesterov = SgdConfig {
         momentum: 0.9,
         dampening: 0.1,
         nesterov: true,
         ..SgdConfig::default()
     };
-    assert!(Sgd::from_model(&model, nesterov).is_err());
+    invalid(Sgd::from_model(&model, nesterov).err().unwrap(), "Nesterov");
 }
 
 #[test]
@@ -369,6 +370,11 @@ fn a_checkpoint_whose_optimizer_state_is_refused_leaves_the_model_unchanged() {
     let err = checkpointer
         .load(&path, ckpt::Checkpointables::All)
         .unwrap_err();
-    assert!(err.to_string().contains("3 parameters"), "{err}");
+    assert_eq!(err.path(), Some(path.as_path()), "{err:?}");
+    assert_eq!(err.entry_key(), Some("optimizer"), "{err:?}");
+    assert!(
+        matches!(err.root(), ckpt::Error::Invalid { message } if message.contains("3 parameters")),
+        "{err:?}"
+    );
     assert_eq!(bits(&model), before);
 }

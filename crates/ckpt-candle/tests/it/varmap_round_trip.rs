@@ -190,8 +190,18 @@ fn a_state_that_cannot_be_converted_is_refused_and_changes_nothing() {
     let err = VarMapModel::new(target.clone())
         .load_state_dict(state)
         .unwrap_err();
-    assert!(err.to_string().contains("'b'"), "{err}");
-    assert!(err.to_string().contains("imaginary"), "{err}");
+    assert_eq!(err.entry_key(), Some("b"), "{err:?}");
+    assert!(
+        matches!(
+            err.root(),
+            ckpt::Error::DTypeMismatch {
+                expected: ckpt::DType::Float32,
+                found: ckpt::DType::Complex64
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.report().to_string().contains("imaginary"), "{err}");
     assert_eq!(
         bytes_of(target.data().lock().unwrap()["a"].as_tensor()),
         bytes_of(&before)

@@ -137,7 +137,14 @@ pub fn main<M>(
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("error: {e}");
+            // The error and its causes, each said once.
+            let mut message = e.to_string();
+            let mut cause = e.source();
+            while let Some(error) = cause {
+                message.push_str(&format!(": {error}"));
+                cause = error.source();
+            }
+            eprintln!("error: {message}");
             ExitCode::FAILURE
         }
     }

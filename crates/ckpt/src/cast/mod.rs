@@ -45,9 +45,10 @@ pub fn can_cast(from: DType, to: DType) -> bool {
 /// ```
 pub fn cast_bytes(src: &[u8], from: DType, dst: &mut [u8], to: DType) -> Result<()> {
     if !can_cast(from, to) {
-        return Err(Error::invalid(format!(
-            "cannot load {from} values into a {to} tensor: the imaginary part would be lost"
-        )));
+        return Err(Error::DTypeMismatch {
+            expected: to,
+            found: from,
+        });
     }
     let count = src.len() / from.size();
     if count * from.size() != src.len() || dst.len() != count * to.size() {
@@ -163,6 +164,7 @@ mod tests {
     #[test]
     fn mismatched_lengths_are_errors() {
         let mut out = [0u8; 3];
-        assert!(cast_bytes(&[0; 8], DType::Float32, &mut out, DType::Float64).is_err());
+        let err = cast_bytes(&[0; 8], DType::Float32, &mut out, DType::Float64).unwrap_err();
+        assert!(matches!(err.root(), Error::Invalid { .. }), "{err:?}");
     }
 }

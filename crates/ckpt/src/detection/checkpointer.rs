@@ -16,7 +16,7 @@ use crate::checkpointer::{
     empty_path, nothing_loaded, CheckpointHooks, Checkpointables, Checkpointer,
 };
 use crate::dist::{agree, all_gather_flag, Communicator, SingleProcess};
-use crate::error::{Error, Result, ResultExt};
+use crate::error::{Error, Result, ResultExt, TagProblem};
 use crate::incompatible::{IncompatibleKeys, LoadReport};
 use crate::model::{Checkpointable, Model, Shared};
 use crate::resolve::{Resolved, Resolver};
@@ -57,7 +57,7 @@ impl CheckpointHooks for DetectionHooks {
                 .filter(|name| !name.contains('.'))
                 .collect(),
             Err(e) => {
-                tracing::debug!("cannot list the model's names: {e}");
+                tracing::debug!("cannot list the model's names: {}", e.report());
                 HashSet::new()
             }
         };
@@ -211,7 +211,8 @@ impl DetectionCheckpointer {
     /// an error, as for [`Checkpointer::load`].
     ///
     /// With several ranks: rank 0 lacking the file is an error on every rank (`File <path>
-    /// not found on main worker.`); when other ranks lack it, rank 0 sends them the file and
+    /// not found on main worker.`; rank 0 returns its own error when it could not resolve
+    /// the path); when other ranks lack it, rank 0 sends them the file and
     /// every rank loads the same bytes. A rank that fails to load makes every rank return the
     /// same error, naming that rank and why (`rank 2 could not load the checkpoint: ...`), so
     /// that no rank trains on while another stopped; the ranks that did load keep what they
@@ -282,13 +283,10 @@ impl DetectionCheckpointer {
         };
         if let Some(store) = self.inner.store() {
             if !store.exists(&name)? {
-                return Err(Error::format(format!(
-                    "{} names '{name}', but {} does not exist; refusing to start from scratch",
-                    store
-                        .location(crate::checkpointer::LAST_CHECKPOINT)
-                        .display(),
-                    store.location(&name).display()
-                )));
+                return Err(Error::BadTag {
+                    tag: store.location(crate::checkpointer::LAST_CHECKPOINT),
+                    problem: TagProblem::MissingFile { name },
+                });
             }
         }
         Ok(Some(name))
@@ -308,13 +306,11 @@ impl DetectionCheckpointer {
         let readable = resolved.as_ref().is_ok_and(|r| r.path.is_file());
         let flags = all_gather_flag(comm, readable)?;
         if !flags.first().copied().unwrap_or(false) {
-            let cause = match (&resolved, comm.is_main_process()) {
-                (Err(e), true) => format!(" ({e})"),
-                _ => String::new(),
-            };
-            return Err(Error::invalid(format!(
-                "File {shown} not found on main worker.{cause}"
-            )));
+            // Rank 0 knows why: its own error says it (a failed download, ...).
+            return Err(match resolved {
+                Err(e) if comm.is_main_process() => e,
+                _ => Error::invalid(format!("File {shown} not found on main worker.")),
+            });
         }
         let what = "load the checkpoint";
         if flags.iter().all(|&f| f) {

@@ -125,12 +125,7 @@ pub fn detection_checkpoint(
                         format!("expected a dict of tensors, found a {}", other.type_name()),
                     ))
                 }
-                None => {
-                    return Err(Error::key(
-                        "model_state",
-                        "Cannot load .pyth file; pycls checkpoints must contain 'model_state'",
-                    ))
-                }
+                None => return Err(Error::missing_key("model_state", data.keys())),
             };
             state
                 .items

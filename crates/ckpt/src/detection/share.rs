@@ -37,12 +37,12 @@ pub(crate) fn broadcast_checkpoint(
 fn send_checkpoint(comm: &dyn Communicator, resolved: &Result<Resolved>) -> Result<Dict> {
     let opened = match resolved {
         Ok(resolved) => open_mapped(&resolved.path).map(|(file, map)| (resolved, file, map)),
-        Err(e) => Err(Error::invalid(e.to_string())),
+        Err(e) => Err(Error::invalid(e.report().to_string())),
     };
     let (resolved, file, map) = match opened {
         Ok(opened) => opened,
         Err(e) => {
-            comm.broadcast(&mut [&[FAILED][..], e.to_string().as_bytes()].concat())?;
+            comm.broadcast(&mut [&[FAILED][..], e.report().to_string().as_bytes()].concat())?;
             return Err(e);
         }
     };
@@ -151,7 +151,7 @@ pub(crate) fn broadcast_last_checkpoint(
     let mut buffer = match &decision {
         Ok(None) => vec![0],
         Ok(Some(name)) => [&[1u8][..], name.as_bytes()].concat(),
-        Err(e) => [&[2u8][..], e.to_string().as_bytes()].concat(),
+        Err(e) => [&[2u8][..], e.report().to_string().as_bytes()].concat(),
     };
     comm.broadcast(&mut buffer)?;
     decision
@@ -237,7 +237,9 @@ mod tests {
             .unwrap_err()
             .to_string()
             .contains("rank 0 cannot resume: broken tag"));
-        assert!(decide(b"").is_err());
-        assert!(decide(b"\x01\xff").is_err());
+        let err = decide(b"").unwrap_err();
+        assert!(matches!(err.root(), Error::Format { .. }), "{err:?}");
+        let err = decide(b"\x01\xff").unwrap_err();
+        assert!(matches!(err.root(), Error::Format { .. }), "{err:?}");
     }
 }

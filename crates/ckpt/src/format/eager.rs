@@ -150,7 +150,8 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         file.write_all(&[1u8; 10_000]).unwrap();
         let mut bytes = vec![0u8; 20_000];
-        assert!(read_parts(&file, &mut bytes, 4096).is_err());
+        let err = read_parts(&file, &mut bytes, 4096).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err:?}");
     }
 
     #[test]

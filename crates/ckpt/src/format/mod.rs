@@ -262,11 +262,10 @@ pub fn detect(bytes: &[u8]) -> Result<Format> {
     // protocol 0/1 container or global.
     use crate::pickle::opcode::{DICT, EMPTY_DICT, EMPTY_LIST, GLOBAL, LIST, MARK, PROTO};
     match bytes.first() {
-        None => Err(Error::format("empty file")),
         Some(&(PROTO | MARK | EMPTY_DICT | EMPTY_LIST | GLOBAL | DICT | LIST)) => Ok(Format::Pickle),
-        Some(b) => Err(Error::format(format!(
-            "not a checkpoint: unknown first byte 0x{b:02x} (expected a zip archive, a pickle or safetensors)"
-        ))),
+        _ => Err(Error::UnknownFormat {
+            first_bytes: bytes.iter().take(8).copied().collect(),
+        }),
     }
 }
 
@@ -285,7 +284,10 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
     let buffer = if options.mmap {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len == 0 {
-            return Err(Error::format("empty file").in_file(path));
+            let empty = Error::UnknownFormat {
+                first_bytes: Vec::new(),
+            };
+            return Err(empty.in_file(path));
         }
         Buffer::map(&file).map_err(|e| Error::io(path, e))?
     } else {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use safetensors::{Dtype, SafeTensors};
 
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::format::stream::{Copier, SourcePages};
 use crate::tensor::{contiguous_strides, Buffer, Storage, Tensor};
 use crate::value::{Dict, Key, StateDict, Value};
@@ -54,8 +54,19 @@ fn to_safetensors(dtype: DType) -> Option<Dtype> {
     })
 }
 
+/// The safetensors crate's error as a format error. Its messages include their cause's:
+/// the cause is kept as the source and the message says the rest, so a printed chain says
+/// each thing once.
 fn st_error(e: safetensors::SafeTensorError) -> Error {
-    Error::format(format!("invalid safetensors file: {e}"))
+    use safetensors::SafeTensorError as E;
+    match e {
+        E::InvalidHeader(cause) => Error::format_caused("safetensors header: not UTF-8", cause),
+        E::InvalidHeaderDeserialization(cause) | E::JsonError(cause) => {
+            Error::format_caused("safetensors header: invalid JSON", cause)
+        }
+        E::IoError(cause) => Error::io_unnamed(cause),
+        other => Error::format(format!("invalid safetensors file: {other}")),
+    }
 }
 
 /// Reads a safetensors file as an `OrderedDict` of tensors in data-offset order, with its
@@ -72,7 +83,7 @@ pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
             .ok_or_else(|| Error::format(format!("safetensors: tensor '{name}' not indexed")))?;
         let code = info.dtype.to_string();
         let dtype = DType::from_safetensors_name(&code).ok_or_else(|| {
-            Error::unsupported(format!("safetensors tensor '{name}' has dtype {code}"))
+            Error::unsupported(format!("safetensors dtype {code}")).in_entry(name.as_str())
         })?;
         let (begin, end) = info.data_offsets;
         let storage = Storage::slice(buffer.clone(), data_start + begin, end - begin)?;
@@ -83,7 +94,7 @@ pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
             0,
             storage,
         )
-        .map_err(|e| Error::key(name.as_str(), e.to_string()))?;
+        .in_entry(&name)?;
         dict.insert(name, Value::Tensor(tensor));
     }
     if let Some(meta) = metadata.metadata() {
@@ -139,10 +150,8 @@ pub fn write_safetensors_with(
     let mut entries = Vec::with_capacity(tensors.len());
     for (name, tensor) in tensors.iter() {
         let dtype = to_safetensors(tensor.dtype()).ok_or_else(|| {
-            Error::key(
-                name,
-                format!("safetensors cannot store dtype {}", tensor.dtype()),
-            )
+            Error::unsupported(format!("safetensors cannot store dtype {}", tensor.dtype()))
+                .in_entry(name)
         })?;
         entries.push((name, dtype, tensor));
     }
@@ -181,8 +190,7 @@ pub fn write_safetensors_with(
                 "the tensors add up to more bytes than a file can hold",
             )
         })?;
-        let shape = serde_json::to_string(tensor.shape())
-            .map_err(|e| Error::invalid(format!("safetensors header: {e}")))?;
+        let shape = serde_json::to_string(tensor.shape()).map_err(Error::external)?;
         header.push_str(&format!(
             "{{\"dtype\":\"{dtype}\",\"shape\":{shape},\"data_offsets\":[{offset},{end}]}}"
         ));
@@ -207,7 +215,7 @@ pub fn write_safetensors_with(
 }
 
 fn json_string(s: &str) -> Result<String> {
-    serde_json::to_string(s).map_err(|e| Error::invalid(format!("safetensors header: {e}")))
+    serde_json::to_string(s).map_err(Error::external)
 }
 
 /// Flattens nested dicts of tensors into one state dict with `.`-joined keys (non-string

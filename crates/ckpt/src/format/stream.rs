@@ -28,7 +28,7 @@
 
 use std::sync::Arc;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::tensor::{Buffer, Storage, Tensor};
 
 /// Bytes copied per write when [`SourcePages::Release`] streams a map, and about how many
@@ -116,7 +116,7 @@ impl Copier {
         if !self.streams(storage) {
             let bytes = tensor
                 .try_contiguous_bytes()
-                .map_err(|e| Error::key(name, e.to_string()))?;
+                .map_err(|e| e.in_entry(name))?;
             return sink(&bytes);
         }
         if let Some((start, bytes)) = tensor.contiguous_range() {
@@ -136,7 +136,7 @@ impl Copier {
             // rather than a file that fills the disk.
             let bytes = tensor
                 .try_contiguous_bytes()
-                .map_err(|e| Error::key(name, e.to_string()))?;
+                .map_err(|e| e.in_entry(name))?;
             sink(&bytes)?;
         }
         self.copied(storage, 0, storage.len());

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use num_bigint::BigInt;
 
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::format::torch_zip::{byteswapped, pid_text, storage_dtype};
 use crate::format::{LoadOptions, SourcePages, STREAM_CHUNK};
 use crate::pickle::{read_pickle, Limits, PersistentLoad, PickleOptions, Py2Strings, TypedStorage};
@@ -166,10 +166,8 @@ fn walk_raw_section(
                 u64::from_le_bytes(a)
             })
             .ok_or_else(|| {
-                Error::key(
-                    &key,
-                    format!("storage size at byte {pos} runs past the end of the file"),
-                )
+                let available = bytes.len().saturating_sub(pos) as u64;
+                Error::truncated("storage size", pos as u64, 8, available).in_entry(&key)
             })?;
         if count != numel {
             return Err(Error::key(
@@ -180,19 +178,13 @@ fn walk_raw_section(
             ));
         }
         let data = pos + 8;
-        let len = count
-            .checked_mul(dtype.size() as u64)
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|&n| data.checked_add(n).is_some_and(|end| end <= bytes.len()))
-            .ok_or_else(|| {
-                Error::key(
-                    &key,
-                    format!(
-                        "{count} {dtype} elements at byte {data} run past the end of the file ({} bytes)",
-                        bytes.len()
-                    ),
-                )
-            })?;
+        let available = bytes.len().saturating_sub(data);
+        let len = byte_len(count, dtype, &key)?;
+        if len > available {
+            let what = format!("{count} {dtype} elements");
+            let error = Error::truncated(what, data as u64, len as u64, available as u64);
+            return Err(error.in_entry(&key));
+        }
         roots.insert(key, (data, len));
         pos = data + len;
     }
@@ -300,8 +292,7 @@ impl PersistentLoad for Collect {
             .or_insert((pid.dtype, pid.numel));
         let count = pid.view.as_ref().map_or(numel, |v| v.2);
         let len = byte_len(count, dtype, &pid.key)?;
-        let storage = Storage::slice(self.buffer.clone(), 0, len)
-            .map_err(|e| Error::key(&pid.key, e.to_string()))?;
+        let storage = Storage::slice(self.buffer.clone(), 0, len).in_entry(&pid.key)?;
         Ok(TypedStorage {
             storage,
             dtype: pid.dtype,

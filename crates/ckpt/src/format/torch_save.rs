@@ -58,9 +58,10 @@ impl StorageSink for Keys {
 pub fn write_torch(out: &mut dyn Write, value: &Value, options: &SaveOptions) -> Result<()> {
     let archive = options.archive_name.as_deref().unwrap_or("archive");
     if archive.is_empty() || archive.contains(['/', '\\']) {
-        return Err(Error::invalid(format!(
-            "archive name {archive:?} must be non-empty and contain no path separator"
-        )));
+        return Err(Error::InvalidName {
+            name: archive.to_string(),
+            reason: "an archive name must be non-empty and contain no path separator",
+        });
     }
     // Measured first: a value torch cannot hold fails before anything is written, and the
     // pickle's length is known for its header. It is then written as it is made.

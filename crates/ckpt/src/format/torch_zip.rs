@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::format::zip::{Record, ZipIndex};
 use crate::format::zip_data_offsets::DataOffsets;
 use crate::format::{LoadOptions, SourcePages};
@@ -173,13 +173,11 @@ fn storage_class_dtype(module: &str, name: &str) -> Result<DType> {
     if name == "UntypedStorage" {
         return Ok(DType::UInt8);
     }
-    if name.starts_with("QInt") || name.starts_with("QUInt") {
-        return Err(Error::unsupported(format!(
-            "quantized storage {module}.{name} (quantized tensors are not supported)"
-        )));
-    }
-    DType::from_storage_class(name)
-        .ok_or_else(|| Error::format(format!("unknown storage class {module}.{name}")))
+    // Quantized storages (`QInt8Storage`, ...) among them: quantized tensors are not read.
+    DType::from_storage_class(name).ok_or_else(|| Error::UnsupportedGlobal {
+        module: module.to_string(),
+        name: name.to_string(),
+    })
 }
 
 /// Text of a persistent-id field (`str`, or Python 2 bytes as ASCII).
@@ -206,10 +204,11 @@ pub(super) fn byteswapped(bytes: &[u8], unit: usize) -> Vec<u8> {
 fn check_crc32(record: &Record, data: &[u8]) -> Result<()> {
     let crc = crc32fast::hash(data);
     if crc != record.crc32 {
-        return Err(Error::format(format!(
-            "zip record '{}': crc32 {crc:08x} does not match the directory's {:08x}",
-            record.name, record.crc32
-        )));
+        return Err(Error::Checksum {
+            record: record.name.clone(),
+            expected: record.crc32,
+            found: crc,
+        });
     }
     Ok(())
 }
@@ -240,10 +239,12 @@ impl ZipStorages<'_> {
         let len = usize::try_from(record.compressed_size).unwrap_or(usize::MAX);
         let range = start..start.saturating_add(len);
         let data = bytes.get(range.clone()).ok_or_else(|| {
-            Error::format(format!(
-                "zip archive: data of '{}' runs past the end of the file",
-                record.name
-            ))
+            Error::truncated(
+                format!("zip record '{}' data", record.name),
+                start as u64,
+                record.compressed_size,
+                bytes.len().saturating_sub(start) as u64,
+            )
         })?;
         if self.verify_crc32 {
             check_crc32(record, data)?;
@@ -331,10 +332,7 @@ impl ZipStorages<'_> {
                 ),
             ));
         }
-        let storage = self.load(position, record, dtype).map_err(|e| match e {
-            Error::Format { message } => Error::key(name(), message),
-            other => other,
-        })?;
+        let storage = self.load(position, record, dtype).in_entry(&name())?;
         if let Some(slot) = self.loaded.get_mut(position) {
             *slot = Some(storage.clone());
         }

@@ -59,25 +59,37 @@ fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(a))
 }
 
-fn truncated(what: &str, at: usize) -> Error {
-    Error::format(format!(
-        "zip archive: {what} at byte {at} runs past the end of the file"
-    ))
+/// `what`, `needed` bytes long at byte `at`, runs past the end of the `len` bytes there are.
+fn truncated(what: &str, at: usize, needed: usize, len: usize) -> Error {
+    Error::truncated(
+        format!("zip {what}"),
+        at as u64,
+        needed as u64,
+        len.saturating_sub(at) as u64,
+    )
 }
+
+/// Sizes of the fixed parts of the zip structures.
+const EOCD_LEN: usize = 22;
+const ZIP64_LOCATOR_LEN: usize = 20;
+const ZIP64_EOCD_LEN: usize = 56;
+const CENTRAL_HEADER_LEN: usize = 46;
 
 impl ZipIndex {
     /// Parses the end records and the central directory of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<ZipIndex> {
         let eocd = find_eocd(bytes)?;
-        let mut count =
-            u64::from(u16_at(bytes, eocd + 10).ok_or_else(|| truncated("end record", eocd))?);
-        let mut cd_size =
-            u64::from(u32_at(bytes, eocd + 12).ok_or_else(|| truncated("end record", eocd))?);
-        let mut cd_offset =
-            u64::from(u32_at(bytes, eocd + 16).ok_or_else(|| truncated("end record", eocd))?);
-        if eocd >= 20 && u32_at(bytes, eocd - 20) == Some(ZIP64_LOCATOR_SIG) {
-            let at =
-                u64_at(bytes, eocd - 12).ok_or_else(|| truncated("zip64 locator", eocd - 20))?;
+        let len = bytes.len();
+        let end_record = || truncated("end record", eocd, EOCD_LEN, len);
+        let mut count = u64::from(u16_at(bytes, eocd + 10).ok_or_else(end_record)?);
+        let mut cd_size = u64::from(u32_at(bytes, eocd + 12).ok_or_else(end_record)?);
+        let mut cd_offset = u64::from(u32_at(bytes, eocd + 16).ok_or_else(end_record)?);
+        if eocd >= ZIP64_LOCATOR_LEN
+            && u32_at(bytes, eocd - ZIP64_LOCATOR_LEN) == Some(ZIP64_LOCATOR_SIG)
+        {
+            let locator = eocd - ZIP64_LOCATOR_LEN;
+            let at = u64_at(bytes, eocd - 12)
+                .ok_or_else(|| truncated("zip64 locator", locator, ZIP64_LOCATOR_LEN, len))?;
             let at = usize::try_from(at)
                 .ok()
                 .filter(|&a| a < bytes.len())
@@ -91,19 +103,22 @@ impl ZipIndex {
                     "zip archive: no zip64 end record at byte {at}"
                 )));
             }
-            count = u64_at(bytes, at + 32).ok_or_else(|| truncated("zip64 end record", at))?;
-            cd_size = u64_at(bytes, at + 40).ok_or_else(|| truncated("zip64 end record", at))?;
-            cd_offset = u64_at(bytes, at + 48).ok_or_else(|| truncated("zip64 end record", at))?;
+            let zip64_end = || truncated("zip64 end record", at, ZIP64_EOCD_LEN, len);
+            count = u64_at(bytes, at + 32).ok_or_else(zip64_end)?;
+            cd_size = u64_at(bytes, at + 40).ok_or_else(zip64_end)?;
+            cd_offset = u64_at(bytes, at + 48).ok_or_else(zip64_end)?;
         }
         let end = cd_offset.checked_add(cd_size);
-        if !matches!(end, Some(e) if e <= bytes.len() as u64) {
-            return Err(Error::format(format!(
-                "zip archive: central directory ({cd_size} bytes at {cd_offset}) runs past the end of the file ({} bytes)",
-                bytes.len()
-            )));
+        if !matches!(end, Some(e) if e <= len as u64) {
+            return Err(Error::truncated(
+                "zip central directory",
+                cd_offset,
+                cd_size,
+                (len as u64).saturating_sub(cd_offset),
+            ));
         }
         // Each central header takes at least 46 bytes: a larger count is a lie.
-        if count > cd_size / 46 {
+        if count > cd_size / CENTRAL_HEADER_LEN as u64 {
             return Err(Error::format(format!(
                 "zip archive: {count} entries cannot fit in a central directory of {cd_size} bytes"
             )));
@@ -153,7 +168,7 @@ impl ZipIndex {
         let header = at
             .checked_add(LOCAL_HEADER_LEN)
             .and_then(|end| bytes.get(at..end))
-            .ok_or_else(|| missing_local_header(record, at))?;
+            .ok_or_else(|| local_header_truncated(record, at, bytes.len()))?;
         data_range_from_header(bytes.len(), record, header)
     }
 
@@ -185,6 +200,11 @@ impl ZipIndex {
 /// Length of a local header before its name and extra field.
 pub(crate) const LOCAL_HEADER_LEN: usize = 30;
 
+fn local_header_truncated(record: &Record, at: usize, file_len: usize) -> Error {
+    let what = format!("local header of '{}'", record.name);
+    truncated(&what, at, LOCAL_HEADER_LEN, file_len)
+}
+
 fn missing_local_header(record: &Record, at: usize) -> Error {
     Error::format(format!(
         "zip archive: no local header for '{}' at byte {at}",
@@ -205,23 +225,34 @@ fn check_stored(record: &Record) -> Result<()> {
 /// The data range of `record` given its local header's first 30 bytes.
 fn data_range_from_header(file_len: usize, record: &Record, header: &[u8]) -> Result<Range<usize>> {
     let at = usize::try_from(record.local_header).unwrap_or(usize::MAX);
+    if header.len() < LOCAL_HEADER_LEN {
+        return Err(local_header_truncated(
+            record,
+            at,
+            at.saturating_add(header.len()),
+        ));
+    }
     if u32_at(header, 0) != Some(LOCAL_SIG) {
         return Err(missing_local_header(record, at));
     }
-    let name_len = u16_at(header, 26).ok_or_else(|| truncated("local header", at))?;
-    let extra_len = u16_at(header, 28).ok_or_else(|| truncated("local header", at))?;
+    let name_len =
+        u16_at(header, 26).ok_or_else(|| local_header_truncated(record, at, file_len))?;
+    let extra_len =
+        u16_at(header, 28).ok_or_else(|| local_header_truncated(record, at, file_len))?;
     let start = at
         .checked_add(LOCAL_HEADER_LEN + usize::from(name_len) + usize::from(extra_len))
-        .ok_or_else(|| truncated("local header", at))?;
+        .ok_or_else(|| local_header_truncated(record, at, file_len))?;
     let end = usize::try_from(record.compressed_size)
         .ok()
         .and_then(|n| start.checked_add(n))
         .filter(|&e| e <= file_len)
         .ok_or_else(|| {
-            Error::format(format!(
-                "zip archive: data of '{}' ({} bytes at {start}) runs past the end of the file ({file_len} bytes)",
-                record.name, record.compressed_size
-            ))
+            Error::truncated(
+                format!("zip record '{}' data", record.name),
+                start as u64,
+                record.compressed_size,
+                file_len.saturating_sub(start) as u64,
+            )
         })?;
     Ok(start..end)
 }
@@ -229,11 +260,11 @@ fn data_range_from_header(file_len: usize, record: &Record, header: &[u8]) -> Re
 /// The classic end-of-central-directory record: the last signature within the final
 /// 22 + 65535 bytes whose comment length reaches the end of the file.
 fn find_eocd(bytes: &[u8]) -> Result<usize> {
-    if bytes.len() < 22 {
-        return Err(Error::format("zip archive: too short for an end record"));
+    if bytes.len() < EOCD_LEN {
+        return Err(truncated("end record", 0, EOCD_LEN, bytes.len()));
     }
-    let lowest = bytes.len().saturating_sub(22 + 0xFFFF);
-    let mut at = bytes.len() - 22;
+    let lowest = bytes.len().saturating_sub(EOCD_LEN + 0xFFFF);
+    let mut at = bytes.len() - EOCD_LEN;
     loop {
         if u32_at(bytes, at) == Some(EOCD_SIG) {
             let comment = u16_at(bytes, at + 20).map(usize::from);
@@ -259,8 +290,14 @@ fn central_record(cd: &[u8], pos: usize, base: usize) -> Result<(Record, usize)>
             "zip archive: expected a central directory header at byte {at}"
         )));
     }
-    let field16 = |off: usize| u16_at(cd, pos + off).ok_or_else(|| truncated("central header", at));
-    let field32 = |off: usize| u32_at(cd, pos + off).ok_or_else(|| truncated("central header", at));
+    // A header running past the directory's declared end (which lies in the file).
+    let past_end = || {
+        Error::format(format!(
+            "zip archive: the central header at byte {at} runs past the end of the central directory"
+        ))
+    };
+    let field16 = |off: usize| u16_at(cd, pos + off).ok_or_else(past_end);
+    let field32 = |off: usize| u32_at(cd, pos + off).ok_or_else(past_end);
     let method = field16(10)?;
     let crc32 = field32(16)?;
     let mut compressed_size = u64::from(field32(20)?);
@@ -269,11 +306,11 @@ fn central_record(cd: &[u8], pos: usize, base: usize) -> Result<(Record, usize)>
     let extra_len = usize::from(field16(30)?);
     let comment_len = usize::from(field16(32)?);
     let mut local_header = u64::from(field32(42)?);
-    let name_start = pos + 46;
+    let name_start = pos + CENTRAL_HEADER_LEN;
     let extra_start = name_start + name_len;
     let next = extra_start + extra_len + comment_len;
     if next > cd.len() {
-        return Err(truncated("central header", at));
+        return Err(past_end());
     }
     let name = crate::pickle::text::utf8_lossy(&cd[name_start..extra_start]);
     // zip64 extended information: present fields follow the order uncompressed size,

@@ -563,7 +563,11 @@ mod tests {
     #[test]
     fn out_of_range_alignment_is_rejected() {
         let mut out = Vec::new();
-        assert!(ZipWriter::new(&mut out, 0, true).is_err());
-        assert!(ZipWriter::new(&mut out, MAX_ALIGNMENT + 1, true).is_err());
+        let err = ZipWriter::new(&mut out, 0, true).err().unwrap();
+        assert!(matches!(err.root(), Error::Invalid { .. }), "{err:?}");
+        let err = ZipWriter::new(&mut out, MAX_ALIGNMENT + 1, true)
+            .err()
+            .unwrap();
+        assert!(matches!(err.root(), Error::Invalid { .. }), "{err:?}");
     }
 }

@@ -448,7 +448,11 @@ mod tests {
         assert_eq!(python_int(""), None);
         assert_eq!(python_int("x"), None);
         assert_eq!(python_int("1__0"), None);
-        assert!(convert_c2_name("fpn_inner_resX_w").is_err());
+        let err = convert_c2_name("fpn_inner_resX_w").unwrap_err();
+        assert!(
+            matches!(err.root(), Error::Key { key, .. } if key == "fpn_inner_resX_w"),
+            "{err:?}"
+        );
         assert_eq!(
             convert_c2_name("fpn_res03_w").unwrap(),
             "fpn_output3.weight"

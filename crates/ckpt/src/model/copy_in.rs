@@ -57,7 +57,7 @@ pub(super) fn new_copies(jobs: Vec<CopyIn<'_>>) -> Result<Vec<Tensor>> {
             } else {
                 job.incoming
                     .to_owned_as(job.dtype)
-                    .map_err(|e| Error::key(job.name, e.to_string()))?
+                    .map_err(|e| e.in_entry(job.name))?
             };
             Ok(match job.requires_grad {
                 Some(flag) => copy.with_requires_grad(flag),

@@ -230,14 +230,11 @@ impl StateDictModel {
             });
         }
         if !can_cast(incoming.dtype(), current.dtype()) {
-            return Err(Error::key(
-                name,
-                format!(
-                    "cannot load {} values into this {} tensor: the imaginary part would be lost",
-                    incoming.dtype(),
-                    current.dtype()
-                ),
-            ));
+            let mismatch = Error::DTypeMismatch {
+                expected: current.dtype(),
+                found: incoming.dtype(),
+            };
+            return Err(mismatch.in_entry(name));
         }
         Ok(Target {
             dtype: current.dtype(),

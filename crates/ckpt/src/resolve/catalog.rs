@@ -204,17 +204,23 @@ pub fn catalog_url(name: &str) -> Result<String> {
                 )
             });
     }
-    Err(Error::invalid(format!(
-        "catalog://{name} is not in the model catalog: names start with \
-         catalog://{IMAGENET} or catalog://{C2_DETECTRON_COCO}"
-    )))
+    Err(Error::invalid_path(
+        format!("catalog://{name}"),
+        format!(
+            "not in the model catalog: names start with catalog://{IMAGENET} or \
+             catalog://{C2_DETECTRON_COCO}"
+        ),
+    ))
 }
 
 fn unknown(name: &str, table: &str, known: Vec<&str>) -> Error {
-    Error::invalid(format!(
-        "catalog://{name} is not in the model catalog; known catalog://{table}<name>: {}",
-        known.join(", ")
-    ))
+    Error::invalid_path(
+        format!("catalog://{name}"),
+        format!(
+            "not in the model catalog; known catalog://{table}<name>: {}",
+            known.join(", ")
+        ),
+    )
 }
 
 /// The `catalog://` handler: maps a catalog name to its URL and resolves that.

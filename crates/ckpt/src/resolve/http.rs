@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::fs;
+#[cfg(feature = "http")]
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -113,15 +114,15 @@ impl HttpCache {
         let bare = bare.split_once('#').map_or(bare, |(b, _)| b);
         let (scheme, rest) = bare
             .split_once("://")
-            .ok_or_else(|| Error::invalid(format!("'{url}' is not a URL")))?;
+            .ok_or_else(|| Error::invalid_path(url, "not a URL"))?;
         if !matches!(scheme, "http" | "https") {
-            return Err(Error::invalid(format!("'{url}' is not an http(s) URL")));
+            return Err(Error::invalid_path(url, "not an http(s) URL"));
         }
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         // Credentials never become part of a file name.
         let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
         if matches!(host, "" | "." | "..") {
-            return Err(Error::invalid(format!("'{url}' has no valid host")));
+            return Err(Error::invalid_path(url, "no valid host"));
         }
         let mut local = self.dir.join(file_name_part(host));
         let mut has_file = false;
@@ -129,9 +130,10 @@ impl HttpCache {
             match segment {
                 "" => has_file = false,
                 "." | ".." => {
-                    return Err(Error::invalid(format!(
-                        "'{url}': a '{segment}' path segment is not allowed in a cached URL"
-                    )))
+                    return Err(Error::invalid_path(
+                        url,
+                        format!("a '{segment}' path segment is not allowed in a cached URL"),
+                    ))
                 }
                 _ => {
                     local.push(file_name_part(segment));
@@ -140,7 +142,7 @@ impl HttpCache {
             }
         }
         if !has_file {
-            return Err(Error::invalid(format!("'{url}' does not name a file")));
+            return Err(Error::invalid_path(url, "does not name a file"));
         }
         Ok(local)
     }
@@ -153,16 +155,15 @@ impl HttpCache {
             return Ok(path);
         }
         if self.offline {
-            return Err(Error::io(
-                url,
-                io::Error::new(
-                    io::ErrorKind::NotFound,
-                    format!(
-                        "not in the cache ({}) and downloads are off",
-                        path.display()
-                    ),
+            return Err(Error::Download {
+                url: url.to_string(),
+                status: None,
+                reason: format!(
+                    "not in the cache ({}) and downloads are off",
+                    path.display()
                 ),
-            ));
+                source: None,
+            });
         }
         self.download(url, &path)?;
         Ok(path)
@@ -252,19 +253,26 @@ fn new_agent() -> ureq::Agent {
 
 #[cfg(feature = "http")]
 fn request_error(url: &str, error: ureq::Error) -> Error {
-    let source = match error {
-        ureq::Error::StatusCode(code) => {
-            let kind = match code {
-                404 | 410 => io::ErrorKind::NotFound,
-                401 | 403 => io::ErrorKind::PermissionDenied,
-                _ => io::ErrorKind::Other,
-            };
-            io::Error::new(kind, format!("the server answered HTTP status {code}"))
-        }
-        ureq::Error::Io(e) => io::Error::new(e.kind(), format!("request failed: {e}")),
-        other => io::Error::other(format!("request failed: {other}")),
+    let (status, reason, source) = match error {
+        ureq::Error::StatusCode(code) => (
+            Some(code),
+            format!("the server answered HTTP status {code}"),
+            None,
+        ),
+        ureq::Error::Io(e) => (None, "request failed".to_string(), Some(e)),
+        // ureq's own error, kept whole behind an I/O error: its type is not part of ckpt's API.
+        other => (
+            None,
+            "request failed".to_string(),
+            Some(io::Error::other(other)),
+        ),
     };
-    Error::io(url, source)
+    Error::Download {
+        url: url.to_string(),
+        status,
+        reason,
+        source,
+    }
 }
 
 /// Streams the body into `out`, reporting progress; fails unless exactly `total` bytes
@@ -282,13 +290,12 @@ fn copy_body(
     let mut done: u64 = 0;
     let interrupted = |done: u64, e: io::Error| {
         let expected = total.map_or(String::new(), |t| format!(" of {t}"));
-        Error::io(
-            url,
-            io::Error::new(
-                e.kind(),
-                format!("download broke off after {done}{expected} bytes: {e}"),
-            ),
-        )
+        Error::Download {
+            url: url.to_string(),
+            status: None,
+            reason: format!("download broke off after {done}{expected} bytes"),
+            source: Some(e),
+        }
     };
     if let Some(progress) = progress {
         progress.update(0, total);
@@ -338,10 +345,18 @@ mod tests {
     #[test]
     fn cached_path_rejects_dot_dot_and_missing_file_names() {
         let cache = HttpCache::new("/c");
-        assert!(cache.cached_path("http://h/../etc/passwd").is_err());
-        assert!(cache.cached_path("http://h/dir/").is_err());
-        assert!(cache.cached_path("http://h").is_err());
-        assert!(cache.cached_path("http://../x").is_err());
-        assert!(cache.cached_path("ftp://h/a").is_err());
+        let err = cache.cached_path("http://h/../etc/passwd").unwrap_err();
+        assert!(
+            matches!(err.root(), Error::InvalidPath { path, .. } if path == "http://h/../etc/passwd"),
+            "{err:?}"
+        );
+        let err = cache.cached_path("http://h/dir/").unwrap_err();
+        assert!(matches!(err.root(), Error::InvalidPath { .. }), "{err:?}");
+        let err = cache.cached_path("http://h").unwrap_err();
+        assert!(matches!(err.root(), Error::InvalidPath { .. }), "{err:?}");
+        let err = cache.cached_path("http://../x").unwrap_err();
+        assert!(matches!(err.root(), Error::InvalidPath { .. }), "{err:?}");
+        let err = cache.cached_path("ftp://h/a").unwrap_err();
+        assert!(matches!(err.root(), Error::InvalidPath { .. }), "{err:?}");
     }
 }

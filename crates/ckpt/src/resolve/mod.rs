@@ -115,7 +115,7 @@ impl PathHandler for PrefixRewrite {
 
     fn get_local_path(&self, path: &str, lookup: &Lookup<'_>) -> Result<PathBuf> {
         let rest = path.strip_prefix(self.from.as_str()).ok_or_else(|| {
-            Error::invalid(format!("'{path}' does not start with '{}'", self.from))
+            Error::invalid_path(path, format!("does not start with '{}'", self.from))
         })?;
         let target = format!("{}{rest}", self.to);
         tracing::info!("{path} points to {target}");
@@ -135,7 +135,7 @@ impl PathHandler for FileUrlHandler {
     fn get_local_path(&self, path: &str, _lookup: &Lookup<'_>) -> Result<PathBuf> {
         let rest = path.strip_prefix("file://").unwrap_or(path);
         if rest.is_empty() {
-            return Err(Error::invalid(format!("'{path}' names no file")));
+            return Err(Error::invalid_path(path, "names no file"));
         }
         Ok(PathBuf::from(rest))
     }
@@ -228,12 +228,13 @@ impl Resolver {
 
     fn local_path_at(&self, path: &str, depth: usize) -> Result<PathBuf> {
         if depth > MAX_DEPTH {
-            return Err(Error::invalid(format!(
-                "'{path}': path handlers delegated more than {MAX_DEPTH} times (a cycle?)"
-            )));
+            return Err(Error::invalid_path(
+                path,
+                format!("path handlers delegated more than {MAX_DEPTH} times (a cycle?)"),
+            ));
         }
         if path.is_empty() {
-            return Err(Error::invalid("empty checkpoint path"));
+            return Err(Error::invalid_path(path, "empty checkpoint path"));
         }
         let handler = self
             .handlers
@@ -248,10 +249,13 @@ impl Resolver {
                 },
             ),
             None => match unknown_scheme(path) {
-                Some(scheme) => Err(Error::unsupported(format!(
-                    "'{path}': no handler for '{scheme}://' (known prefixes: {})",
-                    self.prefixes().collect::<Vec<_>>().join(", ")
-                ))),
+                Some(scheme) => Err(Error::invalid_path(
+                    path,
+                    format!(
+                        "no handler for '{scheme}://' (known prefixes: {})",
+                        self.prefixes().collect::<Vec<_>>().join(", ")
+                    ),
+                )),
                 None => Ok(PathBuf::from(path)),
             },
         }

@@ -27,9 +27,10 @@ impl QueryOptions {
             let value = percent_decode(value);
             if key == "matching_heuristics" {
                 options.matching_heuristics = parse_bool(&value).ok_or_else(|| {
-                    Error::invalid(format!(
-                        "'{original}': matching_heuristics must be True or False, not '{value}'"
-                    ))
+                    Error::invalid_path(
+                        original,
+                        format!("matching_heuristics must be True or False, not '{value}'"),
+                    )
                 })?;
             } else {
                 remaining.push(format!("{key}={value}"));
@@ -38,11 +39,14 @@ impl QueryOptions {
         if remaining.is_empty() {
             Ok(options)
         } else {
-            Err(Error::invalid(format!(
-                "Unsupported query remaining: {} (path '{original}'; the only query option is \
-                 matching_heuristics=True)",
-                remaining.join("&")
-            )))
+            Err(Error::invalid_path(
+                original,
+                format!(
+                    "Unsupported query remaining: {} (the only query option is \
+                     matching_heuristics=True)",
+                    remaining.join("&")
+                ),
+            ))
         }
     }
 }

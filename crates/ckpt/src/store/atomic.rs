@@ -175,7 +175,10 @@ mod tests {
             w.write_all(b"partial").map_err(|e| Error::io(&path, e))?;
             Err(Error::invalid("disk full"))
         });
-        assert!(err.is_err());
+        assert!(
+            matches!(&err, Err(Error::Invalid { message }) if message == "disk full"),
+            "{err:?}"
+        );
         assert_eq!(fs::read(&path).unwrap(), b"old");
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
     }

@@ -23,7 +23,7 @@ use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, TagProblem};
 pub use atomic::{atomic_write, temp_owner, TEMP_PREFIX};
 
 /// A flat namespace of files (a checkpoint directory), addressed by plain basenames.
@@ -37,7 +37,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// previous content is intact.
     fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()>;
 
-    /// Reads a small file whole (a tag); `Ok(None)` when it does not exist.
+    /// Reads a small file whole (a tag); `Ok(None)` when it does not exist. A file too large
+    /// to be a tag is an [`crate::Error::BadTag`].
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>>;
 
     /// Whether `name` exists (as a regular file).
@@ -64,9 +65,10 @@ pub(crate) fn check_basename(name: &str) -> Result<()> {
         || name.contains('\\')
         || name.contains('\0');
     if bad {
-        return Err(Error::invalid(format!(
-            "'{name}' is not a plain file name (a checkpoint name must not contain a path)"
-        )));
+        return Err(Error::InvalidName {
+            name: name.to_string(),
+            reason: "not a plain file name (a checkpoint name must not contain a path)",
+        });
     }
     Ok(())
 }
@@ -102,7 +104,7 @@ impl LocalDir {
 /// I/O error on a placeholder or temporary path.
 fn name_target(error: Error, path: &Path) -> Error {
     match error {
-        Error::Io { path: ref at, .. } if at != path => Error::File {
+        Error::Io { path: ref at, .. } if !at.as_os_str().is_empty() && at != path => Error::File {
             path: path.to_path_buf(),
             source: Box::new(error),
         },
@@ -135,10 +137,12 @@ impl Store for LocalDir {
             .read_to_end(&mut bytes)
             .map_err(|e| Error::io(&path, e))?;
         if bytes.len() as u64 > MAX_SMALL_FILE {
-            return Err(Error::format(format!(
-                "{} is larger than {MAX_SMALL_FILE} bytes; it should hold one file name",
-                path.display()
-            )));
+            return Err(Error::BadTag {
+                tag: path,
+                problem: TagProblem::TooLarge {
+                    max: MAX_SMALL_FILE,
+                },
+            });
         }
         Ok(Some(bytes))
     }
@@ -255,7 +259,11 @@ mod tests {
     #[test]
     fn names_with_paths_are_rejected() {
         for bad in ["", ".", "..", "../x.pth", "/abs.pth", "a/b.pth", "a\\b"] {
-            assert!(check_basename(bad).is_err(), "{bad:?} accepted");
+            let err = check_basename(bad).unwrap_err();
+            assert!(
+                matches!(&err, Error::InvalidName { name, .. } if name == bad),
+                "{bad:?}: {err:?}"
+            );
         }
         check_basename("model_0000009.pth").unwrap();
     }

@@ -78,7 +78,10 @@ fn writing_an_expanded_view_that_needs_its_own_copy_is_an_error_not_an_abort() {
     dict.insert("int", Value::Tensor(as_int));
     let options = ckpt::format::SaveOptions::default().with_archive_name("a");
     let err = ckpt::format::write_torch(&mut Vec::new(), &Value::Dict(dict), &options).unwrap_err();
-    assert!(err.to_string().contains("cannot allocate"), "{err}");
+    assert!(
+        matches!(err.root(), ckpt::Error::OutOfMemory { .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -108,5 +111,8 @@ fn caffe2_class_scores_as_a_huge_expanded_view_are_an_error_not_an_abort() {
     let err = checkpointer
         .load(path.to_str().unwrap(), ckpt::Checkpointables::All)
         .unwrap_err();
-    assert!(err.to_string().contains("cannot allocate"), "{err}");
+    assert!(
+        matches!(err.root(), ckpt::Error::OutOfMemory { .. }),
+        "{err:?}"
+    );
 }

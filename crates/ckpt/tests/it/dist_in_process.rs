@@ -132,5 +132,6 @@ fn single_process_is_rank_zero_of_one() {
 
 #[test]
 fn empty_group_is_rejected() {
-    assert!(InProcessComm::group(0).is_err());
+    let err = InProcessComm::group(0).unwrap_err();
+    assert!(matches!(err.root(), ckpt::Error::Invalid { .. }), "{err:?}");
 }

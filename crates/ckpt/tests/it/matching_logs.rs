@@ -62,7 +62,11 @@ fn no_match_and_ambiguity_are_logged() {
     let mut ckpt = StateDict::new();
     ckpt.insert("weight", zeros(&[1]));
     let (result, lines) = captured(|| align_and_update_state_dicts(&model, ckpt, false));
-    assert!(result.is_err());
+    let err = result.unwrap_err();
+    assert!(
+        matches!(&err, ckpt::Error::Invalid { message } if message.contains("Ambiguity found")),
+        "{err:?}"
+    );
     assert!(lines.contains(&(
         Level::ERROR,
         "Ambiguity found for weight in checkpoint!It matches at least two keys in the model (y.weight and x.weight).".to_string()

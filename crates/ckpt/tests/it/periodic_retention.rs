@@ -171,19 +171,26 @@ fn nothing_is_saved_or_deleted_when_saving_is_disabled() {
 fn invalid_arguments_are_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let make = || Checkpointer::new(model(1.0), dir.path());
-    assert!(PeriodicCheckpointer::builder(make())
+    let err = PeriodicCheckpointer::builder(make())
         .period(0)
         .build()
-        .is_err());
-    assert!(PeriodicCheckpointer::builder(make()).build().is_err());
+        .unwrap_err();
+    assert!(matches!(err, ckpt::Error::Invalid { .. }), "{err:?}");
+    let err = PeriodicCheckpointer::builder(make()).build().unwrap_err();
+    assert!(matches!(err.root(), ckpt::Error::Invalid { .. }), "{err:?}");
     let no_keep = PeriodicCheckpointer::builder(make())
         .period(1)
         .max_to_keep(0);
-    assert!(no_keep.build().is_err());
+    let err = no_keep.build().unwrap_err();
+    assert!(matches!(err.root(), ckpt::Error::Invalid { .. }), "{err:?}");
     let outside = PeriodicCheckpointer::builder(make())
         .period(1)
         .file_prefix("../model");
-    assert!(outside.build().is_err());
+    let err = outside.build().unwrap_err();
+    assert!(
+        matches!(err.root(), ckpt::Error::InvalidName { name, .. } if name == "../model"),
+        "{err:?}"
+    );
 }
 
 #[test]

@@ -69,10 +69,15 @@ fn write_and_compare(path: &Path, count: usize, numel: usize) {
 /// Both loads of `path` fail naming storage `key` and its local header.
 fn assert_broken_header_reported(path: &Path, key: usize) {
     for mmap in [true, false] {
-        let err = load(path, mmap).unwrap_err().to_string();
+        let err = load(path, mmap).unwrap_err();
+        let report = err.report().to_string();
         assert!(
-            err.contains(&format!("data/{key}")) && err.contains("local header"),
-            "mmap {mmap}, key {key}: {err}"
+            report.contains(&format!("data/{key}")) && report.contains("local header"),
+            "mmap {mmap}, key {key}: {report}"
+        );
+        assert!(
+            matches!(err.root(), ckpt::Error::Format { .. }),
+            "mmap {mmap}, key {key}: {err:?}"
         );
     }
 }

@@ -143,20 +143,34 @@ fn record_shorter_than_the_declared_storage_is_an_error_naming_the_key() {
 
 #[test]
 fn tensor_reaching_past_its_storage_is_an_error() {
-    assert!(load(&one_tensor(2, &[2, 3], &[3, 1], 8)).is_err());
+    let err = load(&one_tensor(2, &[2, 3], &[3, 1], 8)).unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
     assert!(load(&one_tensor(6, &[2, 3], &[1, 2], 24)).is_ok());
-    assert!(load(&one_tensor(6, &[2, 3], &[4, 1], 24)).is_err());
+    let err = load(&one_tensor(6, &[2, 3], &[4, 1], 24)).unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
 }
 
 #[test]
 fn absurd_or_negative_shapes_fail_without_allocating() {
     let huge = 1i64 << 62;
-    assert!(load(&one_tensor(6, &[huge, huge], &[1, 1], 24)).is_err());
-    assert!(load(&one_tensor(6, &[huge], &[huge], 24)).is_err());
-    assert!(load(&one_tensor(6, &[-1, 3], &[3, 1], 24)).is_err());
-    assert!(load(&one_tensor(6, &[2, 3], &[-3, 1], 24)).is_err());
-    assert!(load(&one_tensor(huge, &[2, 3], &[3, 1], 24)).is_err());
-    assert!(load(&one_tensor(-6, &[2, 3], &[3, 1], 24)).is_err());
+    let err = load(&one_tensor(6, &[huge, huge], &[1, 1], 24)).unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
+    let err = load(&one_tensor(6, &[huge], &[huge], 24)).unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
+    let err = load(&one_tensor(6, &[-1, 3], &[3, 1], 24)).unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
+    let err = load(&one_tensor(6, &[2, 3], &[-3, 1], 24)).unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
+    let err = load(&one_tensor(huge, &[2, 3], &[3, 1], 24)).unwrap_err();
+    assert!(
+        matches!(err.root(), Error::Key { key, .. } if key == "data/0"),
+        "{err:?}"
+    );
+    let err = load(&one_tensor(-6, &[2, 3], &[3, 1], 24)).unwrap_err();
+    assert!(
+        matches!(err.root(), Error::Key { key, .. } if key == "data/0"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -253,19 +267,23 @@ fn memo_bombs_hit_the_value_limit() {
         s.extend_from_slice(b"h\x00");
     }
     s.extend_from_slice(b"l.");
-    assert!(pickle(&s).is_err());
+    let err = pickle(&s).unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
 
     let small = Limits::default().with_max_depth(100).with_max_values(50);
     let mut list = b"\x80\x02(".to_vec();
     list.extend(std::iter::repeat_n(b'N', 100));
     list.extend_from_slice(b"l.");
-    assert!(pickle_with(&list, small).is_err());
+    let err = pickle_with(&list, small).unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
 }
 
 #[test]
 fn self_referencing_containers_are_an_error() {
-    assert!(pickle(b"\x80\x02]q\x00h\x00a.").is_err());
-    assert!(pickle(b"\x80\x02}q\x00K\x01h\x00s.").is_err());
+    let err = pickle(b"\x80\x02]q\x00h\x00a.").unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
+    let err = pickle(b"\x80\x02}q\x00K\x01h\x00s.").unwrap_err();
+    assert!(matches!(err.root(), Error::Pickle { .. }), "{err:?}");
 }
 
 #[test]
@@ -299,14 +317,27 @@ fn unknown_opcodes_and_extension_codes_are_errors_naming_the_offset() {
         }
         other => panic!("{other}"),
     }
-    assert!(pickle(b"\x80\x02\x82\x01.").is_err());
-    assert!(pickle(b"\x80\x05\x97.").is_err());
-    assert!(pickle(b"\x80\x07N.").is_err());
+    let err = pickle(b"\x80\x02\x82\x01.").unwrap_err();
+    assert!(
+        matches!(err.root(), Error::Pickle { offset: 2, .. }),
+        "{err:?}"
+    );
+    let err = pickle(b"\x80\x05\x97.").unwrap_err();
+    assert!(
+        matches!(err.root(), Error::Pickle { offset: 2, .. }),
+        "{err:?}"
+    );
+    let err = pickle(b"\x80\x07N.").unwrap_err();
+    assert!(
+        matches!(err.root(), Error::Pickle { offset: 0, .. }),
+        "{err:?}"
+    );
 }
 
 #[test]
 fn plain_pickle_with_a_persistent_id_is_an_error() {
-    assert!(load(b"\x80\x02X\x01\x00\x00\x000Q.").is_err());
+    let err = load(b"\x80\x02X\x01\x00\x00\x000Q.").unwrap_err();
+    assert!(matches!(err.root(), Error::Format { .. }), "{err:?}");
 }
 
 #[test]
@@ -323,7 +354,11 @@ fn torchscript_archives_missing_versions_and_compressed_records_are_rejected() {
     let err = load(&script).unwrap_err();
     assert!(err.to_string().contains("TorchScript"), "{err}");
     let no_version = zip(&[("a/data.pkl".into(), p.clone())], 0);
-    assert!(load(&no_version).is_err());
+    let err = load(&no_version).unwrap_err();
+    assert!(
+        matches!(err.root(), Error::Format { message, .. } if message.contains("version")),
+        "{err:?}"
+    );
     let too_new = zip(
         &[
             ("a/data.pkl".into(), p.clone()),
@@ -331,7 +366,11 @@ fn torchscript_archives_missing_versions_and_compressed_records_are_rejected() {
         ],
         0,
     );
-    assert!(load(&too_new).is_err());
+    let err = load(&too_new).unwrap_err();
+    assert!(
+        matches!(err.root(), Error::Unsupported { message } if message.contains("version 11")),
+        "{err:?}"
+    );
     let deflated = zip(
         &[
             ("a/data.pkl".into(), p.clone()),
@@ -356,7 +395,11 @@ fn crc_mismatch_is_reported_only_when_asked() {
     assert!(load(&bytes).is_ok());
     let verify = LoadOptions::default().with_verify_crc32(true);
     let err = load_bytes(bytes, &verify).unwrap_err();
-    assert!(err.to_string().contains("crc32"), "{err}");
+    assert!(
+        matches!(err.root(), Error::Checksum { record, expected, found }
+            if record.ends_with("data/0") && expected != found),
+        "{err:?}"
+    );
 }
 
 #[test]

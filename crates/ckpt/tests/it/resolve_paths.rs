@@ -147,7 +147,11 @@ fn unknown_catalog_name_lists_the_known_ones() {
     let error = catalog_url("ImageNetPretrained/MSRA/R-152").unwrap_err();
     let message = error.to_string();
     assert!(message.contains("MSRA/R-50"), "{message}");
-    assert!(catalog_url("Other/thing").is_err());
+    let err = catalog_url("Other/thing").unwrap_err();
+    assert!(
+        matches!(err.root(), ckpt::Error::InvalidPath { path, .. } if path == "catalog://Other/thing"),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -170,5 +174,9 @@ fn handler_cycle_is_an_error_not_a_stack_overflow() {
 fn cached_url_never_escapes_the_cache_directory() {
     let dir = tempfile::tempdir().unwrap();
     let (resolver, _) = offline_resolver(dir.path());
-    assert!(resolver.resolve("https://host/a/../../x.pth").is_err());
+    let err = resolver.resolve("https://host/a/../../x.pth").unwrap_err();
+    assert!(
+        matches!(err.root(), ckpt::Error::InvalidPath { .. }),
+        "{err:?}"
+    );
 }
