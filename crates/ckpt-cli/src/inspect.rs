@@ -1,16 +1,18 @@
 //! `ckpt inspect FILE [--json]`: the format, every tensor and every other value of a file.
 
+use std::collections::hash_map::Entry as HashEntry;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
 use ckpt::format::{load_with, LoadOptions, Loaded};
 use ckpt::nn_module::module_entries;
-use ckpt::walk::{leaves_and_objects, path_string, Leaf};
-use ckpt::{ObjectBuild, Value};
+use ckpt::walk::{children, path_string, Leaf, Step};
+use ckpt::{Key, ObjectBuild, Value};
 use serde::Serialize;
 
 use crate::error::CliError;
 use crate::output::{human_bytes, print, printable, step_json, Align, JsonLines, Table};
+use crate::subtrees::{Fingerprints, Subtree};
 
 /// Show the format, tensors and other values of a checkpoint file
 ///
@@ -19,6 +21,8 @@ use crate::output::{human_bytes, print, printable, step_json, Align, JsonLines, 
 /// know are listed as opaque globals, followed by what their arguments and state hold (a
 /// model saved whole with torch.save(model) shows its parameters at paths such as
 /// `_modules.fc._parameters.weight`, and the state-dict name `ckpt convert` gives them).
+/// A container whose contents repeat those of one listed before (an object the file shares
+/// in many places) is listed there once; each later place is one entry naming it.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpoint file: torch (.pth/.pt, zip or legacy), Detectron pickle (.pkl),
@@ -105,6 +109,9 @@ pub struct ValueEntry {
     pub repr: String,
     /// A global ckpt does not interpret, kept verbatim and never executed.
     pub opaque: bool,
+    /// For a container listed once already: the path where its contents are listed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
     #[serde(skip)]
     pub display_path: String,
 }
@@ -123,58 +130,62 @@ pub struct Totals {
 }
 
 impl Report {
-    /// Walks `loaded` once; cost linear in the number of values.
+    /// Walks `loaded` twice (once to fingerprint its containers, once to list it); cost
+    /// linear in the number of values plus the entries listed. A container whose contents
+    /// equal those of one listed before (a sub-tree the file shares through its memo, copied
+    /// at each place it is used) is listed once, later places as one entry referring to it.
     pub fn new(file: &str, loaded: &Loaded) -> Report {
-        let mut entries = Vec::new();
-        let mut totals = Totals::default();
-        let mut storages = HashSet::new();
-        let mut modules = ModuleNames::default();
-        for leaf in leaves_and_objects(&loaded.value) {
-            let path = leaf.path.iter().map(step_json).collect();
-            let raw_path = leaf.path_string();
-            let display_path = printable(&raw_path);
-            if leaf.opened {
-                modules.visit(&leaf, &raw_path);
+        let fingerprints = Fingerprints::of(&loaded.value);
+        let mut listing = Listing {
+            entries: Vec::new(),
+            totals: Totals::default(),
+            storages: HashSet::new(),
+            modules: ModuleNames::default(),
+        };
+        let root = &loaded.value;
+        let mut path: Vec<Step<'_>> = Vec::new();
+        let mut frames = Vec::new();
+        match children(root) {
+            None => listing.leaf(&path, root),
+            Some(frame) => {
+                listing.open(&path, root);
+                frames.push(frame);
             }
-            if let Some(tensor) = leaf.value.as_tensor() {
-                let bytes = tensor.nbytes() as u64;
-                totals.tensors += 1;
-                // Expanded views can each declare up to isize::MAX bytes.
-                totals.tensor_bytes = totals.tensor_bytes.saturating_add(bytes);
-                if storages.insert(tensor.storage().id()) {
-                    totals.storages += 1;
-                    totals.storage_bytes += tensor.storage().len() as u64;
+        }
+        let mut first_at: HashMap<(u64, usize), String> = HashMap::new();
+        while let Some(frame) = frames.last_mut() {
+            let Some((step, value)) = frame.next() else {
+                frames.pop();
+                path.pop();
+                continue;
+            };
+            path.push(step);
+            let Some(frame) = children(value) else {
+                listing.leaf(&path, value);
+                path.pop();
+                continue;
+            };
+            if let Some(info) = fingerprints.shared(value, path.len()) {
+                match first_at.entry((info.hash, info.entries)) {
+                    HashEntry::Occupied(first) => {
+                        listing.same_as(&path, value, first.get(), info);
+                        path.pop();
+                        continue;
+                    }
+                    HashEntry::Vacant(slot) => {
+                        slot.insert(listed_path(&path));
+                    }
                 }
-                entries.push(Entry::Tensor(TensorEntry {
-                    path,
-                    type_name: leaf.value.type_name(),
-                    dtype: tensor.dtype().name(),
-                    shape: tensor.shape().to_vec(),
-                    bytes,
-                    contiguous: tensor.is_contiguous(),
-                    requires_grad: tensor.requires_grad(),
-                    state_dict_name: modules.names.remove(&raw_path),
-                    display_path,
-                }));
-            } else {
-                let opaque = matches!(leaf.value, Value::Object(_));
-                totals.values += 1;
-                totals.opaque += usize::from(opaque);
-                entries.push(Entry::Value(ValueEntry {
-                    path,
-                    type_name: leaf.value.type_name(),
-                    repr: repr(leaf.value),
-                    opaque,
-                    display_path,
-                }));
             }
+            listing.open(&path, value);
+            frames.push(frame);
         }
         Report {
             file: file.to_string(),
             format: loaded.format.name(),
-            entries,
-            modules: modules.found,
-            totals,
+            entries: listing.entries,
+            modules: listing.modules.found,
+            totals: listing.totals,
         }
     }
 
@@ -298,6 +309,149 @@ impl Report {
     }
 }
 
+/// What [`Report::new`] gathers as it walks.
+struct Listing {
+    entries: Vec<Entry>,
+    totals: Totals,
+    storages: HashSet<usize>,
+    modules: ModuleNames,
+}
+
+impl Listing {
+    /// A container the walk goes into: an opaque object is an entry of its own.
+    fn open(&mut self, path: &[Step<'_>], value: &Value) {
+        if matches!(value, Value::Object(_)) {
+            let leaf = Leaf {
+                path: path.to_vec(),
+                value,
+                opened: true,
+            };
+            self.modules.visit(&leaf, &listed_path(path));
+            self.leaf(path, value);
+        }
+    }
+
+    /// A tensor, a scalar, an empty container or an opened object.
+    fn leaf(&mut self, path: &[Step<'_>], value: &Value) {
+        let json_path = listed_json(path);
+        let raw_path = listed_path(path);
+        let display_path = printable(&raw_path);
+        if let Some(tensor) = value.as_tensor() {
+            let bytes = tensor.nbytes() as u64;
+            self.totals.tensors += 1;
+            // Expanded views can each declare up to isize::MAX bytes.
+            self.totals.tensor_bytes = self.totals.tensor_bytes.saturating_add(bytes);
+            if self.storages.insert(tensor.storage().id()) {
+                self.totals.storages += 1;
+                self.totals.storage_bytes += tensor.storage().len() as u64;
+            }
+            self.entries.push(Entry::Tensor(TensorEntry {
+                path: json_path,
+                type_name: value.type_name(),
+                dtype: tensor.dtype().name(),
+                shape: tensor.shape().to_vec(),
+                bytes,
+                contiguous: tensor.is_contiguous(),
+                requires_grad: tensor.requires_grad(),
+                state_dict_name: self.modules.names.remove(&raw_path),
+                display_path,
+            }));
+        } else {
+            let opaque = matches!(value, Value::Object(_));
+            self.totals.values += 1;
+            self.totals.opaque += usize::from(opaque);
+            self.entries.push(Entry::Value(ValueEntry {
+                path: json_path,
+                type_name: value.type_name(),
+                repr: repr(value),
+                opaque,
+                same_as: None,
+                display_path,
+            }));
+        }
+    }
+
+    /// A container whose contents equal those listed at `first`: one entry, and its
+    /// contents counted in the totals (their storages are the first place's).
+    fn same_as(&mut self, path: &[Step<'_>], value: &Value, first: &str, info: &Subtree) {
+        let t = &info.totals;
+        self.totals.tensors += t.tensors;
+        self.totals.tensor_bytes = self.totals.tensor_bytes.saturating_add(t.tensor_bytes);
+        self.totals.values += t.values;
+        self.totals.opaque += t.opaque;
+        self.entries.push(Entry::Value(ValueEntry {
+            path: listed_json(path),
+            type_name: value.type_name(),
+            repr: format!(
+                "<same contents as {} ({} entries, listed there)>",
+                printable(first),
+                info.entries
+            ),
+            opaque: false,
+            same_as: Some(first.to_string()),
+            display_path: printable(&listed_path(path)),
+        }));
+    }
+}
+
+/// Bytes of a str key or attribute name shown in a path: a longer one shows its start and
+/// its length, so that a huge key above many leaves is not written out once per leaf.
+const KEY_BYTES: usize = 200;
+
+/// `name` cut to [`KEY_BYTES`] with its length, if longer.
+fn cut_name(name: &str) -> Option<String> {
+    if name.len() <= KEY_BYTES {
+        return None;
+    }
+    let mut end = KEY_BYTES;
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    Some(format!("{}...<{} bytes>", &name[..end], name.len()))
+}
+
+/// The path as `ckpt::walk::path_string` writes it, long names cut.
+fn listed_path(path: &[Step<'_>]) -> String {
+    if path.is_empty() {
+        return path_string(path);
+    }
+    let mut out = String::new();
+    for (i, step) in path.iter().enumerate() {
+        let long = match step {
+            Step::Key(Key::Str(name)) => cut_name(name),
+            Step::Attr(name) => cut_name(name),
+            _ => None,
+        };
+        let dotted = matches!(
+            step,
+            Step::Key(Key::Str(_)) | Step::Attr(_) | Step::Arg(_) | Step::State
+        );
+        if i > 0 && dotted {
+            out.push('.');
+        }
+        match long {
+            Some(cut) => out.push_str(&cut),
+            None => out.push_str(&path_string(std::slice::from_ref(step))),
+        }
+    }
+    out
+}
+
+/// The path for JSON, long names cut.
+fn listed_json(path: &[Step<'_>]) -> Vec<serde_json::Value> {
+    path.iter()
+        .map(|step| match step {
+            Step::Key(Key::Str(name)) => cut_name(name)
+                .map(serde_json::Value::from)
+                .unwrap_or_else(|| step_json(step)),
+            Step::Attr(name) => cut_name(name)
+                .map(|cut| serde_json::json!({ "attr": cut }))
+                .unwrap_or_else(|| step_json(step)),
+            _ => step_json(step),
+        })
+        .collect()
+}
+
 /// The state-dict names of the tensors of pickled modules, found as the walk opens them.
 #[derive(Default)]
 struct ModuleNames {
@@ -333,10 +487,10 @@ impl ModuleNames {
             } else {
                 format!("{prefix}.{}", entry.name)
             };
-            self.names.insert(path_string(&path), name);
+            self.names.insert(listed_path(&path), name);
         }
         self.found.push(ModuleInfo {
-            path: leaf.path.iter().map(step_json).collect(),
+            path: listed_json(&leaf.path),
             type_name: leaf.value.type_name(),
             state_dict_entries: entries.len(),
             display_path: printable(raw_path),
@@ -346,7 +500,7 @@ impl ModuleNames {
 }
 
 /// A short repr; for an opaque object also how the file built it (never by running it).
-fn repr(value: &Value) -> String {
+pub fn repr(value: &Value) -> String {
     let Value::Object(object) = value else {
         return value.short_repr(REPR_CHARS);
     };
@@ -483,6 +637,76 @@ mod tests {
                 opaque: 1,
             }
         );
+    }
+
+    /// What the reader makes of a list shared 800 times, 190 levels deep: 800 copies.
+    fn shared_deep_list() -> Value {
+        let mut inner = Value::List((0..100).map(Value::Int).collect());
+        for _ in 0..190 {
+            inner = Value::List(vec![inner]);
+        }
+        Value::List(vec![inner; 800])
+    }
+
+    #[test]
+    fn a_sub_tree_repeated_deep_down_is_listed_once() {
+        let loaded = Loaded::new(Format::Pickle, shared_deep_list());
+        let report = Report::new("x.pkl", &loaded);
+        // The first copy's 100 leaves, then one entry per later copy (not 80,000 leaves
+        // with 190-step paths).
+        assert_eq!(report.entries.len(), 100 + 799);
+        let path_steps: usize = report
+            .entries
+            .iter()
+            .map(|e| match e {
+                Entry::Tensor(t) => t.path.len(),
+                Entry::Value(v) => v.path.len(),
+            })
+            .sum();
+        assert!(path_steps < 100 * 192 + 799 * 2, "{path_steps}");
+        let Entry::Value(second) = &report.entries[100] else {
+            panic!("a value entry")
+        };
+        assert_eq!(second.same_as.as_deref(), Some("[0]"));
+        assert_eq!(
+            second.repr,
+            "<same contents as [0] (100 entries, listed there)>"
+        );
+        // The totals still count every copy.
+        assert_eq!(report.totals.values, 80_000);
+    }
+
+    #[test]
+    fn a_huge_key_is_cut_in_every_path_under_it() {
+        let key = "k".repeat(1 << 20);
+        let mut inner = Dict::new();
+        inner.insert(
+            key.as_str(),
+            Value::List((0..1000).map(Value::Int).collect()),
+        );
+        let loaded = Loaded::new(Format::Pickle, Value::Dict(inner));
+        let report = Report::new("x.pkl", &loaded);
+        assert_eq!(report.entries.len(), 1000);
+        let Entry::Value(last) = &report.entries[999] else {
+            panic!("a value entry")
+        };
+        let shown = format!("{}...<1048576 bytes>[999]", "k".repeat(200));
+        assert_eq!(last.display_path, shown);
+        assert_eq!(
+            last.path,
+            vec![
+                serde_json::Value::from(format!("{}...<1048576 bytes>", "k".repeat(200))),
+                serde_json::Value::from(999)
+            ]
+        );
+    }
+
+    #[test]
+    fn small_repeated_containers_are_listed_in_place() {
+        let pair = Value::List(vec![Value::Int(1), Value::Int(2)]);
+        let loaded = Loaded::new(Format::Pickle, Value::List(vec![pair.clone(), pair]));
+        let report = Report::new("x.pkl", &loaded);
+        assert_eq!(report.entries.len(), 4);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod ls;
 mod output;
 mod plan;
 mod source;
+mod subtrees;
 mod time;
 
 use std::process::ExitCode;

@@ -637,15 +637,15 @@ fn repr_into(value: &Value, out: &mut String, max: usize) {
         Value::Int(i) => {
             let _ = write!(out, "{i}");
         }
-        Value::BigInt(i) => {
-            let _ = write!(out, "{i}");
-        }
+        Value::BigInt(i) => out.push_str(&int_repr(i)),
         Value::Float(f) => out.push_str(&float_repr(*f)),
         Value::Complex(re, im) => {
             let _ = write!(out, "({}+{}j)", float_repr(*re), float_repr(*im));
         }
         Value::Str(s) => {
-            let _ = write!(out, "{s:?}");
+            // Only what can show: the caller cuts at `max` characters.
+            let end = s.char_indices().nth(max + 1).map_or(s.len(), |(i, _)| i);
+            let _ = write!(out, "{:?}", &s[..end]);
         }
         Value::Bytes(b) | Value::ByteArray(b) => {
             let _ = write!(out, "b<{} bytes>", b.len());
@@ -690,6 +690,27 @@ fn repr_into(value: &Value, out: &mut String, max: usize) {
             let _ = write!(out, "<{}>", o.qualified_name());
         }
     }
+}
+
+/// Bits beyond which an int is not written in decimal (about Python's 4300-digit limit):
+/// a decimal conversion costs quadratic time in the size of the int.
+const DECIMAL_INT_BITS: u64 = 14_000;
+
+/// An int in decimal, or, when it is too large for that to be cheap, its size and leading
+/// hex digits (`<int of 8388608 bits: 0x1f3a5c7e9b2d4f60...>`), in time linear in its size.
+pub(crate) fn int_repr(i: &BigInt) -> String {
+    let bits = i.bits();
+    if bits <= DECIMAL_INT_BITS {
+        return i.to_string();
+    }
+    // The leading 16 hex digits: a shift by whole digits.
+    let top = i.magnitude() >> ((bits - 64).div_ceil(4) * 4);
+    let sign = if i.sign() == num_bigint::Sign::Minus {
+        "-"
+    } else {
+        ""
+    };
+    format!("<int of {bits} bits: {sign}0x{top:x}...>")
 }
 
 /// Python's `repr` of a float (`1.0`, `0.0001`, `1e-08`, `1.5e+16`, `nan`, `inf`, `-0.0`).

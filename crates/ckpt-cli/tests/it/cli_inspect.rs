@@ -162,3 +162,36 @@ fn a_model_saved_whole_lists_its_parameters_and_their_state_dict_names() {
     assert!(row.contains("state dict: model.0.weight"), "{table}");
     assert!(table.contains("totals:  7 tensors"), "{table}");
 }
+
+/// A 5 KB pickle whose 100-int list is wrapped 190 levels deep and that wrapping shared 300
+/// times through the memo: the reader makes 300 copies, and a listing of every leaf would
+/// print 30,000 paths of 190 steps. The repeated sub-tree is listed once; each later place is
+/// one entry naming where its contents are listed.
+#[test]
+fn a_sub_tree_shared_deep_down_is_listed_once() {
+    let mut pickle = b"\x80\x02](".to_vec();
+    for i in 0..100u8 {
+        pickle.extend_from_slice(&[b'K', i]);
+    }
+    pickle.extend_from_slice(b"er\x00\x00\x00\x00");
+    for level in 1..=190u32 {
+        pickle.extend_from_slice(b"0]j");
+        pickle.extend_from_slice(&(level - 1).to_le_bytes());
+        pickle.extend_from_slice(b"ar");
+        pickle.extend_from_slice(&level.to_le_bytes());
+    }
+    pickle.extend_from_slice(b"0](");
+    for _ in 0..300 {
+        pickle.push(b'j');
+        pickle.extend_from_slice(&190u32.to_le_bytes());
+    }
+    pickle.extend_from_slice(b"e.");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("shared.pkl");
+    std::fs::write(&file, &pickle).unwrap();
+    let report = inspect_json(&file);
+    let entries = report["entries"].as_array().unwrap();
+    assert_eq!(entries.len(), 100 + 299, "{} entries", entries.len());
+    assert_eq!(entries[100]["same_as"], "[0]");
+    assert_eq!(report["totals"]["values"], 30_000);
+}

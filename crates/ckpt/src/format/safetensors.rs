@@ -74,6 +74,7 @@ fn st_error(e: safetensors::SafeTensorError) -> Error {
 /// Tensors are views of `buffer` (nothing is copied).
 pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
     let bytes = buffer.as_bytes();
+    check_offsets(bytes)?;
     let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(st_error)?;
     let data_start = 8 + header_len;
     let mut dict = Dict::ordered();
@@ -107,6 +108,68 @@ pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
             .insert(METADATA_ATTRIBUTE.into(), Value::Dict(attrs));
     }
     Ok(Value::Dict(dict))
+}
+
+/// Checks that every tensor's data offsets lie within the file before the `safetensors`
+/// crate sees the header: the crate adds the last end offset to the header's length
+/// unchecked, so offsets near 2^64 overflow there (a panic in builds with overflow checks).
+/// Headers the crate would refuse for another reason pass, and it says why.
+fn check_offsets(bytes: &[u8]) -> Result<()> {
+    let Some(header) = bytes
+        .get(..8)
+        .and_then(|raw| usize::try_from(u64::from_le_bytes(raw.try_into().ok()?)).ok())
+        .and_then(|n| bytes.get(8..8usize.checked_add(n)?))
+    else {
+        return Ok(());
+    };
+    let data_len = (bytes.len() - 8 - header.len()) as u64;
+    let mut de = serde_json::Deserializer::from_slice(header);
+    match serde::Deserializer::deserialize_map(&mut de, OffsetsWithin(data_len)) {
+        Ok(Some((name, begin, end))) => Err(Error::format(format!(
+            "invalid safetensors file: tensor '{name}' has data offsets [{begin}, {end}] outside the {data_len} bytes of data"
+        ))),
+        // A header that is no JSON map of tensors: the crate says what is wrong with it.
+        Ok(None) | Err(_) => Ok(()),
+    }
+}
+
+/// Visits the header's entries without keeping them, checking each `data_offsets`.
+struct OffsetsWithin(u64);
+
+/// The one field of a tensor entry [`check_offsets`] needs.
+#[derive(serde::Deserialize)]
+struct Offsets {
+    data_offsets: Option<(u64, u64)>,
+}
+
+impl<'de> serde::de::Visitor<'de> for OffsetsWithin {
+    /// The first tensor whose data lie outside: name, begin, end.
+    type Value = Option<(String, u64, u64)>;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a map of tensors")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(
+        self,
+        mut map: A,
+    ) -> std::result::Result<Self::Value, A::Error> {
+        // The whole map is read (serde_json refuses a map left half read).
+        let mut outside = None;
+        while let Some(name) = map.next_key::<String>()? {
+            if name == "__metadata__" {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let entry: Offsets = map.next_value()?;
+            if let Some((begin, end)) = entry.data_offsets {
+                if outside.is_none() && (begin > end || end > self.0) {
+                    outside = Some((name, begin, end));
+                }
+            }
+        }
+        Ok(outside)
+    }
 }
 
 /// Options for writing safetensors files.

@@ -109,8 +109,10 @@ pub(crate) fn read(buffer: Arc<Buffer>, options: &LoadOptions) -> Result<Value> 
     let mut resolve = Resolve {
         buffer: buffer.clone(),
         roots,
+        found: collect.found,
         big_endian,
         loaded: HashMap::new(),
+        swapped: HashMap::new(),
     };
     let (value, _) = read_pickle(
         &bytes[object_start..],
@@ -300,26 +302,50 @@ impl PersistentLoad for Collect {
     }
 }
 
-/// Second pass: storages are views of the raw section (byte-swapped copies for files
-/// written on big-endian machines), one shared storage per key or view key.
+/// Second pass: storages are views of the raw section (of a byte-swapped copy of it for
+/// files written on big-endian machines), one shared storage per key or view key.
 struct Resolve {
     buffer: Arc<Buffer>,
     roots: HashMap<String, (usize, usize)>,
+    /// Each key's dtype and element count, from the first pass.
+    found: HashMap<String, (DType, u64)>,
     big_endian: bool,
     loaded: HashMap<String, Storage>,
+    /// Byte-swapped copies of big-endian storages, by key: every view of a storage is a
+    /// view of its one copy, so a storage is swapped once however many views it has.
+    swapped: HashMap<String, Arc<Buffer>>,
 }
 
 impl Resolve {
-    fn storage(&self, start: usize, len: usize, dtype: DType) -> Result<Storage> {
-        if self.big_endian {
-            let bytes = self
-                .buffer
-                .as_bytes()
-                .get(start..start + len)
-                .unwrap_or_default();
-            return Ok(Storage::from_vec(byteswapped(bytes, dtype.swap_unit())));
+    /// The `len` bytes at `begin` of storage `key`, whose bytes are `root` in the file.
+    fn storage(
+        &mut self,
+        key: &str,
+        root: (usize, usize),
+        begin: usize,
+        len: usize,
+    ) -> Result<Storage> {
+        if !self.big_endian {
+            return Storage::slice(self.buffer.clone(), root.0 + begin, len);
         }
-        Storage::slice(self.buffer.clone(), start, len)
+        let copy = match self.swapped.get(key) {
+            Some(copy) => copy.clone(),
+            None => {
+                let unit = self
+                    .found
+                    .get(key)
+                    .map_or(1, |(dtype, _)| dtype.swap_unit());
+                let bytes = self
+                    .buffer
+                    .as_bytes()
+                    .get(root.0..root.0 + root.1)
+                    .unwrap_or_default();
+                let copy = Arc::new(Buffer::Heap(byteswapped(bytes, unit)));
+                self.swapped.insert(key.to_string(), copy.clone());
+                copy
+            }
+        };
+        Storage::slice(copy, begin, len)
     }
 }
 
@@ -330,8 +356,9 @@ impl PersistentLoad for Resolve {
             .roots
             .get(&pid.key)
             .ok_or_else(|| Error::key(&pid.key, "storage missing from the key list"))?;
-        let (cache_key, start, len) = match &pid.view {
-            None => (pid.key.clone(), start, len),
+        let root = (start, len);
+        let (cache_key, begin, len) = match &pid.view {
+            None => (pid.key.clone(), 0, len),
             Some((view_key, offset, size)) => {
                 let begin = byte_len(*offset, pid.dtype, &pid.key)?;
                 let size = byte_len(*size, pid.dtype, &pid.key)?;
@@ -341,7 +368,7 @@ impl PersistentLoad for Resolve {
                         format!("storage view {view_key} lies outside its {len}-byte storage"),
                     ));
                 }
-                (format!("view:{view_key}"), start + begin, size)
+                (format!("view:{view_key}"), begin, size)
             }
         };
         if let Some(storage) = self.loaded.get(&cache_key) {
@@ -350,7 +377,7 @@ impl PersistentLoad for Resolve {
                 dtype: pid.dtype,
             });
         }
-        let storage = self.storage(start, len, pid.dtype)?;
+        let storage = self.storage(&pid.key, root, begin, len)?;
         self.loaded.insert(cache_key, storage.clone());
         Ok(TypedStorage {
             storage,

@@ -3,6 +3,7 @@
 //! `data.pkl` is unpickled with storages resolved to zero-copy views of the `data/<key>`
 //! records (one shared [`Storage`] per key, so views and tied weights stay shared).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::dtype::DType;
@@ -89,6 +90,8 @@ pub(crate) fn read(
         loaded: vec![None; index.records().len()],
         numbered: &numbered,
         full_name: String::new(),
+        by_range: HashMap::new(),
+        processed: 0,
     };
     let pickle_options = PickleOptions {
         py2_strings: Py2Strings::Utf8OrLatin1,
@@ -230,10 +233,14 @@ struct ZipStorages<'a> {
     numbered: &'a [u32],
     /// Reused for the record name of a persistent id found by name.
     full_name: String,
+    /// Storages checked or byte-swapped, by data range, crc32 and swap unit.
+    by_range: HashMap<(usize, usize, u32, usize), Storage>,
+    /// Bytes checked or byte-swapped so far.
+    processed: usize,
 }
 
 impl ZipStorages<'_> {
-    fn load(&self, position: usize, record: &Record, dtype: DType) -> Result<Storage> {
+    fn load(&mut self, position: usize, record: &Record, dtype: DType) -> Result<Storage> {
         let bytes = self.buffer.as_bytes();
         let start = self.starts.start(position)?;
         let len = usize::try_from(record.compressed_size).unwrap_or(usize::MAX);
@@ -246,16 +253,43 @@ impl ZipStorages<'_> {
                 bytes.len().saturating_sub(start) as u64,
             )
         })?;
+        if !(self.verify_crc32 || self.big_endian) {
+            return Storage::slice(self.buffer.clone(), range.start, range.len());
+        }
+        // Several directory entries may name the same bytes: they share one check and one
+        // swapped copy, so each byte of the file is read and copied once, not once per name.
+        let unit = if self.big_endian {
+            dtype.swap_unit()
+        } else {
+            0
+        };
+        let key = (range.start, range.len(), record.crc32, unit);
+        if let Some(storage) = self.by_range.get(&key) {
+            return Ok(storage.clone());
+        }
+        // Distinct records never overlap, so their bytes add up to at most the file's size;
+        // more means entries whose data overlap (made by hand), each range a fresh pass.
+        self.processed = self.processed.saturating_add(range.len());
+        if self.processed > bytes.len() {
+            return Err(Error::format(format!(
+                "zip archive: the data of '{}' overlaps other records' (the records checked or copied so far add up to more than the file's {} bytes)",
+                record.name,
+                bytes.len()
+            )));
+        }
         if self.verify_crc32 {
             check_crc32(record, data)?;
             if self.release {
                 self.buffer.release(range.start, range.len());
             }
         }
-        if self.big_endian {
-            return Ok(Storage::from_vec(byteswapped(data, dtype.swap_unit())));
-        }
-        Storage::slice(self.buffer.clone(), range.start, range.len())
+        let storage = if self.big_endian {
+            Storage::from_vec(byteswapped(data, unit))
+        } else {
+            Storage::slice(self.buffer.clone(), range.start, range.len())?
+        };
+        self.by_range.insert(key, storage.clone());
+        Ok(storage)
     }
 }
 

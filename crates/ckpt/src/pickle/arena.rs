@@ -163,40 +163,66 @@ impl Mode {
     };
 }
 
+/// Values a pickle may produce beyond [`VALUES_PER_OP`] per opcode: room for honest sharing
+/// (a memoized tuple used by every tensor) in a small pickle, a few tens of MB at most.
+const VALUE_SLACK: usize = 1 << 17;
+/// Values each opcode read may produce. Without memo references an opcode yields at most
+/// one value, so this admits honest sharing while a memo bomb (a small object referenced
+/// thousands of times) stops after a few times the values its opcodes could make.
+const VALUES_PER_OP: usize = 2;
+/// String bytes a pickle may produce beyond [`BYTES_PER_INPUT_BYTE`] per byte read.
+const BYTES_SLACK: usize = 8 << 20;
+/// String bytes each byte read may produce: copies made by memo references may not
+/// exceed a few times the part of the input read so far.
+const BYTES_PER_INPUT_BYTE: usize = 4;
+/// Most nodes reserved up front: a reader may be handed far more input than its pickle
+/// (the rest of a legacy file, raw storages included), so the arena grows from there.
+const RESERVED_NODES: usize = 1 << 14;
+
 /// The arena, the storages from persistent ids, and the conversion budget.
+///
+/// The budget grows with the work the machine has done (opcodes read, bytes read), never
+/// with the length of the input it was handed: bytes a pickle skips over (popped strings,
+/// raw storages after it) buy no room for copies.
 pub(super) struct Arena {
     pub nodes: Vec<Node>,
     pub storages: Vec<TypedStorage>,
     /// Copies of storages made for lazily conjugated or negated tensors.
     pub resolved: ResolvedStorages,
+    /// Opcodes read so far (a tensor record read by the fast path counts its length in
+    /// bytes): what the value budget grows with.
+    pub ops: usize,
+    /// Bytes of input read so far: what the string-byte budget grows with.
+    pub read: usize,
     py2_strings: Py2Strings,
     max_depth: usize,
     max_values: usize,
-    values_left: Cell<usize>,
-    bytes_left: Cell<usize>,
+    values_used: Cell<usize>,
+    bytes_used: Cell<usize>,
 }
 
 impl Arena {
     pub fn new(py2_strings: Py2Strings, limits: Limits, input_len: usize) -> Arena {
-        // Without memo references a pickle yields at most about one value per input byte;
-        // a small slack above that admits honest sharing while a tiny memo bomb stays small.
-        let max_values = limits
-            .max_values
-            .min(input_len.saturating_mul(8).saturating_add(1_000_000));
         Arena {
             // Each node takes at least two bytes of pickle; torch's state dicts average about
-            // six. Reserving up front spares the copies of a growing vector.
-            nodes: Vec::with_capacity(input_len / 6),
+            // six. Reserving up front spares the first copies of a growing vector.
+            nodes: Vec::with_capacity((input_len / 6).min(RESERVED_NODES)),
             storages: Vec::new(),
             resolved: ResolvedStorages::default(),
+            ops: 0,
+            read: 0,
             py2_strings,
             max_depth: limits.max_depth,
-            max_values,
-            values_left: Cell::new(max_values),
-            // Strings and bytes copied by memo references may not exceed a few times the
-            // input: a short pickle must not expand to gigabytes.
-            bytes_left: Cell::new(input_len.saturating_mul(4).saturating_add(64 << 20)),
+            max_values: limits.max_values,
+            values_used: Cell::new(0),
+            bytes_used: Cell::new(0),
         }
+    }
+
+    /// Values the pickle may have produced so far.
+    fn value_allowance(&self) -> usize {
+        self.max_values
+            .min(VALUE_SLACK.saturating_add(self.ops.saturating_mul(VALUES_PER_OP)))
     }
 
     /// Adds a node and returns its handle.
@@ -214,26 +240,35 @@ impl Arena {
 
     /// Charges `n` produced values to the budget.
     pub fn charge(&self, n: usize) -> Result<(), Invalid> {
-        let left = self.values_left.get();
-        if n > left {
-            return Err(Invalid::Limit(format!(
-                "the pickle expands to more than {} values (limit; memo references copy values)",
-                self.max_values
-            )));
+        let used = self.values_used.get().saturating_add(n);
+        let allowance = self.value_allowance();
+        if used > allowance {
+            return Err(Invalid::Limit(if allowance == self.max_values {
+                format!(
+                    "the pickle expands to more than {} values (limit; memo references copy values)",
+                    self.max_values
+                )
+            } else {
+                format!(
+                    "the pickle expands to more than {allowance} values from {} opcodes (memo references copy shared objects; at most {VALUES_PER_OP} values per opcode beyond {VALUE_SLACK})",
+                    self.ops
+                )
+            }));
         }
-        self.values_left.set(left - n);
+        self.values_used.set(used);
         Ok(())
     }
 
     fn charge_bytes(&self, n: usize) -> Result<(), Invalid> {
-        let left = self.bytes_left.get();
-        if n > left {
-            return Err(Invalid::Limit(
-                "the pickle expands to far more string bytes than it holds (memo references copy strings)"
-                    .into(),
-            ));
+        let used = self.bytes_used.get().saturating_add(n);
+        let allowance = BYTES_SLACK.saturating_add(self.read.saturating_mul(BYTES_PER_INPUT_BYTE));
+        if used > allowance {
+            return Err(Invalid::Limit(format!(
+                "the pickle expands to more than {allowance} string bytes from {} bytes read (memo references copy strings)",
+                self.read
+            )));
         }
-        self.bytes_left.set(left - n);
+        self.bytes_used.set(used);
         Ok(())
     }
 

@@ -250,6 +250,19 @@ impl<'a> Machine<'a> {
         Ok(&rest[..end])
     }
 
+    /// The argument of `INT`/`LONG`, refused past Python's limit on decimal digits.
+    pub(super) fn int_line(&mut self) -> Result<&'a [u8]> {
+        let line = self.line()?;
+        if line.len() > text::MAX_INT_DIGITS + 3 {
+            return Err(self.err(format!(
+                "an int of {} characters exceeds the limit of {} decimal digits (Python's own limit on int conversions)",
+                line.len(),
+                text::MAX_INT_DIGITS
+            )));
+        }
+        Ok(line)
+    }
+
     pub(super) fn line_text(&mut self) -> Result<String> {
         let line = self.line()?;
         Ok(text::utf8_lossy(line))

@@ -54,6 +54,8 @@ pub struct Limits {
     /// level costs about 3 KB there); real checkpoints nest fewer than 20 levels.
     pub max_depth: usize,
     /// Most values the result may contain, counting every copy made by memo references.
+    /// Below this, a pickle may build at most two values per opcode it holds beyond a fixed
+    /// allowance, so that memory stays proportional to the input whatever this limit says.
     pub max_values: usize,
 }
 

@@ -64,6 +64,8 @@ impl<'a> Machine<'a> {
     fn run(mut self) -> Result<(Value, usize)> {
         loop {
             self.op_start = self.pos;
+            self.arena.ops += 1;
+            self.arena.read = self.arena.read.max(self.pos);
             let Some(&op) = self.data.get(self.pos) else {
                 return Err(Error::pickle(
                     self.base + self.pos as u64,
@@ -131,13 +133,13 @@ impl<'a> Machine<'a> {
                 self.push(Node::leaf(Value::Float(f64::from_be_bytes(raw))));
             }
             opcode::INT => {
-                let line = self.line()?;
+                let line = self.int_line()?;
                 let v = text::parse_int_opcode(line)
                     .ok_or_else(|| self.err("expected a decimal int"))?;
                 self.push(Node::leaf(v));
             }
             opcode::LONG => {
-                let line = self.line()?;
+                let line = self.int_line()?;
                 let v = text::parse_int(line).ok_or_else(|| self.err("expected a decimal int"))?;
                 self.push(Node::leaf(v));
             }
@@ -445,6 +447,7 @@ impl<'a> Machine<'a> {
             self.op_start = self.pos;
             self.op = self.data[self.pos];
             self.pos += 1;
+            self.arena.ops += 1;
             result = self.step(self.op);
         }
         let made = match (result, self.stack.as_slice(), self.marks.is_empty()) {

@@ -131,6 +131,8 @@ impl<'a> Machine<'a> {
         }
         self.stack.pop();
         self.stack.push(handle);
+        // The record's opcodes, read without the general loop, still earn value budget.
+        self.arena.ops = self.arena.ops.saturating_add(end.saturating_sub(self.pos));
         self.pos = end;
         Ok(true)
     }

@@ -5,7 +5,12 @@ use num_bigint::BigInt;
 
 use crate::value::Value;
 
-/// An int from decimal text: `Int` when it fits in 64 bits, else `BigInt`. A trailing `L`
+/// Most decimal digits of an int argument, as Python's own limit on int-from-text
+/// conversions (`sys.int_max_str_digits`): the conversion costs quadratic time in the
+/// number of digits, so a megabyte of digits would take seconds.
+pub(super) const MAX_INT_DIGITS: usize = 4300;
+
+/// An int from decimal text ([`MAX_INT_DIGITS`] digits at most): `Int` when it fits in 64 bits, else `BigInt`. A trailing `L`
 /// (Python 2 longs) is accepted.
 pub(super) fn parse_int(text: &[u8]) -> Option<Value> {
     let text = std::str::from_utf8(text).ok()?.trim();
@@ -17,6 +22,9 @@ pub(super) fn parse_int(text: &[u8]) -> Option<Value> {
         return Some(Value::Int(i));
     }
     let digits = text.strip_prefix('+').unwrap_or(text);
+    if digits.trim_start_matches('-').len() > MAX_INT_DIGITS {
+        return None;
+    }
     let big: BigInt = digits.parse().ok()?;
     Some(int_value(big))
 }
