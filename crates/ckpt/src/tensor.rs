@@ -284,6 +284,23 @@ impl Storage {
         matches!(&*self.0, StorageData::Slice { buffer, .. } if buffer.is_mapped())
     }
 
+    /// For a view of a memory map, drops this process's pages of these bytes: they stay in
+    /// the page cache and are faulted in again when next read, so a pass that reads a file
+    /// much larger than memory once (a comparison, a checksum) does not keep it all in the
+    /// process's resident memory. A no-op for memory the process owns.
+    ///
+    /// ```
+    /// use ckpt::Storage;
+    /// let owned = Storage::from_vec(vec![1, 2, 3]);
+    /// owned.release_mapped_pages(); // nothing to release
+    /// assert_eq!(owned.as_bytes(), &[1, 2, 3]);
+    /// ```
+    pub fn release_mapped_pages(&self) {
+        if let StorageData::Slice { buffer, start, len } = &*self.0 {
+            buffer.release(*start, *len);
+        }
+    }
+
     /// Whether the bytes are an allocation of this storage's own, rather than a slice of a
     /// file's buffer (mapped or read whole), which keeps that whole buffer alive.
     pub fn owns_its_bytes(&self) -> bool {

@@ -6,6 +6,7 @@
 mod support;
 
 mod cli_convert;
+mod cli_diff;
 mod cli_errors;
 mod cli_fuzz;
 mod cli_inspect;
