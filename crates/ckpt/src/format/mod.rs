@@ -262,7 +262,9 @@ pub fn detect(bytes: &[u8]) -> Result<Format> {
     // protocol 0/1 container or global.
     use crate::pickle::opcode::{DICT, EMPTY_DICT, EMPTY_LIST, GLOBAL, LIST, MARK, PROTO};
     match bytes.first() {
-        Some(&(PROTO | MARK | EMPTY_DICT | EMPTY_LIST | GLOBAL | DICT | LIST)) => Ok(Format::Pickle),
+        Some(&(PROTO | MARK | EMPTY_DICT | EMPTY_LIST | GLOBAL | DICT | LIST)) => {
+            Ok(Format::Pickle)
+        }
         _ => Err(Error::UnknownFormat {
             first_bytes: bytes.iter().take(8).copied().collect(),
         }),
