@@ -187,7 +187,7 @@ impl MpiCommunicator {
             exit.barrier();
             return outcome;
         };
-        eprintln!("rank {} failed: {error}", self.rank);
+        say(&format!("rank {} failed: {error}", self.rank));
         let mut request = exit.immediate_barrier();
         let deadline = Instant::now() + self.exit_grace;
         loop {
@@ -224,7 +224,7 @@ impl MpiCommunicator {
         if tracing::dispatcher::has_been_set() {
             tracing::error!("rank {} aborts the job: {reason}", self.rank);
         } else {
-            eprintln!("rank {} aborts the job: {reason}", self.rank);
+            say(&format!("rank {} aborts the job: {reason}", self.rank));
         }
         // A poisoned lock still holds a valid handle, and aborting must not wait.
         let comm = match self.comm.try_lock() {
@@ -418,4 +418,14 @@ impl fmt::Debug for MpiCommunicator {
             .field("owns_mpi", &self.universe.is_some())
             .finish()
     }
+}
+
+/// Writes `line` to stderr in one write: the launcher forwards each rank's stream in the
+/// pieces it reads, so a line written in parts (as `eprintln!` may) can interleave with
+/// another rank's.
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = std::io::stderr()
+        .lock()
+        .write_all(format!("{line}\n").as_bytes());
 }

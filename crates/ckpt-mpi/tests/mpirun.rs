@@ -328,7 +328,7 @@ fn a_rank_that_fails_to_load_fails_every_rank_with_its_reason() {
     assert_all_ranks_say(&lines, "rank 2 could not load the checkpoint: ");
     assert_all_ranks_say(
         &lines,
-        "rank2/model_final.pth: key 'optimizer': cannot load its state: key 'step': expected a string",
+        "rank2/model_final.pth: key 'optimizer': key 'step': expected a string",
     );
     for rank in 0..RANKS {
         assert!(
@@ -364,10 +364,8 @@ fn a_rank_that_stops_while_the_others_wait_ends_the_job() {
         stderr.contains("rank 2 aborts the job: the data loader ran dry"),
         "{stderr}"
     );
-    assert!(
-        stderr.contains("MPI_ABORT was invoked on rank 2"),
-        "{stderr}"
-    );
+    // (Open MPI's own "MPI_ABORT was invoked" notice is not asserted: its help-message
+    // forwarding sometimes fails when ranks end at once.)
     // A panic.
     let (ok, _, stderr) = check(&["mpi_checks", "panic"]);
     assert!(!ok);
