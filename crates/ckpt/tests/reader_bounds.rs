@@ -16,7 +16,7 @@ use ckpt::Value;
 #[allow(dead_code)]
 #[path = "it/support/archive.rs"]
 mod archive;
-use archive::{tensor_dict_pickle, text, Entry};
+use archive::{tensor_dict_pickle, text, zip_with_aliases, Entry};
 
 /// Counts the bytes allocated now and their peak since [`peak_during`] reset it.
 struct Counting;
@@ -233,58 +233,6 @@ fn views_of_a_big_endian_legacy_storage_share_one_swapped_copy() {
     );
 }
 
-/// A zip archive of STORED records where `aliases` are extra central-directory entries
-/// naming the data of `records[target]` (same local header).
-fn zip_with_aliases(records: &[(String, Vec<u8>)], aliases: &[(String, usize)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut entries = Vec::new();
-    for (name, data) in records {
-        let offset = out.len() as u32;
-        let crc = crc32fast::hash(data);
-        out.extend_from_slice(&0x0403_4b50u32.to_le_bytes());
-        out.extend_from_slice(&20u16.to_le_bytes());
-        out.extend_from_slice(&[0; 4]); // flags, method (stored)
-        out.extend_from_slice(&[0; 4]); // time, date
-        out.extend_from_slice(&crc.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        out.extend_from_slice(&0u16.to_le_bytes());
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
-        entries.push((name.clone(), offset, crc, data.len() as u32));
-    }
-    for (alias, target) in aliases {
-        let (_, offset, crc, len) = entries[*target].clone();
-        entries.push((alias.clone(), offset, crc, len));
-    }
-    let cd_offset = out.len() as u32;
-    let mut central = Vec::new();
-    for (name, offset, crc, len) in &entries {
-        central.extend_from_slice(&0x0201_4b50u32.to_le_bytes());
-        central.extend_from_slice(&20u16.to_le_bytes());
-        central.extend_from_slice(&20u16.to_le_bytes());
-        central.extend_from_slice(&[0; 8]); // flags, method, time, date
-        central.extend_from_slice(&crc.to_le_bytes());
-        central.extend_from_slice(&len.to_le_bytes());
-        central.extend_from_slice(&len.to_le_bytes());
-        central.extend_from_slice(&(name.len() as u16).to_le_bytes());
-        central.extend_from_slice(&[0; 12]); // extra, comment, disk, attributes
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(name.as_bytes());
-    }
-    out.extend_from_slice(&central);
-    out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    let n = entries.len() as u16;
-    out.extend_from_slice(&n.to_le_bytes());
-    out.extend_from_slice(&n.to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out
-}
-
 /// A big-endian torch zip whose 1,000 central-directory names all point at one storage
 /// record: each name used to be byte-swapped into its own copy (and, with crc checks,
 /// checked again). The bytes are checked and swapped once.
@@ -314,7 +262,7 @@ fn names_of_one_big_endian_zip_record_share_one_swapped_copy() {
         ("a/data/0".to_string(), data),
     ];
     let aliases: Vec<(String, usize)> = (1..count).map(|i| (format!("a/data/{i}"), 3)).collect();
-    let archive = zip_with_aliases(&records, &aliases);
+    let archive = zip_with_aliases(&records, &aliases, 0);
     let len = archive.len();
     for verify in [false, true] {
         let options = LoadOptions::default().with_verify_crc32(verify);

@@ -2,50 +2,83 @@
 
 /// A zip archive of STORED records (no data descriptors, classic end record).
 pub fn zip(records: &[(String, Vec<u8>)], method: u16) -> Vec<u8> {
+    zip_with_aliases(records, &[], method)
+}
+
+/// [`zip`], where `aliases` are extra central-directory entries naming the data of
+/// `records[target]` (its local header): many names for one record.
+pub fn zip_with_aliases(
+    records: &[(String, Vec<u8>)],
+    aliases: &[(String, usize)],
+    method: u16,
+) -> Vec<u8> {
     let mut out = Vec::new();
-    let mut central = Vec::new();
+    // (name, local header offset, crc, length) of each central-directory entry.
+    let mut entries = Vec::new();
     for (name, data) in records {
         let offset = out.len() as u32;
         let crc = crc32fast::hash(data);
-        let header = |sig: u32, central_header: bool| {
-            let mut h = Vec::new();
-            h.extend_from_slice(&sig.to_le_bytes());
-            if central_header {
-                h.extend_from_slice(&20u16.to_le_bytes());
-            }
-            h.extend_from_slice(&20u16.to_le_bytes());
-            h.extend_from_slice(&0u16.to_le_bytes());
-            h.extend_from_slice(&method.to_le_bytes());
-            h.extend_from_slice(&0u32.to_le_bytes());
-            h.extend_from_slice(&crc.to_le_bytes());
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(data.len() as u32).to_le_bytes());
-            h.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            h.extend_from_slice(&0u16.to_le_bytes());
-            if central_header {
-                h.extend_from_slice(&[0; 10]);
-                h.extend_from_slice(&offset.to_le_bytes());
-            }
-            h.extend_from_slice(name.as_bytes());
-            h
-        };
-        let local = header(0x0403_4b50, false);
-        let central_entry = header(0x0201_4b50, true);
-        out.extend_from_slice(&local);
+        out.extend_from_slice(&header(
+            0x0403_4b50,
+            None,
+            name,
+            method,
+            crc,
+            data.len() as u32,
+        ));
         out.extend_from_slice(data);
-        central.extend_from_slice(&central_entry);
+        entries.push((name.clone(), offset, crc, data.len() as u32));
+    }
+    for (alias, target) in aliases {
+        let (_, offset, crc, len) = entries[*target].clone();
+        entries.push((alias.clone(), offset, crc, len));
     }
     let cd_offset = out.len() as u32;
+    let mut central = Vec::new();
+    for (name, offset, crc, len) in &entries {
+        central.extend_from_slice(&header(
+            0x0201_4b50,
+            Some(*offset),
+            name,
+            method,
+            *crc,
+            *len,
+        ));
+    }
     out.extend_from_slice(&central);
     out.extend_from_slice(&0x0605_4b50u32.to_le_bytes());
     out.extend_from_slice(&[0; 4]);
-    let n = records.len() as u16;
+    let n = entries.len() as u16;
     out.extend_from_slice(&n.to_le_bytes());
     out.extend_from_slice(&n.to_le_bytes());
     out.extend_from_slice(&(central.len() as u32).to_le_bytes());
     out.extend_from_slice(&cd_offset.to_le_bytes());
     out.extend_from_slice(&0u16.to_le_bytes());
     out
+}
+
+/// A local header (`offset` None) or a central-directory header (the local header's offset).
+fn header(sig: u32, offset: Option<u32>, name: &str, method: u16, crc: u32, len: u32) -> Vec<u8> {
+    let mut h = Vec::new();
+    h.extend_from_slice(&sig.to_le_bytes());
+    if offset.is_some() {
+        h.extend_from_slice(&20u16.to_le_bytes());
+    }
+    h.extend_from_slice(&20u16.to_le_bytes());
+    h.extend_from_slice(&0u16.to_le_bytes());
+    h.extend_from_slice(&method.to_le_bytes());
+    h.extend_from_slice(&0u32.to_le_bytes());
+    h.extend_from_slice(&crc.to_le_bytes());
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&len.to_le_bytes());
+    h.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    h.extend_from_slice(&0u16.to_le_bytes());
+    if let Some(offset) = offset {
+        h.extend_from_slice(&[0; 10]);
+        h.extend_from_slice(&offset.to_le_bytes());
+    }
+    h.extend_from_slice(name.as_bytes());
+    h
 }
 
 pub fn torch_zip(pickle: Vec<u8>, storages: Vec<(String, Vec<u8>)>) -> Vec<u8> {
