@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use indexmap::IndexMap;
 
+use crate::background::{BackgroundWriter, Pending, SaveHandle, SnapshotMode};
 use crate::cast::can_cast;
 use crate::detach::detach_values;
 use crate::dtype::DType;
@@ -206,6 +207,10 @@ pub struct Checkpointer {
     save_options: SaveOptions,
     model_key: String,
     resolver: Resolver,
+    async_save: bool,
+    snapshot_mode: SnapshotMode,
+    /// The writer thread of background saves; dropping it waits for a save in flight.
+    background: BackgroundWriter,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -213,6 +218,8 @@ impl std::fmt::Debug for Checkpointer {
         f.debug_struct("Checkpointer")
             .field("store", &self.store)
             .field("save_to_disk", &self.save_to_disk)
+            .field("async_save", &self.async_save)
+            .field("background", &self.background)
             .field(
                 "checkpointables",
                 &self.checkpointables.keys().collect::<Vec<_>>(),
@@ -255,7 +262,40 @@ impl Checkpointer {
             save_options,
             model_key: "model".to_string(),
             resolver: Resolver::new(),
+            async_save: false,
+            snapshot_mode: SnapshotMode::default(),
+            background: BackgroundWriter::default(),
         }
+    }
+
+    /// Makes [`Checkpointer::save`] save in the background (off by default): it returns
+    /// once the state is snapshotted, and the file is written, made durable and tagged on
+    /// the checkpointer's writer thread. See [`Checkpointer::save_async`].
+    ///
+    /// ```no_run
+    /// use ckpt::{shared, Checkpointer, Dict, StateDict, StateDictModel};
+    /// let model = shared(StateDictModel::new(StateDict::new()));
+    /// let checkpointer = Checkpointer::new(model, "output").with_async_save(true);
+    /// checkpointer.save("model_0000999", Dict::new())?; // returns after the snapshot
+    /// checkpointer.flush()?; // written, durable and tagged (or the write's error)
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn with_async_save(mut self, async_save: bool) -> Checkpointer {
+        self.async_save = async_save;
+        self
+    }
+
+    /// Whether [`Checkpointer::save`] saves in the background
+    /// ([`Checkpointer::with_async_save`]).
+    pub fn saves_asynchronously(&self) -> bool {
+        self.async_save
+    }
+
+    /// How background saves snapshot the state ([`SnapshotMode::Share`] by default: no copy
+    /// of memory that cannot change).
+    pub fn with_snapshot_mode(mut self, mode: SnapshotMode) -> Checkpointer {
+        self.snapshot_mode = mode;
+        self
     }
 
     /// Enables or disables saving (Python's `save_to_disk`; false on non-main processes).
@@ -353,24 +393,83 @@ impl Checkpointer {
     /// Both files are replaced atomically and the tag is written last: a crash or an error
     /// at any point leaves the previous checkpoint and tag intact. Temporary files left by
     /// an earlier crashed save are removed first. `name` must be a plain file name.
+    ///
+    /// With [`Checkpointer::with_async_save`], saves as [`Checkpointer::save_async`] does and
+    /// returns once the state is snapshotted. Either way it first waits for a background
+    /// save still in flight, and returns that save's error if no call returned it yet.
     pub fn save(&self, name: &str, extra: Dict) -> Result<()> {
+        if self.async_save {
+            // The handle is not needed: the next call returns an error of this save.
+            return self.save_async(name, extra).map(drop);
+        }
+        let writer = self.background.lock();
+        writer.settle()?;
+        match self.prepare_save(name, extra)? {
+            Some(job) => job.write(),
+            None => Ok(()),
+        }
+    }
+
+    /// Saves as [`Checkpointer::save`] does, in the background: returns once the state of
+    /// the model and checkpointables is snapshotted (while the lock on each is held), and
+    /// the checkpointer's writer thread writes the file, makes it durable and then tags it.
+    ///
+    /// At most one save is in flight: this first waits for the previous one, and returns its
+    /// error if no call returned it yet. An error of this save is logged when it happens and
+    /// returned by [`SaveHandle::wait`] and by the checkpointer's next call (a save, a load,
+    /// [`Checkpointer::flush`], ...), whichever comes first. A failed save leaves the previous
+    /// checkpoint and its tag as they were. Dropping the checkpointer waits for the save.
+    ///
+    /// Tensors in memory of the process's own are not copied: they cannot change while the
+    /// snapshot holds them ([`SnapshotMode`]); views of a memory-mapped file are copied into
+    /// staging buffers reused from save to save.
+    ///
+    /// ```
+    /// use ckpt::{shared, Checkpointer, Dict, StateDict, StateDictModel};
+    /// let dir = tempfile::tempdir()?;
+    /// let model = shared(StateDictModel::new(StateDict::new()));
+    /// let checkpointer = Checkpointer::new(model, dir.path());
+    /// let handle = checkpointer.save_async("model_0000009", Dict::new())?;
+    /// // ... the next training steps run while the file is written ...
+    /// handle.wait()?;
+    /// assert_eq!(checkpointer.last_checkpoint_name()?.as_deref(), Some("model_0000009.pth"));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn save_async(&self, name: &str, extra: Dict) -> Result<SaveHandle> {
+        let mut writer = self.background.lock();
+        writer.settle()?;
+        let Some(mut job) = self.prepare_save(name, extra)? else {
+            return Ok(SaveHandle::new(Pending::finished(PathBuf::new(), Ok(()))));
+        };
+        let staged = self.background.stage(&mut job.data, self.snapshot_mode)?;
+        let location = job.store.location(&job.basename);
+        tracing::debug!("Snapshot for {} taken", location.display());
+        self.background
+            .submit(&mut writer, location, staged, Box::new(move || job.write()))
+    }
+
+    /// Waits for the background save in flight, if any, and returns its error unless a
+    /// call returned it already. Without a save in flight, returns at once.
+    pub fn flush(&self) -> Result<()> {
+        self.background.settle()
+    }
+
+    /// The write of a save, with everything it needs: `None` when this checkpointer does not
+    /// save.
+    fn prepare_save(&self, name: &str, extra: Dict) -> Result<Option<SaveJob>> {
         let Some(store) = self.store.as_ref().filter(|_| self.save_to_disk) else {
-            return Ok(());
+            return Ok(None);
         };
         let basename = format!("{name}.pth");
         check_basename(name)?;
         check_tag_name(&basename)?;
         let data = self.checkpoint_dict(extra)?;
-
-        if let Err(e) = store.remove_stale_temporaries() {
-            tracing::warn!("Could not remove stale temporary files: {}", e.report());
-        }
-        let location = store.location(&basename);
-        tracing::info!("Saving checkpoint to {}", location.display());
-        store.write(&basename, &mut |w| {
-            format::write_torch(w, &data, &self.save_options)
-        })?;
-        self.tag_last_checkpoint(&basename)
+        Ok(Some(SaveJob {
+            store: store.clone(),
+            options: self.save_options.clone(),
+            basename,
+            data,
+        }))
     }
 
     /// The dict [`Checkpointer::save`] writes.
@@ -392,18 +491,19 @@ impl Checkpointer {
         Ok(Value::Dict(data))
     }
 
-    /// Writes `basename` into `last_checkpoint`, atomically.
+    /// Writes `basename` into `last_checkpoint`, atomically (after a background save in
+    /// flight, whose unreported error it returns).
     pub fn tag_last_checkpoint(&self, basename: &str) -> Result<()> {
+        self.flush()?;
         check_tag_name(basename)?;
-        let store = self.require_store()?;
-        store.write(LAST_CHECKPOINT, &mut |w| {
-            w.write_all(basename.as_bytes())
-                .map_err(|e| Error::io(store.location(LAST_CHECKPOINT), e))
-        })
+        write_tag(&**self.require_store()?, basename)
     }
 
-    /// Whether the save directory has a `last_checkpoint` tag.
+    /// Whether the save directory has a `last_checkpoint` tag. Like every call that reads
+    /// the save directory, waits for a background save in flight first, and returns its
+    /// error if no call returned it yet.
     pub fn has_checkpoint(&self) -> Result<bool> {
+        self.flush()?;
         match &self.store {
             Some(store) => store.exists(LAST_CHECKPOINT),
             None => Ok(false),
@@ -414,6 +514,7 @@ impl Checkpointer {
     /// unreadable, or names anything but a plain file name in the save directory (`../x`,
     /// an absolute path) is an error.
     pub fn last_checkpoint_name(&self) -> Result<Option<String>> {
+        self.flush()?;
         let Some(store) = &self.store else {
             return Ok(None);
         };
@@ -450,6 +551,7 @@ impl Checkpointer {
     /// Every regular `.pth` file in the save directory, sorted; temporary files of
     /// unfinished saves are never listed.
     pub fn get_all_checkpoint_files(&self) -> Result<Vec<PathBuf>> {
+        self.flush()?;
         let Some(store) = &self.store else {
             return Ok(Vec::new());
         };
@@ -561,6 +663,8 @@ impl Checkpointer {
         if path.as_os_str().is_empty() {
             return Err(empty_path());
         }
+        // The file may be the one a background save is writing.
+        self.flush()?;
         tracing::info!("[Checkpointer] Loading from {} ...", path.display());
         // A URL is fetched into the download cache first, as Python's checkpointer does.
         let fetched = match path.to_str() {
@@ -722,6 +826,38 @@ impl Checkpointer {
             .as_ref()
             .ok_or_else(|| Error::invalid("this checkpointer has no save directory"))
     }
+}
+
+/// A save, snapshotted: what the writer (this thread or the background one) needs.
+struct SaveJob {
+    store: Arc<dyn Store>,
+    options: SaveOptions,
+    basename: String,
+    data: Value,
+}
+
+impl SaveJob {
+    /// Writes the checkpoint atomically and durably, then the tag.
+    fn write(self) -> Result<()> {
+        let store = &*self.store;
+        if let Err(e) = store.remove_stale_temporaries() {
+            tracing::warn!("Could not remove stale temporary files: {}", e.report());
+        }
+        let location = store.location(&self.basename);
+        tracing::info!("Saving checkpoint to {}", location.display());
+        store.write(&self.basename, &mut |w| {
+            format::write_torch(w, &self.data, &self.options)
+        })?;
+        write_tag(store, &self.basename)
+    }
+}
+
+/// Writes `basename` into the `last_checkpoint` of `store`, atomically.
+fn write_tag(store: &dyn Store, basename: &str) -> Result<()> {
+    store.write(LAST_CHECKPOINT, &mut |w| {
+        w.write_all(basename.as_bytes())
+            .map_err(|e| Error::io(store.location(LAST_CHECKPOINT), e))
+    })
 }
 
 /// The report of a load without a path: nothing loaded, logged as Python logs it.

@@ -67,7 +67,7 @@ pub(crate) fn detach_tensors(mut tensors: Vec<&mut Tensor>) -> Result<()> {
 }
 
 /// Pushes every tensor inside `root` (without recursion: values nest arbitrarily deep).
-fn collect_tensors<'a>(root: &'a mut Value, out: &mut Vec<&'a mut Tensor>) {
+pub(crate) fn collect_tensors<'a>(root: &'a mut Value, out: &mut Vec<&'a mut Tensor>) {
     let mut stack = vec![root];
     while let Some(value) = stack.pop() {
         match value {

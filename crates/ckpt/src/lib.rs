@@ -30,6 +30,7 @@
 //! - [`pickle`]: the Python pickle reader and writer underneath.
 #![deny(missing_docs)]
 
+mod background;
 mod cast;
 mod checkpointer;
 mod detach;
@@ -53,6 +54,7 @@ mod tensor;
 mod value;
 pub mod walk;
 
+pub use background::{SaveHandle, SnapshotMode};
 pub use cast::{can_cast, cast_bytes};
 pub use checkpointer::{CheckpointHooks, Checkpointables, Checkpointer, LAST_CHECKPOINT};
 pub use detection::checkpointer::DetectionCheckpointer;

@@ -9,6 +9,7 @@
 
 use std::collections::VecDeque;
 
+use crate::background::SaveHandle;
 use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
 use crate::store::check_basename;
@@ -47,6 +48,9 @@ pub struct PeriodicCheckpointer {
     file_prefix: String,
     /// Basenames of the periodic files kept, oldest first.
     recent: VecDeque<String>,
+    /// A periodic save running in the background, and its file: retention counts it only
+    /// once it and its tag are durable.
+    in_flight: Option<(SaveHandle, String)>,
 }
 
 /// The settings of a [`PeriodicCheckpointer`], as Python's constructor arguments
@@ -60,9 +64,19 @@ pub struct PeriodicCheckpointerBuilder {
     max_iter: Option<u64>,
     max_to_keep: Option<usize>,
     file_prefix: String,
+    async_save: Option<bool>,
 }
 
 impl PeriodicCheckpointerBuilder {
+    /// Saves in the background ([`Checkpointer::with_async_save`]; by default, as the
+    /// checkpointer was built). A due [`PeriodicCheckpointer::step`] then returns once the
+    /// state is snapshotted; old periodic files are deleted only once the new one and its
+    /// tag are durable, by the next step that saves or by [`PeriodicCheckpointer::flush`].
+    pub fn async_save(mut self, async_save: bool) -> Self {
+        self.async_save = Some(async_save);
+        self
+    }
+
     /// Saves `<file_prefix>_<iteration:07>.pth` when `(iteration + 1) % period == 0`.
     /// Required; must be > 0.
     pub fn period(mut self, period: u64) -> Self {
@@ -102,7 +116,12 @@ impl PeriodicCheckpointerBuilder {
             max_iter,
             max_to_keep,
             file_prefix,
+            async_save,
         } = self;
+        let checkpointer = match async_save {
+            Some(on) => checkpointer.with_async_save(on),
+            None => checkpointer,
+        };
         let period = match period {
             Some(0) => return Err(Error::invalid("period must be > 0")),
             Some(period) => period,
@@ -129,6 +148,7 @@ impl PeriodicCheckpointerBuilder {
             max_to_keep,
             file_prefix: file_prefix.to_string(),
             recent: found.into_iter().map(|(_, name)| name).collect(),
+            in_flight: None,
         })
     }
 }
@@ -143,6 +163,7 @@ impl PeriodicCheckpointer {
             max_iter: None,
             max_to_keep: None,
             file_prefix: "model".to_string(),
+            async_save: None,
         }
     }
 
@@ -163,7 +184,18 @@ impl PeriodicCheckpointer {
 
     /// Does what the schedule says at `iteration` (0-based, up to `max_iter - 1`). The saved
     /// extras are `{"iteration": iteration}` updated with `extra`.
+    ///
+    /// Saving in the background ([`PeriodicCheckpointerBuilder::async_save`]), a step that
+    /// saves waits for the previous save first; any step returns the error of a background
+    /// save that has failed (once), and a failed save deletes nothing.
     pub fn step(&mut self, iteration: u64, extra: Dict) -> Result<()> {
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|(handle, _)| handle.is_finished())
+        {
+            self.settle()?;
+        }
         let as_int = i64::try_from(iteration)
             .map_err(|_| Error::invalid(format!("iteration {iteration} is too large")))?;
         let mut state = Dict::new();
@@ -177,18 +209,46 @@ impl PeriodicCheckpointer {
         let due = (iteration + 1) % self.period == 0;
         if due {
             let name = format!("{}_{iteration:07}", self.file_prefix);
-            self.checkpointer.save(&name, state.clone())?;
-            if self.checkpointer.saves_to_disk() {
-                self.remember(format!("{name}.pth"))?;
+            self.settle()?;
+            if self.checkpointer.saves_asynchronously() {
+                let handle = self.checkpointer.save_async(&name, state.clone())?;
+                if self.checkpointer.saves_to_disk() {
+                    self.in_flight = Some((handle, format!("{name}.pth")));
+                }
+            } else {
+                self.checkpointer.save(&name, state.clone())?;
+                if self.checkpointer.saves_to_disk() {
+                    self.remember(format!("{name}.pth"))?;
+                }
             }
         }
         if let Some(max_iter) = self.max_iter {
             if iteration.saturating_add(1) >= max_iter {
+                self.settle()?;
                 self.checkpointer
                     .save(&format!("{}_final", self.file_prefix), state)?;
             }
         }
         Ok(())
+    }
+
+    /// Waits for a background save in flight, returns its error if no call returned it
+    /// yet, and applies retention once the new file and its tag are durable. Call at the end
+    /// of training (dropping waits for the write too, but leaves the deletion of the oldest
+    /// file to the next run's first periodic save).
+    pub fn flush(&mut self) -> Result<()> {
+        self.settle()?;
+        self.checkpointer.flush()
+    }
+
+    /// Waits for the periodic save in flight; counts its file for retention when it
+    /// succeeded (deleting the oldest beyond `max_to_keep`), returns its error otherwise.
+    fn settle(&mut self) -> Result<()> {
+        let Some((handle, basename)) = self.in_flight.take() else {
+            return Ok(());
+        };
+        handle.wait()?;
+        self.remember(basename)
     }
 
     /// A save outside the schedule (same as [`Checkpointer::save`]).

@@ -317,6 +317,16 @@ impl Storage {
         }
     }
 
+    /// The vector of an owned storage, when this is the last handle on it (a staging buffer
+    /// given back after a background save); the storage itself otherwise.
+    pub(crate) fn try_into_vec(self) -> std::result::Result<Vec<u8>, Storage> {
+        match Arc::try_unwrap(self.0) {
+            Ok(StorageData::Owned(bytes)) => Ok(bytes),
+            Ok(other) => Err(Storage(Arc::new(other))),
+            Err(shared) => Err(Storage(shared)),
+        }
+    }
+
     /// The anonymous memory of this storage, when it is the only handle on it.
     #[cfg(target_os = "linux")]
     pub(crate) fn anon_mut(&mut self) -> Option<&mut AnonMemory> {

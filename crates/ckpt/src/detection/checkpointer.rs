@@ -184,6 +184,31 @@ impl DetectionCheckpointer {
         self.inner.save(name, extra)
     }
 
+    /// Makes [`DetectionCheckpointer::save`] save in the background; see
+    /// [`Checkpointer::with_async_save`]. With several ranks only the main process writes,
+    /// on its writer thread; the other ranks neither write nor wait for it.
+    pub fn with_async_save(mut self, async_save: bool) -> Self {
+        self.inner = self.inner.with_async_save(async_save);
+        self
+    }
+
+    /// How background saves snapshot the state; see [`Checkpointer::with_snapshot_mode`].
+    pub fn with_snapshot_mode(mut self, mode: crate::SnapshotMode) -> Self {
+        self.inner = self.inner.with_snapshot_mode(mode);
+        self
+    }
+
+    /// See [`Checkpointer::save_async`] (on a rank that does not save, a handle of a save
+    /// that is already over).
+    pub fn save_async(&self, name: &str, extra: Dict) -> Result<crate::SaveHandle> {
+        self.inner.save_async(name, extra)
+    }
+
+    /// See [`Checkpointer::flush`]: waits for this process's background save.
+    pub fn flush(&self) -> Result<()> {
+        self.inner.flush()
+    }
+
     /// See [`Checkpointer::has_checkpoint`].
     pub fn has_checkpoint(&self) -> Result<bool> {
         self.inner.has_checkpoint()
@@ -298,6 +323,9 @@ impl DetectionCheckpointer {
         resolved: Result<Resolved>,
         checkpointables: Checkpointables,
     ) -> Result<LoadReport> {
+        // The file may be the one this process's background save is writing; an error of
+        // that save takes the path of any other failure (agreed on by every rank).
+        let resolved = self.inner.flush().and(resolved);
         let comm = &*self.comm;
         if comm.world_size() <= 1 {
             let resolved = resolved?;

@@ -3,6 +3,11 @@
 //!
 //! - `save-loop DIR`: resumes from the checkpoints in `DIR`, then saves one every iteration
 //!   until it is killed (the crash-safety test kills it at random instants).
+//! - `async-save-killed DIR`: saves iteration 0, then starts a background save of iteration
+//!   1 whose write stalls halfway; prints `returned` once the save call has returned and
+//!   `writing` from inside the write, then waits to be killed.
+//! - `async-save-memory DIR`: 200 background saves with copied snapshots; prints the state's
+//!   size and the resident memory after 20 and after 200 saves.
 //! - `cache-dir`: prints the default download cache directory, as this process's environment
 //!   (`CKPT_CACHE_DIR`) makes it.
 //!
@@ -10,7 +15,14 @@
 
 use std::process::ExitCode;
 
-use ckpt::{shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel, Tensor};
+use std::io::Write;
+use std::path::PathBuf;
+
+use ckpt::store::{LocalDir, Store};
+use ckpt::{
+    shared, Checkpointer, Dict, PeriodicCheckpointer, SnapshotMode, StateDict, StateDictModel,
+    Tensor, Value,
+};
 
 /// Elements of the big tensor: enough that a save takes a while, so kills land inside writes.
 pub const ELEMENTS: usize = 1 << 18;
@@ -46,18 +58,157 @@ fn save_loop(dir: &str) -> ckpt::Result<()> {
     Ok(())
 }
 
+/// A directory whose writes of checkpoint files stall for good after some bytes.
+#[derive(Debug)]
+struct StallingDir(LocalDir);
+
+/// Passes bytes on until `left` is spent, then says so and never returns.
+struct Stall<'a> {
+    inner: &'a mut dyn Write,
+    left: usize,
+}
+
+impl Write for Stall<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if bytes.len() >= self.left {
+            self.inner.write_all(&bytes[..self.left])?;
+            self.inner.flush()?;
+            println!("writing");
+            loop {
+                std::thread::park();
+            }
+        }
+        self.left -= bytes.len();
+        self.inner.write(bytes)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+impl Store for StallingDir {
+    fn location(&self, name: &str) -> PathBuf {
+        self.0.location(name)
+    }
+    fn write(
+        &self,
+        name: &str,
+        write: &mut dyn FnMut(&mut dyn Write) -> ckpt::Result<()>,
+    ) -> ckpt::Result<()> {
+        if !name.ends_with(".pth") {
+            return self.0.write(name, write);
+        }
+        self.0.write(name, &mut |w| {
+            write(&mut Stall {
+                inner: w,
+                left: ELEMENTS * 2,
+            })
+        })
+    }
+    fn read_small(&self, name: &str) -> ckpt::Result<Option<Vec<u8>>> {
+        self.0.read_small(name)
+    }
+    fn exists(&self, name: &str) -> ckpt::Result<bool> {
+        self.0.exists(name)
+    }
+    fn list(&self) -> ckpt::Result<Vec<String>> {
+        self.0.list()
+    }
+    fn remove(&self, name: &str) -> ckpt::Result<()> {
+        self.0.remove(name)
+    }
+    fn remove_stale_temporaries(&self) -> ckpt::Result<()> {
+        self.0.remove_stale_temporaries()
+    }
+}
+
+fn at_iteration(iteration: i64) -> Dict {
+    let mut extra = Dict::new();
+    extra.insert("iteration", Value::Int(iteration));
+    extra
+}
+
+/// Saves iteration 0, then iteration 1 in the background into a write that stalls.
+#[allow(dead_code)]
+fn async_save_killed(dir: &str) -> ckpt::Result<()> {
+    Checkpointer::new(shared(StateDictModel::new(filled_state(0.0))), dir)
+        .save("model_0000000", at_iteration(0))?;
+    let model = shared(StateDictModel::new(filled_state(1.0)));
+    let checkpointer =
+        Checkpointer::with_store(model, std::sync::Arc::new(StallingDir(LocalDir::new(dir))))
+            .with_async_save(true);
+    checkpointer.save("model_0000001", at_iteration(1))?;
+    println!("returned");
+    loop {
+        std::thread::park();
+    }
+}
+
+/// The resident memory of this process, in bytes.
+#[allow(dead_code)]
+fn resident_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// 200 background saves of a model updated copy-on-write, every tensor copied into staging.
+#[allow(dead_code)]
+fn async_save_memory(dir: &str) -> ckpt::Result<()> {
+    const TENSORS: usize = 4;
+    const ELEMENTS: usize = 1 << 17;
+    let state = |value: f32| {
+        let mut sd = StateDict::new();
+        for i in 0..TENSORS {
+            sd.insert(
+                format!("layer{i}.weight"),
+                Tensor::from_slice(&vec![value; ELEMENTS], &[ELEMENTS]).unwrap(),
+            );
+        }
+        sd
+    };
+    println!("state {}", TENSORS * ELEMENTS * 4);
+    let model = shared(StateDictModel::new(state(0.0)));
+    let checkpointer = Checkpointer::new(model.clone(), dir).with_snapshot_mode(SnapshotMode::Copy);
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(1)
+        .max_to_keep(2)
+        .async_save(true)
+        .build()?;
+    for iteration in 0..200u64 {
+        *model.lock().unwrap() = StateDictModel::new(state(iteration as f32));
+        periodic.step(iteration, Dict::new())?;
+        if iteration == 19 || iteration == 199 {
+            periodic.flush()?;
+            println!("rss_after_{} {}", iteration + 1, resident_bytes());
+        }
+    }
+    Ok(())
+}
+
 #[allow(dead_code)] // unused where the crash-safety test includes this file
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args[..] {
         ["save-loop", dir] => save_loop(dir),
+        ["async-save-killed", dir] => async_save_killed(dir),
+        ["async-save-memory", dir] => async_save_memory(dir),
         ["cache-dir"] => {
             println!("{}", ckpt::resolve::default_cache_dir().display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: ckpt-test-child save-loop DIR | cache-dir");
+            eprintln!("usage: ckpt-test-child save-loop DIR | async-save-killed DIR | async-save-memory DIR | cache-dir");
             return ExitCode::from(2);
         }
     };

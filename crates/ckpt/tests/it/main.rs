@@ -5,6 +5,7 @@
 
 mod support;
 
+mod async_save;
 mod broadcast_views;
 mod cast_matches_torch;
 mod checkpointer_interop_fvcore;
