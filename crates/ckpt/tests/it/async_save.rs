@@ -376,12 +376,9 @@ fn a_sigkill_during_a_background_write_keeps_the_previous_checkpoint() {
     assert!(same_state(&restored, &crash_safety_state(0.0)));
 }
 
-// The binary the tests kill and measure; it also has the state it saves.
-#[path = "../bin/test_child.rs"]
-mod test_child;
-
+/// The state the child process saves.
 fn crash_safety_state(value: f32) -> ckpt::StateDict {
-    test_child::filled_state(value)
+    crate::crash_safety::test_child::filled_state(value)
 }
 
 #[test]

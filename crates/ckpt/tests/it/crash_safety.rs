@@ -18,7 +18,7 @@ use crate::support::*;
 
 // The binary the test kills; it also has the state it saves.
 #[path = "../bin/test_child.rs"]
-mod test_child;
+pub(crate) mod test_child;
 
 use test_child::filled_state;
 
