@@ -5,9 +5,11 @@
 //! ```text
 //! ckpt-bench run [--quick] [--reps N] [--dir DIR] [--results FILE] [--readme README.md]
 //! ckpt-bench child --op OP --workload W --dir DIR                     # one measurement
+//! ckpt-bench async-save [--quick] [--reps N] [--dir DIR] [--step-ms MS] [--every N] [--saves N]
 //! ```
 //! `scripts/bench.sh` builds it in release mode and runs it.
 
+mod async_save;
 mod convert;
 mod driver;
 mod measure;
@@ -78,6 +80,28 @@ enum Commands {
         #[arg(long)]
         command_line: Option<String>,
     },
+    /// Background saves: blocking time per save (async, sync, memcpy of the state) and the
+    /// throughput of a training loop saving every few steps; prints Markdown.
+    AsyncSave {
+        /// Small sizes: a smoke test.
+        #[arg(long)]
+        quick: bool,
+        /// Timed saves per row (medians are reported).
+        #[arg(long, default_value_t = 5)]
+        reps: usize,
+        /// Where the checkpoints go.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("ckpt-bench-async"))]
+        dir: PathBuf,
+        /// Milliseconds of CPU work per training step.
+        #[arg(long, default_value_t = 50)]
+        step_ms: u64,
+        /// Steps between saves.
+        #[arg(long, default_value_t = 40)]
+        every: u64,
+        /// Saves per training loop.
+        #[arg(long, default_value_t = 5)]
+        saves: u64,
+    },
     /// Runs one Rust measurement and prints it as a JSON line (used by `run`).
     #[command(hide = true)]
     Child {
@@ -112,6 +136,24 @@ fn main() {
 
 fn real_main() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().command {
+        Commands::AsyncSave {
+            quick,
+            reps,
+            dir,
+            step_ms,
+            every,
+            saves,
+        } => {
+            let options = async_save::Options {
+                quick,
+                reps: reps.max(1),
+                dir,
+                step_ms,
+                every: every.max(1),
+                saves: saves.max(1),
+            };
+            println!("{}", async_save::run(&options)?);
+        }
         Commands::Child {
             op,
             workload,

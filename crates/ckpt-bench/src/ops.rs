@@ -241,7 +241,7 @@ fn safetensors_load(path: &Path, mmap: bool) -> Result<Sample, BoxError> {
 }
 
 /// An optimizer whose state is whatever the checkpoint holds (torch's SGD layout).
-struct OptimizerState(Value);
+pub(crate) struct OptimizerState(pub(crate) Value);
 
 impl Checkpointable for OptimizerState {
     fn state_dict(&self) -> ckpt::Result<Value> {
