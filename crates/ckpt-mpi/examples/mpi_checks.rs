@@ -6,6 +6,7 @@
 //! mpi_checks world
 //! mpi_checks chunks CHUNK_BYTES
 //! mpi_checks save DIR                       # rank R saves into DIR/rankR (only rank 0 writes)
+//! mpi_checks save-async DIR                 # the same, saving in the background
 //! mpi_checks resume DIR [CHUNK_BYTES]       # rank R resumes from DIR/rankR
 //! mpi_checks load DIR                       # rank R loads DIR/rankR/model_final.pth
 //! mpi_checks failing-rank DIR               # rank 2's optimizer cannot take the state
@@ -186,7 +187,7 @@ fn chunks(comm: &MpiCommunicator) -> ckpt::Result<String> {
 }
 
 /// Trains for 6 pretend iterations with a checkpoint every 2, keeping 2.
-fn save(rank: Rank) -> ckpt::Result<String> {
+fn save(rank: Rank, in_background: bool) -> ckpt::Result<String> {
     let Rank {
         comm,
         model,
@@ -197,6 +198,7 @@ fn save(rank: Rank) -> ckpt::Result<String> {
         .period(2)
         .max_iter(6)
         .max_to_keep(2)
+        .async_save(in_background)
         .build()?;
     for iteration in 0..6 {
         trained_weights(&model, iteration)?;
@@ -210,6 +212,8 @@ fn save(rank: Rank) -> ckpt::Result<String> {
         }
         periodic.step(iteration, Dict::new())?;
     }
+    // Rank 0's last save is durable and tagged, old files deleted; the others had none.
+    periodic.flush()?;
     comm.barrier()?;
     Ok(format!(
         "rank {} saved weights={:016x}",
@@ -250,7 +254,8 @@ fn run(comm: &Arc<MpiCommunicator>, command: &str, args: &[String]) -> ckpt::Res
     match command {
         "world" => Ok(format!("rank {} of {}", comm.rank(), comm.world_size())),
         "chunks" => chunks(comm),
-        "save" => save(setup(comm.clone(), dir()?, false)?),
+        "save" => save(setup(comm.clone(), dir()?, false)?, false),
+        "save-async" => save(setup(comm.clone(), dir()?, false)?, true),
         "resume" => {
             let rank = setup(comm.clone(), dir()?, false)?;
             let extra = rank.checkpointer.resume_or_load(None, true)?;

@@ -282,6 +282,42 @@ fn rank_0_alone_writes_and_every_rank_resumes_its_state() {
 }
 
 #[test]
+fn rank_0_saves_in_the_background_and_every_rank_resumes_its_state() {
+    if !have_mpirun() {
+        return;
+    }
+    let _job = ONE_JOB.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, saved, stderr) = check(&["mpi_checks", "save-async", path(dir.path())]);
+    assert!(ok, "{saved:#?}\n{stderr}");
+    let weights = saved[0].split_whitespace().last().unwrap().to_string();
+    // The same files as a synchronous save: retention ran once each save was durable.
+    let mut files: Vec<String> = std::fs::read_dir(dir.path().join("rank0"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    assert_eq!(
+        files,
+        [
+            "last_checkpoint",
+            "model_0000003.pth",
+            "model_0000005.pth",
+            "model_final.pth"
+        ]
+    );
+    for rank in 1..RANKS {
+        assert!(!dir.path().join(format!("rank{rank}")).exists());
+    }
+    let expected = format!(
+        "state {weights} step=6 lr=0.016666666666666666 momentum=[5.0, 5.0, 5.0] iteration=Some(5)"
+    );
+    let (ok, lines, stderr) = check(&["mpi_checks", "resume", path(dir.path())]);
+    assert!(ok, "{lines:#?}\n{stderr}");
+    assert_eq!(without_rank(&lines), vec![expected; RANKS], "{lines:#?}");
+}
+
+#[test]
 fn rank_0_without_the_file_fails_every_rank_without_hanging() {
     if !have_mpirun() {
         return;

@@ -177,7 +177,8 @@ impl PeriodicCheckpointer {
         &mut self.checkpointer
     }
 
-    /// The checkpointer that saves, giving up the schedule.
+    /// The checkpointer that saves, giving up the schedule. A periodic save still in flight
+    /// is not counted for retention: call [`PeriodicCheckpointer::flush`] first.
     pub fn into_checkpointer(self) -> Checkpointer {
         self.checkpointer
     }

@@ -145,11 +145,7 @@ fn copy_into((storage, mut buffer): (Storage, Vec<u8>)) -> Result<Storage> {
         // Only bytes past the old length are zeroed first; the copy overwrites them all.
         buffer
             .try_reserve_exact(len.saturating_sub(buffer.len()))
-            .map_err(|_| {
-                crate::error::Error::invalid(format!(
-                    "cannot allocate {len} bytes of staging memory for a background save"
-                ))
-            })?;
+            .map_err(|_| crate::error::Error::OutOfMemory { bytes: len as u64 })?;
         buffer.resize(len, 0);
     }
     storage.read_into(0, &mut buffer)?;
