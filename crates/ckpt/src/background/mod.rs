@@ -5,7 +5,9 @@
 //! outcome is kept ([`pending`]) until someone asks: the checkpointer's next call returns an
 //! error it has not reported yet, as does [`SaveHandle::wait`]; a failure is also logged when
 //! it happens, and dropping the checkpointer waits for the write. The snapshot goes into
-//! reused staging buffers, or shares memory that cannot change ([`staging`]).
+//! reused staging buffers, or shares memory that cannot change ([`staging`]). The writer runs
+//! at a lower scheduling priority than the training threads, so that serializing a large
+//! state does not slow training down where the CPU is busy.
 
 mod pending;
 mod staging;
@@ -151,7 +153,26 @@ impl BackgroundWriter {
     }
 }
 
+/// How many steps of niceness the writer thread gives away: the training threads get the CPU
+/// first, and the writer, mostly waiting on the disk, takes what is left.
+#[cfg(target_os = "linux")]
+const WRITER_NICENESS: libc::c_int = 10;
+
+/// Lowers the calling thread's scheduling priority (its niceness; capped at the lowest).
+fn lower_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: nice() only changes the scheduling priority of the calling thread (on Linux
+        // a thread has its own niceness) and touches no memory; lowering it is always allowed.
+        let result = unsafe { libc::nice(WRITER_NICENESS) };
+        if result == -1 {
+            tracing::debug!("could not lower the priority of the checkpoint writer thread");
+        }
+    }
+}
+
 fn run_writer(jobs: mpsc::Receiver<Job>, staging: Arc<Mutex<Staging>>) {
+    lower_priority();
     for job in jobs {
         let Job {
             write,

@@ -26,6 +26,8 @@ struct GatedDir {
     opened: Condvar,
     fail: Mutex<Option<String>>,
     events: Mutex<Vec<String>>,
+    /// The niceness of the thread that wrote the last checkpoint file.
+    writer_niceness: Mutex<Option<i32>>,
 }
 
 impl GatedDir {
@@ -61,6 +63,7 @@ impl Store for GatedDir {
     }
     fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         if name.ends_with(".pth") {
+            *self.writer_niceness.lock().unwrap() = niceness();
             let mut open = self.open.lock().unwrap();
             while !*open {
                 open = self.opened.wait(open).unwrap();
@@ -95,6 +98,17 @@ impl Store for GatedDir {
     fn remove_stale_temporaries(&self) -> Result<()> {
         self.dir().remove_stale_temporaries()
     }
+}
+
+/// The niceness of the calling thread, where threads have their own.
+fn niceness() -> Option<i32> {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: getpriority reads the calling thread's niceness and touches no memory.
+        Some(unsafe { libc::getpriority(libc::PRIO_PROCESS, 0) })
+    }
+    #[cfg(not(target_os = "linux"))]
+    None
 }
 
 fn iteration(iteration: i64) -> Dict {
@@ -148,6 +162,23 @@ fn the_builder_option_makes_save_return_before_the_file_exists() {
         store.events(),
         ["wrote model_final.pth", "wrote last_checkpoint"]
     );
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn the_writer_thread_yields_the_cpu_to_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = GatedDir::new(dir.path(), true);
+    let checkpointer = Checkpointer::with_store(model(1.0), store.clone());
+    checkpointer.save("sync", Dict::new()).unwrap();
+    let ours = store.writer_niceness.lock().unwrap().unwrap();
+    checkpointer
+        .save_async("async", Dict::new())
+        .unwrap()
+        .wait()
+        .unwrap();
+    let writer = store.writer_niceness.lock().unwrap().unwrap();
+    assert_eq!(writer, (ours + 10).min(19), "ours {ours}, writer {writer}");
 }
 
 #[test]
