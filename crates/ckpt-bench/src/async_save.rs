@@ -10,9 +10,11 @@
 //!   and with `SnapshotMode::Copy` (every tensor copied into staging), each measured once
 //!   the previous save is over, so only the snapshot is timed.
 //!
-//! Then a loop of fixed steps (CPU work on a buffer of its own, standing for a training
-//! step) saving every `every` steps: steps per second without saving, with synchronous
-//! saves and with background saves, each loop ending with the last save flushed.
+//! Then a loop of fixed steps saving every `every` steps: steps per second without saving,
+//! with synchronous saves and with background saves, each loop ending with the last save
+//! flushed. A step either waits (`--step wait`, the default: a GPU step, during which the
+//! training thread leaves the CPU free) or computes on the CPU (`--step cpu`, a CPU-bound
+//! step that competes with the writer for the cores).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,6 +37,8 @@ pub struct Options {
     pub dir: PathBuf,
     /// Milliseconds of work per training step.
     pub step_ms: u64,
+    /// Whether a step computes on the CPU (else it waits, as for a GPU).
+    pub cpu_step: bool,
     /// Steps between saves.
     pub every: u64,
     /// Saves per loop.
@@ -151,12 +155,20 @@ pub fn run(options: &Options) -> Result<String, BoxError> {
     }
 
     text.push_str(&format!(
-        "\nTraining loop: {} ms of CPU work per step, a save every {} steps ({} saves per loop); steps per second and the loss against no saving.\n\n",
-        options.step_ms, options.every, options.saves
+        "\nTraining loop: {} ms per step ({}), a save every {} steps ({} saves per loop); steps per second and the loss against no saving.\n\n",
+        options.step_ms,
+        if options.cpu_step { "CPU work" } else { "waiting, as for a GPU" },
+        options.every,
+        options.saves
     ));
     text.push_str("| workload | no saving | `save` (durable) | `save_async`, shared snapshot | `save_async`, copied snapshot |\n");
     text.push_str("|---|---|---|---|---|\n");
-    let work = Work::calibrate(Duration::from_millis(options.step_ms));
+    let step = Duration::from_millis(options.step_ms);
+    let work = if options.cpu_step {
+        Work::calibrate(step)
+    } else {
+        Work::Wait(step)
+    };
     for w in &workloads {
         let dir = options.dir.join(w.name);
         let steps = options.every * options.saves;
@@ -260,32 +272,40 @@ fn async_times(
     Ok(times)
 }
 
-/// A training step's CPU work: passes over a buffer of 256 KiB (in the L2 cache), as many
-/// as take the step's duration on an idle machine.
-struct Work {
-    passes: u64,
+/// A training step.
+enum Work {
+    /// Waiting for the step's duration (a GPU step: the CPU is free meanwhile).
+    Wait(Duration),
+    /// Passes over a buffer of 256 KiB (in the L2 cache), as many as take the step's
+    /// duration on an idle machine.
+    Cpu { passes: u64 },
 }
 
 impl Work {
     fn calibrate(step: Duration) -> Work {
-        let probe = Work { passes: 8 };
+        let probe = Work::Cpu { passes: 8 };
         let start = Instant::now();
         let mut buffer = vec![1.0f32; 1 << 16];
         for _ in 0..16 {
             probe.run(&mut buffer);
         }
         let per_pass = start.elapsed().as_secs_f64() / (16.0 * 8.0);
-        Work {
+        Work::Cpu {
             passes: ((step.as_secs_f64() / per_pass.max(1e-9)) as u64).max(1),
         }
     }
 
     fn run(&self, buffer: &mut [f32]) {
-        for _ in 0..self.passes {
-            for x in buffer.iter_mut() {
-                *x = *x * 0.999_9 + 0.000_1;
+        match self {
+            Work::Wait(step) => std::thread::sleep(*step),
+            Work::Cpu { passes } => {
+                for _ in 0..*passes {
+                    for x in buffer.iter_mut() {
+                        *x = *x * 0.999_9 + 0.000_1;
+                    }
+                    std::hint::black_box(&mut *buffer);
+                }
             }
-            std::hint::black_box(&mut *buffer);
         }
     }
 }

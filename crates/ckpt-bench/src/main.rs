@@ -5,7 +5,7 @@
 //! ```text
 //! ckpt-bench run [--quick] [--reps N] [--dir DIR] [--results FILE] [--readme README.md]
 //! ckpt-bench child --op OP --workload W --dir DIR                     # one measurement
-//! ckpt-bench async-save [--quick] [--reps N] [--dir DIR] [--step-ms MS] [--every N] [--saves N]
+//! ckpt-bench async-save [--quick] [--reps N] [--dir DIR] [--step-ms MS] [--step wait|cpu] [--every N] [--saves N]
 //! ```
 //! `scripts/bench.sh` builds it in release mode and runs it.
 
@@ -92,9 +92,12 @@ enum Commands {
         /// Where the checkpoints go.
         #[arg(long, default_value_os_t = std::env::temp_dir().join("ckpt-bench-async"))]
         dir: PathBuf,
-        /// Milliseconds of CPU work per training step.
+        /// Milliseconds per training step.
         #[arg(long, default_value_t = 50)]
         step_ms: u64,
+        /// What a step does: `wait` (a GPU step, the CPU free meanwhile) or `cpu` (compute).
+        #[arg(long, default_value = "wait")]
+        step: String,
         /// Steps between saves.
         #[arg(long, default_value_t = 40)]
         every: u64,
@@ -141,14 +144,21 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
             reps,
             dir,
             step_ms,
+            step,
             every,
             saves,
         } => {
+            let cpu_step = match step.as_str() {
+                "cpu" => true,
+                "wait" => false,
+                other => return Err(format!("--step is wait or cpu, not {other}").into()),
+            };
             let options = async_save::Options {
                 quick,
                 reps: reps.max(1),
                 dir,
                 step_ms,
+                cpu_step,
                 every: every.max(1),
                 saves: saves.max(1),
             };
