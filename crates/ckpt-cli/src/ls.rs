@@ -85,6 +85,7 @@ pub fn run(args: &Args) -> Result<(), CliError> {
 }
 
 /// Reads the structure of every checkpoint in `dir` (each once, one at a time).
+#[cfg(test)]
 pub fn list(dir: &Path) -> Result<Listing, CliError> {
     list_with(dir, false)
 }
