@@ -98,9 +98,7 @@ pub fn run(
         "ckpt-big-resume-unverified" => {
             big_resume(&spec.big, &paths.big_resume_dir(), false, false)
         }
-        "ckpt-big-resume-lazy-zeros" => {
-            big_resume(&spec.big, &paths.big_resume_dir(), true, true)
-        }
+        "ckpt-big-resume-lazy-zeros" => big_resume(&spec.big, &paths.big_resume_dir(), true, true),
         "ckpt-match" => matching(arg as usize),
         "memcpy" => memcpy(arg as usize),
         "gen" => generate(workload, paths, spec),
