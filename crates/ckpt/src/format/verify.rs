@@ -82,7 +82,7 @@ pub(crate) fn pending_storages<'a>(values: impl IntoIterator<Item = &'a Value>) 
 /// let checked = verify_file(&path)?;
 /// assert_eq!(checked.format, Format::TorchZip);
 /// assert!(checked.records >= 3); // data.pkl, the storage, version, ...
-/// # Ok::<(), ckpt::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 pub fn verify_file(path: impl AsRef<Path>) -> Result<FileChecksums> {
     let path = path.as_ref();
