@@ -47,12 +47,13 @@ fi
 
 if [[ ${#targets[@]} -eq 0 ]]; then
     mapfile -t targets < <(cargo fuzz list)
+    say "building every target"
+    cargo fuzz build -s none
+else
+    for target in "${targets[@]}"; do
+        cargo fuzz build -s none "$target"
+    done
 fi
-
-say "building ${targets[*]}"
-for target in "${targets[@]}"; do
-    cargo fuzz build -s none "$target"
-done
 host="$(rustc -vV | sed -n 's/^host: //p')"
 bin_dir="fuzz/target/$host/release"
 

@@ -13,6 +13,9 @@ use ckpt::format::{
 };
 use ckpt::{DType, Dict, StateDict, Tensor, Value};
 
+/// Named files (the name is the corpus file's).
+type Files = Vec<(String, Vec<u8>)>;
+
 /// The directories of test fixtures, relative to the repository's root.
 const FIXTURE_DIRS: &[&str] = &["tests/fixtures", "crates/ckpt-cli/tests/fixtures"];
 
@@ -26,11 +29,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let root = Path::new(root);
     let out = Path::new(out);
-    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let mut files: Files = Vec::new();
     for dir in FIXTURE_DIRS {
         collect(&root.join(dir), dir, &mut files)?;
     }
-    let rewritten: Vec<(String, Vec<u8>)> = files
+    let rewritten: Files = files
         .iter()
         .filter_map(|(name, bytes)| {
             let loaded = load_bytes(bytes.clone(), &LoadOptions::default()).ok()?;
@@ -72,7 +75,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// Every checkpoint file under `dir` (recursively), named after its path.
-fn collect(dir: &Path, label: &str, files: &mut Vec<(String, Vec<u8>)>) -> std::io::Result<()> {
+fn collect(dir: &Path, label: &str, files: &mut Files) -> std::io::Result<()> {
     let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)?
         .map(|e| e.map(|e| e.path()))
         .collect::<Result<_, _>>()?;
@@ -108,7 +111,7 @@ fn torch_bytes(value: &Value) -> Option<Vec<u8>> {
 }
 
 /// Torch archives and safetensors files ckpt writes of assorted values.
-fn written_by_ckpt() -> Result<Vec<(String, Vec<u8>)>, Box<dyn std::error::Error>> {
+fn written_by_ckpt() -> Result<Files, Box<dyn std::error::Error>> {
     let mut sd = StateDict::new();
     let dtypes = [
         DType::Float32,
