@@ -96,7 +96,8 @@ for target in "${targets[@]}"; do
     say "$target: fuzzing for ${seconds}s"
     log="/tmp/ckpt-fuzz-$target.log"
     if "${run[@]}" ${FUZZ_FLAGS:-} "$corpus" >"$log" 2>&1; then
-        execs="$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)"
+        # The final statistics, or in fork mode the last progress line (#N: ...).
+        execs="$(sed -n -e 's/^stat::number_of_executed_units: *//p' -e 's/^#\([0-9]*\):.*/\1/p' "$log" | tail -n 1)"
         say "$target: ${execs:-?} executions, no finding"
     else
         tail -n 40 "$log" >&2
