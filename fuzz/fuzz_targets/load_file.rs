@@ -10,7 +10,7 @@ use ckpt_fuzz::budget::READ;
 use ckpt_fuzz::exercise::use_value;
 use libfuzzer_sys::fuzz_target;
 
-/// One file per process, rewritten for each input (in memory when /dev/shm exists).
+/// The file of this process's inputs (in memory when /dev/shm exists), removed after each.
 fn path() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -39,4 +39,5 @@ fuzz_target!(|data: &[u8]| {
             use_value(&loaded.value, data.len());
         }
     }
+    let _ = std::fs::remove_file(path);
 });

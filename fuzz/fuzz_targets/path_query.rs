@@ -22,7 +22,8 @@ struct Input {
     prefix: String,
 }
 
-/// A scratch directory per process (in memory when /dev/shm exists).
+/// The scratch directory of this process's inputs (in memory when /dev/shm exists),
+/// removed after each.
 fn scratch() -> &'static PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
@@ -32,9 +33,7 @@ fn scratch() -> &'static PathBuf {
         } else {
             std::env::temp_dir()
         };
-        let dir = base.join(format!("ckpt-fuzz-names-{}", std::process::id()));
-        std::fs::create_dir_all(dir.join("save")).expect("scratch directory");
-        dir
+        base.join(format!("ckpt-fuzz-names-{}", std::process::id()))
     })
 }
 
@@ -68,6 +67,7 @@ fuzz_target!(|input: Input| {
     }
 
     let save = dir.join("save");
+    std::fs::create_dir_all(&save).expect("scratch directory");
     let model = shared(StateDictModel::new(StateDict::new()));
     let checkpointer = Checkpointer::new(model, &save);
     if std::fs::write(save.join(ckpt::LAST_CHECKPOINT), &input.tag).is_ok() {
@@ -95,4 +95,5 @@ fuzz_target!(|input: Input| {
             input.prefix
         );
     }
+    let _ = std::fs::remove_dir_all(dir);
 });
