@@ -6,7 +6,7 @@
 //! huge reservation never reaches the system.
 //!
 //! `CKPT_FUZZ_BASE_KIB` and `CKPT_FUZZ_PER_BYTE` change the budget of a run (to look at a
-//! finding with a looser one, say).
+//! finding with a looser one, say); with `CKPT_FUZZ_PEAKS` set every input prints its peaks.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::Write;
@@ -156,12 +156,23 @@ impl Budget {
         LIMIT.store(start.saturating_add(allowed).min(outer), Ordering::Relaxed);
         let result = f();
         let peak = PEAK.load(Ordering::Relaxed).saturating_sub(start);
+        if report_peaks() {
+            eprintln!(
+                "ckpt-fuzz: peak {peak} bytes for {input_len} bytes of input (budget {allowed})"
+            );
+        }
         LIMIT.store(outer, Ordering::Relaxed);
         ALLOWED.store(outer_allowed, Ordering::Relaxed);
         INPUT_LEN.store(outer_len, Ordering::Relaxed);
         PEAK.fetch_max(outer_peak, Ordering::Relaxed);
         (result, peak)
     }
+}
+
+/// Whether `CKPT_FUZZ_PEAKS` is set: every measure prints its peak (to choose a budget).
+fn report_peaks() -> bool {
+    static REPORT: OnceLock<bool> = OnceLock::new();
+    *REPORT.get_or_init(|| std::env::var_os("CKPT_FUZZ_PEAKS").is_some())
 }
 
 /// A short text built without allocating.
