@@ -6,7 +6,7 @@
 # missing, grown by every run). cargo-fuzz is installed into ~/.cargo/bin when missing.
 #
 # Every input runs under a budget that turns an amplification into a crash: the target's own
-# allocator aborts when the bytes live at once exceed 1 MiB + 32 bytes per input byte while
+# allocator aborts when the bytes live at once exceed 4 MiB + 32 bytes per input byte while
 # reading (see fuzz/src/budget.rs), libFuzzer stops an input after -timeout seconds and the
 # process above -rss_limit_mb. A crash leaves the input in fuzz/artifacts/<target>/; the
 # script exits non-zero.
@@ -57,8 +57,9 @@ fi
 host="$(rustc -vV | sed -n 's/^host: //p')"
 bin_dir="fuzz/target/$host/release"
 
-# The budgets of every run (see the header).
-flags=(-rss_limit_mb=2048 -timeout=10 -max_len=65536)
+# The budgets of every run (see the header); inputs grow to 64 KiB at most while fuzzing
+# (a committed finding is replayed whole).
+flags=(-rss_limit_mb=2048 -timeout=10)
 
 status=0
 for target in "${targets[@]}"; do
@@ -87,7 +88,7 @@ for target in "${targets[@]}"; do
     corpus="$corpus_root/$target"
     artifacts="fuzz/artifacts/$target"
     mkdir -p "$corpus" "$artifacts"
-    run=("$bin_dir/$target" "${flags[@]}" -max_total_time="$seconds" -print_final_stats=1
+    run=("$bin_dir/$target" "${flags[@]}" -max_len=65536 -max_total_time="$seconds" -print_final_stats=1
         -artifact_prefix="$artifacts/")
     if $long; then
         run+=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)

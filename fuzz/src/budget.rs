@@ -102,18 +102,19 @@ pub struct Budget {
     pub per_byte: usize,
 }
 
-/// What reading an input may use: 1 MiB and 32 bytes per input byte (the input itself,
-/// its values and their index; a reader that copies what it could view, or reserves from a
-/// length it read, goes past it).
+/// What reading an input may use: 4 MiB and 32 bytes per input byte (the input itself,
+/// its values and their index; the pickle reader's fixed allowance for memo copies, about
+/// 3 MB at most, is in the 4 MiB). A reader that copies what it could view, or reserves from
+/// a length it read, goes past it.
 pub const READ: Budget = Budget {
-    base: 1 << 20,
+    base: 4 << 20,
     per_byte: 32,
 };
 
 /// What using a value once read may add (formatting, walking, cloning it, writing it
 /// again): the output is several times the value.
 pub const USE: Budget = Budget {
-    base: 4 << 20,
+    base: 16 << 20,
     per_byte: 256,
 };
 

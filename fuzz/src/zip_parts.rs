@@ -19,6 +19,10 @@ pub struct TorchZip {
     version: Option<u8>,
     /// Central-directory entries naming the local header of another record.
     aliases: Vec<(u8, Name)>,
+    /// Tensors `f0`, `f1`, ... added to `data.pkl`, like the first tensor record but each
+    /// with a storage key of its own, `data/f<i>`, which the central directory gives to the
+    /// first storage record: many names for one record, at scale.
+    fan_out: u8,
     damage: Vec<Damage>,
     zip64_end: bool,
 }
@@ -168,7 +172,13 @@ impl TorchZip {
     /// The archive's bytes.
     pub fn build(&self) -> Vec<u8> {
         let archive = self.archive.text();
-        let mut records = vec![(format!("{archive}/data.pkl"), self.pickle.bytes())];
+        let mut pickle = self.pickle.bytes();
+        if let Pickle::Tensors { tensors, .. } = &self.pickle {
+            if let (Some(first), true) = (tensors.first(), self.fan_out > 0) {
+                pickle = fan_out_pickle(first, self.fan_out);
+            }
+        }
+        let mut records = vec![(format!("{archive}/data.pkl"), pickle)];
         for storage in &self.storages {
             let data = match &storage.content {
                 Content::Zeros(n) => vec![0; usize::from(*n)],
@@ -207,23 +217,15 @@ impl TorchZip {
             })
             .collect();
         let real = entries.len();
+        if !self.storages.is_empty() {
+            for i in 0..self.fan_out {
+                let alias = Name::Text(format!("f{i}"));
+                entries.push(alias_entry(&entries[1], 1, &archive, &alias));
+            }
+        }
         for (target, name) in &self.aliases {
             let target = usize::from(*target) % real;
-            let t = &entries[target];
-            let alias = Entry {
-                local_name: Vec::new(),
-                central_name: format!("{archive}/data/{}", name.text()).into_bytes(),
-                data: Vec::new(),
-                method: t.method,
-                crc: t.crc,
-                compressed_size: t.compressed_size,
-                size: t.size,
-                flags: 0,
-                local_extra: Vec::new(),
-                central_extra: Vec::new(),
-                target,
-                local_offset: None,
-            };
+            let alias = alias_entry(&entries[target], target, &archive, name);
             entries.push(alias);
         }
         let mut end = End::default();
@@ -264,6 +266,47 @@ impl TorchZip {
         }
         out
     }
+}
+
+/// A central-directory entry `data/<name>` for the local header of `t` (entry `target`).
+fn alias_entry(t: &Entry, target: usize, archive: &str, name: &Name) -> Entry {
+    Entry {
+        local_name: Vec::new(),
+        central_name: format!("{archive}/data/{}", name.text()).into_bytes(),
+        data: Vec::new(),
+        method: t.method,
+        crc: t.crc,
+        compressed_size: t.compressed_size,
+        size: t.size,
+        flags: 0,
+        local_extra: Vec::new(),
+        central_extra: Vec::new(),
+        target,
+        local_offset: None,
+    }
+}
+
+/// A state dict of `n` tensors like `first`, tensor `f<i>` over storage key `f<i>`.
+fn fan_out_pickle(first: &TensorRecord, n: u8) -> Vec<u8> {
+    let mut p = b"\x80\x02}(".to_vec();
+    for i in 0..n {
+        let record = TensorRecord {
+            name: Name::Text(format!("f{i}")),
+            key: Name::Text(format!("f{i}")),
+            class: first.class,
+            location: Name::Text("cpu".into()),
+            numel: Int::Any(first.numel.get()),
+            offset: Int::Any(first.offset.get()),
+            shape: first.shape.iter().map(|d| Int::Any(d.get())).collect(),
+            stride: first.stride.iter().map(|d| Int::Any(d.get())).collect(),
+            requires_grad: first.requires_grad,
+            rebuild: first.rebuild,
+            memo_storage: false,
+        };
+        record.write(&mut p, usize::from(i));
+    }
+    p.extend_from_slice(b"u.");
+    p
 }
 
 impl Pickle {
