@@ -217,10 +217,14 @@ impl PeriodicCheckpointer {
                     self.in_flight = Some((handle, format!("{name}.pth")));
                 }
             } else {
-                self.checkpointer.save(&name, state.clone())?;
-                if self.checkpointer.saves_to_disk() {
+                let saved = self.checkpointer.save(&name, state.clone());
+                // Written but not tagged (a full disk): the file is there all the same, and
+                // retention must count it, or it would never be deleted.
+                let written = saved.is_ok() || matches!(saved, Err(Error::NotTagged { .. }));
+                if written && self.checkpointer.saves_to_disk() {
                     self.remember(format!("{name}.pth"))?;
                 }
+                saved?;
             }
         }
         if let Some(max_iter) = self.max_iter {
@@ -248,8 +252,12 @@ impl PeriodicCheckpointer {
         let Some((handle, basename)) = self.in_flight.take() else {
             return Ok(());
         };
-        handle.wait()?;
-        self.remember(basename)
+        let saved = handle.wait();
+        // Written but not tagged: counted for retention, as a synchronous save is.
+        if saved.is_ok() || matches!(saved, Err(Error::NotTagged { .. })) {
+            self.remember(basename)?;
+        }
+        saved
     }
 
     /// A save outside the schedule (same as [`Checkpointer::save`]).
