@@ -48,7 +48,7 @@ impl SgdConfig {
             ("momentum", self.momentum),
             ("weight_decay", self.weight_decay),
         ] {
-            if !(value >= 0.0) {
+            if value.is_nan() || value < 0.0 {
                 return Err(Error::invalid(format!("invalid SGD {name}: {value}")));
             }
         }
