@@ -25,3 +25,8 @@ pub use convert::{
 pub use module::BurnModel;
 pub use names::TorchNames;
 pub use optim::{AdamW, AdamWConfig, Sgd, SgdConfig};
+
+// The README's examples are compiled as doctests so they stay true.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
