@@ -10,6 +10,8 @@
 //! - [`AdamW`] and [`Sgd`]: optimizers that compute what `torch.optim.AdamW` /
 //!   `torch.optim.SGD` compute and checkpoint in exactly their `state_dict()` layout, so a
 //!   burn run resumes from a PyTorch run's optimizer state and the other way round;
+//! - [`StepLr`]: torch's `StepLR` schedule with its `state_dict()`, the `scheduler` of a
+//!   checkpoint;
 //! - [`to_ckpt`] / [`to_burn`]: tensor conversions that copy the elements once.
 
 #![deny(missing_docs)]
@@ -18,6 +20,7 @@ mod convert;
 mod module;
 mod names;
 mod optim;
+mod scheduler;
 
 pub use convert::{
     data_to_ckpt, dtype_to_ckpt, float_dtype_to_burn, to_burn, to_burn_data, to_ckpt,
@@ -25,6 +28,7 @@ pub use convert::{
 pub use module::BurnModel;
 pub use names::TorchNames;
 pub use optim::{AdamW, AdamWConfig, Sgd, SgdConfig};
+pub use scheduler::StepLr;
 
 // The README's examples are compiled as doctests so they stay true.
 #[doc = include_str!("../README.md")]

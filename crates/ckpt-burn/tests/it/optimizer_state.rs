@@ -131,3 +131,53 @@ fn a_state_for_another_model_is_refused_with_the_reason() {
         .unwrap_err();
     assert!(err.to_string().contains("2 parameters"), "{err}");
 }
+
+#[test]
+fn model_optimizer_scheduler_and_iteration_go_in_one_file_and_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut model = build_mlp(&device()).unwrap();
+    let optimizer = ckpt::shared(AdamW::from_model(&model, AdamWConfig::default()).unwrap());
+    let schedule = ckpt::shared(ckpt_burn::StepLr::new(1e-3, 2, 0.5).unwrap());
+    for _ in 0..3 {
+        let lr = schedule.lock().unwrap().step();
+        optimizer.lock().unwrap().set_lr(lr);
+        train(&mut model, 0, 1, |m, g| {
+            optimizer.lock().unwrap().step(m, g)
+        });
+    }
+    let mut checkpointer = ckpt::Checkpointer::new(ckpt::shared(model.clone()), dir.path());
+    checkpointer
+        .add_checkpointable("optimizer", optimizer.clone())
+        .unwrap();
+    checkpointer
+        .add_checkpointable("scheduler", schedule.clone())
+        .unwrap();
+    let mut extra = ckpt::Dict::new();
+    extra.insert("iteration", Value::Int(2));
+    checkpointer.save("model_0000002", extra).unwrap();
+    checkpointer
+        .tag_last_checkpoint("model_0000002.pth")
+        .unwrap();
+
+    let file = ckpt::format::load(dir.path().join("model_0000002.pth")).unwrap();
+    for key in ["model", "optimizer", "scheduler", "iteration"] {
+        assert!(file.get(key).is_some(), "{key} not in the checkpoint");
+    }
+
+    let fresh = build_mlp(&device()).unwrap();
+    let optimizer2 = ckpt::shared(AdamW::from_model(&fresh, AdamWConfig::default()).unwrap());
+    let schedule2 = ckpt::shared(ckpt_burn::StepLr::new(9.0, 9, 9.0).unwrap());
+    let fresh = ckpt::shared(fresh);
+    let mut checkpointer = ckpt::Checkpointer::new(fresh.clone(), dir.path());
+    checkpointer
+        .add_checkpointable("optimizer", optimizer2.clone())
+        .unwrap();
+    checkpointer
+        .add_checkpointable("scheduler", schedule2.clone())
+        .unwrap();
+    let extra = checkpointer.resume_or_load(None, true).unwrap();
+    assert_eq!(extra.get("iteration").and_then(Value::as_int), Some(2));
+    assert_eq!(*schedule2.lock().unwrap(), *schedule.lock().unwrap());
+    assert_eq!(optimizer2.lock().unwrap().config().lr, 5e-4);
+    assert_eq!(bits(&fresh.lock().unwrap()), bits(&model));
+}
