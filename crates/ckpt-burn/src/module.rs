@@ -253,16 +253,12 @@ impl ModuleMapper for Loader {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<BTensor<D>>) -> Param<BTensor<D>> {
-        let (name, transposed) = self.path.param_name(&self.names);
+        // Transposed entries are already in burn's layout (see `load_state_dict`).
+        let (name, _) = self.path.param_name(&self.names);
         let Some(data) = self.updates.remove(&name) else {
             return param;
         };
-        let device = param.lazy_device();
-        let mut value = BTensor::<D>::from_data(data, &device);
-        if transposed && D == 2 {
-            // Back to burn's [in, out]; contiguous so later steps do not pay for the view.
-            value = BTensor::<D>::from_data(value.transpose().to_data(), &device);
-        }
+        let value = BTensor::<D>::from_data(data, &param.lazy_device());
         let id = param.id;
         param.transform_for_load(value, id)
     }
@@ -306,7 +302,19 @@ impl<M: Module> Model for BurnModel<M> {
             let dtype = dtype_to_ckpt(entry.dtype).ok_or_else(|| {
                 Error::unsupported(format!("burn dtype {:?}", entry.dtype)).in_entry(&entry.name)
             })?;
-            let data = to_burn_data(t, dtype).map_err(|e| e.in_entry(&entry.name))?;
+            let data = if entry.transposed {
+                // Transposed by reading the file's bytes through a transposed view: one copy.
+                let (shape, strides) = (t.shape(), t.strides());
+                t.view(
+                    &[shape[1], shape[0]],
+                    &[strides[1], strides[0]],
+                    t.storage_offset(),
+                )
+                .and_then(|view| to_burn_data(&view, dtype))
+            } else {
+                to_burn_data(t, dtype)
+            };
+            let data = data.map_err(|e| e.in_entry(&entry.name))?;
             updates.insert(entry.name, data);
         }
         let mut loader = Loader {
