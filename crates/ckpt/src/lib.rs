@@ -25,6 +25,8 @@
 //! - [`matching`]: rename checkpoint keys to a model's (detectron2's heuristics, Caffe2 names);
 //! - [`detection`]: what `DetectionCheckpointer` does to a file, and dry runs of a load;
 //! - [`resolve`]: turn URLs and `detectron2://` names into local files;
+//! - [`retention`]: which checkpoints a save directory keeps (composable policies, their
+//!   state file);
 //! - [`store`]: where a checkpointer keeps its files, and atomic writes;
 //! - [`dist`]: the collectives of a job with several processes;
 //! - [`pickle`]: the Python pickle reader and writer underneath.
@@ -47,6 +49,7 @@ mod parallel;
 mod periodic;
 pub mod pickle;
 pub mod resolve;
+pub mod retention;
 mod serde_value;
 pub mod store;
 mod tensor;

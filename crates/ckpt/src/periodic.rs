@@ -1,17 +1,23 @@
 //! [`PeriodicCheckpointer`]: saves every `period` iterations and at the end of training, as
 //! fvcore's `PeriodicCheckpointer` does, and keeps at most
-//! `max_to_keep` periodic files.
+//! `max_to_keep` periodic files, or those that composable retention policies keep.
 //!
 //! Better than Python: retention survives restarts. The periodic files of an earlier run
 //! (`<prefix>_NNNNNNN.pth` in the save directory) count against `max_to_keep` too, oldest
 //! first. Only such files are ever deleted; never the `_final` file, never the file
-//! `last_checkpoint` names, never a file of another name.
+//! `last_checkpoint` names, never a file of another name. With retention on, the iteration,
+//! save time and metrics of each periodic file are kept in the retention state file
+//! ([`crate::retention::STATE_FILE`]) of the save directory.
 
 use std::collections::VecDeque;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
-use crate::store::check_basename;
+use crate::retention::{verdicts, Checkpoint, Policy, RetentionState};
+use crate::store::{check_basename, Store};
 use crate::value::{Dict, Value};
 
 /// Saves a checkpoint every `period` iterations and at `max_iter - 1`, keeping the last
@@ -21,6 +27,11 @@ use crate::value::{Dict, Value};
 /// (`<prefix>_NNNNNNN.pth` in the save directory) count against `max_to_keep` too, oldest
 /// first. Only such files are ever deleted; never the `_final` file, never the file
 /// `last_checkpoint` names, never a file of another name.
+///
+/// Retention policies compose ([`PeriodicCheckpointerBuilder::keep`]): keep the newest N
+/// (`max_to_keep`), the best K by a metric ([`PeriodicCheckpointer::record_metric`]), every
+/// M iterations, one per time interval; a periodic file is deleted only when no policy keeps
+/// it. Their state lives in the save directory, so a restarted run and `ckpt ls` know it.
 ///
 /// ```no_run
 /// use ckpt::{shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel};
@@ -43,10 +54,31 @@ pub struct PeriodicCheckpointer {
     checkpointer: Checkpointer,
     period: u64,
     max_iter: Option<u64>,
-    max_to_keep: Option<usize>,
+    /// The retention policies; none: every periodic file is kept.
+    policies: Vec<Policy>,
     file_prefix: String,
     /// Basenames of the periodic files kept, oldest first.
     recent: VecDeque<String>,
+    clock: Clock,
+}
+
+/// Where save times come from: the system clock, or a simulated one.
+#[derive(Clone)]
+struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+impl Clock {
+    /// Seconds since the Unix epoch (0 for a clock set before it).
+    fn now(&self) -> f64 {
+        (self.0)()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
 }
 
 /// The settings of a [`PeriodicCheckpointer`], as Python's constructor arguments
@@ -59,7 +91,9 @@ pub struct PeriodicCheckpointerBuilder {
     period: Option<u64>,
     max_iter: Option<u64>,
     max_to_keep: Option<usize>,
+    policies: Vec<Policy>,
     file_prefix: String,
+    clock: Clock,
 }
 
 impl PeriodicCheckpointerBuilder {
@@ -84,6 +118,20 @@ impl PeriodicCheckpointerBuilder {
         self
     }
 
+    /// Adds a retention policy (composes with `max_to_keep` and the other policies: a
+    /// periodic file is deleted only when none keeps it).
+    pub fn keep(mut self, policy: Policy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// The clock that dates each save for [`Policy::OnePerInterval`] (the system clock by
+    /// default); a simulated clock for tests and replays.
+    pub fn clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Clock(Arc::new(clock));
+        self
+    }
+
     /// The start of the file names (`model` by default); a plain file name.
     pub fn file_prefix(mut self, file_prefix: impl Into<String>) -> Self {
         self.file_prefix = file_prefix.into();
@@ -91,17 +139,22 @@ impl PeriodicCheckpointerBuilder {
     }
 
     /// The periodic checkpointer. Fails when `period` is missing or 0, `max_to_keep` is 0,
-    /// `file_prefix` is not a plain file name, or the save directory cannot be listed.
+    /// a policy has a count or interval of 0, `file_prefix` is not a plain file name, the
+    /// save directory cannot be listed, or (with retention on) its retention state file
+    /// cannot be read.
     ///
     /// The periodic files already in the save directory are taken as the oldest ones kept,
-    /// by iteration; nothing is deleted before the next periodic save.
+    /// by iteration, after those the retention state records; nothing is deleted before
+    /// the next periodic save.
     pub fn build(self) -> Result<PeriodicCheckpointer> {
         let PeriodicCheckpointerBuilder {
             checkpointer,
             period,
             max_iter,
             max_to_keep,
+            mut policies,
             file_prefix,
+            clock,
         } = self;
         let period = match period {
             Some(0) => return Err(Error::invalid("period must be > 0")),
@@ -113,22 +166,50 @@ impl PeriodicCheckpointerBuilder {
             return Err(Error::invalid("max_to_keep must be > 0"));
         }
         check_basename(file_prefix)?;
-        let mut found: Vec<(u64, String)> = match checkpointer.store() {
-            Some(store) => store
-                .list()?
-                .into_iter()
-                .filter_map(|name| periodic_iteration(&name, file_prefix).map(|i| (i, name)))
-                .collect(),
-            None => Vec::new(),
+        if let Some(n) = max_to_keep {
+            policies.insert(0, Policy::Newest(n));
+        }
+        for policy in &policies {
+            policy.validate()?;
+        }
+        let (listed, state) = match checkpointer.store() {
+            Some(store) => {
+                let state = if policies.is_empty() {
+                    RetentionState::default()
+                } else {
+                    RetentionState::load(store.as_ref())?
+                };
+                (store.list()?, state)
+            }
+            None => (Vec::new(), RetentionState::default()),
         };
+        let mut found: Vec<(u64, String)> = listed
+            .iter()
+            .filter(|name| !state.checkpoints.iter().any(|c| c.file == **name))
+            .filter_map(|name| periodic_iteration(name, file_prefix).map(|i| (i, name.clone())))
+            .collect();
         found.sort();
+        // Files of an earlier run without state come first; recorded files whose file is
+        // gone (deleted by hand, or before a crash let the state be written) are forgotten.
+        let recent = found
+            .into_iter()
+            .map(|(_, name)| name)
+            .chain(
+                state
+                    .checkpoints
+                    .into_iter()
+                    .map(|c| c.file)
+                    .filter(|file| listed.contains(file)),
+            )
+            .collect();
         Ok(PeriodicCheckpointer {
             checkpointer,
             period,
             max_iter,
-            max_to_keep,
+            policies,
             file_prefix: file_prefix.to_string(),
-            recent: found.into_iter().map(|(_, name)| name).collect(),
+            recent,
+            clock,
         })
     }
 }
@@ -142,7 +223,9 @@ impl PeriodicCheckpointer {
             period: None,
             max_iter: None,
             max_to_keep: None,
+            policies: Vec::new(),
             file_prefix: "model".to_string(),
+            clock: Clock(Arc::new(SystemTime::now)),
         }
     }
 
@@ -179,7 +262,7 @@ impl PeriodicCheckpointer {
             let name = format!("{}_{iteration:07}", self.file_prefix);
             self.checkpointer.save(&name, state.clone())?;
             if self.checkpointer.saves_to_disk() {
-                self.remember(format!("{name}.pth"))?;
+                self.remember(format!("{name}.pth"), iteration)?;
             }
         }
         if let Some(max_iter) = self.max_iter {
@@ -201,41 +284,102 @@ impl PeriodicCheckpointer {
         self.recent.iter().map(String::as_str)
     }
 
-    /// Records a periodic file just saved and deletes the oldest beyond `max_to_keep`.
-    fn remember(&mut self, basename: String) -> Result<()> {
+    /// The retention policies in force (`max_to_keep` first, as [`Policy::Newest`]).
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// Records `value` of `metric` for the periodic checkpoint saved at `iteration` (for
+    /// [`Policy::Best`]), then applies retention; `false` when no periodic checkpoint of
+    /// that iteration is known (or retention is off). Record a checkpoint's metric before
+    /// the next periodic save: until then the tag keeps it, after that only a policy does.
+    pub fn record_metric(&mut self, iteration: u64, metric: &str, value: f64) -> Result<bool> {
+        let Some(store) = self.retention_store() else {
+            return Ok(false);
+        };
+        let mut state = self.load_state(store.as_ref())?;
+        if !state.record_metric(iteration, metric, value) {
+            return Ok(false);
+        }
+        self.apply(store.as_ref(), state)?;
+        Ok(true)
+    }
+
+    /// The store retention manages: none when retention is off or this process does not
+    /// save (a rank other than 0).
+    fn retention_store(&self) -> Option<Arc<dyn Store>> {
+        if self.policies.is_empty() || !self.checkpointer.saves_to_disk() {
+            return None;
+        }
+        self.checkpointer.store().cloned()
+    }
+
+    /// The state file, with the periodic files this checkpointer knows that it does not
+    /// record (found on disk at build, iteration from the name, no save time) put first.
+    fn load_state(&self, store: &dyn Store) -> Result<RetentionState> {
+        let mut state = RetentionState::load(store)?;
+        let unrecorded: Vec<Checkpoint> = self
+            .recent
+            .iter()
+            .filter(|name| !state.checkpoints.iter().any(|c| c.file == **name))
+            .filter_map(|name| {
+                Some(Checkpoint {
+                    file: name.clone(),
+                    iteration: periodic_iteration(name, &self.file_prefix)?,
+                    time: None,
+                    metrics: Default::default(),
+                })
+            })
+            .collect();
+        state.checkpoints.splice(0..0, unrecorded);
+        state.policies = self.policies.clone();
+        Ok(state)
+    }
+
+    /// Records a periodic file just saved and deletes those no policy keeps.
+    fn remember(&mut self, basename: String, iteration: u64) -> Result<()> {
         // A file saved again (training resumed from an older checkpoint) is new again.
         self.recent.retain(|name| *name != basename);
-        self.recent.push_back(basename);
-        let Some(max_to_keep) = self.max_to_keep else {
+        self.recent.push_back(basename.clone());
+        let Some(store) = self.retention_store() else {
             return Ok(());
         };
-        if self.recent.len() <= max_to_keep {
-            return Ok(());
-        }
+        let mut state = self.load_state(store.as_ref())?;
+        state.record(Checkpoint::new(basename, iteration, self.clock.now()));
+        self.apply(store.as_ref(), state)
+    }
+
+    /// Deletes the recorded files no policy keeps, then writes the state of the others.
+    fn apply(&mut self, store: &dyn Store, mut state: RetentionState) -> Result<()> {
         let protected = match self.checkpointer.last_checkpoint_name() {
             Ok(name) => name,
             Err(e) => {
                 tracing::warn!("Not deleting old checkpoints: {}", e.report());
-                return Ok(());
+                return self.write_state(store, state);
             }
         };
-        let Some(store) = self.checkpointer.store().cloned() else {
-            return Ok(());
-        };
         let final_name = format!("{}_final.pth", self.file_prefix);
-        while self.recent.len() > max_to_keep {
-            let Some(oldest) = self.recent.pop_front() else {
-                break;
-            };
-            if oldest.ends_with(&final_name) || protected.as_deref() == Some(oldest.as_str()) {
+        let verdicts = verdicts(&self.policies, &state.checkpoints, protected.as_deref());
+        let mut deleted = Vec::new();
+        for verdict in verdicts {
+            if !verdict.delete() || verdict.file.ends_with(&final_name) {
                 continue;
             }
             tracing::debug!(
                 "Deleting old checkpoint {}",
-                store.location(&oldest).display()
+                store.location(&verdict.file).display()
             );
-            store.remove(&oldest)?;
+            store.remove(&verdict.file)?;
+            deleted.push(verdict.file);
         }
+        state.checkpoints.retain(|c| !deleted.contains(&c.file));
+        self.write_state(store, state)
+    }
+
+    /// Writes `state` and takes its checkpoints as the periodic files kept.
+    fn write_state(&mut self, store: &dyn Store, state: RetentionState) -> Result<()> {
+        state.save(store)?;
+        self.recent = state.checkpoints.into_iter().map(|c| c.file).collect();
         Ok(())
     }
 }
