@@ -15,7 +15,8 @@
 //! # Where things are
 //!
 //! The root holds the types a training program uses every day: the checkpointers
-//! ([`Checkpointer`], [`PeriodicCheckpointer`], [`DetectionCheckpointer`]), what they save
+//! ([`Checkpointer`], [`PeriodicCheckpointer`], [`BestCheckpointer`],
+//! [`DetectionCheckpointer`]), what they save
 //! ([`Model`], [`Checkpointable`], [`StateDictModel`], [`Serde`]), what they report
 //! ([`LoadReport`], [`IncompatibleKeys`]) and the data of a checkpoint ([`Value`], [`Dict`],
 //! [`StateDict`], [`Tensor`], [`DType`]). The modules group the rest by task:
@@ -32,6 +33,7 @@
 //! - [`pickle`]: the Python pickle reader and writer underneath.
 #![deny(missing_docs)]
 
+mod best;
 mod cast;
 mod checkpointer;
 mod detach;
@@ -56,6 +58,7 @@ mod tensor;
 mod value;
 pub mod walk;
 
+pub use best::{BestCheckpointer, BestCheckpointerBuilder, BestOutcome};
 pub use cast::{can_cast, cast_bytes};
 pub use checkpointer::{CheckpointHooks, Checkpointables, Checkpointer, LAST_CHECKPOINT};
 pub use detection::checkpointer::DetectionCheckpointer;
