@@ -207,7 +207,11 @@ impl Verdict {
 /// The verdict on each of `checkpoints` (oldest save first), in the same order, under
 /// `policies`; `tagged` is the basename `last_checkpoint` names, which is always kept. With
 /// no policy at all, every checkpoint is kept (retention is off).
-pub fn verdicts(policies: &[Policy], checkpoints: &[Checkpoint], tagged: Option<&str>) -> Vec<Verdict> {
+pub fn verdicts(
+    policies: &[Policy],
+    checkpoints: &[Checkpoint],
+    tagged: Option<&str>,
+) -> Vec<Verdict> {
     let mut reasons: Vec<Vec<Reason>> = checkpoints
         .iter()
         .map(|c| {
@@ -304,11 +308,17 @@ mod tests {
     fn every_policy_keeps_its_own() {
         let cs: Vec<_> = (0..10).map(|i| at(i * 10 + 9, i as f64 * 25.0)).collect();
         assert_eq!(kept(&[Policy::Newest(2)], &cs, None), [89, 99]);
-        assert_eq!(kept(&[Policy::EveryIterations(30)], &cs, None), [29, 59, 89]);
+        assert_eq!(
+            kept(&[Policy::EveryIterations(30)], &cs, None),
+            [29, 59, 89]
+        );
         // Times 0, 25, 50, ...: one per 60 s keeps 0, 75, 150, 225.
         let interval = Policy::OnePerInterval { seconds: 60 };
         assert_eq!(kept(&[interval], &cs, None), [9, 39, 69, 99]);
-        assert_eq!(kept(&[Policy::Newest(1)], &cs, Some("model_0000019.pth")), [19, 99]);
+        assert_eq!(
+            kept(&[Policy::Newest(1)], &cs, Some("model_0000019.pth")),
+            [19, 99]
+        );
     }
 
     #[test]

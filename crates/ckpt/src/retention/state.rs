@@ -78,10 +78,9 @@ impl RetentionState {
             return Ok(RetentionState::default());
         };
         let location = store.location(STATE_FILE);
-        let on_disk: OnDisk = serde_json::from_slice(&bytes)
-            .map_err(|e| {
-                Error::format_caused("not a ckpt retention state file", e).in_file(&location)
-            })?;
+        let on_disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
+            Error::format_caused("not a ckpt retention state file", e).in_file(&location)
+        })?;
         if on_disk.version != VERSION {
             return Err(Error::unsupported(format!(
                 "retention state version {} (this ckpt reads version {VERSION})",

@@ -3,6 +3,9 @@
 //!
 //! - `save-loop DIR`: resumes from the checkpoints in `DIR`, then saves one every iteration
 //!   until it is killed (the crash-safety test kills it at random instants).
+//! - `retain DIR FROM TO`: trains iterations `FROM..TO` with a checkpoint every 10, under
+//!   composed retention policies (newest 2, best 1 by `loss`, every 50 iterations, one per
+//!   100 s of a simulated clock at 7 s per iteration), recording each checkpoint's loss.
 //! - `cache-dir`: prints the default download cache directory, as this process's environment
 //!   (`CKPT_CACHE_DIR`) makes it.
 //!
@@ -46,18 +49,64 @@ fn save_loop(dir: &str) -> ckpt::Result<()> {
     Ok(())
 }
 
+/// The loss evaluated on the checkpoint of `iteration`: best at iteration 59.
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn retain_loss(iteration: u64) -> f64 {
+    ((iteration / 10) as f64 - 5.0).abs() + 0.5
+}
+
+/// One run of the retention test; see the module documentation.
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn retain(dir: &str, from: u64, to: u64) -> ckpt::Result<()> {
+    use ckpt::retention::{Mode, Policy};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    let now = Arc::new(AtomicU64::new(0));
+    let clock = now.clone();
+    let checkpointer = Checkpointer::new(shared(StateDictModel::new(filled_state(0.0))), dir);
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(10)
+        .max_to_keep(2)
+        .keep(Policy::Best {
+            metric: "loss".into(),
+            mode: Mode::Min,
+            k: 1,
+        })
+        .keep(Policy::EveryIterations(50))
+        .keep(Policy::OnePerInterval { seconds: 100 })
+        .clock(move || UNIX_EPOCH + Duration::from_secs(clock.load(Ordering::SeqCst)))
+        .build()?;
+    for iteration in from..to {
+        now.store(iteration * 7, Ordering::SeqCst);
+        periodic.step(iteration, Dict::new())?;
+        if (iteration + 1) % 10 == 0 {
+            periodic.record_metric(iteration, "loss", retain_loss(iteration))?;
+        }
+    }
+    Ok(())
+}
+
 #[allow(dead_code)] // unused where the crash-safety test includes this file
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args[..] {
         ["save-loop", dir] => save_loop(dir),
+        ["retain", dir, from, to] => match (from.parse(), to.parse()) {
+            (Ok(from), Ok(to)) => retain(dir, from, to),
+            _ => {
+                eprintln!("retain: FROM and TO are iterations");
+                return ExitCode::from(2);
+            }
+        },
         ["cache-dir"] => {
             println!("{}", ckpt::resolve::default_cache_dir().display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: ckpt-test-child save-loop DIR | cache-dir");
+            eprintln!("usage: ckpt-test-child save-loop DIR | retain DIR FROM TO | cache-dir");
             return ExitCode::from(2);
         }
     };

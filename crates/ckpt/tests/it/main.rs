@@ -5,6 +5,7 @@
 
 mod support;
 
+mod best_checkpointer;
 mod broadcast_views;
 mod cast_matches_torch;
 mod checkpointer_interop_fvcore;
@@ -36,6 +37,7 @@ mod read_pickle;
 mod resolve_env;
 mod resolve_http;
 mod resolve_paths;
+mod retention_policies;
 mod save_long_names;
 mod serde_value;
 mod shared_save_dir;
