@@ -7,6 +7,7 @@ mod convert;
 mod diff;
 mod error;
 mod inspect;
+mod kept_by;
 mod ls;
 mod output;
 mod plan;
