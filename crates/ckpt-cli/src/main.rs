@@ -5,6 +5,7 @@
 
 mod convert;
 mod diff;
+mod diff_side;
 mod error;
 mod inspect;
 mod kept_by;
