@@ -9,6 +9,7 @@
 //! `scripts/bench.sh` builds it in release mode and runs it.
 
 mod convert;
+mod diff;
 mod driver;
 mod measure;
 mod mpi;
