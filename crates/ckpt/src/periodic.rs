@@ -9,7 +9,7 @@
 //! save time and metrics of each periodic file are kept in the retention state file
 //! ([`crate::retention::STATE_FILE`]) of the save directory.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -183,12 +183,14 @@ impl PeriodicCheckpointerBuilder {
             }
             None => (Vec::new(), RetentionState::default()),
         };
+        let recorded: HashSet<&str> = state.checkpoints.iter().map(|c| c.file.as_str()).collect();
         let mut found: Vec<(u64, String)> = listed
             .iter()
-            .filter(|name| !state.checkpoints.iter().any(|c| c.file == **name))
+            .filter(|name| !recorded.contains(name.as_str()))
             .filter_map(|name| periodic_iteration(name, file_prefix).map(|i| (i, name.clone())))
             .collect();
         found.sort();
+        let listed: HashSet<String> = listed.into_iter().collect();
         // Files of an earlier run without state come first; recorded files whose file is
         // gone (deleted by hand, or before a crash let the state be written) are forgotten.
         let recent = found
@@ -318,10 +320,11 @@ impl PeriodicCheckpointer {
     /// record (found on disk at build, iteration from the name, no save time) put first.
     fn load_state(&self, store: &dyn Store) -> Result<RetentionState> {
         let mut state = RetentionState::load(store)?;
+        let recorded: HashSet<&str> = state.checkpoints.iter().map(|c| c.file.as_str()).collect();
         let unrecorded: Vec<Checkpoint> = self
             .recent
             .iter()
-            .filter(|name| !state.checkpoints.iter().any(|c| c.file == **name))
+            .filter(|name| !recorded.contains(name.as_str()))
             .filter_map(|name| {
                 Some(Checkpoint {
                     file: name.clone(),
@@ -360,7 +363,7 @@ impl PeriodicCheckpointer {
         };
         let final_name = format!("{}_final.pth", self.file_prefix);
         let verdicts = verdicts(&self.policies, &state.checkpoints, protected.as_deref());
-        let mut deleted = Vec::new();
+        let mut deleted = HashSet::new();
         for verdict in verdicts {
             if !verdict.delete() || verdict.file.ends_with(&final_name) {
                 continue;
@@ -370,7 +373,7 @@ impl PeriodicCheckpointer {
                 store.location(&verdict.file).display()
             );
             store.remove(&verdict.file)?;
-            deleted.push(verdict.file);
+            deleted.insert(verdict.file);
         }
         state.checkpoints.retain(|c| !deleted.contains(&c.file));
         self.write_state(store, state)
