@@ -35,7 +35,6 @@ pub struct BestRecord {
 /// (oldest save first) and the best values of the best-checkpoint files.
 ///
 /// ```
-/// use std::sync::Arc;
 /// use ckpt::retention::{Checkpoint, Policy, RetentionState};
 /// use ckpt::store::LocalDir;
 /// let dir = tempfile::tempdir()?;
@@ -45,7 +44,7 @@ pub struct BestRecord {
 /// state.record(Checkpoint::new("model_0000009.pth", 9, 1.0));
 /// state.save(&store)?;
 /// assert_eq!(RetentionState::load(&store)?, state);
-/// # Ok::<(), ckpt::Error>(())
+/// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RetentionState {
