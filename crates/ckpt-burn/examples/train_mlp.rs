@@ -1,0 +1,242 @@
+//! Trains a small burn MLP (ndarray backend) with a PyTorch-compatible AdamW, checkpointing
+//! with ckpt; an interrupted run resumes to exactly the weights of an uninterrupted one.
+//!
+//! ```text
+//! cargo run -p ckpt-burn --example train_mlp -- OUTPUT_DIR [--max-iter 300] [--period 25]
+//!                                               [--max-to-keep 3] [--stop-at N]
+//! ```
+//!
+//! Kill it (or stop it with `--stop-at N`), run it again: it resumes from
+//! `OUTPUT_DIR/last_checkpoint` and prints the same final loss and weight checksum as a run
+//! that was never interrupted. The checkpoints are plain `torch.save` files holding the model
+//! under torch's names, the optimizer in `torch.optim.AdamW`'s layout and the iteration.
+
+// Also compiled into the tests, which use a different subset.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use burn::module::Module;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::{Device, Tensor, TensorData};
+use ckpt::{shared, Checkpointer, Model, StateDict};
+use ckpt_burn::{AdamW, AdamWConfig, BurnModel};
+
+// The command line, logging and resume-and-train loop of ckpt's own training example.
+#[path = "../../ckpt/examples/train/driver.rs"]
+mod driver;
+
+pub use driver::{BoxResult, Config, Outcome};
+
+/// Inputs of the network.
+pub const IN: usize = 16;
+/// Width of its hidden layer.
+pub const HIDDEN: usize = 64;
+/// Outputs of the network.
+pub const OUT: usize = 4;
+/// Samples in the data set.
+pub const SAMPLES: usize = 512;
+/// Samples in a batch.
+pub const BATCH: usize = 32;
+/// The seed of the data and of its shuffles.
+pub const DATA_SEED: u64 = 2024;
+/// The seed of the initial weights.
+pub const INIT_SEED: u64 = 7;
+
+/// The optimizer's hyperparameters (torch's defaults otherwise).
+pub fn adamw_config() -> AdamWConfig {
+    AdamWConfig {
+        lr: 1e-2,
+        weight_decay: 1e-2,
+        ..AdamWConfig::default()
+    }
+}
+
+/// SplitMix64: the data and the initial weights come from it, so a run is a pure function of
+/// its seeds (and the PyTorch side of the interop tests generates the same data).
+pub struct SplitMix64(pub u64);
+
+impl SplitMix64 {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [-1, 1), exactly representable in f32.
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u32 << 23) as f32 - 1.0
+    }
+}
+
+/// The synthetic regression data: `x` uniform, `y[j] = x[j] * x[j + 4] + 0.5 * x[j + 8]`.
+pub struct Data {
+    /// `SAMPLES x IN` inputs, row-major.
+    pub x: Vec<f32>,
+    /// `SAMPLES x OUT` targets, row-major.
+    pub y: Vec<f32>,
+}
+
+/// The data set (the same in every run).
+pub fn synthetic_data() -> Data {
+    let mut rng = SplitMix64(DATA_SEED);
+    let x: Vec<f32> = (0..SAMPLES * IN).map(|_| rng.next_f32()).collect();
+    let mut y = Vec::with_capacity(SAMPLES * OUT);
+    for row in x.chunks_exact(IN) {
+        for j in 0..OUT {
+            y.push(row[j] * row[j + 4] + 0.5 * row[j + 8]);
+        }
+    }
+    Data { x, y }
+}
+
+/// The sample indices of the batch trained at `iteration`: each epoch visits the samples in
+/// a Fisher–Yates shuffle seeded by the epoch, so the data position needs no state.
+pub fn batch_indices(iteration: u64) -> Vec<usize> {
+    let per_epoch = (SAMPLES / BATCH) as u64;
+    let epoch = iteration / per_epoch;
+    let mut rng = SplitMix64(DATA_SEED ^ epoch.wrapping_mul(0x5851_F42D_4C95_7F2D));
+    let mut order: Vec<usize> = (0..SAMPLES).collect();
+    for i in (1..SAMPLES).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    let start = (iteration % per_epoch) as usize * BATCH;
+    order[start..start + BATCH].to_vec()
+}
+
+/// The inputs and targets of the batch trained at `iteration`.
+pub fn batch(data: &Data, iteration: u64, device: &Device) -> (Tensor<2>, Tensor<2>) {
+    let idx = batch_indices(iteration);
+    let x: Vec<f32> = idx
+        .iter()
+        .flat_map(|&i| data.x[i * IN..(i + 1) * IN].to_vec())
+        .collect();
+    let y: Vec<f32> = idx
+        .iter()
+        .flat_map(|&i| data.y[i * OUT..(i + 1) * OUT].to_vec())
+        .collect();
+    (
+        Tensor::from_data(TensorData::new(x, [BATCH, IN]), device),
+        Tensor::from_data(TensorData::new(y, [BATCH, OUT]), device),
+    )
+}
+
+/// `fc2(tanh(fc1(x)))`; torch's `nn.Sequential`-free equivalent has the same state dict.
+#[derive(Module, Debug)]
+pub struct Mlp {
+    /// `IN -> HIDDEN`.
+    pub fc1: Linear,
+    /// `HIDDEN -> OUT`.
+    pub fc2: Linear,
+}
+
+impl Mlp {
+    /// The network's output.
+    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
+        self.fc2.forward(self.fc1.forward(x).tanh())
+    }
+}
+
+/// The network on `device`, with deterministic initial values drawn like torch's default
+/// `Linear` init (uniform in ±1/sqrt(fan_in)), in torch's layout and order.
+pub fn build_mlp(device: &Device) -> ckpt::Result<BurnModel<Mlp>> {
+    let mlp = Mlp {
+        fc1: LinearConfig::new(IN, HIDDEN).init(device),
+        fc2: LinearConfig::new(HIDDEN, OUT).init(device),
+    };
+    let mut model = BurnModel::new(mlp);
+    let mut rng = SplitMix64(INIT_SEED);
+    let mut init = StateDict::new();
+    for info in model.tensor_info()? {
+        let fan_in = if info.name.starts_with("fc1") {
+            IN
+        } else {
+            HIDDEN
+        };
+        let bound = 1.0 / (fan_in as f32).sqrt();
+        let n: usize = info.shape.iter().product();
+        let values: Vec<f32> = (0..n).map(|_| rng.next_f32() * bound).collect();
+        init.insert(info.name, ckpt::Tensor::from_slice(&values, &info.shape)?);
+    }
+    model.load_state_dict(init)?;
+    Ok(model)
+}
+
+/// The mean squared error of `mlp` on inputs `x` and targets `y`.
+pub fn mse(mlp: &Mlp, x: Tensor<2>, y: Tensor<2>) -> Tensor<1> {
+    let diff = mlp.forward(x) - y;
+    (diff.clone() * diff).mean()
+}
+
+/// The value of a one-element tensor.
+pub fn scalar(t: Tensor<1>) -> f32 {
+    t.to_data()
+        .try_to_vec::<f32>()
+        .ok()
+        .and_then(|v| v.first().copied())
+        .unwrap_or(f32::NAN)
+}
+
+/// FNV-1a over the bits of every weight, in the model's order.
+pub fn checksum(model: &BurnModel<Mlp>) -> ckpt::Result<u64> {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for (_, t) in model.state_dict()?.iter() {
+        for byte in t.contiguous_bytes().iter() {
+            hash = (hash ^ u64::from(*byte)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+    Ok(hash)
+}
+
+/// Resumes from `save_dir` if it has a checkpoint, then trains up to `max_iter` with a
+/// checkpoint every `period` iterations (and `model_final.pth` at the end).
+pub fn run(config: &Config) -> BoxResult<Outcome<BurnModel<Mlp>>> {
+    run_paced(config, std::time::Duration::ZERO)
+}
+
+/// [`run`], pausing `pace` after each iteration (so a test can kill it mid-run).
+pub fn run_paced(config: &Config, pace: std::time::Duration) -> BoxResult<Outcome<BurnModel<Mlp>>> {
+    let device = Device::default().autodiff();
+    let data = synthetic_data();
+    let model = build_mlp(&device)?;
+    let optimizer = shared(AdamW::from_model(&model, adamw_config())?);
+    let model = shared(model);
+
+    let mut checkpointer = Checkpointer::new(model.clone(), &config.save_dir);
+    checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
+    let progress = driver::train(config, checkpointer, |iteration| {
+        let (x, y) = batch(&data, iteration, &device);
+        let mut model = model.lock().map_err(|_| "model lock poisoned")?;
+        let module = model.module().clone();
+        let loss = mse(&module, x, y);
+        let grads = loss.backward();
+        let module = optimizer
+            .lock()
+            .map_err(|_| "optimizer lock poisoned")?
+            .step(module, &grads);
+        model.set_module(module);
+        std::thread::sleep(pace);
+        Ok(scalar(loss))
+    })?;
+    let model = model.lock().map_err(|_| "model lock poisoned")?.clone();
+    let x = Tensor::from_data(TensorData::new(data.x.clone(), [SAMPLES, IN]), &device);
+    let y = Tensor::from_data(TensorData::new(data.y.clone(), [SAMPLES, OUT]), &device);
+    let loss = scalar(mse(model.module(), x, y));
+    let checksum = checksum(&model)?;
+    Ok(progress.ended(loss, checksum, model))
+}
+
+fn main() -> std::process::ExitCode {
+    let defaults = Config {
+        save_dir: PathBuf::new(),
+        max_iter: 300,
+        period: 25,
+        max_to_keep: Some(3),
+        stop_at: None,
+    };
+    driver::main("train_mlp", defaults, run)
+}

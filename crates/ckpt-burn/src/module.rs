@@ -1,0 +1,347 @@
+//! [`BurnModel`]: a burn `Module` as a ckpt [`Model`].
+
+use std::collections::{HashMap, HashSet};
+
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::tensor::{Tensor as BTensor, TensorData};
+use ckpt::{
+    can_cast, DTypeMismatch, Error, IncompatibleKeys, LoadedKeys, Model, Result, ShapeMismatch,
+    StateDict, TensorInfo,
+};
+
+use crate::convert::{data_to_ckpt, dtype_to_ckpt, to_burn_data};
+use crate::names::{PathStack, TorchNames};
+
+/// A burn module checkpointed as a state dict of its float parameters and running statistics
+/// (batch-norm `running_mean`/`running_var`), under their module paths, in the module's
+/// visiting order (its field order: torch's `named_parameters()` order for a module written
+/// like its torch counterpart).
+///
+/// Names and layouts follow [`TorchNames`] (torch's by default), so the state dict is the one
+/// the same network has in PyTorch. Loading replaces the module (burn modules are values: a
+/// load maps the parameters to new ones with the same ids, devices and `require_grad`). Int
+/// and bool parameters are not part of the state dict.
+///
+/// ```
+/// use burn::nn::LinearConfig;
+/// use burn::tensor::Device;
+/// use ckpt::Model;
+/// let linear = LinearConfig::new(3, 2).init(&Device::default());
+/// let model = ckpt_burn::BurnModel::new(linear);
+/// let sd = model.state_dict()?;
+/// assert_eq!(sd.keys().collect::<Vec<_>>(), ["weight", "bias"]);
+/// assert_eq!(sd.get("weight").unwrap().shape(), &[2, 3]); // torch's [out, in]
+/// # Ok::<(), ckpt::Error>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct BurnModel<M: Module> {
+    module: M,
+    names: TorchNames,
+}
+
+impl<M: Module> BurnModel<M> {
+    /// `module` under torch's names ([`TorchNames::torch`]).
+    pub fn new(module: M) -> BurnModel<M> {
+        BurnModel {
+            module,
+            names: TorchNames::torch(),
+        }
+    }
+
+    /// Uses `names` for the state dict.
+    pub fn with_names(mut self, names: TorchNames) -> BurnModel<M> {
+        self.names = names;
+        self
+    }
+
+    /// The naming convention.
+    pub fn names(&self) -> TorchNames {
+        self.names
+    }
+
+    /// The module.
+    pub fn module(&self) -> &M {
+        &self.module
+    }
+
+    /// Replaces the module (after a training step, which returns a new one).
+    pub fn set_module(&mut self, module: M) {
+        self.module = module;
+    }
+
+    /// The module, giving up the wrapper.
+    pub fn into_module(self) -> M {
+        self.module
+    }
+
+    /// The state-dict entries of the module: name, shape (as in the state dict), dtype and
+    /// whether the tensor is transposed from burn's layout.
+    pub(crate) fn entries(&self) -> Result<Vec<Entry>> {
+        let mut lister = Lister {
+            path: PathStack::default(),
+            names: self.names,
+            entries: Vec::new(),
+            error: None,
+        };
+        self.module.visit(&mut lister);
+        if let Some(e) = lister.error {
+            return Err(e);
+        }
+        let mut seen = HashSet::new();
+        if let Some(dup) = lister
+            .entries
+            .iter()
+            .find(|e| !seen.insert(e.name.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "two parameters of the burn module have the state-dict name {:?}",
+                dup.name
+            )));
+        }
+        Ok(lister.entries)
+    }
+
+    /// Loads `state` non-strictly, as `Checkpointer` does with a file: entries whose shape
+    /// differs from the parameter's, or whose dtype cannot be loaded into the parameter's
+    /// (complex into real, [`ckpt::can_cast`]), are skipped and reported with the missing and
+    /// unexpected names.
+    pub fn load_non_strict(&mut self, mut state: StateDict) -> Result<IncompatibleKeys> {
+        let mut incorrect_shapes = Vec::new();
+        let mut incorrect_dtypes = Vec::new();
+        for info in self.tensor_info()? {
+            if let Some(t) = state.get(&info.name) {
+                if t.shape() != info.shape.as_slice() {
+                    incorrect_shapes.push(ShapeMismatch::new(
+                        info.name,
+                        t.shape().to_vec(),
+                        info.shape,
+                    ));
+                } else if !can_cast(t.dtype(), info.dtype) {
+                    incorrect_dtypes.push(DTypeMismatch::new(info.name, t.dtype(), info.dtype));
+                }
+            }
+        }
+        let skipped: HashSet<&str> = incorrect_shapes
+            .iter()
+            .map(|m| m.model_key.as_str())
+            .chain(incorrect_dtypes.iter().map(|m| m.key.as_str()))
+            .collect();
+        state.retain(|name, _| !skipped.contains(name));
+        let loaded = self.load_state_dict(state)?;
+        let mut report = IncompatibleKeys::default();
+        report.missing_keys = loaded.missing_keys;
+        report.unexpected_keys = loaded.unexpected_keys;
+        report.incorrect_shapes = incorrect_shapes;
+        report.incorrect_dtypes = incorrect_dtypes;
+        Ok(report)
+    }
+}
+
+/// One float parameter as the state dict sees it.
+pub(crate) struct Entry {
+    pub name: String,
+    /// The shape in the state dict (torch's layout).
+    pub shape: Vec<usize>,
+    /// The shape of the burn tensor.
+    pub burn_shape: Vec<usize>,
+    pub dtype: burn::tensor::DType,
+    pub transposed: bool,
+    /// Whether the parameter requires a gradient (a trained parameter, not a buffer).
+    pub trainable: bool,
+    /// The device of its values without autodiff (where optimizer state lives).
+    pub device: burn::tensor::Device,
+}
+
+/// Lists the float parameters with their state-dict names.
+struct Lister {
+    path: PathStack,
+    names: TorchNames,
+    entries: Vec<Entry>,
+    error: Option<Error>,
+}
+
+impl ModuleVisitor for Lister {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<BTensor<D>>) {
+        let (name, transposed) = self.path.param_name(&self.names);
+        let transposed = transposed && D == 2;
+        let value = param.val();
+        let burn_shape = value.dims().to_vec();
+        let mut shape = burn_shape.clone();
+        if transposed {
+            shape.swap(0, 1);
+        }
+        let dtype = value.dtype();
+        let trainable = value.is_require_grad();
+        let device = value.inner().device();
+        if dtype_to_ckpt(dtype).is_none() && self.error.is_none() {
+            self.error = Some(
+                Error::unsupported(format!("burn dtype {dtype:?} has no torch counterpart"))
+                    .in_entry(&name),
+            );
+        }
+        self.entries.push(Entry {
+            name,
+            shape,
+            burn_shape,
+            dtype,
+            transposed,
+            trainable,
+            device,
+        });
+    }
+}
+
+/// Collects the parameters' values as ckpt tensors.
+struct Collector {
+    path: PathStack,
+    names: TorchNames,
+    state: StateDict,
+    error: Option<Error>,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<BTensor<D>>) {
+        if self.error.is_some() {
+            return;
+        }
+        let (name, transposed) = self.path.param_name(&self.names);
+        let value = param.val();
+        let data = if transposed && D == 2 {
+            value.transpose().to_data()
+        } else {
+            value.to_data()
+        };
+        match data_to_ckpt(data) {
+            Ok(t) => {
+                self.state.insert(name, t);
+            }
+            Err(e) => self.error = Some(e.in_entry(name)),
+        }
+    }
+}
+
+/// Replaces the parameters named in `updates` by their new values.
+struct Loader {
+    path: PathStack,
+    names: TorchNames,
+    updates: HashMap<String, TensorData>,
+}
+
+impl ModuleMapper for Loader {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path.enter(name, container_type);
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.exit();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<BTensor<D>>) -> Param<BTensor<D>> {
+        // Transposed entries are already in burn's layout (see `load_state_dict`).
+        let (name, _) = self.path.param_name(&self.names);
+        let Some(data) = self.updates.remove(&name) else {
+            return param;
+        };
+        let value = BTensor::<D>::from_data(data, &param.lazy_device());
+        let id = param.id;
+        param.transform_for_load(value, id)
+    }
+}
+
+impl<M: Module> Model for BurnModel<M> {
+    fn state_dict(&self) -> Result<StateDict> {
+        let mut collector = Collector {
+            path: PathStack::default(),
+            names: self.names,
+            state: StateDict::new(),
+            error: None,
+        };
+        self.module.visit(&mut collector);
+        match collector.error {
+            Some(e) => Err(e),
+            None => Ok(collector.state),
+        }
+    }
+
+    /// Every parameter named in `state` takes its value, converted to the parameter's dtype
+    /// (with torch's `copy_` rules, [`ckpt::cast_bytes`]). All entries are converted before
+    /// the module changes, so an error leaves it unchanged. A shape that differs from the
+    /// parameter's, or a dtype that cannot be loaded into it, is an error naming the key.
+    fn load_state_dict(&mut self, state: StateDict) -> Result<LoadedKeys> {
+        let mut updates = HashMap::new();
+        let mut missing = Vec::new();
+        // Marked rather than removed: removing from an ordered map shifts every later entry.
+        let mut used = vec![false; state.len()];
+        for entry in self.entries()? {
+            let Some((index, t)) = state.get_full(&entry.name) else {
+                missing.push(entry.name);
+                continue;
+            };
+            if let Some(slot) = used.get_mut(index) {
+                *slot = true;
+            }
+            if t.shape() != entry.shape.as_slice() {
+                return Err(Error::shape_mismatch(&entry.shape, t.shape()).in_entry(entry.name));
+            }
+            let dtype = dtype_to_ckpt(entry.dtype).ok_or_else(|| {
+                Error::unsupported(format!("burn dtype {:?}", entry.dtype)).in_entry(&entry.name)
+            })?;
+            let data = if entry.transposed {
+                // Transposed by reading the file's bytes through a transposed view: one copy.
+                let (shape, strides) = (t.shape(), t.strides());
+                t.view(
+                    &[shape[1], shape[0]],
+                    &[strides[1], strides[0]],
+                    t.storage_offset(),
+                )
+                .and_then(|view| to_burn_data(&view, dtype))
+            } else {
+                to_burn_data(t, dtype)
+            };
+            let data = data.map_err(|e| e.in_entry(&entry.name))?;
+            updates.insert(entry.name, data);
+        }
+        let mut loader = Loader {
+            path: PathStack::default(),
+            names: self.names,
+            updates,
+        };
+        self.module = self.module.clone().map(&mut loader);
+        let unexpected = state
+            .keys()
+            .zip(used)
+            .filter(|(_, used)| !used)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        Ok(LoadedKeys::new(missing, unexpected))
+    }
+
+    /// Names, shapes and dtypes, read without copying any parameter.
+    fn tensor_info(&self) -> Result<Vec<TensorInfo>> {
+        self.entries()?
+            .into_iter()
+            .map(|e| {
+                let dtype = dtype_to_ckpt(e.dtype).ok_or_else(|| {
+                    Error::unsupported(format!("burn dtype {:?}", e.dtype)).in_entry(&e.name)
+                })?;
+                Ok(TensorInfo::new(e.name, e.shape, dtype))
+            })
+            .collect()
+    }
+}
