@@ -260,6 +260,23 @@ def run(request):
         os.remove(target)
         return sample
 
+    if op == "torch-diff":
+        # ckpt-bench's comparison row (crates/ckpt-bench/src/diff.rs): the torch file against
+        # its safetensors conversion, every tensor compared exactly (NaN equal to NaN).
+        from safetensors.torch import load_file
+
+        def compare():
+            a = torch.load(pth, weights_only=True)
+            b = load_file(st)
+            if a.keys() != b.keys():
+                return False
+            return all(torch.allclose(a[k], b[k], rtol=0.0, atol=0.0, equal_nan=True) for k in a)
+
+        sample, equal = measure(compare)
+        if not equal:
+            raise RuntimeError(f"{pth} and {st} differ")
+        return sample
+
     if op == "torch-load":
         return timed_load(torch, lambda: torch.load(pth, weights_only=True))
     if op == "torch-load-mmap":

@@ -152,7 +152,7 @@ fn files(paths: &Paths, workload: &str, contender: &str, arg: u64) -> (PathBuf, 
 }
 
 /// Runs `command` to completion and returns its wall-clock time and peak memory.
-fn timed_child(command: &mut Command) -> Result<Sample, BoxError> {
+pub(crate) fn timed_child(command: &mut Command) -> Result<Sample, BoxError> {
     let start = Instant::now();
     let output = command
         .stdin(Stdio::null())

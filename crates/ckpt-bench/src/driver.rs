@@ -44,6 +44,8 @@ pub enum Kind {
         tmpfs: bool,
     },
     ResumeRanks,
+    /// A whole-file comparison of the workload's torch file with its safetensors file.
+    Diff,
 }
 
 impl Kind {
@@ -73,6 +75,7 @@ impl Kind {
                 tmpfs: false,
             } => "convert → safetensors, durable, same directory",
             Kind::ResumeRanks => "resume on 4 MPI ranks",
+            Kind::Diff => "compare a torch file with its safetensors conversion",
         }
     }
 }
@@ -517,6 +520,12 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
                 }
             }
             v.extend(crate::convert::cases(workload, bytes, dir));
+            if workload == "big" {
+                let paths = crate::ops::Paths {
+                    dir: dir.to_path_buf(),
+                };
+                v.extend(crate::diff::cases(workload, bytes, &paths));
+            }
             v
         }
         "detectron" => {

@@ -11,6 +11,7 @@
 
 mod async_save;
 mod convert;
+mod diff;
 mod driver;
 mod measure;
 mod mpi;

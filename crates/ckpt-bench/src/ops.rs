@@ -105,6 +105,7 @@ pub fn run(
         "ckpt-open-repeat" => open_repeat(&paths.input(workload, "pth"), arg.max(1)),
         "ckpt-convert" => crate::convert::ckpt_convert(paths, workload, arg),
         "copy-limit" => crate::convert::copy_limit(paths, workload, arg),
+        "ckpt-diff" => crate::diff::ckpt_diff(paths, workload),
         other => Err(format!("unknown Rust operation {other}").into()),
     }
 }

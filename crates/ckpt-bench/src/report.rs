@@ -126,7 +126,7 @@ pub fn render_summary(outcome: &Outcome, command: &str) -> String {
     );
     let _ = writeln!(out, "|---|---:|---|---|---|");
     use Kind::*;
-    let rows: [(&str, Kind, &str); 11] = [
+    let rows: [(&str, Kind, &str); 12] = [
         ("big", Save, "save"),
         ("big", SaveDurable, "save + fsync"),
         ("big", LoadEager, "load into memory"),
@@ -138,6 +138,7 @@ pub fn render_summary(outcome: &Outcome, command: &str) -> String {
         ("detectron", Save, "save"),
         ("detectron", Resume, "resume model + optimizer"),
         ("matching", Match, "match names"),
+        ("big", Diff, "compare with its safetensors conversion"),
     ];
     for (workload, kind, what) in rows {
         let Some(ckpt) = find(outcome, workload, kind, "ckpt") else {

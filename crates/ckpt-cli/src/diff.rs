@@ -4,28 +4,33 @@
 
 use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
-use ckpt::format::{load_with, LoadOptions, SourcePages};
 use ckpt::matching::align_and_update_state_dicts;
 use ckpt::walk::leaves;
 use ckpt::{cast_bytes, DType, StateDict, Tensor, Value};
 use serde::Serialize;
 
+use crate::diff_side::{self, Side};
 use crate::error::CliError;
 use crate::output::{print, printable, Align, JsonLines, Table};
 use crate::plan::{python_shape, quiet};
-use crate::{convert, source};
 
 /// Compare two checkpoints: keys, dtypes, shapes and values
 ///
 /// A and B may be of any formats ckpt reads (torch zip or legacy, Detectron pickles,
 /// safetensors). Entries are paired by their `.`-joined names (as safetensors names them, so a
 /// torch file and its safetensors conversion pair up), or with --match by the suffix rule of
-/// `ckpt plan`. Lists the keys only in A, only in B, dtype and shape differences, and for each
+/// `ckpt plan` (a Caffe2/Detectron1 pickle renamed to detectron2 names first, its
+/// background-class rows fixed, as `ckpt plan` and a detectron2 load do; its blob names are
+/// shown). Lists the keys only in A, only in B, dtype and shape differences, and for each
 /// pair of tensors the largest absolute and relative difference (|a - b| / |b|) and whether the
 /// bytes are identical; other values (iteration, optimizer hyper-parameters) are compared as
 /// values. Tensors of different dtypes are compared by value after conversion to float64.
+/// Values other than tensors that one file has and the other cannot hold (a safetensors file,
+/// Caffe2 weights under --match) are listed as not compared, not as differences: a
+/// checkpoint equals its safetensors conversion when the tensors are equal; use --key model
+/// to compare only the weights of any two files.
 /// Elements are equal when |a - b| <= atol + rtol * |b| (torch.allclose's rule; NaN equals
 /// NaN). Files are read through a memory map and compared a chunk at a time, so memory stays
 /// small whatever their size.
@@ -48,7 +53,8 @@ pub struct Args {
     #[arg(long, default_value_t = 0.0, value_name = "ATOL")]
     pub atol: f64,
     /// Pair tensors whose names differ by the matching heuristics of `ckpt plan` (a name
-    /// matches the longest name it ends with, at a `.`); other values pair by name.
+    /// matches the longest name it ends with, at a `.`; a Caffe2 pickle's blobs are renamed
+    /// to detectron2 names first); other values pair by name.
     #[arg(long = "match")]
     pub match_names: bool,
     /// Do not count a dtype difference as a difference when the values are equal within
@@ -112,9 +118,57 @@ pub struct Report {
     pub tensors: Vec<TensorDiff>,
     pub values: Vec<ValueDiff>,
     pub equal_values: usize,
+    /// Values other than tensors of one file that the other cannot hold (it is a
+    /// safetensors file): listed, not counted as differences.
+    pub not_compared: Vec<NotCompared>,
+}
+
+/// A value of one file that the other file cannot hold.
+#[derive(Debug, Clone, Serialize)]
+pub struct NotCompared {
+    /// `a` or `b`: the file that has it.
+    pub side: &'static str,
+    pub key: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// What the other file is (`a safetensors file`).
+    pub because_other_is: &'static str,
 }
 
 impl Report {
+    /// Names each entry as its file does (a Caffe2 blob name rather than its detectron2
+    /// name) and moves the non-tensor values of one file that the other cannot hold out of
+    /// the differences.
+    fn settle(&mut self, a: &Side, b: &Side) {
+        for (only, side, this, other) in [
+            (&mut self.only_in_a, "a", a, b),
+            (&mut self.only_in_b, "b", b, a),
+        ] {
+            for o in only.iter_mut() {
+                o.key = this.file_name(&o.key).to_string();
+            }
+            let Some(because_other_is) = other.tensors_only else {
+                continue;
+            };
+            only.retain(|o| {
+                if o.dtype.is_some() {
+                    return true;
+                }
+                self.not_compared.push(NotCompared {
+                    side,
+                    key: o.key.clone(),
+                    kind: o.kind.clone(),
+                    because_other_is,
+                });
+                false
+            });
+        }
+        for t in &mut self.tensors {
+            t.key_a = a.file_name(&t.key_a).to_string();
+            t.key_b = b.file_name(&t.key_b).to_string();
+        }
+    }
+
     /// Whether the two files are equal within tolerance.
     pub fn equal(&self) -> bool {
         self.only_in_a.is_empty()
@@ -132,34 +186,16 @@ pub fn run(args: &Args) -> Result<bool, CliError> {
             "--rtol and --atol must be finite non-negative numbers",
         ));
     }
-    let a = open(&args.a, args.key.as_deref())?;
-    let b = open(&args.b, args.key.as_deref())?;
-    let report = compare(&a, &b, args)?;
+    let a = diff_side::open(&args.a, args.key.as_deref(), args.match_names)?;
+    let b = diff_side::open(&args.b, args.key.as_deref(), args.match_names)?;
+    let mut report = compare(&a.value, &b.value, args)?;
+    report.settle(&a, &b);
     if args.json {
         print(&to_json(&report)?)?;
     } else {
         print(&render(args, &report))?;
     }
     Ok(report.equal())
-}
-
-/// A checkpoint's value (its `key` entry if asked), its tensors views of a memory map.
-fn open(input: &Path, key: Option<&str>) -> Result<Value, CliError> {
-    let shown = printable(&input.display().to_string());
-    let path = source::local_input(input)?;
-    let options = LoadOptions::default().with_source_pages(SourcePages::Release);
-    let loaded = load_with(&path, &options).map_err(|e| {
-        let message = e.to_string();
-        if message.contains(&path.display().to_string()) {
-            CliError::new(message)
-        } else {
-            CliError::new(format!("{shown}: {message}"))
-        }
-    })?;
-    match key {
-        Some(key) => convert::select_key(loaded.value, key, input),
-        None => Ok(loaded.value),
-    }
 }
 
 /// The leaves of `value` by `.`-joined name, in the file's order (the first of two leaves
@@ -493,6 +529,7 @@ pub fn to_json(report: &Report) -> Result<String, CliError> {
         .rows("different_values", &report.values)?
         .rows("equal_tensors", &equal)?
         .field("equal_values", &report.equal_values)?
+        .rows("not_compared", &report.not_compared)?
         .render())
 }
 
@@ -566,6 +603,23 @@ pub fn render(args: &Args, report: &Report) -> String {
             table.row(vec![printable(&v.key), printable(&v.a), printable(&v.b)]);
         }
         section(&mut out, "different values", report.values.len(), &table);
+    }
+    if !report.not_compared.is_empty() {
+        let mut table = Table::new(&["KEY", "IN", "TYPE", "THE OTHER IS"], &[Align::Left; 4]);
+        for n in &report.not_compared {
+            table.row(vec![
+                printable(&n.key),
+                n.side.to_uppercase(),
+                n.kind.clone(),
+                n.because_other_is.to_string(),
+            ]);
+        }
+        section(
+            &mut out,
+            "not compared (the other file cannot hold them)",
+            report.not_compared.len(),
+            &table,
+        );
     }
     let identical = report.tensors.iter().filter(|t| t.bit_identical).count();
     let close = report

@@ -10,6 +10,7 @@ use ckpt::store::TEMP_PREFIX;
 use serde::Serialize;
 
 use crate::error::{one_line, without_file, CliError};
+use crate::kept_by::Retention;
 use crate::output::{human_bytes, print, printable, Align, JsonLines, Table};
 use crate::time::rfc3339_utc;
 
@@ -18,7 +19,9 @@ use crate::time::rfc3339_utc;
 /// Every `*.pth` file with its iteration, size, modified time (UTC), whether
 /// `last_checkpoint` points to it, and whether it is intact (its structure reads to the end;
 /// with `--verify`, every byte matches the crc32 its archive declares). Works on directories
-/// written by fvcore/detectron2 and by ckpt.
+/// written by fvcore/detectron2 and by ckpt. Where a ckpt checkpointer applies retention
+/// policies, also why each file is kept (which policy, from its state file
+/// `ckpt_retention.json`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpointer's save directory.
@@ -45,6 +48,10 @@ pub struct Listing {
     pub last_checkpoint: Option<Tag>,
     /// Sorted by iteration (files without one last), then by name.
     pub checkpoints: Vec<Checkpoint>,
+    /// The retention policies of the ckpt checkpointer writing here (empty: none).
+    pub retention: Vec<String>,
+    /// Why the retention state file cannot be read, if it cannot.
+    pub retention_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -73,6 +80,10 @@ pub struct Checkpoint {
     pub verified: bool,
     /// Why it does not, in one line.
     pub error: Option<String>,
+    /// Why retention keeps it (`newest 3`, `best 1 by loss (min): 0.5`, `last_checkpoint`);
+    /// null for a file retention does not manage (never deleted), empty for one no policy
+    /// keeps (deleted at the next save).
+    pub kept_by: Option<Vec<String>>,
 }
 
 pub fn run(args: &Args) -> Result<(), CliError> {
@@ -116,6 +127,15 @@ pub fn list_with(dir: &Path, verify: bool) -> Result<Listing, CliError> {
             c.last = c.file == tag.target;
         }
     }
+    let retention = Retention::read(dir);
+    let files: Vec<String> = checkpoints.iter().map(|c| c.file.clone()).collect();
+    let tag = last_checkpoint
+        .as_ref()
+        .filter(|t| t.exists)
+        .map(|t| t.target.as_str());
+    for (c, kept_by) in checkpoints.iter_mut().zip(retention.kept_by(&files, tag)) {
+        c.kept_by = kept_by;
+    }
     checkpoints.sort_by(|a, b| {
         (a.iteration.is_none(), a.iteration, &a.file).cmp(&(
             b.iteration.is_none(),
@@ -127,6 +147,8 @@ pub fn list_with(dir: &Path, verify: bool) -> Result<Listing, CliError> {
         dir: dir.display().to_string(),
         last_checkpoint,
         checkpoints,
+        retention: retention.policies,
+        retention_error: retention.error,
     })
 }
 
@@ -151,6 +173,7 @@ fn examine(path: &Path, file: String, metadata: &fs::Metadata, verify: bool) -> 
         intact: error.is_none(),
         verified: verify,
         error,
+        kept_by: None,
     }
 }
 
@@ -216,7 +239,16 @@ impl Listing {
             .field("dir", &self.dir)?
             .field("last_checkpoint", &self.last_checkpoint)?
             .rows("checkpoints", &self.checkpoints)?
+            .field("retention", &self.retention)?
+            .field("retention_error", &self.retention_error)?
             .render())
+    }
+
+    /// Whether a ckpt checkpointer keeps retention state here.
+    fn has_retention(&self) -> bool {
+        !self.retention.is_empty()
+            || self.retention_error.is_some()
+            || self.checkpoints.iter().any(|c| c.kept_by.is_some())
     }
 
     /// A table for people, then where `last_checkpoint` points.
@@ -226,19 +258,24 @@ impl Listing {
         if self.checkpoints.is_empty() {
             out.push_str(&format!("no checkpoints (*.pth) in {dir}\n"));
         } else {
-            let mut table = Table::new(
-                &["FILE", "ITERATION", "SIZE", "MODIFIED", "LAST", "STATUS"],
-                &[
-                    Align::Left,
-                    Align::Right,
-                    Align::Right,
-                    Align::Left,
-                    Align::Left,
-                    Align::Left,
-                ],
-            );
+            // A directory without retention (a Python checkpointer's) has no KEPT BY column.
+            let kept = self.has_retention();
+            let mut headers = vec!["FILE", "ITERATION", "SIZE", "MODIFIED", "LAST", "STATUS"];
+            let mut aligns = vec![
+                Align::Left,
+                Align::Right,
+                Align::Right,
+                Align::Left,
+                Align::Left,
+                Align::Left,
+            ];
+            if kept {
+                headers.push("KEPT BY");
+                aligns.push(Align::Left);
+            }
+            let mut table = Table::new(&headers, &aligns);
             for c in &self.checkpoints {
-                table.row(vec![
+                let mut row = vec![
                     printable(&c.file),
                     c.iteration.map_or("-".to_string(), |i| i.to_string()),
                     human_bytes(c.size),
@@ -252,9 +289,19 @@ impl Listing {
                         }
                         Some(e) => format!("BROKEN: {}", printable(e)),
                     },
-                ]);
+                ];
+                if kept {
+                    row.push(kept_by_cell(c.kept_by.as_deref()));
+                }
+                table.row(row);
             }
             out.push_str(&table.render());
+        }
+        if !self.retention.is_empty() {
+            out.push_str(&format!("retention: {}\n", self.retention.join(", ")));
+        }
+        if let Some(e) = &self.retention_error {
+            out.push_str(&format!("retention: BROKEN: {}\n", printable(e)));
         }
         match &self.last_checkpoint {
             None => out.push_str(&format!("no {TAG_FILE} in {dir}\n")),
@@ -267,6 +314,16 @@ impl Listing {
             }
         }
         out
+    }
+}
+
+/// The KEPT BY cell: `-` for a file retention does not manage, `nothing (deleted at the
+/// next save)` for one no policy keeps.
+fn kept_by_cell(kept_by: Option<&[String]>) -> String {
+    match kept_by {
+        None => "-".to_string(),
+        Some([]) => "nothing (deleted at the next save)".to_string(),
+        Some(reasons) => printable(&reasons.join(", ")),
     }
 }
 

@@ -5,8 +5,10 @@
 
 mod convert;
 mod diff;
+mod diff_side;
 mod error;
 mod inspect;
+mod kept_by;
 mod ls;
 mod output;
 mod plan;

@@ -15,7 +15,8 @@
 //! # Where things are
 //!
 //! The root holds the types a training program uses every day: the checkpointers
-//! ([`Checkpointer`], [`PeriodicCheckpointer`], [`DetectionCheckpointer`]), what they save
+//! ([`Checkpointer`], [`PeriodicCheckpointer`], [`BestCheckpointer`],
+//! [`DetectionCheckpointer`]), what they save
 //! ([`Model`], [`Checkpointable`], [`StateDictModel`], [`Serde`]), what they report
 //! ([`LoadReport`], [`IncompatibleKeys`]) and the data of a checkpoint ([`Value`], [`Dict`],
 //! [`StateDict`], [`Tensor`], [`DType`]). The modules group the rest by task:
@@ -25,12 +26,15 @@
 //! - [`matching`]: rename checkpoint keys to a model's (detectron2's heuristics, Caffe2 names);
 //! - [`detection`]: what `DetectionCheckpointer` does to a file, and dry runs of a load;
 //! - [`resolve`]: turn URLs and `detectron2://` names into local files;
+//! - [`retention`]: which checkpoints a save directory keeps (composable policies, their
+//!   state file);
 //! - [`store`]: where a checkpointer keeps its files, and atomic writes;
 //! - [`dist`]: the collectives of a job with several processes;
 //! - [`pickle`]: the Python pickle reader and writer underneath.
 #![deny(missing_docs)]
 
 mod background;
+mod best;
 mod cast;
 mod checkpointer;
 mod detach;
@@ -49,6 +53,7 @@ mod periodic;
 pub mod pickle;
 pub mod resolve;
 mod resume;
+pub mod retention;
 mod serde_value;
 mod storage_check;
 pub mod store;
@@ -57,6 +62,7 @@ mod value;
 pub mod walk;
 
 pub use background::{SaveHandle, SnapshotMode};
+pub use best::{BestCheckpointer, BestCheckpointerBuilder, BestOutcome};
 pub use cast::{can_cast, cast_bytes};
 pub use checkpointer::{CheckpointHooks, Checkpointables, Checkpointer, LAST_CHECKPOINT};
 pub use detection::checkpointer::DetectionCheckpointer;

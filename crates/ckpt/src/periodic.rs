@@ -1,18 +1,24 @@
 //! [`PeriodicCheckpointer`]: saves every `period` iterations and at the end of training, as
 //! fvcore's `PeriodicCheckpointer` does, and keeps at most
-//! `max_to_keep` periodic files.
+//! `max_to_keep` periodic files, or those that composable retention policies keep.
 //!
 //! Better than Python: retention survives restarts. The periodic files of an earlier run
 //! (`<prefix>_NNNNNNN.pth` in the save directory) count against `max_to_keep` too, oldest
 //! first. Only such files are ever deleted; never the `_final` file, never the file
-//! `last_checkpoint` names, never a file of another name.
+//! `last_checkpoint` names, never a file of another name. With retention on, the iteration,
+//! save time and metrics of each periodic file are kept in the retention state file
+//! ([`crate::retention::STATE_FILE`]) of the save directory.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::background::SaveHandle;
 use crate::checkpointer::Checkpointer;
 use crate::error::{Error, Result};
-use crate::store::check_basename;
+use crate::retention::{verdicts, Checkpoint, Policy, RetentionState};
+use crate::store::{check_basename, Store};
 use crate::value::{Dict, Value};
 
 /// Saves a checkpoint every `period` iterations and at `max_iter - 1`, keeping the last
@@ -22,6 +28,11 @@ use crate::value::{Dict, Value};
 /// (`<prefix>_NNNNNNN.pth` in the save directory) count against `max_to_keep` too, oldest
 /// first. Only such files are ever deleted; never the `_final` file, never the file
 /// `last_checkpoint` names, never a file of another name.
+///
+/// Retention policies compose ([`PeriodicCheckpointerBuilder::keep`]): keep the newest N
+/// (`max_to_keep`), the best K by a metric ([`PeriodicCheckpointer::record_metric`]), every
+/// M iterations, one per time interval; a periodic file is deleted only when no policy keeps
+/// it. Their state lives in the save directory, so a restarted run and `ckpt ls` know it.
 ///
 /// ```no_run
 /// use ckpt::{shared, Checkpointer, Dict, PeriodicCheckpointer, StateDict, StateDictModel};
@@ -44,13 +55,43 @@ pub struct PeriodicCheckpointer {
     checkpointer: Checkpointer,
     period: u64,
     max_iter: Option<u64>,
-    max_to_keep: Option<usize>,
+    /// The retention policies; none: every periodic file is kept.
+    policies: Vec<Policy>,
     file_prefix: String,
     /// Basenames of the periodic files kept, oldest first.
     recent: VecDeque<String>,
-    /// A periodic save running in the background, and its file: retention counts it only
-    /// once it and its tag are durable.
-    in_flight: Option<(SaveHandle, String)>,
+    /// A periodic save running in the background: its handle, file, iteration and save
+    /// time. Retention counts it only once it and its tag are durable.
+    in_flight: Option<InFlight>,
+    clock: Clock,
+}
+
+/// A periodic save running in the background.
+#[derive(Debug)]
+struct InFlight {
+    handle: SaveHandle,
+    basename: String,
+    iteration: u64,
+    time: f64,
+}
+
+/// Where save times come from: the system clock, or a simulated one.
+#[derive(Clone)]
+struct Clock(Arc<dyn Fn() -> SystemTime + Send + Sync>);
+
+impl fmt::Debug for Clock {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Clock")
+    }
+}
+
+impl Clock {
+    /// Seconds since the Unix epoch (0 for a clock set before it).
+    fn now(&self) -> f64 {
+        (self.0)()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    }
 }
 
 /// The settings of a [`PeriodicCheckpointer`], as Python's constructor arguments
@@ -63,20 +104,13 @@ pub struct PeriodicCheckpointerBuilder {
     period: Option<u64>,
     max_iter: Option<u64>,
     max_to_keep: Option<usize>,
+    policies: Vec<Policy>,
     file_prefix: String,
     async_save: Option<bool>,
+    clock: Clock,
 }
 
 impl PeriodicCheckpointerBuilder {
-    /// Saves in the background ([`Checkpointer::with_async_save`]; by default, as the
-    /// checkpointer was built). A due [`PeriodicCheckpointer::step`] then returns once the
-    /// state is snapshotted; old periodic files are deleted only once the new one and its
-    /// tag are durable, by the next step that saves or by [`PeriodicCheckpointer::flush`].
-    pub fn async_save(mut self, async_save: bool) -> Self {
-        self.async_save = Some(async_save);
-        self
-    }
-
     /// Saves `<file_prefix>_<iteration:07>.pth` when `(iteration + 1) % period == 0`.
     /// Required; must be > 0.
     pub fn period(mut self, period: u64) -> Self {
@@ -98,6 +132,29 @@ impl PeriodicCheckpointerBuilder {
         self
     }
 
+    /// Saves in the background ([`Checkpointer::with_async_save`]; by default, as the
+    /// checkpointer was built). A due [`PeriodicCheckpointer::step`] then returns once the
+    /// state is snapshotted; old periodic files are deleted only once the new one and its
+    /// tag are durable, by the next step that saves or by [`PeriodicCheckpointer::flush`].
+    pub fn async_save(mut self, async_save: bool) -> Self {
+        self.async_save = Some(async_save);
+        self
+    }
+
+    /// Adds a retention policy (composes with `max_to_keep` and the other policies: a
+    /// periodic file is deleted only when none keeps it).
+    pub fn keep(mut self, policy: Policy) -> Self {
+        self.policies.push(policy);
+        self
+    }
+
+    /// The clock that dates each save for [`Policy::OnePerInterval`] (the system clock by
+    /// default); a simulated clock for tests and replays.
+    pub fn clock(mut self, clock: impl Fn() -> SystemTime + Send + Sync + 'static) -> Self {
+        self.clock = Clock(Arc::new(clock));
+        self
+    }
+
     /// The start of the file names (`model` by default); a plain file name.
     pub fn file_prefix(mut self, file_prefix: impl Into<String>) -> Self {
         self.file_prefix = file_prefix.into();
@@ -105,18 +162,23 @@ impl PeriodicCheckpointerBuilder {
     }
 
     /// The periodic checkpointer. Fails when `period` is missing or 0, `max_to_keep` is 0,
-    /// `file_prefix` is not a plain file name, or the save directory cannot be listed.
+    /// a policy has a count or interval of 0, `file_prefix` is not a plain file name, the
+    /// save directory cannot be listed, or (with retention on) its retention state file
+    /// cannot be read.
     ///
     /// The periodic files already in the save directory are taken as the oldest ones kept,
-    /// by iteration; nothing is deleted before the next periodic save.
+    /// by iteration, after those the retention state records; nothing is deleted before
+    /// the next periodic save.
     pub fn build(self) -> Result<PeriodicCheckpointer> {
         let PeriodicCheckpointerBuilder {
             checkpointer,
             period,
             max_iter,
             max_to_keep,
+            mut policies,
             file_prefix,
             async_save,
+            clock,
         } = self;
         let checkpointer = match async_save {
             Some(on) => checkpointer.with_async_save(on),
@@ -132,23 +194,53 @@ impl PeriodicCheckpointerBuilder {
             return Err(Error::invalid("max_to_keep must be > 0"));
         }
         check_basename(file_prefix)?;
-        let mut found: Vec<(u64, String)> = match checkpointer.store() {
-            Some(store) => store
-                .list()?
-                .into_iter()
-                .filter_map(|name| periodic_iteration(&name, file_prefix).map(|i| (i, name)))
-                .collect(),
-            None => Vec::new(),
+        if let Some(n) = max_to_keep {
+            policies.insert(0, Policy::Newest(n));
+        }
+        for policy in &policies {
+            policy.validate()?;
+        }
+        let (listed, state) = match checkpointer.store() {
+            Some(store) => {
+                let state = if policies.is_empty() {
+                    RetentionState::default()
+                } else {
+                    RetentionState::load(store.as_ref())?
+                };
+                (store.list()?, state)
+            }
+            None => (Vec::new(), RetentionState::default()),
         };
+        let recorded: HashSet<&str> = state.checkpoints.iter().map(|c| c.file.as_str()).collect();
+        let mut found: Vec<(u64, String)> = listed
+            .iter()
+            .filter(|name| !recorded.contains(name.as_str()))
+            .filter_map(|name| periodic_iteration(name, file_prefix).map(|i| (i, name.clone())))
+            .collect();
         found.sort();
+        let listed: HashSet<String> = listed.into_iter().collect();
+        // Files of an earlier run without state come first; recorded files whose file is
+        // gone (deleted by hand, or before a crash let the state be written) are forgotten.
+        let recent = found
+            .into_iter()
+            .map(|(_, name)| name)
+            .chain(
+                state
+                    .checkpoints
+                    .into_iter()
+                    .map(|c| c.file)
+                    .filter(|file| listed.contains(file)),
+            )
+            .collect();
         Ok(PeriodicCheckpointer {
             checkpointer,
             period,
             max_iter,
-            max_to_keep,
+            policies,
             file_prefix: file_prefix.to_string(),
-            recent: found.into_iter().map(|(_, name)| name).collect(),
+            recent,
             in_flight: None,
+            clock,
         })
     }
 }
@@ -162,8 +254,10 @@ impl PeriodicCheckpointer {
             period: None,
             max_iter: None,
             max_to_keep: None,
+            policies: Vec::new(),
             file_prefix: "model".to_string(),
             async_save: None,
+            clock: Clock(Arc::new(SystemTime::now)),
         }
     }
 
@@ -193,7 +287,7 @@ impl PeriodicCheckpointer {
         if self
             .in_flight
             .as_ref()
-            .is_some_and(|(handle, _)| handle.is_finished())
+            .is_some_and(|pending| pending.handle.is_finished())
         {
             self.settle()?;
         }
@@ -211,10 +305,16 @@ impl PeriodicCheckpointer {
         if due {
             let name = format!("{}_{iteration:07}", self.file_prefix);
             self.settle()?;
+            let time = self.clock.now();
             if self.checkpointer.saves_asynchronously() {
                 let handle = self.checkpointer.save_async(&name, state.clone())?;
                 if self.checkpointer.saves_to_disk() {
-                    self.in_flight = Some((handle, format!("{name}.pth")));
+                    self.in_flight = Some(InFlight {
+                        handle,
+                        basename: format!("{name}.pth"),
+                        iteration,
+                        time,
+                    });
                 }
             } else {
                 let saved = self.checkpointer.save(&name, state.clone());
@@ -222,7 +322,7 @@ impl PeriodicCheckpointer {
                 // retention must count it, or it would never be deleted.
                 let written = saved.is_ok() || matches!(saved, Err(Error::NotTagged { .. }));
                 if written && self.checkpointer.saves_to_disk() {
-                    self.remember(format!("{name}.pth"))?;
+                    self.remember(format!("{name}.pth"), iteration, time)?;
                 }
                 saved?;
             }
@@ -249,13 +349,13 @@ impl PeriodicCheckpointer {
     /// Waits for the periodic save in flight; counts its file for retention when it
     /// succeeded (deleting the oldest beyond `max_to_keep`), returns its error otherwise.
     fn settle(&mut self) -> Result<()> {
-        let Some((handle, basename)) = self.in_flight.take() else {
+        let Some(pending) = self.in_flight.take() else {
             return Ok(());
         };
-        let saved = handle.wait();
+        let saved = pending.handle.wait();
         // Written but not tagged: counted for retention, as a synchronous save is.
         if saved.is_ok() || matches!(saved, Err(Error::NotTagged { .. })) {
-            self.remember(basename)?;
+            self.remember(pending.basename, pending.iteration, pending.time)?;
         }
         saved
     }
@@ -270,41 +370,111 @@ impl PeriodicCheckpointer {
         self.recent.iter().map(String::as_str)
     }
 
-    /// Records a periodic file just saved and deletes the oldest beyond `max_to_keep`.
-    fn remember(&mut self, basename: String) -> Result<()> {
+    /// The retention policies in force (`max_to_keep` first, as [`Policy::Newest`]).
+    pub fn policies(&self) -> &[Policy] {
+        &self.policies
+    }
+
+    /// Records `value` of `metric` for the periodic checkpoint saved at `iteration` (for
+    /// [`Policy::Best`]), then applies retention; `false` when no periodic checkpoint of
+    /// that iteration is known (or retention is off). Record a checkpoint's metric before
+    /// the next periodic save: until then the tag keeps it, after that only a policy does.
+    pub fn record_metric(&mut self, iteration: u64, metric: &str, value: f64) -> Result<bool> {
+        // The checkpoint of `iteration` may still be written in the background.
+        if self
+            .in_flight
+            .as_ref()
+            .is_some_and(|pending| pending.iteration == iteration)
+        {
+            self.settle()?;
+        }
+        let Some(store) = self.retention_store() else {
+            return Ok(false);
+        };
+        let mut state = self.load_state(store.as_ref())?;
+        if !state.record_metric(iteration, metric, value) {
+            return Ok(false);
+        }
+        self.apply(store.as_ref(), state)?;
+        Ok(true)
+    }
+
+    /// The store retention manages: none when retention is off or this process does not
+    /// save (a rank other than 0).
+    fn retention_store(&self) -> Option<Arc<dyn Store>> {
+        if self.policies.is_empty() || !self.checkpointer.saves_to_disk() {
+            return None;
+        }
+        self.checkpointer.store().cloned()
+    }
+
+    /// The state file, with the periodic files this checkpointer knows that it does not
+    /// record (found on disk at build, iteration from the name, no save time) put first.
+    fn load_state(&self, store: &dyn Store) -> Result<RetentionState> {
+        let mut state = RetentionState::load(store)?;
+        let recorded: HashSet<&str> = state.checkpoints.iter().map(|c| c.file.as_str()).collect();
+        let unrecorded: Vec<Checkpoint> = self
+            .recent
+            .iter()
+            .filter(|name| !recorded.contains(name.as_str()))
+            .filter_map(|name| {
+                Some(Checkpoint {
+                    file: name.clone(),
+                    iteration: periodic_iteration(name, &self.file_prefix)?,
+                    time: None,
+                    metrics: Default::default(),
+                })
+            })
+            .collect();
+        state.checkpoints.splice(0..0, unrecorded);
+        state.policies = self.policies.clone();
+        Ok(state)
+    }
+
+    /// Records a periodic file just saved and deletes those no policy keeps.
+    fn remember(&mut self, basename: String, iteration: u64, time: f64) -> Result<()> {
         // A file saved again (training resumed from an older checkpoint) is new again.
         self.recent.retain(|name| *name != basename);
-        self.recent.push_back(basename);
-        let Some(max_to_keep) = self.max_to_keep else {
+        self.recent.push_back(basename.clone());
+        let Some(store) = self.retention_store() else {
             return Ok(());
         };
-        if self.recent.len() <= max_to_keep {
-            return Ok(());
-        }
+        let mut state = self.load_state(store.as_ref())?;
+        state.record(Checkpoint::new(basename, iteration, time));
+        self.apply(store.as_ref(), state)
+    }
+
+    /// Deletes the recorded files no policy keeps, then writes the state of the others.
+    fn apply(&mut self, store: &dyn Store, mut state: RetentionState) -> Result<()> {
         let protected = match self.checkpointer.last_checkpoint_name() {
             Ok(name) => name,
             Err(e) => {
                 tracing::warn!("Not deleting old checkpoints: {}", e.report());
-                return Ok(());
+                return self.write_state(store, state);
             }
         };
-        let Some(store) = self.checkpointer.store().cloned() else {
-            return Ok(());
-        };
         let final_name = format!("{}_final.pth", self.file_prefix);
-        while self.recent.len() > max_to_keep {
-            let Some(oldest) = self.recent.pop_front() else {
-                break;
-            };
-            if oldest.ends_with(&final_name) || protected.as_deref() == Some(oldest.as_str()) {
+        let verdicts = verdicts(&self.policies, &state.checkpoints, protected.as_deref());
+        let mut deleted = HashSet::new();
+        for verdict in verdicts {
+            if !verdict.delete() || verdict.file.ends_with(&final_name) {
                 continue;
             }
             tracing::debug!(
                 "Deleting old checkpoint {}",
-                store.location(&oldest).display()
+                store.location(&verdict.file).display()
             );
-            store.remove(&oldest)?;
+            store.remove(&verdict.file)?;
+            deleted.insert(verdict.file);
         }
+        state.checkpoints.retain(|c| !deleted.contains(&c.file));
+        self.write_state(store, state)
+    }
+
+    /// Writes `state` and takes its checkpoints as the periodic files kept.
+    fn write_state(&mut self, store: &dyn Store, state: RetentionState) -> Result<()> {
+        state.save(store)?;
+        self.recent = state.checkpoints.into_iter().map(|c| c.file).collect();
         Ok(())
     }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use crate::support::{ckpt, python, stderr, stdout, success};
+use crate::support::{ckpt, python, repo_fixture, stderr, stdout, success};
 
 /// Files written by PyTorch in a temporary directory:
 /// - `a.pth`: a state dict (conv, bn, fc; float32 and an int64 buffer);
@@ -258,4 +258,117 @@ fn an_unreadable_file_is_exit_code_2_naming_it() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     let out = diff(&good, &good, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
+
+#[test]
+fn a_training_state_equals_its_safetensors_conversion_without_its_other_values() {
+    let Some(files) = torch_files("diff against a tensors-only conversion") else {
+        return;
+    };
+    let converted = files.path("full.safetensors");
+    success(&ckpt(&[
+        "convert".as_ref(),
+        "--tensors-only".as_ref(),
+        files.path("full.pth").as_os_str(),
+        converted.as_os_str(),
+    ]));
+    // The iteration and the optimizer's hyper-parameters cannot be in a safetensors file:
+    // listed as not compared, not as differences.
+    let (code, json) = diff_json(&files.path("full.pth"), &converted, &[]);
+    assert_eq!(code, Some(0), "{json}");
+    let not_compared = json["not_compared"].as_array().unwrap();
+    assert!(
+        not_compared
+            .iter()
+            .any(|n| n["key"] == "iteration" && n["side"] == "a"),
+        "{json}"
+    );
+    assert!(json["only_in_a"].as_array().unwrap().is_empty(), "{json}");
+    let text = success(&diff(&converted, &files.path("full.pth"), &[]));
+    assert!(
+        text.contains("not compared (the other file cannot hold them): "),
+        "{text}"
+    );
+    assert!(text.ends_with("result: equal\n"), "{text}");
+
+    // Tensors missing from the safetensors file are still differences.
+    let out = diff(&files.path("a.pth"), &converted, &[]);
+    assert_eq!(out.status.code(), Some(1), "{}", stdout(&out));
+}
+
+/// The detectron2 weights the committed Caffe2 fixture loads as, written out by hand from
+/// detectron2's rules (`tests/fixtures/detection/make_faster_rcnn_c2.py`), as a torch file;
+/// `perturb` adds 1 to the first element of one tensor.
+fn detectron2_weights(path: &Path, perturb: Option<&str>) {
+    use ckpt::format::{save_torch, SaveOptions};
+    use ckpt::{Dict, Tensor, Value};
+    let text =
+        std::fs::read_to_string(repo_fixture("detection/faster_rcnn_c2.expected.json")).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut model = Dict::new();
+    for (name, entry) in expected["loaded"].as_object().unwrap() {
+        let shape: Vec<usize> = serde_json::from_value(entry["shape"].clone()).unwrap();
+        let mut values: Vec<f32> = serde_json::from_value(entry["values"].clone()).unwrap();
+        if perturb == Some(name.as_str()) {
+            values[0] += 1.0;
+        }
+        let tensor = Tensor::from_slice(&values, &shape).unwrap();
+        model.insert(name.as_str(), Value::Tensor(tensor));
+    }
+    let mut checkpoint = Dict::new();
+    checkpoint.insert("model", Value::Dict(model));
+    save_torch(path, &Value::Dict(checkpoint), &SaveOptions::default()).unwrap();
+}
+
+#[test]
+fn match_renames_caffe2_blobs_as_plan_does_and_names_them_as_the_file_does() {
+    let dir = tempfile::tempdir().unwrap();
+    let c2 = repo_fixture("detection/faster_rcnn_c2.pkl");
+    let d2 = dir.path().join("d2.pth");
+    detectron2_weights(&d2, None);
+
+    // The classifier of the ImageNet backbone is not in the detectron2 model; every other
+    // blob equals its detectron2 tensor, background rows dropped or moved.
+    let (code, json) = diff_json(&c2, &d2, &["--match", "--key", "model"]);
+    assert_eq!(code, Some(1), "{json}");
+    assert_eq!(keys(&json["only_in_a"]), ["fc1000_b", "fc1000_w"]);
+    assert!(json["only_in_b"].as_array().unwrap().is_empty(), "{json}");
+    assert!(
+        json["different_tensors"].as_array().unwrap().is_empty(),
+        "{json}"
+    );
+    let equal = json["equal_tensors"].as_array().unwrap();
+    assert_eq!(equal.len(), 98);
+    let stem = equal
+        .iter()
+        .find(|t| t["key_b"] == "backbone.bottom_up.stem.conv1.weight")
+        .expect("the stem pairs");
+    assert_eq!(stem["key_a"], "conv1_w");
+
+    // Without --key the detectron2 side's names have the `model.` prefix: they still pair.
+    let (_, json) = diff_json(&c2, &d2, &["--match"]);
+    assert_eq!(
+        json["equal_tensors"].as_array().unwrap().len(),
+        98,
+        "{json}"
+    );
+
+    // A changed value is reported under both names.
+    let perturbed = dir.path().join("perturbed.pth");
+    detectron2_weights(&perturbed, Some("roi_heads.box_predictor.cls_score.weight"));
+    let (code, json) = diff_json(&c2, &perturbed, &["--match", "--key", "model"]);
+    assert_eq!(code, Some(1));
+    let different = json["different_tensors"].as_array().unwrap();
+    assert_eq!(different.len(), 1, "{json}");
+    assert_eq!(different[0]["key_a"], "cls_score_w");
+    assert_eq!(
+        different[0]["key_b"],
+        "roi_heads.box_predictor.cls_score.weight"
+    );
+    assert_eq!(different[0]["max_abs_diff"], 1.0);
+
+    // Without --match the file is read as it is: its blobs are not a `model` entry.
+    let out = diff(&c2, &d2, &["--key", "model"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    assert!(stderr(&out).contains("blobs"), "{}", stderr(&out));
 }

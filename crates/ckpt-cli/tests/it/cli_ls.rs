@@ -223,3 +223,94 @@ fn an_oversized_tag_is_flagged_without_being_printed() {
     let table = success(&ckpt(&["ls".as_ref(), dir.path().as_os_str()]));
     assert!(table.len() < 1000, "{} bytes of listing", table.len());
 }
+
+/// A save directory where a ckpt run kept its periodic files under two policies and a best
+/// file, beside a Python checkpointer's file.
+fn retention_dir() -> tempfile::TempDir {
+    use ckpt::retention::{Mode, Policy};
+    use ckpt::{shared, BestCheckpointer, Checkpointer, Dict, PeriodicCheckpointer};
+    use ckpt::{StateDict, StateDictModel, Tensor};
+
+    let dir = tempfile::tempdir().unwrap();
+    fs::copy(
+        fixture("fvcore_run").join("model_0000004.pth"),
+        dir.path().join("python_0000004.pth"),
+    )
+    .unwrap();
+    let mut sd = StateDict::new();
+    sd.insert("w", Tensor::from_slice(&[1.0f32, 2.0], &[2]).unwrap());
+    let model = shared(StateDictModel::new(sd));
+    let mut periodic = PeriodicCheckpointer::builder(Checkpointer::new(model.clone(), dir.path()))
+        .period(10)
+        .max_to_keep(1)
+        .keep(Policy::Best {
+            metric: "loss".into(),
+            mode: Mode::Min,
+            k: 1,
+        })
+        .build()
+        .unwrap();
+    let mut best = BestCheckpointer::builder(Checkpointer::new(model, dir.path()))
+        .eval_period(10)
+        .max_iter(1000)
+        .metric("loss")
+        .mode(Mode::Min)
+        .build()
+        .unwrap();
+    for (iteration, loss) in [(9u64, 0.5), (19, 0.25), (29, 0.75), (39, 1.0)] {
+        periodic.step(iteration, Dict::new()).unwrap();
+        periodic.record_metric(iteration, "loss", loss).unwrap();
+        best.after_step(iteration, Some((loss, iteration))).unwrap();
+    }
+    // One more periodic save: the tag names it, and 39 (neither newest nor best) goes.
+    periodic.step(49, Dict::new()).unwrap();
+    dir
+}
+
+#[test]
+fn ls_says_which_policy_keeps_each_file() {
+    let dir = retention_dir();
+    let listing = ls_json(dir.path());
+    assert_eq!(
+        column(&listing, "file"),
+        json!([
+            "python_0000004.pth",
+            "model_0000019.pth",
+            "model_best.pth",
+            "model_0000049.pth"
+        ])
+    );
+    assert_eq!(
+        column(&listing, "kept_by"),
+        json!([
+            null,
+            ["best 1 by loss (min): 0.25"],
+            ["best loss (min): 0.25 @ iteration 19"],
+            ["last_checkpoint", "newest 1"]
+        ])
+    );
+    assert_eq!(
+        listing["retention"],
+        json!(["newest 1", "best 1 by loss (min)"])
+    );
+
+    let table = success(&ckpt(&["ls".as_ref(), dir.path().as_os_str()]));
+    assert!(table.contains("KEPT BY"), "{table}");
+    assert!(table.contains("last_checkpoint, newest 1"), "{table}");
+    assert!(
+        table.contains("retention: newest 1, best 1 by loss (min)\n"),
+        "{table}"
+    );
+}
+
+#[test]
+fn ls_reports_a_broken_retention_state_and_lists_the_files_anyway() {
+    let dir = fvcore_dir();
+    fs::write(dir.path().join("ckpt_retention.json"), b"[1, 2").unwrap();
+    let listing = ls_json(dir.path());
+    assert_eq!(column(&listing, "kept_by"), json!([null, null, null]));
+    let error = listing["retention_error"].as_str().unwrap();
+    assert!(error.contains("ckpt_retention.json"), "{error}");
+    let table = success(&ckpt(&["ls".as_ref(), dir.path().as_os_str()]));
+    assert!(table.contains("retention: BROKEN: "), "{table}");
+}

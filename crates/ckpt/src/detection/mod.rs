@@ -19,5 +19,5 @@ mod file;
 mod share;
 mod state;
 
-pub use file::{read_detection_file, FileKind};
+pub use file::{detection_checkpoint, read_detection_file, FileKind};
 pub use state::{plan_load, LoadPlan};

@@ -8,6 +8,9 @@
 //!   `writing` from inside the write, then waits to be killed.
 //! - `async-save-memory DIR`: 200 background saves with copied snapshots; prints the state's
 //!   size and the resident memory after 20 and after 200 saves.
+//! - `retain DIR FROM TO`: trains iterations `FROM..TO` with a checkpoint every 10, under
+//!   composed retention policies (newest 2, best 1 by `loss`, every 50 iterations, one per
+//!   100 s of a simulated clock at 7 s per iteration), recording each checkpoint's loss.
 //! - `cache-dir`: prints the default download cache directory, as this process's environment
 //!   (`CKPT_CACHE_DIR`) makes it.
 //! - `hold-writer DIR`: saves one checkpoint into `DIR`, prints `saved`, then keeps its
@@ -226,6 +229,45 @@ fn stuck_save(dir: &str) -> ckpt::Result<()> {
     })
 }
 
+/// The loss evaluated on the checkpoint of `iteration`: best at iteration 59.
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn retain_loss(iteration: u64) -> f64 {
+    ((iteration / 10) as f64 - 5.0).abs() + 0.5
+}
+
+/// One run of the retention test; see the module documentation.
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn retain(dir: &str, from: u64, to: u64) -> ckpt::Result<()> {
+    use ckpt::retention::{Mode, Policy};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    let now = Arc::new(AtomicU64::new(0));
+    let clock = now.clone();
+    let checkpointer = Checkpointer::new(shared(StateDictModel::new(filled_state(0.0))), dir);
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(10)
+        .max_to_keep(2)
+        .keep(Policy::Best {
+            metric: "loss".into(),
+            mode: Mode::Min,
+            k: 1,
+        })
+        .keep(Policy::EveryIterations(50))
+        .keep(Policy::OnePerInterval { seconds: 100 })
+        .clock(move || UNIX_EPOCH + Duration::from_secs(clock.load(Ordering::SeqCst)))
+        .build()?;
+    for iteration in from..to {
+        now.store(iteration * 7, Ordering::SeqCst);
+        periodic.step(iteration, Dict::new())?;
+        if (iteration + 1) % 10 == 0 {
+            periodic.record_metric(iteration, "loss", retain_loss(iteration))?;
+        }
+    }
+    Ok(())
+}
+
 #[allow(dead_code)] // unused where the crash-safety test includes this file
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -234,6 +276,13 @@ fn main() -> ExitCode {
         ["save-loop", dir] => save_loop(dir),
         ["async-save-killed", dir] => async_save_killed(dir),
         ["async-save-memory", dir] => async_save_memory(dir),
+        ["retain", dir, from, to] => match (from.parse(), to.parse()) {
+            (Ok(from), Ok(to)) => retain(dir, from, to),
+            _ => {
+                eprintln!("retain: FROM and TO are iterations");
+                return ExitCode::from(2);
+            }
+        },
         ["hold-writer", dir] => hold_writer(dir),
         ["stuck-save", dir] => stuck_save(dir),
         ["cache-dir"] => {
@@ -242,7 +291,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: ckpt-test-child save-loop DIR | async-save-killed DIR | async-save-memory DIR | hold-writer DIR | stuck-save DIR | cache-dir"
+                "usage: ckpt-test-child save-loop DIR | async-save-killed DIR | async-save-memory DIR | retain DIR FROM TO | hold-writer DIR | stuck-save DIR | cache-dir"
             );
             return ExitCode::from(2);
         }

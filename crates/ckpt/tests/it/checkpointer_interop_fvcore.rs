@@ -134,6 +134,7 @@ fn python_and_rust_resume_each_others_checkpoints() {
     assert_eq!(
         names,
         vec![
+            ckpt::retention::STATE_FILE,
             "last_checkpoint",
             "model_0000029.pth",
             "model_0000039.pth",

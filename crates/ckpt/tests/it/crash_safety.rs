@@ -289,7 +289,12 @@ fn a_periodic_save_whose_tag_write_fails_still_counts_for_retention() {
     // The untagged file was counted: it is the second newest, and the older ones went.
     assert_eq!(
         dir_names(dir.path()),
-        vec!["last_checkpoint", "model_0000002.pth", "model_0000003.pth"]
+        vec![
+            ckpt::retention::STATE_FILE,
+            "last_checkpoint",
+            "model_0000002.pth",
+            "model_0000003.pth"
+        ]
     );
 }
 

@@ -6,6 +6,7 @@
 mod support;
 
 mod async_save;
+mod best_checkpointer;
 mod broadcast_views;
 mod cast_matches_torch;
 mod checkpointer_interop_fvcore;
@@ -38,6 +39,7 @@ mod resolve_env;
 mod resolve_http;
 mod resolve_paths;
 mod resume_integrity;
+mod retention_policies;
 mod save_long_names;
 mod serde_value;
 mod shared_save_dir;

@@ -4,6 +4,7 @@
 use std::fs;
 use std::path::Path;
 
+use ckpt::retention::STATE_FILE;
 use ckpt::{Checkpointer, Dict, PeriodicCheckpointer, Value};
 
 use crate::support::*;
@@ -104,7 +105,12 @@ fn retention_survives_a_restart() {
     drop(first);
     assert_eq!(
         files(dir.path()),
-        vec!["last_checkpoint", "model_0000002.pth", "model_0000003.pth"]
+        vec![
+            STATE_FILE,
+            "last_checkpoint",
+            "model_0000002.pth",
+            "model_0000003.pth"
+        ]
     );
 
     // A new process resumes in the same directory: the old files count against max_to_keep.
@@ -116,7 +122,12 @@ fn retention_survives_a_restart() {
     }
     assert_eq!(
         files(dir.path()),
-        vec!["last_checkpoint", "model_0000004.pth", "model_0000005.pth"]
+        vec![
+            STATE_FILE,
+            "last_checkpoint",
+            "model_0000004.pth",
+            "model_0000005.pth"
+        ]
     );
 }
 
@@ -139,6 +150,7 @@ fn retention_never_deletes_final_foreign_or_unpadded_files() {
     assert_eq!(
         files(dir.path()),
         vec![
+            STATE_FILE,
             "last_checkpoint",
             "model_0000002.pth",
             "model_000001.pth",
