@@ -239,7 +239,12 @@ fn a_failed_write_surfaces_on_the_next_call_and_keeps_checkpoint_tag_and_retenti
     // Nothing of the failed save is visible, and retention deleted nothing for it.
     assert_eq!(
         dir_names(dir.path()),
-        ["last_checkpoint", "model_0000001.pth", "model_0000002.pth"]
+        [
+            "ckpt_retention.json",
+            "last_checkpoint",
+            "model_0000001.pth",
+            "model_0000002.pth"
+        ]
     );
     assert_eq!(
         fs::read(dir.path().join("model_0000002.pth")).unwrap(),
@@ -262,7 +267,12 @@ fn a_failed_write_surfaces_on_the_next_call_and_keeps_checkpoint_tag_and_retenti
     );
     assert_eq!(
         dir_names(dir.path()),
-        ["last_checkpoint", "model_0000002.pth", "model_0000004.pth"]
+        [
+            "ckpt_retention.json",
+            "last_checkpoint",
+            "model_0000002.pth",
+            "model_0000004.pth"
+        ]
     );
 }
 
