@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
 
@@ -17,7 +17,7 @@ use crate::incompatible::{
 };
 use crate::model::{lock, Checkpointable, Model, Shared};
 use crate::resolve::Resolver;
-use crate::store::{check_basename, LocalDir, Store};
+use crate::store::{check_basename, open, open_dir, Precondition, Store};
 use crate::value::{Dict, Key, StateDict, Value};
 
 /// The file naming the last checkpoint saved in a directory.
@@ -206,6 +206,10 @@ pub struct Checkpointer {
     save_options: SaveOptions,
     model_key: String,
     resolver: Resolver,
+    /// The version (e-tag) of `last_checkpoint` as this checkpointer last wrote or first
+    /// read it, for a store with versions: its next tag write is conditional on it, so a
+    /// second writer's tag is never silently overwritten.
+    tag_version: Mutex<Option<String>>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -224,12 +228,17 @@ impl std::fmt::Debug for Checkpointer {
 impl Checkpointer {
     /// A checkpointer saving to `save_dir`; an empty `save_dir` disables saving, as in
     /// Python. The directory is created on the first save.
+    ///
+    /// With the `s3` feature, `save_dir` may be an object store prefix (`s3://bucket/run1`),
+    /// configured from the environment ([`crate::store::ObjectStoreDir::from_url`]); a
+    /// configuration that fails is the error of the first save or resume. To see it at once,
+    /// or to configure the store in code, use [`Checkpointer::with_store`].
     pub fn new<M: Model + 'static>(model: Shared<M>, save_dir: impl AsRef<Path>) -> Checkpointer {
         let dir = save_dir.as_ref();
         let store: Option<Arc<dyn Store>> = if dir.as_os_str().is_empty() {
             None
         } else {
-            Some(Arc::new(LocalDir::new(dir)))
+            Some(open_dir(dir).unwrap_or_else(|e| Arc::new(open::Unavailable::new(dir, &e))))
         };
         Checkpointer::build(model, store)
     }
@@ -255,6 +264,7 @@ impl Checkpointer {
             save_options,
             model_key: "model".to_string(),
             resolver: Resolver::new(),
+            tag_version: Mutex::new(None),
         }
     }
 
@@ -392,14 +402,36 @@ impl Checkpointer {
         Ok(Value::Dict(data))
     }
 
-    /// Writes `basename` into `last_checkpoint`, atomically.
+    /// Writes `basename` into `last_checkpoint`, atomically. In a store with versions (an
+    /// object store) the write is conditional: on the tag this checkpointer last wrote or
+    /// read, or on its absence; a tag written by another writer in between makes it an
+    /// [`Error::Conflict`] instead of a silent overwrite.
     pub fn tag_last_checkpoint(&self, basename: &str) -> Result<()> {
         check_tag_name(basename)?;
         let store = self.require_store()?;
-        store.write(LAST_CHECKPOINT, &mut |w| {
-            w.write_all(basename.as_bytes())
-                .map_err(|e| Error::io(store.location(LAST_CHECKPOINT), e))
-        })
+        if !store.has_versions() {
+            store.write_small(LAST_CHECKPOINT, basename.as_bytes(), &Precondition::None)?;
+            return Ok(());
+        }
+        let known = self.known_tag_version().clone();
+        let precondition = match known {
+            Some(version) => Precondition::Version(version),
+            None => match store.read_small_versioned(LAST_CHECKPOINT)? {
+                Some((_, Some(version))) => Precondition::Version(version),
+                Some((_, None)) => Precondition::None,
+                None => Precondition::Absent,
+            },
+        };
+        let version = store.write_small(LAST_CHECKPOINT, basename.as_bytes(), &precondition)?;
+        *self.known_tag_version() = version;
+        Ok(())
+    }
+
+    fn known_tag_version(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        // The guarded value is a plain string: a panic elsewhere cannot leave it half-set.
+        self.tag_version
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Whether the save directory has a `last_checkpoint` tag.
@@ -417,11 +449,16 @@ impl Checkpointer {
         let Some(store) = &self.store else {
             return Ok(None);
         };
-        let Some(bytes) = store.read_small(LAST_CHECKPOINT)? else {
+        let Some((bytes, version)) = store.read_small_versioned(LAST_CHECKPOINT)? else {
             return Ok(None);
         };
+        if version.is_some() {
+            // The first tag read (a resume) is the one the next save may replace.
+            self.known_tag_version()
+                .get_or_insert_with(|| version.unwrap_or_default());
+        }
         let bad_tag = |problem| Error::BadTag {
-            tag: store.location(LAST_CHECKPOINT),
+            tag: store.location(LAST_CHECKPOINT).to_path_buf(),
             problem,
         };
         let text = String::from_utf8(bytes).map_err(|_| bad_tag(TagProblem::NotUtf8))?;
@@ -442,7 +479,7 @@ impl Checkpointer {
     pub fn get_checkpoint_file(&self) -> Result<Option<PathBuf>> {
         let name = self.last_checkpoint_name()?;
         Ok(match (name, &self.store) {
-            (Some(name), Some(store)) => Some(store.location(&name)),
+            (Some(name), Some(store)) => Some(store.location(&name).to_path_buf()),
             _ => None,
         })
     }
@@ -457,7 +494,7 @@ impl Checkpointer {
             .list()?
             .into_iter()
             .filter(|name| name.ends_with(".pth"))
-            .map(|name| store.location(&name))
+            .map(|name| store.location(&name).to_path_buf())
             .collect())
     }
 
@@ -496,14 +533,27 @@ impl Checkpointer {
                 .last_checkpoint_name()?
                 .ok_or_else(|| Error::invalid("last_checkpoint disappeared while resuming"))?;
             let store = self.require_store()?;
-            let file = store.location(&name);
             if !store.exists(&name)? {
                 return Err(Error::BadTag {
-                    tag: store.location(LAST_CHECKPOINT),
+                    tag: store.location(LAST_CHECKPOINT).to_path_buf(),
                     problem: TagProblem::MissingFile { name },
                 });
             }
-            return self.load_with_report(&file, Checkpointables::All);
+            return match store.location(&name) {
+                crate::store::Location::Path(file) => {
+                    self.load_with_report(&file, Checkpointables::All)
+                }
+                // An object is read from a local copy made by its own store (its
+                // configuration, the download cache); logs and errors name the object.
+                location => {
+                    let shown = location.to_path_buf();
+                    tracing::info!("[Checkpointer] Loading from {location} ...");
+                    let file = store.local_file(&name).in_file(&shown)?;
+                    let checkpoint = self.hooks.read_file(&file).in_file(&shown)?;
+                    self.load_checkpoint(&shown, checkpoint, Checkpointables::All)
+                        .in_file(&shown)
+                }
+            };
         }
         match path {
             Some(path) => self.load_with_report(path, Checkpointables::None),
