@@ -3,6 +3,9 @@
 //!
 //! - `save-loop DIR`: resumes from the checkpoints in `DIR`, then saves one every iteration
 //!   until it is killed (the crash-safety test kills it at random instants).
+//! - `upload-and-hang URL NAME` (with the `s3` feature): starts writing `NAME` to the object
+//!   store prefix `URL` in 5 MiB parts, prints `uploading` once two parts are sent, and waits
+//!   to be killed (the abandoned-upload test).
 //! - `cache-dir`: prints the default download cache directory, as this process's environment
 //!   (`CKPT_CACHE_DIR`) makes it.
 //!
@@ -46,12 +49,33 @@ fn save_loop(dir: &str) -> ckpt::Result<()> {
     Ok(())
 }
 
+/// Writes two parts of `name` under `url` and hangs with the upload open.
+#[cfg(feature = "s3")]
+fn upload_and_hang(url: &str, name: &str) -> ckpt::Result<()> {
+    use ckpt::store::{ObjectStoreDir, Store};
+    use std::io::Write;
+    let store = ObjectStoreDir::builder(url).part_size(5 << 20).build()?;
+    let mut pending = store.create(name)?;
+    let part = vec![7u8; 5 << 20];
+    for _ in 0..3 {
+        pending
+            .write_all(&part)
+            .map_err(|e| ckpt::Error::io(name, e))?;
+    }
+    println!("uploading");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
+}
+
 #[allow(dead_code)] // unused where the crash-safety test includes this file
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args[..] {
         ["save-loop", dir] => save_loop(dir),
+        #[cfg(feature = "s3")]
+        ["upload-and-hang", url, name] => upload_and_hang(url, name),
         ["cache-dir"] => {
             println!("{}", ckpt::resolve::default_cache_dir().display());
             Ok(())

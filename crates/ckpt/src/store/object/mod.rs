@@ -94,9 +94,18 @@ pub struct ObjectStoreDirBuilder {
     part_size: usize,
     parts_in_flight: usize,
     cache_dir: Option<PathBuf>,
+    retry: object_store::RetryConfig,
 }
 
 impl ObjectStoreDirBuilder {
+    /// How often a failed request is retried (with backoff) before the error is returned
+    /// (10 by default), and for how long at most (3 minutes by default).
+    pub fn retries(mut self, max_retries: usize, timeout: std::time::Duration) -> Self {
+        self.retry.max_retries = max_retries;
+        self.retry.retry_timeout = timeout;
+        self
+    }
+
     /// Sets a client setting by its `object_store` name (`aws_endpoint`,
     /// `aws_access_key_id`, `aws_secret_access_key`, `aws_region`, `aws_allow_http`, ...,
     /// `google_service_account`, `azure_storage_account_name`, ...), over the environment's.
@@ -132,7 +141,8 @@ impl ObjectStoreDirBuilder {
         // TLS through rustls with ring (the client is built without a default provider);
         // a provider the program installed first is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (objects, multipart) = build_client(&self.url, scheme, bucket, &self.config)?;
+        let (objects, multipart) =
+            build_client(&self.url, scheme, bucket, &self.config, &self.retry)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ckpt-object-store")
@@ -180,12 +190,15 @@ fn build_client(
     scheme: &str,
     bucket: &str,
     config: &[(String, String)],
+    retry: &object_store::RetryConfig,
 ) -> Result<Client> {
     let bad_config = |e: object_store::Error| Error::invalid_path(url, format!("{e}"));
     match scheme {
         "s3://" => {
             use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
-            let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry.clone());
             for (key, value) in config {
                 let key: AmazonS3ConfigKey = key.parse().map_err(bad_config)?;
                 builder = builder.with_config(key, value);
@@ -196,7 +209,9 @@ fn build_client(
         #[cfg(feature = "gcp")]
         "gs://" => {
             use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
-            let mut builder = GoogleCloudStorageBuilder::from_env().with_bucket_name(bucket);
+            let mut builder = GoogleCloudStorageBuilder::from_env()
+                .with_bucket_name(bucket)
+                .with_retry(retry.clone());
             for (key, value) in config {
                 let key: GoogleConfigKey = key.parse().map_err(bad_config)?;
                 builder = builder.with_config(key, value);
@@ -207,7 +222,9 @@ fn build_client(
         #[cfg(feature = "azure")]
         "az://" => {
             use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
-            let mut builder = MicrosoftAzureBuilder::from_env().with_container_name(bucket);
+            let mut builder = MicrosoftAzureBuilder::from_env()
+                .with_container_name(bucket)
+                .with_retry(retry.clone());
             for (key, value) in config {
                 let key: AzureConfigKey = key.parse().map_err(bad_config)?;
                 builder = builder.with_config(key, value);
@@ -235,6 +252,7 @@ impl ObjectStoreDir {
             part_size: DEFAULT_PART_SIZE,
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             cache_dir: None,
+            retry: object_store::RetryConfig::default(),
         }
     }
 
