@@ -20,7 +20,7 @@ use crate::time::rfc3339_utc;
 /// crc32 checked). Works on directories written by fvcore/detectron2 and by ckpt.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The checkpointer's save directory.
+    /// The checkpointer's save directory (or an object store prefix, `s3://bucket/prefix`).
     pub dir: PathBuf,
     /// Print JSON for scripts instead of a table.
     #[arg(long)]
@@ -69,7 +69,10 @@ pub struct Checkpoint {
 }
 
 pub fn run(args: &Args) -> Result<(), CliError> {
-    let listing = list(&args.dir)?;
+    let listing = match crate::ls_remote::list_if_remote(&args.dir)? {
+        Some(listing) => listing,
+        None => list(&args.dir)?,
+    };
     if args.json {
         print(&listing.to_json()?)
     } else {

@@ -8,6 +8,7 @@ mod diff;
 mod error;
 mod inspect;
 mod ls;
+mod ls_remote;
 mod output;
 mod plan;
 mod source;
