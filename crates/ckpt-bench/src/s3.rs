@@ -55,6 +55,8 @@ fn store(url: &str, cache: &Path) -> Result<ObjectStoreDir, BoxError> {
 fn plain(url: &str, name: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), BoxError> {
     let rest = url.strip_prefix("s3://").ok_or("not an s3:// URL")?;
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    // The provider ckpt's store installs too (the client is built without a default one).
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = AmazonS3Builder::from_env().with_bucket_name(bucket).build()?;
     let key = if prefix.is_empty() {
         name.to_string()

@@ -93,6 +93,25 @@ fn a_checkpoint_saved_to_s3_resumes_and_lists_with_its_size() {
 }
 
 #[test]
+fn a_detection_checkpointer_resumes_from_s3() {
+    let Some(url) = fresh_prefix("detection") else {
+        return;
+    };
+    let saved = model(2.5);
+    let mut extra = Dict::new();
+    extra.insert("iteration", Value::Int(7));
+    ckpt::DetectionCheckpointer::new(saved.clone(), &url)
+        .save("model_0000007", extra)
+        .unwrap();
+    let resumed = model(0.0);
+    let extra = ckpt::DetectionCheckpointer::new(resumed.clone(), &url)
+        .resume_or_load(None, true)
+        .unwrap();
+    assert_eq!(extra.get("iteration").and_then(|v| v.as_int()), Some(7));
+    assert!(same_state(&state_of(&resumed), &state_of(&saved)));
+}
+
+#[test]
 fn periodic_retention_on_s3_deletes_only_its_own_old_checkpoints() {
     let Some(url) = fresh_prefix("periodic") else {
         return;
