@@ -25,6 +25,10 @@ type BoxError = Box<dyn std::error::Error>;
 /// Part size and parts in flight of every contender (ckpt's defaults).
 const PART: usize = 16 << 20;
 const IN_FLIGHT: usize = 8;
+/// Per request: a local server assembling a 1 GiB upload on a busy machine can take longer
+/// than the client's default 30 s, and a retried completion of an upload that did complete
+/// fails.
+const TIMEOUT: &str = "600s";
 
 /// What the parent asks a child to measure.
 pub struct Job<'a> {
@@ -45,6 +49,7 @@ fn tensors(spec: &Spec, workload: &str) -> Result<Vec<TensorSpec>, BoxError> {
 
 fn store(url: &str, cache: &Path) -> Result<ObjectStoreDir, BoxError> {
     Ok(ObjectStoreDir::builder(url)
+        .with_config("timeout", TIMEOUT)
         .part_size(PART)
         .parts_in_flight(IN_FLIGHT)
         .cache_dir(cache)
@@ -57,7 +62,10 @@ fn plain(url: &str, name: &str) -> Result<(Arc<dyn ObjectStore>, ObjectPath), Bo
     let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
     // The provider ckpt's store installs too (the client is built without a default one).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let client = AmazonS3Builder::from_env().with_bucket_name(bucket).build()?;
+    let client = AmazonS3Builder::from_env()
+        .with_bucket_name(bucket)
+        .with_config("timeout".parse()?, TIMEOUT)
+        .build()?;
     let key = if prefix.is_empty() {
         name.to_string()
     } else {
@@ -205,7 +213,15 @@ fn boto3(
 
 fn run_child(exe: &Path, job: &Job<'_>) -> Result<Sample, BoxError> {
     let mut command = Command::new(exe);
-    command.args(["s3-child", "--op", job.op, "--workload", job.workload, "--url", job.url]);
+    command.args([
+        "s3-child",
+        "--op",
+        job.op,
+        "--workload",
+        job.workload,
+        "--url",
+        job.url,
+    ]);
     command.arg("--dir").arg(job.dir);
     if job.quick {
         command.arg("--quick");
@@ -257,26 +273,39 @@ pub fn run(
             ckpt_rows.0.push(run_child(&exe, &job("ckpt-save"))?);
             ckpt_rows.1.push(run_child(&exe, &job("ckpt-load"))?);
             // The local copy of what ckpt saved, for the other contenders' uploads.
-            let copy = store(url, &dir.join("cache"))?
-                .local_file(&format!("{workload}.pth"))?;
+            let copy = store(url, &dir.join("cache"))?.local_file(&format!("{workload}.pth"))?;
             std::fs::copy(&copy, &local_copy)?;
             plain_rows.0.push(run_child(&exe, &job("plain-put"))?);
             plain_rows.1.push(run_child(&exe, &job("plain-get"))?);
             if let Some(python) = &python {
                 let name = format!("boto3-{workload}.pth");
-                boto_rows.0.push(boto3(python, "put", url, &name, &local_copy)?);
+                boto_rows
+                    .0
+                    .push(boto3(python, "put", url, &name, &local_copy)?);
                 let target = dir.join("boto3-get.bin");
                 boto_rows.1.push(boto3(python, "get", url, &name, &target)?);
                 let _ = std::fs::remove_file(target);
             }
         }
         rows.push(("ckpt (Checkpointer save / load)", ckpt_rows.0, ckpt_rows.1));
-        rows.push(("object_store put / get (the limit)", plain_rows.0, plain_rows.1));
+        rows.push((
+            "object_store put / get (the limit)",
+            plain_rows.0,
+            plain_rows.1,
+        ));
         if python.is_some() {
-            rows.push(("boto3 upload_file / download_file", boto_rows.0, boto_rows.1));
+            rows.push((
+                "boto3 upload_file / download_file",
+                boto_rows.0,
+                boto_rows.1,
+            ));
         }
         let mib = |s: &[Sample]| {
-            median(&s.iter().map(|x| x.added_rss() as f64 / 1048576.0).collect::<Vec<_>>())
+            median(
+                &s.iter()
+                    .map(|x| x.added_rss() as f64 / 1048576.0)
+                    .collect::<Vec<_>>(),
+            )
         };
         for (name, save, load) in rows {
             let save_s = median(&save.iter().map(|s| s.seconds).collect::<Vec<_>>());
