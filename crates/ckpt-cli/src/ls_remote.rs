@@ -9,11 +9,11 @@ use std::path::Path;
 use ckpt::store::{is_object_url, open_dir};
 
 use crate::error::CliError;
-use crate::ls::{list, Listing};
+use crate::ls::{list_with, Listing};
 use crate::output::printable;
 
 /// The listing of `dir` when it is an object store URL, `None` for a local directory.
-pub fn list_if_remote(dir: &Path) -> Result<Option<Listing>, CliError> {
+pub fn list_if_remote(dir: &Path, verify: bool) -> Result<Option<Listing>, CliError> {
     let Some(url) = dir.to_str().filter(|text| is_object_url(text)) else {
         return Ok(None);
     };
@@ -32,7 +32,7 @@ pub fn list_if_remote(dir: &Path) -> Result<Option<Listing>, CliError> {
                 .map_err(|e| CliError::new(format!("{}: {e}", linked.display())))?;
         }
     }
-    let mut listing = list(local.path())?;
+    let mut listing = list_with(local.path(), verify)?;
     listing.dir = url.to_string();
     Ok(Some(listing))
 }

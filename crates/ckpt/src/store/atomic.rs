@@ -54,11 +54,22 @@ impl AtomicFile {
             unique(),
             name_hint(&name.to_string_lossy())
         ));
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&temp)
-            .map_err(|e| Error::io(&temp, e))?;
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(|e| Error::io(&temp, e))
+        };
+        let mut file = open()?;
+        // Locked by this process while it is written (see `lock.rs`). A cleaner that found
+        // the file before it was locked removed it: make it again (the name is free). A
+        // cleaner only removes unlocked files, so this ends.
+        let mut attempts = 1;
+        while !super::lock::lock_new_temp(&file) && attempts < 5 {
+            file = open()?;
+            attempts += 1;
+        }
         Ok(AtomicFile {
             target: path.to_path_buf(),
             temp,
@@ -79,8 +90,11 @@ impl AtomicFile {
         let Some(writer) = self.writer.take() else {
             return Err(Error::invalid("an atomic file was committed twice"));
         };
-        let result = finish_temp(&self.temp, writer).and_then(|()| {
+        let result = finish_temp(&self.temp, writer).and_then(|file| {
             fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+            // The temporary stays locked until it has its final name: a save that another
+            // process sees unlocked is one whose writer is gone (see `lock.rs`).
+            drop(file);
             fsync_dir(&self.dir)
         });
         if result.is_err() {
@@ -135,11 +149,37 @@ fn finished() -> std::io::Error {
     std::io::Error::other("the atomic file was already committed or aborted")
 }
 
-fn finish_temp(temp: &Path, writer: BufWriter<File>) -> Result<()> {
+/// Flushes and fsyncs the temporary file; returns it still open (and locked, see
+/// `lock.rs`) so that the lock lasts until the file has its final name.
+fn finish_temp(temp: &Path, writer: BufWriter<File>) -> Result<File> {
     let file = writer
         .into_inner()
         .map_err(|e| Error::io(temp, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io(temp, e))
+    file.sync_all().map_err(|e| Error::io(temp, e))?;
+    Ok(file)
+}
+
+/// Creates `dir` and its missing ancestors, fsyncing the parent of each directory created,
+/// so that a new save directory survives a power cut together with the files saved in it.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The missing directories, innermost first.
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for created in missing.iter().rev() {
+        fsync_dir(&parent_dir(created))?;
+    }
+    Ok(())
 }
 
 /// fsyncs a directory so that a rename inside it is durable.

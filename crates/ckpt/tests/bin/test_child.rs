@@ -8,6 +8,10 @@
 //!   to be killed (the abandoned-upload test).
 //! - `cache-dir`: prints the default download cache directory, as this process's environment
 //!   (`CKPT_CACHE_DIR`) makes it.
+//! - `hold-writer DIR`: saves one checkpoint into `DIR`, prints `saved`, then keeps its
+//!   checkpointer (and the directory's writer lock) until it is killed.
+//! - `stuck-save DIR`: starts an atomic save of `DIR/stuck.pth`, writes a few bytes, prints
+//!   `writing`, and never finishes (the test kills it, leaving the temporary file).
 //!
 //! The crash-safety test also includes this file as a module, for [`filled_state`].
 
@@ -68,6 +72,33 @@ fn upload_and_hang(url: &str, name: &str) -> ckpt::Result<()> {
     }
 }
 
+/// Saves once into `dir`, then holds the checkpointer until killed.
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn hold_writer(dir: &str) -> ckpt::Result<()> {
+    let checkpointer = Checkpointer::new(shared(StateDictModel::new(filled_state(1.0))), dir);
+    checkpointer.save("model_0000000", Dict::new())?;
+    println!("saved");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = &checkpointer;
+    }
+}
+
+/// Starts writing `dir/stuck.pth` and never finishes.
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn stuck_save(dir: &str) -> ckpt::Result<()> {
+    let path = std::path::Path::new(dir).join("stuck.pth");
+    ckpt::store::atomic_write(&path, |w| {
+        w.write_all(b"PK\x03\x04 half a checkpoint")
+            .and_then(|()| w.flush())
+            .map_err(|e| ckpt::Error::io(&path, e))?;
+        println!("writing");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+    })
+}
+
 #[allow(dead_code)] // unused where the crash-safety test includes this file
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -76,12 +107,16 @@ fn main() -> ExitCode {
         ["save-loop", dir] => save_loop(dir),
         #[cfg(feature = "s3")]
         ["upload-and-hang", url, name] => upload_and_hang(url, name),
+        ["hold-writer", dir] => hold_writer(dir),
+        ["stuck-save", dir] => stuck_save(dir),
         ["cache-dir"] => {
             println!("{}", ckpt::resolve::default_cache_dir().display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: ckpt-test-child save-loop DIR | cache-dir");
+            eprintln!(
+                "usage: ckpt-test-child save-loop DIR | hold-writer DIR | stuck-save DIR | cache-dir"
+            );
             return ExitCode::from(2);
         }
     };

@@ -158,7 +158,14 @@ fn a_second_writers_tag_is_never_silently_overwritten() {
     second.save("model_0000002", Dict::new()).unwrap();
     // ...and the first one, whose tag was replaced behind its back, is refused.
     let err = first.save("model_0000003", Dict::new()).unwrap_err();
-    assert!(matches!(err.root(), Error::Conflict { .. }), "{err:?}");
+    // The checkpoint is written but not tagged, because of the conflict.
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
+    let mut conflict = false;
+    while let Some(e) = cause {
+        conflict |= matches!(e.downcast_ref::<Error>(), Some(Error::Conflict { .. }));
+        cause = e.source();
+    }
+    assert!(conflict, "{err:?}");
     let text = err.report().to_string();
     assert!(text.contains(&format!("{url}/last_checkpoint")), "{text}");
     assert_eq!(
