@@ -159,13 +159,10 @@ fn a_second_writers_tag_is_never_silently_overwritten() {
     // ...and the first one, whose tag was replaced behind its back, is refused.
     let err = first.save("model_0000003", Dict::new()).unwrap_err();
     // The checkpoint is written but not tagged, because of the conflict.
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&err);
-    let mut conflict = false;
-    while let Some(e) = cause {
-        conflict |= matches!(e.downcast_ref::<Error>(), Some(Error::Conflict { .. }));
-        cause = e.source();
-    }
-    assert!(conflict, "{err:?}");
+    assert!(
+        matches!(&err, Error::NotTagged { source, .. } if matches!(**source, Error::Conflict { .. })),
+        "{err:?}"
+    );
     let text = err.report().to_string();
     assert!(text.contains(&format!("{url}/last_checkpoint")), "{text}");
     assert_eq!(
