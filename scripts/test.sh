@@ -9,6 +9,9 @@
 # With CI=true the interop tests and the minimum-Rust check must run: a Python or torch that
 # cannot be set up, or a missing rustup, fails the run.
 #
+# The object store tests run against a local S3 server (moto, from the same venv) started on
+# 127.0.0.1 for the run and stopped at its end; under CI=true they must run too.
+#
 # The workspace builds crates/ckpt-mpi, which needs an MPI: Open MPI from Debian's packages is
 # installed once (as root, with apt-get) when missing; its tests run under `mpirun -np 4`.
 set -euo pipefail
@@ -25,6 +28,39 @@ elif [[ "${CI:-}" == "true" ]]; then
 else
     echo "test.sh: WARNING: no Python environment; the interop tests will be skipped" >&2
     export CKPT_PYTHON=""
+fi
+
+step "a local S3 server (moto) for the object store tests"
+# The server lives for this run only; the trap stops it on any exit. The tests find it through
+# the standard AWS variables and create nothing but objects under fresh prefixes of the bucket.
+s3_pid=""
+stop_s3() { if [[ -n "$s3_pid" ]]; then kill "$s3_pid" 2>/dev/null || true; wait "$s3_pid" 2>/dev/null || true; fi; }
+trap stop_s3 EXIT
+moto_server="$(dirname "${CKPT_PYTHON:-/nonexistent}")/moto_server"
+if [[ -n "$CKPT_PYTHON" && -x "$moto_server" ]]; then
+    s3_port="$("$CKPT_PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+    "$moto_server" -H 127.0.0.1 -p "$s3_port" >"${TMPDIR:-/tmp}/ckpt-moto-$$.log" 2>&1 &
+    s3_pid=$!
+    export AWS_ENDPOINT_URL="http://127.0.0.1:$s3_port" AWS_ALLOW_HTTP=true AWS_REGION=us-east-1 \
+        AWS_ACCESS_KEY_ID=ckpt-test AWS_SECRET_ACCESS_KEY=ckpt-test CKPT_TEST_S3_BUCKET=ckpt-test
+    # object_store does not create buckets: one PUT, retried while the server starts.
+    "$CKPT_PYTHON" - "$AWS_ENDPOINT_URL/$CKPT_TEST_S3_BUCKET" <<'PY' \
+        || { echo "test.sh: the local S3 server did not start" >&2; exit 1; }
+import sys, time, urllib.request
+for attempt in range(100):
+    try:
+        urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="PUT"), timeout=5)
+        break
+    except OSError:
+        if attempt == 99:
+            raise
+        time.sleep(0.2)
+PY
+elif [[ "${CI:-}" == "true" ]]; then
+    echo "test.sh: no moto_server in the Python environment, and CI=true requires it" >&2
+    exit 1
+else
+    echo "test.sh: WARNING: no moto_server; the object store tests will be skipped" >&2
 fi
 
 step "Open MPI for ckpt-mpi and its multi-process tests"

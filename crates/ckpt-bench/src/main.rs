@@ -18,6 +18,7 @@ mod mpi;
 mod ops;
 mod python;
 mod report;
+mod s3;
 mod spec;
 mod state;
 
@@ -106,6 +107,41 @@ enum Commands {
         #[arg(long, default_value_t = 5)]
         saves: u64,
     },
+    /// Save and load in an S3-compatible object store (`AWS_ENDPOINT_URL`, ...) next to
+    /// plain object_store put/get and boto3 of the same bytes; prints a Markdown table.
+    S3 {
+        /// Where the objects go: `s3://bucket/prefix` (the bucket must exist).
+        #[arg(long)]
+        url: String,
+        /// Small sizes: a smoke test.
+        #[arg(long)]
+        quick: bool,
+        /// Repetitions of each measurement (the median is shown).
+        #[arg(long, default_value_t = 3)]
+        reps: usize,
+        /// A local directory for copies and the download cache.
+        #[arg(long, default_value_os_t = std::env::temp_dir().join("ckpt-bench-s3"))]
+        dir: PathBuf,
+        /// Python with boto3 (`$CKPT_PYTHON`, else the project venv); without it no boto3 row.
+        #[arg(long)]
+        python: Option<PathBuf>,
+        /// Workloads: big (1 GiB, 320 tensors), small (50,000 tensors).
+        #[arg(long, default_value = "big,small", value_delimiter = ',')]
+        workloads: Vec<String>,
+    },
+    #[command(hide = true)]
+    S3Child {
+        #[arg(long)]
+        op: String,
+        #[arg(long)]
+        workload: String,
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        quick: bool,
+    },
     /// Runs one Rust measurement and prints it as a JSON line (used by `run`).
     #[command(hide = true)]
     Child {
@@ -164,6 +200,33 @@ fn real_main() -> Result<(), Box<dyn std::error::Error>> {
                 saves: saves.max(1),
             };
             println!("{}", async_save::run(&options)?);
+        }
+        Commands::S3 {
+            url,
+            quick,
+            reps,
+            dir,
+            python,
+            workloads,
+        } => {
+            let python = find_python(python);
+            s3::run(&url, &dir, quick, reps.max(1), python, &workloads)?;
+        }
+        Commands::S3Child {
+            op,
+            workload,
+            url,
+            dir,
+            quick,
+        } => {
+            let job = s3::Job {
+                op: &op,
+                workload: &workload,
+                url: &url,
+                dir: &dir,
+                quick,
+            };
+            println!("{}", serde_json::to_string(&s3::child(&job)?)?);
         }
         Commands::Child {
             op,

@@ -24,7 +24,7 @@ use crate::time::rfc3339_utc;
 /// `ckpt_retention.json`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The checkpointer's save directory.
+    /// The checkpointer's save directory (or an object store prefix, `s3://bucket/prefix`).
     pub dir: PathBuf,
     /// Print JSON for scripts instead of a table.
     #[arg(long)]
@@ -87,7 +87,10 @@ pub struct Checkpoint {
 }
 
 pub fn run(args: &Args) -> Result<(), CliError> {
-    let listing = list_with(&args.dir, args.verify)?;
+    let listing = match crate::ls_remote::list_if_remote(&args.dir, args.verify)? {
+        Some(listing) => listing,
+        None => list_with(&args.dir, args.verify)?,
+    };
     if args.json {
         print(&listing.to_json()?)
     } else {

@@ -10,6 +10,7 @@ mod error;
 mod inspect;
 mod kept_by;
 mod ls;
+mod ls_remote;
 mod output;
 mod plan;
 mod source;

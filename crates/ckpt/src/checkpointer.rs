@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use indexmap::IndexMap;
 
@@ -18,7 +18,7 @@ use crate::incompatible::{
 };
 use crate::model::{lock, Checkpointable, Model, Shared};
 use crate::resolve::Resolver;
-use crate::store::{check_basename, LocalDir, Store, WriterLock};
+use crate::store::{check_basename, open, open_dir, Location, Precondition, Store, WriterLock};
 use crate::value::{Dict, Key, StateDict, Value};
 
 /// The file naming the last checkpoint saved in a directory.
@@ -228,6 +228,10 @@ pub struct Checkpointer {
     /// The writer thread of background saves; dropping it waits for a save in flight. Before
     /// `writer_lock`: fields drop in order, and the lock is held until that write is done.
     background: BackgroundWriter,
+    /// The version (e-tag) of `last_checkpoint` as this checkpointer last wrote or first
+    /// read it, for a store with versions: its next tag write is conditional on it, so a
+    /// second writer's tag is never silently overwritten.
+    tag_version: Arc<Mutex<Option<String>>>,
     /// Check the crc32 of the checkpoint a resume loads.
     verify_on_resume: bool,
     /// Resume from an older checkpoint when the tagged one cannot be read.
@@ -254,12 +258,17 @@ impl std::fmt::Debug for Checkpointer {
 impl Checkpointer {
     /// A checkpointer saving to `save_dir`; an empty `save_dir` disables saving, as in
     /// Python. The directory is created on the first save.
+    ///
+    /// With the `s3` feature, `save_dir` may be an object store prefix (`s3://bucket/run1`),
+    /// configured from the environment ([`crate::store::ObjectStoreDir::from_url`]); a
+    /// configuration that fails is the error of the first save or resume. To see it at once,
+    /// or to configure the store in code, use [`Checkpointer::with_store`].
     pub fn new<M: Model + 'static>(model: Shared<M>, save_dir: impl AsRef<Path>) -> Checkpointer {
         let dir = save_dir.as_ref();
         let store: Option<Arc<dyn Store>> = if dir.as_os_str().is_empty() {
             None
         } else {
-            Some(Arc::new(LocalDir::new(dir)))
+            Some(open_dir(dir).unwrap_or_else(|e| Arc::new(open::Unavailable::new(dir, &e))))
         };
         Checkpointer::build(model, store)
     }
@@ -288,6 +297,7 @@ impl Checkpointer {
             async_save: false,
             snapshot_mode: SnapshotMode::default(),
             background: BackgroundWriter::default(),
+            tag_version: Arc::default(),
             verify_on_resume: true,
             resume_fallback: true,
             writer_lock: std::sync::Mutex::new(None),
@@ -492,7 +502,10 @@ impl Checkpointer {
         let mut writer = self.background.lock();
         writer.settle()?;
         let Some(mut job) = self.prepare_save(name, extra)? else {
-            return Ok(SaveHandle::new(Pending::finished(PathBuf::new(), Ok(()))));
+            return Ok(SaveHandle::new(Pending::finished(
+                Location::Path(PathBuf::new()),
+                Ok(()),
+            )));
         };
         let staged = self.background.stage(&mut job.data, self.snapshot_mode)?;
         let location = job.store.location(&job.basename);
@@ -523,6 +536,7 @@ impl Checkpointer {
             options: self.save_options.clone(),
             basename,
             data,
+            tag_version: self.tag_version.clone(),
         }))
     }
 
@@ -565,11 +579,14 @@ impl Checkpointer {
     }
 
     /// Writes `basename` into `last_checkpoint`, atomically (after a background save in
-    /// flight, whose unreported error it returns).
+    /// flight, whose unreported error it returns). In a store with versions (an object
+    /// store) the write is conditional: on the tag this checkpointer last wrote or read, or
+    /// on its absence; a tag written by another writer in between makes it an
+    /// [`Error::Conflict`] instead of a silent overwrite.
     pub fn tag_last_checkpoint(&self, basename: &str) -> Result<()> {
         self.flush()?;
         check_tag_name(basename)?;
-        write_tag(&**self.require_store()?, basename)
+        write_tag(&**self.require_store()?, &self.tag_version, basename)
     }
 
     /// Whether the save directory has a `last_checkpoint` tag. Like every call that reads
@@ -591,11 +608,18 @@ impl Checkpointer {
         let Some(store) = &self.store else {
             return Ok(None);
         };
-        let Some(bytes) = store.read_small(LAST_CHECKPOINT)? else {
+        let Some((bytes, version)) = store.read_small_versioned(LAST_CHECKPOINT)? else {
             return Ok(None);
         };
+        if let Some(version) = version {
+            // The first tag read (a resume) is the one the next save may replace.
+            self.tag_version
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get_or_insert(version);
+        }
         let bad_tag = |problem| Error::BadTag {
-            tag: store.location(LAST_CHECKPOINT),
+            tag: store.location(LAST_CHECKPOINT).to_path_buf(),
             problem,
         };
         let text = String::from_utf8(bytes).map_err(|_| bad_tag(TagProblem::NotUtf8))?;
@@ -616,7 +640,7 @@ impl Checkpointer {
     pub fn get_checkpoint_file(&self) -> Result<Option<PathBuf>> {
         let name = self.last_checkpoint_name()?;
         Ok(match (name, &self.store) {
-            (Some(name), Some(store)) => Some(store.location(&name)),
+            (Some(name), Some(store)) => Some(store.location(&name).to_path_buf()),
             _ => None,
         })
     }
@@ -632,7 +656,7 @@ impl Checkpointer {
             .list()?
             .into_iter()
             .filter(|name| name.ends_with(".pth"))
-            .map(|name| store.location(&name))
+            .map(|name| store.location(&name).to_path_buf())
             .collect())
     }
 
@@ -952,6 +976,8 @@ struct SaveJob {
     options: SaveOptions,
     basename: String,
     data: Value,
+    /// The checkpointer's last known version of the tag.
+    tag_version: Arc<Mutex<Option<String>>>,
 }
 
 impl SaveJob {
@@ -966,19 +992,35 @@ impl SaveJob {
         store.write(&self.basename, &mut |w| {
             format::write_torch(w, &self.data, &self.options)
         })?;
-        write_tag(store, &self.basename).map_err(|e| Error::NotTagged {
-            checkpoint: location,
+        write_tag(store, &self.tag_version, &self.basename).map_err(|e| Error::NotTagged {
+            checkpoint: location.to_path_buf(),
             source: Box::new(e),
         })
     }
 }
 
-/// Writes `basename` into the `last_checkpoint` of `store`, atomically.
-fn write_tag(store: &dyn Store, basename: &str) -> Result<()> {
-    store.write(LAST_CHECKPOINT, &mut |w| {
-        w.write_all(basename.as_bytes())
-            .map_err(|e| Error::io(store.location(LAST_CHECKPOINT), e))
-    })
+/// Writes `basename` into the `last_checkpoint` of `store`, atomically; in a store with
+/// versions, conditionally on `known` (the version this checkpointer last wrote or read),
+/// which it then updates.
+fn write_tag(store: &dyn Store, known: &Mutex<Option<String>>, basename: &str) -> Result<()> {
+    if !store.has_versions() {
+        store.write_small(LAST_CHECKPOINT, basename.as_bytes(), &Precondition::None)?;
+        return Ok(());
+    }
+    // The guarded value is a plain string: a panic elsewhere cannot leave it half-set.
+    let mut known = known
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let precondition = match known.clone() {
+        Some(version) => Precondition::Version(version),
+        None => match store.read_small_versioned(LAST_CHECKPOINT)? {
+            Some((_, Some(version))) => Precondition::Version(version),
+            Some((_, None)) => Precondition::None,
+            None => Precondition::Absent,
+        },
+    };
+    *known = store.write_small(LAST_CHECKPOINT, basename.as_bytes(), &precondition)?;
+    Ok(())
 }
 
 /// Checks the checksums of the storages in `pending` but those the model will copy

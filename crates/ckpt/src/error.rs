@@ -277,6 +277,29 @@ pub enum Error {
         source: Option<std::io::Error>,
     },
 
+    /// An object store (S3 and compatible servers) refused or failed a request: the error
+    /// names the object (`s3://bucket/key`) and says what the server answered.
+    #[error("{url}: {reason}")]
+    Remote {
+        /// The object or prefix, as a URL (`s3://bucket/prefix/model_final.pth`).
+        url: String,
+        /// What happened (`no such bucket`, `access denied`, `the server did not answer`...).
+        reason: String,
+        /// The client library's error.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync + 'static>>,
+    },
+
+    /// A conditional write was refused because another writer changed the file since this
+    /// one last read or wrote it (two checkpointers saving to one directory).
+    #[error("{location}: {reason}")]
+    Conflict {
+        /// The file (`s3://bucket/prefix/last_checkpoint`, a path).
+        location: String,
+        /// What was expected and found.
+        reason: String,
+    },
+
     /// A misuse of the API or an invalid argument (a period of 0, a collective the ranks
     /// disagree on, ...).
     #[error("{message}")]

@@ -7,14 +7,14 @@
 //! logger) and kept in [`LoadReport::skipped`].
 
 use std::cmp::Reverse;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::SystemTime;
 
 use crate::checkpointer::{Checkpointables, Checkpointer, LAST_CHECKPOINT};
-use crate::error::{Error, Result, TagProblem};
+use crate::error::{Error, Result, ResultExt, TagProblem};
 use crate::format::LoadOptions;
 use crate::incompatible::{warn_unmissable, LoadReport, SkippedCheckpoint};
-use crate::store::Store;
+use crate::store::{Location, Store};
 
 /// Resumes `checkpointer` from `tagged` (the name in `last_checkpoint`), falling back to
 /// older checkpoints when it cannot be read and the checkpointer allows it.
@@ -28,7 +28,7 @@ pub(crate) fn resume(checkpointer: &Checkpointer, tagged: &str) -> Result<LoadRe
         Err(e) => return Err(e),
     };
     let mut skipped = vec![SkippedCheckpoint::new(
-        store.location(tagged),
+        store.location(tagged).to_path_buf(),
         error.report().to_string(),
     )];
     warn_unmissable(&format!(
@@ -56,7 +56,10 @@ pub(crate) fn resume(checkpointer: &Checkpointer, tagged: &str) -> Result<LoadRe
                     location.display(),
                     e.report()
                 ));
-                skipped.push(SkippedCheckpoint::new(location, e.report().to_string()));
+                skipped.push(SkippedCheckpoint::new(
+                    location.to_path_buf(),
+                    e.report().to_string(),
+                ));
             }
             Err(e) => return Err(e),
         }
@@ -73,7 +76,7 @@ pub(crate) fn resume(checkpointer: &Checkpointer, tagged: &str) -> Result<LoadRe
 fn load(checkpointer: &Checkpointer, store: &dyn Store, name: &str) -> Result<LoadReport> {
     if !store.exists(name)? {
         return Err(Error::BadTag {
-            tag: store.location(LAST_CHECKPOINT),
+            tag: store.location(LAST_CHECKPOINT).to_path_buf(),
             problem: TagProblem::MissingFile {
                 name: name.to_string(),
             },
@@ -81,7 +84,20 @@ fn load(checkpointer: &Checkpointer, store: &dyn Store, name: &str) -> Result<Lo
     }
     let options =
         LoadOptions::default().with_verify_crc32_on_copy(checkpointer.verifies_on_resume());
-    checkpointer.load_file(&store.location(name), Checkpointables::All, &options)
+    match store.location(name) {
+        Location::Path(path) => checkpointer.load_file(&path, Checkpointables::All, &options),
+        // An object is read from a local copy its store makes (the download cache); errors
+        // and the report name the object.
+        location => {
+            let shown = location.to_path_buf();
+            let file = store.local_file(name).in_file(&shown)?;
+            let mut report = checkpointer
+                .load_file(&file, Checkpointables::All, &options)
+                .in_file(&shown)?;
+            report.path = Some(shown);
+            Ok(report)
+        }
+    }
 }
 
 /// Whether `error` says the checkpoint file cannot be read (missing, damaged, not a
@@ -112,13 +128,13 @@ fn older_checkpoints(store: &dyn Store, tagged: &str) -> Result<Vec<String>> {
         .list()?
         .into_iter()
         .filter(|name| name.ends_with(".pth") && name != tagged)
-        .map(|name| (modified(store.location(&name)), name))
+        .map(|name| (modified(store.location(&name).as_path()), name))
         .collect();
     names.sort_by(|a, b| (Reverse(&a.0), Reverse(&a.1)).cmp(&(Reverse(&b.0), Reverse(&b.1))));
     Ok(names.into_iter().map(|(_, name)| name).collect())
 }
 
 /// When the file at `location` was last written, if it is a local file.
-fn modified(location: PathBuf) -> Option<SystemTime> {
-    std::fs::metadata(location).and_then(|m| m.modified()).ok()
+fn modified(location: Option<&Path>) -> Option<SystemTime> {
+    std::fs::metadata(location?).and_then(|m| m.modified()).ok()
 }

@@ -12,12 +12,12 @@
 mod pending;
 mod staging;
 
-use std::path::PathBuf;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::store::Location;
 use crate::value::Value;
 
 pub(crate) use pending::Pending;
@@ -103,7 +103,7 @@ impl WriterState {
     pub(crate) fn submit(
         &mut self,
         staging: &Arc<Mutex<Staging>>,
-        location: PathBuf,
+        location: Location,
         staged: Staged,
         write: Box<dyn FnOnce() -> Result<()> + Send>,
     ) -> Result<SaveHandle> {
@@ -145,7 +145,7 @@ impl BackgroundWriter {
     pub(crate) fn submit(
         &self,
         state: &mut WriterState,
-        location: PathBuf,
+        location: Location,
         staged: Staged,
         write: Box<dyn FnOnce() -> Result<()> + Send>,
     ) -> Result<SaveHandle> {

@@ -2,10 +2,10 @@
 //! sets it), the checkpointer (which returns an error it has not reported yet with its next
 //! call) and the [`SaveHandle`] the caller may hold.
 
-use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use crate::error::{Error, Result};
+use crate::store::Location;
 
 /// Where a background save is.
 enum State {
@@ -20,14 +20,14 @@ enum State {
 /// One background save's outcome slot.
 pub(crate) struct Pending {
     /// The checkpoint file being written, for messages.
-    location: PathBuf,
+    location: Location,
     state: Mutex<State>,
     finished: Condvar,
 }
 
 impl Pending {
     /// A save of `location` that has not finished.
-    pub(crate) fn running(location: PathBuf) -> Arc<Pending> {
+    pub(crate) fn running(location: Location) -> Arc<Pending> {
         Arc::new(Pending {
             location,
             state: Mutex::new(State::Running),
@@ -36,7 +36,7 @@ impl Pending {
     }
 
     /// A save that is already over (nothing to write, or written synchronously).
-    pub(crate) fn finished(location: PathBuf, result: Result<()>) -> Arc<Pending> {
+    pub(crate) fn finished(location: Location, result: Result<()>) -> Arc<Pending> {
         Arc::new(Pending {
             location,
             state: Mutex::new(State::Finished(result)),
@@ -45,7 +45,7 @@ impl Pending {
     }
 
     /// The checkpoint file this save writes.
-    pub(crate) fn location(&self) -> &Path {
+    pub(crate) fn location(&self) -> &Location {
         &self.location
     }
 
@@ -165,7 +165,7 @@ impl SaveHandle {
     }
 
     /// The checkpoint file the save writes.
-    pub fn location(&self) -> &Path {
+    pub fn location(&self) -> &Location {
         self.pending.location()
     }
 }

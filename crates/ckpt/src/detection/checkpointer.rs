@@ -315,14 +315,15 @@ impl DetectionCheckpointer {
                 None => Ok(nothing_loaded()),
             };
         };
-
-        let file = match self.inner.store() {
-            Some(store) => store.location(&name),
-            None => PathBuf::from(&name),
+        // An object store's checkpoint is read from a local copy (the download cache).
+        let (shown, resolved) = match self.inner.store() {
+            Some(store) => (
+                store.location(&name).to_string(),
+                store.local_file(&name).map(Resolved::local),
+            ),
+            None => (name.clone(), Ok(Resolved::local(PathBuf::from(&name)))),
         };
-        let shown = file.display().to_string();
         tracing::info!("[DetectionCheckpointer] Loading from {shown} ...");
-        let resolved = Ok(Resolved::local(file));
         self.load_resolved(&shown, resolved, Checkpointables::All)
     }
 
@@ -337,7 +338,9 @@ impl DetectionCheckpointer {
         if let Some(store) = self.inner.store() {
             if !store.exists(&name)? {
                 return Err(Error::BadTag {
-                    tag: store.location(crate::checkpointer::LAST_CHECKPOINT),
+                    tag: store
+                        .location(crate::checkpointer::LAST_CHECKPOINT)
+                        .to_path_buf(),
                     problem: TagProblem::MissingFile { name },
                 });
             }

@@ -5,7 +5,10 @@
 //! - no prefix (or `file://`): a local path, used as is;
 //! - `http://`, `https://`: downloaded once into a cache directory ([`HttpCache`]);
 //! - `detectron2://X`: the detectron2 model zoo, `https://dl.fbaipublicfiles.com/detectron2/X`;
-//! - `catalog://...`: Detectron1 models named in a fixed table ([`catalog_url`]).
+//! - `catalog://...`: Detectron1 models named in a fixed table ([`catalog_url`]);
+//! - `s3://bucket/key` (and `gs://`, `az://`), with the `s3` feature: downloaded into the
+//!   same cache with parallel range requests, again only when the object changed
+//!   ([`ObjectUrlHandler`]).
 //!
 //! Users add their own prefixes with [`Resolver::register`]. Before any handler runs,
 //! [`Resolver::resolve`] strips a query string (`model.pth?matching_heuristics=True`) and
@@ -20,6 +23,8 @@
 
 mod catalog;
 mod http;
+#[cfg(feature = "s3")]
+mod object;
 mod query;
 
 use std::fmt;
@@ -30,6 +35,8 @@ use crate::error::{Error, Result};
 
 pub use catalog::{catalog_url, CatalogHandler};
 pub use http::{default_cache_dir, HttpCache, Progress, CACHE_DIR_ENV};
+#[cfg(feature = "s3")]
+pub use object::ObjectUrlHandler;
 pub(crate) use query::split_query;
 pub use query::QueryOptions;
 
@@ -164,9 +171,11 @@ impl Resolver {
     pub fn with_cache(cache: HttpCache) -> Self {
         let mut resolver = Resolver::local_only();
         resolver.register(FileUrlHandler);
-        resolver.register(cache);
+        resolver.register(cache.clone());
         resolver.register(PrefixRewrite::detectron2());
         resolver.register(CatalogHandler);
+        #[cfg(feature = "s3")]
+        resolver.register(ObjectUrlHandler::new(cache.dir()));
         resolver
     }
 

@@ -78,14 +78,15 @@ impl RetentionState {
         };
         let location = store.location(STATE_FILE);
         let on_disk: OnDisk = serde_json::from_slice(&bytes).map_err(|e| {
-            Error::format_caused("not a ckpt retention state file", e).in_file(&location)
+            Error::format_caused("not a ckpt retention state file", e)
+                .in_file(&location.to_path_buf())
         })?;
         if on_disk.version != VERSION {
             return Err(Error::unsupported(format!(
                 "retention state version {} (this ckpt reads version {VERSION})",
                 on_disk.version
             ))
-            .in_file(&location));
+            .in_file(&location.to_path_buf()));
         }
         Ok(on_disk.state)
     }

@@ -21,55 +21,137 @@ pub fn atomic_write<F>(path: &Path, write: F) -> Result<()>
 where
     F: FnOnce(&mut dyn Write) -> Result<()>,
 {
-    let dir = parent_dir(path);
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
-    // The `.tmp` ending keeps a save in flight out of listings that match on the final
-    // name's extension (a Python checkpointer's `get_all_checkpoint_files` lists `*.pth`).
-    let temp = dir.join(format!(
-        "{TEMP_PREFIX}{}-{}-{}.tmp",
-        temp_owner(),
-        unique(),
-        name_hint(&name.to_string_lossy())
-    ));
-    let result = write_temp(&temp, write).and_then(|file| {
-        fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
-        // The temporary stays locked until it has its final name: a save that another
-        // process sees unlocked is one whose writer is gone (see `lock.rs`).
-        drop(file);
-        fsync_dir(&dir)
-    });
-    if result.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    result
+    let mut file = AtomicFile::create(path)?;
+    write(&mut file)?;
+    file.commit()
 }
 
-/// Writes and fsyncs the temporary file, locked by this process (see `lock.rs`); returns it
-/// still open, so that the lock lasts until the file is renamed.
-fn write_temp<F>(temp: &Path, write: F) -> Result<File>
-where
-    F: FnOnce(&mut dyn Write) -> Result<()>,
-{
-    let open = || {
-        OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(temp)
-            .map_err(|e| Error::io(temp, e))
-    };
-    let mut file = open()?;
-    // A cleaner that found the file before it was locked removed it: make it again (the
-    // name is free). A cleaner only removes unlocked files, so this ends.
-    let mut attempts = 1;
-    while !super::lock::lock_new_temp(&file) && attempts < 5 {
-        file = open()?;
-        attempts += 1;
+/// A file being written atomically: bytes go to a temporary file in the target's directory;
+/// [`AtomicFile::commit`] fsyncs it, renames it over the target and fsyncs the directory.
+/// Dropped without a commit (an error, a panic), it removes the temporary file and leaves
+/// the target untouched.
+#[derive(Debug)]
+pub struct AtomicFile {
+    target: PathBuf,
+    temp: PathBuf,
+    dir: PathBuf,
+    /// `None` once committed or aborted.
+    writer: Option<BufWriter<File>>,
+}
+
+impl AtomicFile {
+    /// Starts writing `path` (its directory must exist).
+    pub fn create(path: &Path) -> Result<AtomicFile> {
+        let dir = parent_dir(path);
+        let name = path
+            .file_name()
+            .ok_or_else(|| Error::invalid(format!("{} has no file name", path.display())))?;
+        // The `.tmp` ending keeps a save in flight out of listings that match on the final
+        // name's extension (a Python checkpointer's `get_all_checkpoint_files` lists `*.pth`).
+        let temp = dir.join(format!(
+            "{TEMP_PREFIX}{}-{}-{}.tmp",
+            temp_owner(),
+            unique(),
+            name_hint(&name.to_string_lossy())
+        ));
+        let open = || {
+            OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&temp)
+                .map_err(|e| Error::io(&temp, e))
+        };
+        let mut file = open()?;
+        // Locked by this process while it is written (see `lock.rs`). A cleaner that found
+        // the file before it was locked removed it: make it again (the name is free). A
+        // cleaner only removes unlocked files, so this ends.
+        let mut attempts = 1;
+        while !super::lock::lock_new_temp(&file) && attempts < 5 {
+            file = open()?;
+            attempts += 1;
+        }
+        Ok(AtomicFile {
+            target: path.to_path_buf(),
+            temp,
+            dir,
+            // Large writes (tensor bytes) bypass the buffer; small ones (headers) are batched.
+            writer: Some(BufWriter::with_capacity(1 << 20, file)),
+        })
     }
-    // Large writes (tensor bytes) bypass the buffer; small ones (headers) are batched.
-    let mut writer = BufWriter::with_capacity(1 << 20, file);
-    write(&mut writer)?;
+
+    /// The temporary file being written.
+    pub fn temp_path(&self) -> &Path {
+        &self.temp
+    }
+
+    /// Makes the written bytes the target's content, durably. On error the target is
+    /// untouched and the temporary file removed.
+    pub fn commit(mut self) -> Result<()> {
+        let Some(writer) = self.writer.take() else {
+            return Err(Error::invalid("an atomic file was committed twice"));
+        };
+        let result = finish_temp(&self.temp, writer).and_then(|file| {
+            fs::rename(&self.temp, &self.target).map_err(|e| Error::io(&self.target, e))?;
+            // The temporary stays locked until it has its final name: a save that another
+            // process sees unlocked is one whose writer is gone (see `lock.rs`).
+            drop(file);
+            fsync_dir(&self.dir)
+        });
+        if result.is_err() {
+            let _ = fs::remove_file(&self.temp);
+        }
+        result
+    }
+
+    /// Drops the written bytes: the temporary file is removed, the target untouched.
+    pub fn abort(mut self) -> Result<()> {
+        self.writer = None;
+        match fs::remove_file(&self.temp) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::io(&self.temp, e)),
+        }
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match &mut self.writer {
+            Some(writer) => writer.write(buf),
+            None => Err(finished()),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        match &mut self.writer {
+            Some(writer) => writer.write_all(buf),
+            None => Err(finished()),
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match &mut self.writer {
+            Some(writer) => writer.flush(),
+            None => Err(finished()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.writer.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+fn finished() -> std::io::Error {
+    std::io::Error::other("the atomic file was already committed or aborted")
+}
+
+/// Flushes and fsyncs the temporary file; returns it still open (and locked, see
+/// `lock.rs`) so that the lock lasts until the file has its final name.
+fn finish_temp(temp: &Path, writer: BufWriter<File>) -> Result<File> {
     let file = writer
         .into_inner()
         .map_err(|e| Error::io(temp, e.into_error()))?;
@@ -148,7 +230,7 @@ pub fn temp_owner() -> String {
 
 /// The start of the target's name, for people looking at a directory: short enough that the
 /// temporary name stays within the 255-byte limit of file names whatever the target's length.
-fn name_hint(name: &str) -> &str {
+pub(crate) fn name_hint(name: &str) -> &str {
     let mut end = name.len().min(64);
     while !name.is_char_boundary(end) {
         end -= 1;
@@ -156,7 +238,7 @@ fn name_hint(name: &str) -> &str {
     &name[..end]
 }
 
-fn unique() -> u64 {
+pub(crate) fn unique() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -1,7 +1,9 @@
 //! Where a checkpointer keeps its files: one small interface ([`Store`]) so that the
-//! checkpointer never touches the filesystem itself, and an object store or an asynchronous
-//! writer can be added without changing it. [`LocalDir`] is a local directory with atomic
-//! writes ([`atomic_write`]).
+//! checkpointer never touches the filesystem itself. [`LocalDir`] is a local directory with
+//! atomic writes ([`atomic_write`]); with the `s3` feature, [`ObjectStoreDir`] is a prefix of
+//! an object store (`s3://bucket/prefix`). Both are first-class: a file's [`Location`] is a
+//! path or a URL, a write streams into a [`PendingWrite`] that is committed or aborted, and
+//! listings carry sizes ([`Entry`]).
 //!
 //! ```
 //! use std::sync::Arc;
@@ -17,7 +19,11 @@
 //! ```
 
 mod atomic;
+mod location;
 mod lock;
+#[cfg(feature = "s3")]
+pub(crate) mod object;
+pub(crate) mod open;
 
 use std::fmt;
 use std::fs;
@@ -25,37 +31,162 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, TagProblem};
-pub use atomic::{atomic_write, temp_owner, TEMP_PREFIX};
+pub use atomic::{atomic_write, temp_owner, AtomicFile, TEMP_PREFIX};
+pub use location::Location;
 pub use lock::{WriterLock, WRITER_LOCK};
+#[cfg(feature = "s3")]
+pub use object::{ObjectStoreDir, ObjectStoreDirBuilder};
+pub use open::{is_object_url, open_dir};
+
+/// A write in progress ([`Store::create`]): bytes written to it become the file's content
+/// only at [`PendingWrite::commit`]. Aborted, or dropped without a commit (an error, a
+/// panic), it leaves the previous content and nothing else: a local temporary file is
+/// removed, an object store's multipart upload is aborted.
+pub trait PendingWrite: Write + Send {
+    /// Makes the written bytes the file's content, whole and durably.
+    fn commit(self: Box<Self>) -> Result<()>;
+
+    /// Drops the written bytes; the previous content is untouched.
+    fn abort(self: Box<Self>) -> Result<()>;
+}
+
+impl PendingWrite for AtomicFile {
+    fn commit(self: Box<Self>) -> Result<()> {
+        AtomicFile::commit(*self)
+    }
+
+    fn abort(self: Box<Self>) -> Result<()> {
+        AtomicFile::abort(*self)
+    }
+}
+
+/// A file of a store and its size, as [`Store::list_entries`] lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Entry {
+    /// The file's basename.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
+impl Entry {
+    /// The entry of `name`, of `size` bytes.
+    pub fn new(name: impl Into<String>, size: u64) -> Entry {
+        Entry {
+            name: name.into(),
+            size,
+        }
+    }
+}
+
+/// What a conditional write ([`Store::write_small`]) expects to find, so that two writers
+/// cannot silently overwrite each other's file (the `last_checkpoint` tag).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Write whatever is there.
+    None,
+    /// The file must not exist.
+    Absent,
+    /// The file must be at this version (an object's e-tag, as
+    /// [`Store::read_small_versioned`] or an earlier [`Store::write_small`] returned it).
+    Version(String),
+}
 
 /// A flat namespace of files (a checkpoint directory), addressed by plain basenames.
 pub trait Store: Send + Sync + fmt::Debug {
-    /// The full location of `name` (a path for a local directory), for logs, errors and
-    /// readers.
-    fn location(&self, name: &str) -> PathBuf;
+    /// The full location of `name` (a path for a local directory, a URL for an object
+    /// store), for logs, errors and readers.
+    fn location(&self, name: &str) -> Location;
 
-    /// Writes `name` atomically: a reader, or a crash at any instant, sees either the
-    /// previous content or the complete new content, never a part of it. On error the
-    /// previous content is intact.
-    fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()>;
+    /// Starts writing `name`: the content is replaced when the returned writer is
+    /// committed, and not at all when it is aborted or dropped. A reader, or a crash at any
+    /// instant, sees either the previous content or the complete new content.
+    fn create(&self, name: &str) -> Result<Box<dyn PendingWrite + '_>>;
+
+    /// Writes `name` atomically with `write` ([`Store::create`], committed when `write`
+    /// succeeds, aborted otherwise). On error the previous content is intact.
+    fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
+        let mut pending = self.create(name)?;
+        match write(&mut pending) {
+            Ok(()) => pending.commit(),
+            Err(e) => {
+                if let Err(abort) = pending.abort() {
+                    tracing::warn!(
+                        "Could not abort the write of {}: {}",
+                        self.location(name),
+                        abort.report()
+                    );
+                }
+                Err(e)
+            }
+        }
+    }
 
     /// Reads a small file whole (a tag); `Ok(None)` when it does not exist. A file too large
     /// to be a tag is an [`crate::Error::BadTag`].
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>>;
 
+    /// Whether the store keeps versions of its files (e-tags) and honours the
+    /// preconditions of [`Store::write_small`]. A local directory does not.
+    fn has_versions(&self) -> bool {
+        false
+    }
+
+    /// [`Store::read_small`] with the file's version (an e-tag) for a later conditional
+    /// [`Store::write_small`]; `None` as the version for a store without versions.
+    fn read_small_versioned(&self, name: &str) -> Result<Option<(Vec<u8>, Option<String>)>> {
+        Ok(self.read_small(name)?.map(|bytes| (bytes, None)))
+    }
+
+    /// Replaces `name` with `bytes` atomically if `precondition` holds, and returns the new
+    /// version (`None` for a store without versions). A precondition that does not hold is
+    /// an [`crate::Error::Conflict`]. A store without versions (a local directory) writes
+    /// whatever the precondition.
+    fn write_small(
+        &self,
+        name: &str,
+        bytes: &[u8],
+        precondition: &Precondition,
+    ) -> Result<Option<String>> {
+        let _ = precondition;
+        let location = self.location(name);
+        self.write(name, &mut |w| {
+            w.write_all(bytes)
+                .map_err(|e| Error::io(location.to_path_buf(), e))
+        })?;
+        Ok(None)
+    }
+
     /// Whether `name` exists (as a regular file).
     fn exists(&self, name: &str) -> Result<bool>;
 
-    /// The names of the regular files, sorted, without temporary files of unfinished writes.
-    /// A store that does not exist yet is empty.
-    fn list(&self) -> Result<Vec<String>>;
+    /// The regular files and their sizes, sorted by name, without temporary files of
+    /// unfinished writes. A store that does not exist yet is empty.
+    fn list_entries(&self) -> Result<Vec<Entry>>;
+
+    /// The names of [`Store::list_entries`].
+    fn list(&self) -> Result<Vec<String>> {
+        Ok(self.list_entries()?.into_iter().map(|e| e.name).collect())
+    }
 
     /// Deletes `name`; deleting a file that does not exist is not an error.
     fn remove(&self, name: &str) -> Result<()>;
 
-    /// Deletes temporary files left by writes that were interrupted (a crash, a kill), and
-    /// never those of a write still in progress.
+    /// Deletes temporary files (abandoned uploads) left by writes that were interrupted (a
+    /// crash, a kill), and never those of a write still in progress.
     fn remove_stale_temporaries(&self) -> Result<()>;
+
+    /// A local file with the content of `name`, for the readers: the file itself in a local
+    /// directory, a copy in the download cache for an object store.
+    fn local_file(&self, name: &str) -> Result<PathBuf> {
+        match self.location(name) {
+            Location::Path(path) => Ok(path),
+            Location::Url(url) => Err(Error::unsupported(format!(
+                "{url}: this store cannot make a local copy"
+            ))),
+        }
+    }
 
     /// Takes the writer lock of the store (creating it when it does not exist), held while
     /// the returned value lives: a checkpointer takes it on its first save, so that a second
@@ -125,8 +256,14 @@ fn name_target(error: Error, path: &Path) -> Error {
 }
 
 impl Store for LocalDir {
-    fn location(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
+    fn location(&self, name: &str) -> Location {
+        Location::Path(self.dir.join(name))
+    }
+
+    fn create(&self, name: &str) -> Result<Box<dyn PendingWrite + '_>> {
+        let path = self.path(name)?;
+        atomic::create_dir_durably(&self.dir)?;
+        Ok(Box::new(AtomicFile::create(&path)?))
     }
 
     fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
@@ -189,7 +326,7 @@ impl Store for LocalDir {
         }
     }
 
-    fn list(&self) -> Result<Vec<String>> {
+    fn list_entries(&self) -> Result<Vec<Entry>> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
@@ -205,11 +342,12 @@ impl Store for LocalDir {
                 continue;
             }
             // Follows symlinks, as Python's isfile does.
-            if fs::metadata(entry.path()).is_ok_and(|m| m.is_file()) {
-                names.push(name);
+            match fs::metadata(entry.path()) {
+                Ok(meta) if meta.is_file() => names.push(Entry::new(name, meta.len())),
+                _ => {}
             }
         }
-        names.sort();
+        names.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(names)
     }
 
@@ -284,7 +422,7 @@ fn written_on_this_host(rest: &str) -> bool {
 /// untouched for a day (a host that crashed). Our own process may have a write in flight,
 /// another live process or another host too; where liveness cannot be checked, a file is
 /// kept until it is a day old.
-fn temp_writer_is_gone(rest: &str, modified: Option<std::time::SystemTime>) -> bool {
+pub(crate) fn temp_writer_is_gone(rest: &str, modified: Option<std::time::SystemTime>) -> bool {
     const ABANDONED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
     if modified
         .and_then(|m| m.elapsed().ok())

@@ -11,6 +11,9 @@
 //! - `retain DIR FROM TO`: trains iterations `FROM..TO` with a checkpoint every 10, under
 //!   composed retention policies (newest 2, best 1 by `loss`, every 50 iterations, one per
 //!   100 s of a simulated clock at 7 s per iteration), recording each checkpoint's loss.
+//! - `upload-and-hang URL NAME` (with the `s3` feature): starts writing `NAME` to the object
+//!   store prefix `URL` in 5 MiB parts, prints `uploading` once two parts are sent, and waits
+//!   to be killed (the abandoned-upload test).
 //! - `cache-dir`: prints the default download cache directory, as this process's environment
 //!   (`CKPT_CACHE_DIR`) makes it.
 //! - `hold-writer DIR`: saves one checkpoint into `DIR`, prints `saved`, then keeps its
@@ -23,9 +26,8 @@
 use std::process::ExitCode;
 
 use std::io::Write;
-use std::path::PathBuf;
 
-use ckpt::store::{LocalDir, Store};
+use ckpt::store::{Entry, LocalDir, Location, PendingWrite, Store, WriterLock};
 use ckpt::{
     shared, Checkpointer, Dict, PeriodicCheckpointer, SnapshotMode, StateDict, StateDictModel,
     Tensor, Value,
@@ -94,8 +96,11 @@ impl Write for Stall<'_> {
 }
 
 impl Store for StallingDir {
-    fn location(&self, name: &str) -> PathBuf {
+    fn location(&self, name: &str) -> Location {
         self.0.location(name)
+    }
+    fn create(&self, name: &str) -> ckpt::Result<Box<dyn PendingWrite + '_>> {
+        self.0.create(name)
     }
     fn write(
         &self,
@@ -118,8 +123,11 @@ impl Store for StallingDir {
     fn exists(&self, name: &str) -> ckpt::Result<bool> {
         self.0.exists(name)
     }
-    fn list(&self) -> ckpt::Result<Vec<String>> {
-        self.0.list()
+    fn list_entries(&self) -> ckpt::Result<Vec<Entry>> {
+        self.0.list_entries()
+    }
+    fn lock_writer(&self) -> ckpt::Result<WriterLock> {
+        self.0.lock_writer()
     }
     fn remove(&self, name: &str) -> ckpt::Result<()> {
         self.0.remove(name)
@@ -200,6 +208,25 @@ fn async_save_memory(dir: &str) -> ckpt::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Writes two parts of `name` under `url` and hangs with the upload open.
+#[cfg(feature = "s3")]
+fn upload_and_hang(url: &str, name: &str) -> ckpt::Result<()> {
+    use ckpt::store::{ObjectStoreDir, Store};
+    use std::io::Write;
+    let store = ObjectStoreDir::builder(url).part_size(5 << 20).build()?;
+    let mut pending = store.create(name)?;
+    let part = vec![7u8; 5 << 20];
+    for _ in 0..3 {
+        pending
+            .write_all(&part)
+            .map_err(|e| ckpt::Error::io(name, e))?;
+    }
+    println!("uploading");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+    }
 }
 
 /// Saves once into `dir`, then holds the checkpointer until killed.
@@ -283,6 +310,8 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         },
+        #[cfg(feature = "s3")]
+        ["upload-and-hang", url, name] => upload_and_hang(url, name),
         ["hold-writer", dir] => hold_writer(dir),
         ["stuck-save", dir] => stuck_save(dir),
         ["cache-dir"] => {
@@ -291,7 +320,7 @@ fn main() -> ExitCode {
         }
         _ => {
             eprintln!(
-                "usage: ckpt-test-child save-loop DIR | async-save-killed DIR | async-save-memory DIR | retain DIR FROM TO | hold-writer DIR | stuck-save DIR | cache-dir"
+                "usage: ckpt-test-child save-loop DIR | async-save-killed DIR | async-save-memory DIR | retain DIR FROM TO | upload-and-hang URL NAME | hold-writer DIR | stuck-save DIR | cache-dir"
             );
             return ExitCode::from(2);
         }

@@ -5,11 +5,11 @@
 
 use std::fs;
 use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 
-use ckpt::store::{LocalDir, Store, TEMP_PREFIX};
+use ckpt::store::{Entry, LocalDir, Location, PendingWrite, Store, WriterLock, TEMP_PREFIX};
 use ckpt::{
     shared, Checkpointer, Dict, Error, PeriodicCheckpointer, Result, SnapshotMode, StateDictModel,
     Value,
@@ -58,8 +58,11 @@ impl GatedDir {
 }
 
 impl Store for GatedDir {
-    fn location(&self, name: &str) -> PathBuf {
+    fn location(&self, name: &str) -> Location {
         self.dir().location(name)
+    }
+    fn create(&self, name: &str) -> Result<Box<dyn PendingWrite + '_>> {
+        self.dir().create(name)
     }
     fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         if name.ends_with(".pth") {
@@ -73,7 +76,7 @@ impl Store for GatedDir {
             return self.dir().write(name, &mut |w| {
                 write(w)?;
                 Err(Error::io(
-                    self.location(name),
+                    self.location(name).to_path_buf(),
                     std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device"),
                 ))
             });
@@ -89,8 +92,11 @@ impl Store for GatedDir {
     fn exists(&self, name: &str) -> Result<bool> {
         self.dir().exists(name)
     }
-    fn list(&self) -> Result<Vec<String>> {
-        self.dir().list()
+    fn list_entries(&self) -> Result<Vec<Entry>> {
+        self.dir().list_entries()
+    }
+    fn lock_writer(&self) -> Result<WriterLock> {
+        self.dir().lock_writer()
     }
     fn remove(&self, name: &str) -> Result<()> {
         self.dir().remove(name)
@@ -135,7 +141,10 @@ fn the_call_returns_after_the_snapshot_and_before_the_file_exists() {
     *trained.lock().unwrap() = StateDictModel::new(model_state(2.0));
     store.open_gate();
     handle.wait().unwrap();
-    assert_eq!(handle.location(), dir.path().join("model_0000009.pth"));
+    assert_eq!(
+        handle.location().as_path(),
+        Some(dir.path().join("model_0000009.pth").as_path())
+    );
     assert_eq!(
         fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(),
         "model_0000009.pth"

@@ -4,13 +4,13 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ckpt::store::{LocalDir, Store, TEMP_PREFIX};
+use ckpt::store::{Entry, LocalDir, Location, PendingWrite, Store, TEMP_PREFIX};
 use ckpt::{shared, Checkpointer, Dict, Error, Result, StateDictModel, Value};
 
 use crate::support::rng::Rng;
@@ -145,8 +145,11 @@ impl Write for Limited<'_> {
 }
 
 impl Store for FullDisk {
-    fn location(&self, name: &str) -> PathBuf {
+    fn location(&self, name: &str) -> Location {
         self.inner.location(name)
+    }
+    fn create(&self, name: &str) -> Result<Box<dyn PendingWrite + '_>> {
+        self.inner.create(name)
     }
     fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         if self.only.is_some_and(|only| only != name) {
@@ -158,7 +161,7 @@ impl Store for FullDisk {
             write(&mut limited)?;
             limited
                 .flush()
-                .map_err(|e| Error::io(self.location(name), e))
+                .map_err(|e| Error::io(self.location(name).to_path_buf(), e))
         })
     }
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
@@ -167,8 +170,8 @@ impl Store for FullDisk {
     fn exists(&self, name: &str) -> Result<bool> {
         self.inner.exists(name)
     }
-    fn list(&self) -> Result<Vec<String>> {
-        self.inner.list()
+    fn list_entries(&self) -> Result<Vec<Entry>> {
+        self.inner.list_entries()
     }
     fn remove(&self, name: &str) -> Result<()> {
         self.inner.remove(name)
