@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes the Python environment the interop tests use: a venv with torch, numpy, safetensors and
+# Makes the Python environment the interop tests use: a venv with torch, numpy, safetensors,
 # fvcore, cached outside the repository at ${CKPT_CACHE:-$HOME/.cache/ckpt}/venv.
 #
 # Idempotent: a stamp file records what was installed, so a second run only checks the venv.
@@ -7,7 +7,7 @@
 # python, so scripts can do `CKPT_PYTHON=$(scripts/setup-python.sh)`.
 set -euo pipefail
 
-REQUIREMENTS=(torch==2.15.0 numpy safetensors fvcore)
+REQUIREMENTS=(torch==2.15.0 numpy safetensors fvcore transformers huggingface_hub)
 CACHE="${CKPT_CACHE:-$HOME/.cache/ckpt}"
 VENV="$CACHE/venv"
 PY="$VENV/bin/python"
@@ -40,7 +40,7 @@ venv_works() {
 }
 
 packages_work() {
-    "$PY" -c 'import torch, numpy, safetensors, fvcore' >/dev/null 2>&1
+    "$PY" -c 'import torch, numpy, safetensors, fvcore, transformers, huggingface_hub' >/dev/null 2>&1
 }
 
 create_venv() {
@@ -89,7 +89,7 @@ if ! install_requirements; then
     install_requirements
 fi
 if ! packages_work; then
-    say "torch, numpy, safetensors or fvcore still cannot be imported from $PY"
+    say "torch, numpy, safetensors, fvcore, transformers or huggingface_hub still cannot be imported from $PY"
     exit 1
 fi
 wanted_stamp >"$STAMP"

@@ -22,6 +22,8 @@
 //! ```
 
 mod eager;
+mod hf_shard_write;
+mod hf_sharded;
 mod plain_pickle;
 mod safetensors;
 mod stream;
@@ -43,6 +45,10 @@ use crate::store::atomic_write;
 use crate::tensor::Buffer;
 use crate::value::{StateDict, Value};
 
+pub use hf_shard_write::{
+    parse_size, plan_shards, save_sharded_safetensors, ShardedOptions, ShardedWritten,
+};
+pub use hf_sharded::{find_index, SAFETENSORS_INDEX, TORCH_INDEX};
 pub use safetensors::{
     flatten_tensors, write_safetensors, write_safetensors_with, SafetensorsOptions,
 };
@@ -63,10 +69,14 @@ pub enum Format {
     Pickle,
     /// safetensors.
     Safetensors,
+    /// A Hugging Face sharded checkpoint: an index (`model.safetensors.index.json`,
+    /// `pytorch_model.bin.index.json`) and the shard files it names, read as one.
+    HfSharded,
 }
 
 impl Format {
-    /// A short name: `torch-zip`, `torch-legacy`, `torch-tar`, `pickle`, `safetensors`.
+    /// A short name: `torch-zip`, `torch-legacy`, `torch-tar`, `pickle`, `safetensors`,
+    /// `hf-sharded`.
     pub fn name(self) -> &'static str {
         match self {
             Format::TorchZip => "torch-zip",
@@ -74,6 +84,7 @@ impl Format {
             Format::TorchTar => "torch-tar",
             Format::Pickle => "pickle",
             Format::Safetensors => "safetensors",
+            Format::HfSharded => "hf-sharded",
         }
     }
 }
@@ -278,10 +289,54 @@ pub fn load(path: impl AsRef<Path>) -> Result<Value> {
     Ok(load_with(path, &LoadOptions::default())?.value)
 }
 
-/// Reads a checkpoint file of any supported format, detected from its content.
-/// Errors name the file.
+/// Reads a checkpoint of any supported format, detected from its content: a file, or a
+/// sharded checkpoint as one (its index file `*.index.json`, or the directory that holds
+/// it; see [`find_index`]). Errors name the file.
 pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
     let path = path.as_ref();
+    match layout(path)? {
+        Layout::File(file) => load_file(&file, options),
+        Layout::HfIndex(index) => {
+            let value = hf_sharded::read(&index, options, |shard, options| {
+                Ok(load_file(shard, options)?.value)
+            })?;
+            Ok(Loaded::new(Format::HfSharded, value))
+        }
+    }
+}
+
+/// What a checkpoint path names.
+enum Layout {
+    /// One file.
+    File(std::path::PathBuf),
+    /// The index of a sharded checkpoint.
+    HfIndex(std::path::PathBuf),
+}
+
+/// What `path` names: an index file, a directory holding an index (or, unsharded, one
+/// `model.safetensors` / `pytorch_model.bin`), or a file. A directory without a checkpoint
+/// is an error.
+fn layout(path: &Path) -> Result<Layout> {
+    if path.is_dir() {
+        if let Some(index) = find_index(path) {
+            return Ok(Layout::HfIndex(index));
+        }
+        for single in ["model.safetensors", "pytorch_model.bin"] {
+            if path.join(single).is_file() {
+                return Ok(Layout::File(path.join(single)));
+            }
+        }
+        let none = "a directory that holds no checkpoint (no single *.index.json, model.safetensors nor pytorch_model.bin)";
+        return Err(Error::format(none).in_file(path));
+    }
+    Ok(match hf_sharded::is_index_file(path) {
+        true => Layout::HfIndex(path.to_path_buf()),
+        false => Layout::File(path.to_path_buf()),
+    })
+}
+
+/// Reads one checkpoint file, its format detected from its content.
+fn load_file(path: &Path, options: &LoadOptions) -> Result<Loaded> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let buffer = if options.mmap {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -329,6 +384,12 @@ fn read_buffer(
         Format::TorchTar => torch_legacy::read_tar(buffer, options)?,
         Format::Pickle => plain_pickle::read_plain_pickle(&buffer, options)?,
         Format::Safetensors => safetensors::read(buffer)?,
+        // A layout of several files, never detected from one file's bytes.
+        Format::HfSharded => {
+            return Err(Error::invalid(format!(
+                "{format} is not a single-file format"
+            )))
+        }
     };
     Ok(Loaded { format, value })
 }
