@@ -21,6 +21,7 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+mod dcp;
 mod eager;
 mod hf_shard_write;
 mod hf_sharded;
@@ -45,6 +46,7 @@ use crate::store::atomic_write;
 use crate::tensor::Buffer;
 use crate::value::{StateDict, Value};
 
+pub use dcp::DCP_METADATA;
 pub use hf_shard_write::{
     parse_size, plan_shards, save_sharded_safetensors, ShardedOptions, ShardedWritten,
 };
@@ -72,11 +74,14 @@ pub enum Format {
     /// A Hugging Face sharded checkpoint: an index (`model.safetensors.index.json`,
     /// `pytorch_model.bin.index.json`) and the shard files it names, read as one.
     HfSharded,
+    /// A `torch.distributed.checkpoint` directory: `.metadata` and `__<rank>_<n>.distcp`
+    /// files, read as the one nested state that was saved.
+    Dcp,
 }
 
 impl Format {
     /// A short name: `torch-zip`, `torch-legacy`, `torch-tar`, `pickle`, `safetensors`,
-    /// `hf-sharded`.
+    /// `hf-sharded`, `dcp`.
     pub fn name(self) -> &'static str {
         match self {
             Format::TorchZip => "torch-zip",
@@ -85,6 +90,7 @@ impl Format {
             Format::Pickle => "pickle",
             Format::Safetensors => "safetensors",
             Format::HfSharded => "hf-sharded",
+            Format::Dcp => "dcp",
         }
     }
 }
@@ -289,9 +295,9 @@ pub fn load(path: impl AsRef<Path>) -> Result<Value> {
     Ok(load_with(path, &LoadOptions::default())?.value)
 }
 
-/// Reads a checkpoint of any supported format, detected from its content: a file, or a
+/// Reads a checkpoint of any supported format, detected from its content: a file, a
 /// sharded checkpoint as one (its index file `*.index.json`, or the directory that holds
-/// it; see [`find_index`]). Errors name the file.
+/// it; see [`find_index`]), or a DCP directory (see [`load_dcp`]). Errors name the file.
 pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
     let path = path.as_ref();
     match layout(path)? {
@@ -302,7 +308,29 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
             })?;
             Ok(Loaded::new(Format::HfSharded, value))
         }
+        Layout::Dcp(dir) => Ok(Loaded::new(Format::Dcp, dcp::read(&dir, options, None)?)),
     }
+}
+
+/// Reads a `torch.distributed.checkpoint` directory (or its `.metadata`) as the nested state
+/// that was saved; with `only`, just the entries under that top-level key (`model`) or that
+/// flattened name are read (their chunks and records only), under the same nesting.
+///
+/// ```no_run
+/// let model = ckpt::format::load_dcp("checkpoints/step_1000", &Default::default(), Some("model"))?;
+/// # Ok::<(), ckpt::Error>(())
+/// ```
+pub fn load_dcp(
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+    only: Option<&str>,
+) -> Result<Value> {
+    let path = path.as_ref();
+    let dir = match layout(path)? {
+        Layout::Dcp(dir) => dir,
+        _ => return Err(Error::format("not a DCP checkpoint (no .metadata)").in_file(path)),
+    };
+    dcp::read(&dir, options, only)
 }
 
 /// What a checkpoint path names.
@@ -311,6 +339,8 @@ enum Layout {
     File(std::path::PathBuf),
     /// The index of a sharded checkpoint.
     HfIndex(std::path::PathBuf),
+    /// A DCP directory.
+    Dcp(std::path::PathBuf),
 }
 
 /// What `path` names: an index file, a directory holding an index (or, unsharded, one
@@ -318,6 +348,9 @@ enum Layout {
 /// is an error.
 fn layout(path: &Path) -> Result<Layout> {
     if path.is_dir() {
+        if dcp::is_dcp_dir(path) {
+            return Ok(Layout::Dcp(path.to_path_buf()));
+        }
         if let Some(index) = find_index(path) {
             return Ok(Layout::HfIndex(index));
         }
@@ -326,8 +359,12 @@ fn layout(path: &Path) -> Result<Layout> {
                 return Ok(Layout::File(path.join(single)));
             }
         }
-        let none = "a directory that holds no checkpoint (no single *.index.json, model.safetensors nor pytorch_model.bin)";
+        let none = "a directory that holds no checkpoint (no DCP .metadata, no single *.index.json, no model.safetensors nor pytorch_model.bin)";
         return Err(Error::format(none).in_file(path));
+    }
+    if path.file_name().is_some_and(|n| n == DCP_METADATA) {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return Ok(Layout::Dcp(dir.to_path_buf()));
     }
     Ok(match hf_sharded::is_index_file(path) {
         true => Layout::HfIndex(path.to_path_buf()),
@@ -385,7 +422,7 @@ fn read_buffer(
         Format::Pickle => plain_pickle::read_plain_pickle(&buffer, options)?,
         Format::Safetensors => safetensors::read(buffer)?,
         // A layout of several files, never detected from one file's bytes.
-        Format::HfSharded => {
+        Format::HfSharded | Format::Dcp => {
             return Err(Error::invalid(format!(
                 "{format} is not a single-file format"
             )))
