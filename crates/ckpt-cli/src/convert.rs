@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
-    flatten_tensors, load_with, parse_size, save_safetensors_with, save_sharded_safetensors,
-    save_torch, LoadOptions, SafetensorsOptions, SaveOptions, ShardedOptions, SourcePages,
+    flatten_tensors, is_dcp, load_dcp, load_with, parse_size, save_safetensors_with,
+    save_sharded_safetensors, save_torch, Format, LoadOptions, Loaded, SafetensorsOptions,
+    SaveOptions, ShardedOptions, SourcePages,
 };
 use ckpt::nn_module::replace_modules;
 use ckpt::walk::{self, leaves};
@@ -125,7 +126,11 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     }
     let input = source::local_input(&args.input)?;
     let options = LoadOptions::default().with_source_pages(SourcePages::Release);
-    let loaded = load_with(&input, &options)?;
+    // From a DCP directory, only the records of the key are read.
+    let loaded = match args.key.as_deref().filter(|_| is_dcp(&input)) {
+        Some(key) => Loaded::new(Format::Dcp, load_dcp(&input, &options, Some(key))?),
+        None => load_with(&input, &options)?,
+    };
     let value = match &args.key {
         Some(key) => select_key(loaded.value, key, &args.input)?,
         None => loaded.value,

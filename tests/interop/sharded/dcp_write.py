@@ -1,6 +1,7 @@
 """torch.distributed.checkpoint directories for ckpt's tests (crates/ckpt/tests/it/sharded_dcp.rs).
 
 Usage: python dcp_write.py OUT WORLD [MiB]
+       python dcp_write.py hostile DCP_DIR MARKER
 
 Starts WORLD processes (gloo, CPU) that save one training state with dcp.save into OUT/dcp:
 a model whose weights are DTensors sharded along dim 0 (uneven when the rows do not divide),
@@ -8,6 +9,11 @@ a replicated DTensor, plain tensors, an Adam optimizer's state after one step (i
 param_groups with hyper-parameters), and non-tensor values (iteration, a string, a list,
 None). With MiB, the model also holds a DTensor of about that many MiB (the benchmark).
 Then writes OUT/reference.pt with torch's own dcp_to_torch_save, and prints OK.
+
+`hostile` rewrites DCP_DIR/.metadata (read here from a directory this script wrote) with a
+payload that would create MARKER if the file were unpickled by Python (as DCP's own reader
+does): the metadata's storage_meta becomes an object whose __reduce__ calls os.system. It
+also writes DCP_DIR/root.pickle, whose root object is that payload.
 """
 import os
 import sys
@@ -62,7 +68,29 @@ def run(rank, world, out, mib):
         dist.destroy_process_group()
 
 
+class Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def hostile(directory, marker):
+    import pickle
+
+    metadata = dcp.FileSystemReader(directory).read_metadata()
+    metadata.storage_meta = Payload(marker)
+    with open(os.path.join(directory, ".metadata"), "wb") as f:
+        pickle.dump(metadata, f)
+    with open(os.path.join(directory, "root.pickle"), "wb") as f:
+        pickle.dump(Payload(marker), f)
+    print("OK")
+
+
 def main():
+    if sys.argv[1] == "hostile":
+        return hostile(sys.argv[2], sys.argv[3])
     out, world = sys.argv[1], int(sys.argv[2])
     mib = int(sys.argv[3]) if len(sys.argv) > 3 else 0
     import socket

@@ -312,6 +312,11 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
     }
 }
 
+/// Whether `path` names a `torch.distributed.checkpoint` directory (or its `.metadata`).
+pub fn is_dcp(path: impl AsRef<Path>) -> bool {
+    matches!(layout(path.as_ref()), Ok(Layout::Dcp(_)))
+}
+
 /// Reads a `torch.distributed.checkpoint` directory (or its `.metadata`) as the nested state
 /// that was saved; with `only`, just the entries under that top-level key (`model`) or that
 /// flattened name are read (their chunks and records only), under the same nesting.

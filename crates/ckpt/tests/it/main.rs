@@ -38,6 +38,7 @@ mod resolve_http;
 mod resolve_paths;
 mod save_long_names;
 mod serde_value;
+mod sharded_dcp;
 mod sharded_hf;
 mod shared_save_dir;
 mod write_many_tensors;

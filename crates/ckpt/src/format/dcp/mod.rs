@@ -106,8 +106,8 @@ struct Records<'a> {
 }
 
 impl Records<'_> {
-    /// The bytes of a record.
-    fn record(&mut self, info: &StorageInfo) -> Result<(&[u8], std::path::PathBuf)> {
+    /// The bytes of a record, as a window of its file's buffer.
+    fn record(&mut self, info: &StorageInfo) -> Result<(Arc<Buffer>, std::path::PathBuf)> {
         check_basename(&info.relative_path)?;
         if !info.transforms.is_empty() {
             return Err(Error::unsupported(format!(
@@ -132,23 +132,24 @@ impl Records<'_> {
             self.files
                 .insert(info.relative_path.clone(), Arc::new(buffer));
         }
-        let bytes = self.files[&info.relative_path].as_bytes();
-        let available = (bytes.len() as u64).saturating_sub(info.offset);
-        if info.offset > bytes.len() as u64 || info.length > available {
+        let file = self.files[&info.relative_path].clone();
+        let size = file.as_bytes().len() as u64;
+        let available = size.saturating_sub(info.offset);
+        if info.offset > size || info.length > available {
             let cut = Error::truncated("DCP record", info.offset, info.length, available);
             return Err(cut.in_file(&path));
         }
         let (start, len) = (info.offset as usize, info.length as usize);
-        Ok((&bytes[start..start + len], path))
+        Ok((Arc::new(Buffer::window(file, start, len)), path))
     }
 
     /// A non-tensor value: a `torch.save`d object.
     fn bytes(&mut self, metadata: &Metadata, name: &str) -> Result<Value> {
         let info = storage_of(metadata, name, None)?;
         let limits = self.options.limits;
-        let (bytes, path) = self.record(&info)?;
+        let (record, path) = self.record(&info)?;
         let options = LoadOptions::default().with_limits(limits);
-        let loaded = super::load_bytes(bytes.to_vec(), &options).in_file(&path)?;
+        let loaded = super::read_buffer(record, &options, None).in_file(&path)?;
         Ok(loaded.value)
     }
 
@@ -202,10 +203,12 @@ impl Records<'_> {
         sizes: &[usize],
     ) -> Result<Tensor> {
         let limits = self.options.limits;
-        let (bytes, path) = self.record(info)?;
+        let (record, path) = self.record(info)?;
+        let bytes = record.as_bytes();
         let tensor = if bytes.starts_with(&zip_signatures::LOCAL_SIG.to_le_bytes()) {
+            // Read in place: the tensor is a view of the file (of its map by default).
             let options = LoadOptions::default().with_limits(limits);
-            let value = super::load_bytes(bytes.to_vec(), &options)
+            let value = super::read_buffer(record.clone(), &options, None)
                 .in_file(&path)?
                 .value;
             match value {
@@ -227,7 +230,9 @@ impl Records<'_> {
                 );
                 return Err(Error::format(not).in_file(&path));
             }
-            Tensor::from_bytes(dtype, sizes, bytes.to_vec())?
+            let storage = crate::tensor::Storage::slice(record.clone(), 0, bytes.len())?;
+            let strides = crate::tensor::contiguous_strides(sizes);
+            Tensor::new(dtype, sizes.to_vec(), strides, 0, storage)?
         };
         if tensor.dtype() != dtype {
             return Err(Error::DTypeMismatch {
