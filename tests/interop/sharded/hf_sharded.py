@@ -3,7 +3,8 @@
 Usage:
   python hf_sharded.py write DIR   writes DIR/transformers (save_pretrained of a tiny
                                    config-built GPT-2, max_shard_size 40KB), DIR/hub
-                                   (huggingface_hub.save_torch_state_dict, 30KB) and
+                                   (huggingface_hub.save_torch_state_dict, 30KB), DIR/hub_bin
+                                   (the same as torch shards) and
                                    DIR/reference.safetensors (every shard merged by
                                    safetensors' own loader), then prints OK
   python hf_sharded.py check OUT REF
@@ -59,6 +60,15 @@ def write(out):
     save_file(reference, os.path.join(out, "reference.safetensors"))
     hub = merged_shards(os.path.join(out, "hub"))
     save_file(hub, os.path.join(out, "hub_reference.safetensors"))
+    # Torch shards: pytorch_model-0000i-of-0000n.bin and pytorch_model.bin.index.json.
+    bin_dir = os.path.join(out, "hub_bin")
+    os.makedirs(bin_dir, exist_ok=True)
+    save_torch_state_dict(state, bin_dir, max_shard_size="30KB", safe_serialization=False)
+    merged = {}
+    for name in sorted(os.listdir(bin_dir)):
+        if name.endswith(".bin"):
+            merged.update(torch.load(os.path.join(bin_dir, name), weights_only=True))
+    save_file(merged, os.path.join(out, "hub_bin_reference.safetensors"))
     print("OK")
 
 

@@ -308,7 +308,14 @@ fn shards_of_transformers_and_huggingface_hub_read_as_their_own_loaders_read_the
     for (dir, reference) in [
         ("transformers", "reference.safetensors"),
         ("hub", "hub_reference.safetensors"),
+        ("hub_bin", "hub_bin_reference.safetensors"),
     ] {
+        let index = ckpt::format::find_index(&tmp.path().join(dir)).unwrap();
+        let expected_index = match dir {
+            "hub_bin" => "pytorch_model.bin.index.json",
+            _ => "model.safetensors.index.json",
+        };
+        assert!(index.ends_with(expected_index), "{}", index.display());
         let sharded = load(tmp.path().join(dir)).unwrap();
         let expected = load(tmp.path().join(reference)).unwrap();
         let mut read = tensors(&sharded);
@@ -336,4 +343,26 @@ fn shards_of_transformers_and_huggingface_hub_read_as_their_own_loaders_read_the
         &["check", ours.to_str().unwrap(), reference.to_str().unwrap()],
     );
     assert_eq!(last, "ALL OK");
+}
+
+#[test]
+fn a_checkpointer_loads_a_sharded_directory_into_its_model() {
+    use crate::support::{model, model_state, same_state, state_of};
+    let tmp = tempfile::tempdir().unwrap();
+    let weights = model_state(1.5);
+    let written = save_sharded_safetensors(
+        tmp.path().join("shards"),
+        &weights,
+        &ShardedOptions::new(20),
+    )
+    .unwrap();
+    assert!(written.shards.len() > 1);
+    let target = model(0.0);
+    // A file without a "model" entry is the model, as DetectionCheckpointer reads it.
+    let checkpointer = ckpt::DetectionCheckpointer::new(target.clone(), tmp.path().join("out"));
+    let shards = tmp.path().join("shards");
+    checkpointer
+        .load(shards.to_str().unwrap(), ckpt::Checkpointables::All)
+        .unwrap();
+    assert!(same_state(&state_of(&target), &weights));
 }
