@@ -95,6 +95,14 @@ fn dcp_from_two_processes_reads_as_torch_converts_it() {
     let tmp = tempfile::tempdir().unwrap();
     write_dcp(&python, tmp.path(), 2);
     assert_same_as_torch(tmp.path());
+    // Read for a conversion: sharded tensors are assembled in a temporary file, not in
+    // memory, and come back as maps of it, equal all the same.
+    let release = LoadOptions::default().with_source_pages(ckpt::format::SourcePages::Release);
+    let value = load_with(tmp.path().join("dcp"), &release).unwrap().value;
+    let reference = load(tmp.path().join("reference.pt")).unwrap();
+    assert_eq!(described(&value), described(&reference));
+    let weight = value.get("model").unwrap().get("fc.weight").unwrap();
+    assert!(weight.as_tensor().unwrap().storage().is_mapped());
 }
 
 #[test]

@@ -87,40 +87,62 @@ pub(crate) fn copy_chunk(
     data: &[u8],
     element: usize,
 ) {
+    let _ = for_each_run(size, chunk, element, |dst, src| {
+        out[dst..dst + src.len()].copy_from_slice(&data[src]);
+        Ok(())
+    });
+}
+
+/// Calls `run(dst, src)` for each contiguous run of `chunk` in the global tensor of shape
+/// `size`: `dst` the byte offset in the tensor, `src` the bytes' range in the chunk. Runs
+/// are as long as the chunk allows: a chunk spanning whole trailing dims (a row-sharded
+/// tensor) is one run.
+pub(crate) fn for_each_run(
+    size: &[usize],
+    chunk: &Chunk,
+    element: usize,
+    mut run: impl FnMut(usize, std::ops::Range<usize>) -> Result<()>,
+) -> Result<()> {
     let dims = size.len();
-    if dims == 0 {
-        out.copy_from_slice(&data[..out.len()]);
-        return;
-    }
     if chunk.sizes.contains(&0) {
-        return;
+        return Ok(());
     }
+    // The first dim from which the chunk spans the tensor's whole extent in every later dim.
+    let mut first = dims;
+    while first > 0 && (first == dims || chunk.sizes[first] == size[first]) {
+        first -= 1;
+        if chunk.sizes[first] != size[first] {
+            break;
+        }
+    }
+    // Runs cover dims `first..`: the chunk's elements there are contiguous in the tensor.
+    let run_elements: usize = chunk.sizes[first.min(dims)..].iter().product();
+    let run_bytes = run_elements * element;
     // Row-major strides of the global tensor, in elements.
     let mut strides = vec![1usize; dims];
-    for d in (0..dims - 1).rev() {
+    for d in (0..dims.saturating_sub(1)).rev() {
         strides[d] = strides[d + 1] * size[d + 1];
     }
-    let run = chunk.sizes[dims - 1] * element;
-    // The index of the current run inside the chunk (all dims but the last).
-    let mut index = vec![0usize; dims - 1];
+    let outer = &chunk.sizes[..first.min(dims)];
+    let mut index = vec![0usize; outer.len()];
     let mut src = 0usize;
     loop {
-        let mut dst = chunk.offsets[dims - 1];
-        for d in 0..dims - 1 {
-            dst += (chunk.offsets[d] + index[d]) * strides[d];
+        let mut dst = 0usize;
+        for d in 0..dims {
+            let within = if d < outer.len() { index[d] } else { 0 };
+            dst += (chunk.offsets[d] + within) * strides[d];
         }
-        let dst = dst * element;
-        out[dst..dst + run].copy_from_slice(&data[src..src + run]);
-        src += run;
-        // Next index, last dim fastest.
-        let mut d = dims - 1;
+        run(dst * element, src..src + run_bytes)?;
+        src += run_bytes;
+        // Next outer index, last dim fastest.
+        let mut d = outer.len();
         loop {
             if d == 0 {
-                return;
+                return Ok(());
             }
             d -= 1;
             index[d] += 1;
-            if index[d] < chunk.sizes[d] {
+            if index[d] < outer[d] {
                 break;
             }
             index[d] = 0;
@@ -169,5 +191,32 @@ mod tests {
             1,
         );
         assert_eq!(out, [1, 2, 7, 3, 4, 8]);
+    }
+
+    #[test]
+    fn a_row_chunk_is_one_run_and_a_column_chunk_one_per_row() {
+        let runs = |size: &[usize], c: &Chunk| {
+            let mut runs = Vec::new();
+            for_each_run(size, c, 4, |dst, src| {
+                runs.push((dst, src));
+                Ok(())
+            })
+            .unwrap();
+            runs
+        };
+        assert_eq!(
+            runs(&[4, 3, 2], &chunk(&[2, 0, 0], &[2, 3, 2])),
+            [(48, 0..48)]
+        );
+        assert_eq!(
+            runs(&[2, 3], &chunk(&[0, 1], &[2, 2])),
+            [(4, 0..8), (16, 8..16)]
+        );
+        // Whole rows of the last dim, part of the middle one: one run per first-dim index.
+        assert_eq!(
+            runs(&[2, 2, 3], &chunk(&[0, 1, 0], &[2, 1, 3])),
+            [(12, 0..12), (36, 12..24)]
+        );
+        assert_eq!(runs(&[], &chunk(&[], &[])), [(0, 0..4)]);
     }
 }

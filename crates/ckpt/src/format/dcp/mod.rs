@@ -14,9 +14,9 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::{Error, Result, ResultExt};
-use crate::format::{eager, zip_signatures, Format, LoadOptions};
+use crate::format::{eager, zip_signatures, Format, LoadOptions, SourcePages};
 use crate::store::check_basename;
-use crate::tensor::{Buffer, Tensor};
+use crate::tensor::{contiguous_strides, Buffer, Tensor};
 use crate::value::{Dict, Value};
 
 use assemble::{check_tiling, copy_chunk, volume};
@@ -185,6 +185,10 @@ impl Records<'_> {
         let nbytes = volume(size)?
             .checked_mul(element)
             .ok_or_else(|| Error::format(format!("a tensor of shape {size:?} is too large")))?;
+        #[cfg(unix)]
+        if self.options.mmap && self.options.source_pages == SourcePages::Release && nbytes > 0 {
+            return self.assemble_in_file(dtype, size, chunks, &infos, nbytes);
+        }
         let mut out = vec![0u8; nbytes];
         for (chunk, info) in chunks.iter().zip(&infos) {
             let part = self.chunk_tensor(info, dtype, &chunk.sizes)?;
@@ -192,6 +196,36 @@ impl Records<'_> {
             copy_chunk(&mut out, size, chunk, &data, element);
         }
         Tensor::from_bytes(dtype, size, out)
+    }
+
+    /// A tensor assembled in an unlinked temporary file and mapped, for a value read only to
+    /// be written elsewhere ([`SourcePages::Release`]): its bytes go to the page cache, not
+    /// the process's memory, and the writer releases the map's pages behind it, so a
+    /// conversion holds no more than a chunk at a time whatever the checkpoint's size.
+    #[cfg(unix)]
+    fn assemble_in_file(
+        &mut self,
+        dtype: crate::DType,
+        size: &[usize],
+        chunks: &[Chunk],
+        infos: &[StorageInfo],
+        nbytes: usize,
+    ) -> Result<Tensor> {
+        use std::os::unix::fs::FileExt;
+        let (file, path) = spill_file()?;
+        let io = |e| Error::io(&path, e);
+        file.set_len(nbytes as u64).map_err(io)?;
+        for (chunk, info) in chunks.iter().zip(infos) {
+            let part = self.chunk_tensor(info, dtype, &chunk.sizes)?;
+            let data = part.try_contiguous_bytes()?;
+            assemble::for_each_run(size, chunk, dtype.size(), |dst, src| {
+                file.write_all_at(&data[src], dst as u64).map_err(io)
+            })?;
+            part.storage().release_mapped_pages();
+        }
+        let buffer = Arc::new(Buffer::map(&file).map_err(io)?);
+        let storage = crate::tensor::Storage::slice(buffer, 0, nbytes)?;
+        Tensor::new(dtype, size.to_vec(), contiguous_strides(size), 0, storage)
     }
 
     /// The tensor of one chunk: a `torch.save`d tensor (or the raw bytes some storage
@@ -231,7 +265,7 @@ impl Records<'_> {
                 return Err(Error::format(not).in_file(&path));
             }
             let storage = crate::tensor::Storage::slice(record.clone(), 0, bytes.len())?;
-            let strides = crate::tensor::contiguous_strides(sizes);
+            let strides = contiguous_strides(sizes);
             Tensor::new(dtype, sizes.to_vec(), strides, 0, storage)?
         };
         if tensor.dtype() != dtype {
@@ -246,6 +280,24 @@ impl Records<'_> {
         }
         Ok(tensor)
     }
+}
+
+/// A new temporary file (in the temporary directory), already unlinked: it disappears with
+/// its last handle or map.
+#[cfg(unix)]
+fn spill_file() -> Result<(std::fs::File, std::path::PathBuf)> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!(".ckpt-dcp-{}-{n}", std::process::id()));
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+    Ok((file, path))
 }
 
 /// Where the record of `name` (a chunk at `offsets`, or a byte record) is.
