@@ -20,8 +20,11 @@ pub(crate) struct Metadata {
     /// The path of each flattened entry in the nested state (`("model", "fc.weight")`).
     pub paths: HashMap<String, Vec<PathPart>>,
     /// Where each tensor chunk (by entry and offsets) or byte record (no offsets) is stored.
-    pub storage: HashMap<(String, Option<Vec<usize>>), StorageInfo>,
+    pub storage: StorageMap,
 }
+
+/// Storage records by entry name and chunk offsets (`None` for a byte record).
+pub(crate) type StorageMap = HashMap<(String, Option<Vec<usize>>), StorageInfo>;
 
 /// One flattened entry.
 #[derive(Debug)]
@@ -155,7 +158,7 @@ fn parse_entry(value: &Value) -> Result<Entry> {
 
 /// `storage_data`: a dict keyed by `MetadataIndex` objects, which the pickle reader keeps as
 /// the pairs of an opaque `dict(...)` call (an empty one is a plain dict).
-fn parse_storage(value: &Value) -> Result<HashMap<(String, Option<Vec<usize>>), StorageInfo>> {
+fn parse_storage(value: &Value) -> Result<StorageMap> {
     let pairs: &[Value] = match value {
         Value::Dict(d) if d.is_empty() => &[],
         Value::Object(o) if o.qualified_name() == "builtins.dict" => match o.args() {
