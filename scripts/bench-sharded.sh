@@ -13,7 +13,8 @@ cd "$(dirname "$0")/.."
 SIZE="${1:-1024}"
 PY="${CKPT_PYTHON:-$HOME/.cache/ckpt/venv/bin/python}"
 DIR="${CKPT_BENCH_DIR:-/tmp/ckpt-bench-sharded}"
-cargo build --release -q -p ckpt-cli -p ckpt --example read_all
+cargo build --release -q -p ckpt-cli
+cargo build --release -q -p ckpt --example read_all
 BIN="${CARGO_TARGET_DIR:-target}/release"
 rm -rf "$DIR" && mkdir -p "$DIR"
 nice -n 19 "$PY" tests/interop/sharded/dcp_write.py "$DIR" 4 "$SIZE" --no-reference >/dev/null
