@@ -14,7 +14,8 @@ Then writes OUT/reference.pt with torch's own dcp_to_torch_save, and prints OK.
 `hostile` rewrites DCP_DIR/.metadata (read here from a directory this script wrote) with a
 payload that would create MARKER if the file were unpickled by Python (as DCP's own reader
 does): the metadata's storage_meta becomes an object whose __reduce__ calls os.system. It
-also writes DCP_DIR/root.pickle, whose root object is that payload.
+also writes DCP_DIR/root.pickle, whose root object is that payload, and
+DCP_DIR/overlap.pickle, the metadata with two chunks of a tensor overlapping.
 """
 import os
 import sys
@@ -86,6 +87,12 @@ def hostile(directory, marker):
         pickle.dump(metadata, f)
     with open(os.path.join(directory, "root.pickle"), "wb") as f:
         pickle.dump(Payload(marker), f)
+    # The second chunk of model.fc.weight moved up a row: it overlaps the first.
+    metadata.storage_meta = None
+    chunks = metadata.state_dict_metadata["model.fc.weight"].chunks
+    chunks[1].offsets = torch.Size([chunks[1].offsets[0] - 1, 0])
+    with open(os.path.join(directory, "overlap.pickle"), "wb") as f:
+        pickle.dump(metadata, f)
     print("OK")
 
 

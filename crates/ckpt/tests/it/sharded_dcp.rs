@@ -172,6 +172,16 @@ fn a_metadata_with_a_code_execution_payload_is_read_without_running_it() {
     );
     assert_eq!(err.path(), Some(dir.join(".metadata").as_path()));
     assert!(!marker.exists(), "the payload ran");
+
+    // Chunks that overlap: an error naming the metadata and the tensor.
+    std::fs::rename(dir.join("overlap.pickle"), dir.join(".metadata")).unwrap();
+    let err = load(&dir).unwrap_err();
+    let text = err.report().to_string();
+    assert!(
+        text.contains("key 'model.fc.weight'") && text.contains("overlap"),
+        "{text}"
+    );
+    assert_eq!(err.path(), Some(dir.join(".metadata").as_path()));
 }
 
 #[test]

@@ -66,13 +66,17 @@ pub(crate) fn read(dir: &Path, options: &LoadOptions, only: Option<&str>) -> Res
                 dtype,
                 size,
                 chunks,
-            } => Value::Tensor(
-                reader
-                    .tensor(&metadata, name, *dtype, size, chunks)
-                    .in_entry(name)?,
-            ),
-            Entry::Bytes => reader.bytes(&metadata, name).in_entry(name)?,
-        };
+            } => reader
+                .tensor(&metadata, name, *dtype, size, chunks)
+                .map(Value::Tensor)
+                .in_entry(name),
+            Entry::Bytes => reader.bytes(&metadata, name).in_entry(name),
+        }
+        // An error of the chunks' geometry is the metadata's; one of a record names its file.
+        .map_err(|e| match e.path() {
+            Some(_) => e,
+            None => e.in_file(&metadata_path),
+        })?;
         nest::set_element(&mut root, path, value, max_index)
             .in_entry(name)
             .in_file(&metadata_path)?;
