@@ -2,9 +2,9 @@
 # Runs every check and test of the workspace: rustfmt, the duplicate-code check of the
 # library sources, clippy (warnings are errors), the docs (warnings are errors), every test
 # with the Python venv of scripts/setup-python.sh for the live PyTorch interop tests, the core
-# library without its default features, the minimum Rust of every crate, and last the README's
-# main job in a fresh copy. Extra arguments go to `cargo test`. Exits with the first failing
-# step's code.
+# library without its default features, a short run of every fuzz target (scripts/fuzz.sh), the
+# minimum Rust of every crate, and last the README's main job in a fresh copy. Extra arguments
+# go to `cargo test`. Exits with the first failing step's code.
 #
 # With CI=true the interop tests and the minimum-Rust check must run: a Python or torch that
 # cannot be set up, or a missing rustup, fails the run.
@@ -76,6 +76,10 @@ CI="${CI:-}" cargo test --workspace "$@"
 step "cargo test -p ckpt --no-default-features --lib (the core library without downloads)"
 cargo build -p ckpt --no-default-features
 cargo test -p ckpt --no-default-features --lib
+
+step "scripts/fuzz.sh --seconds 20 (the committed findings, then each fuzz target for 20 s)"
+cargo fmt --manifest-path fuzz/Cargo.toml --all -- --check
+scripts/fuzz.sh --seconds 20
 
 step "scripts/check-msrv.sh (every crate builds with the minimum Rust it declares)"
 scripts/check-msrv.sh

@@ -484,8 +484,18 @@ fn cases_for(workload: &'static str, spec: &Spec, dir: &Path, python: bool) -> V
                         workload,
                         ResumeModel,
                         "ckpt",
-                        "ckpt `Checkpointer::resume_or_load` into `StateDictModel` + touch",
+                        "ckpt `Checkpointer::resume_or_load` into `StateDictModel` (crc32s checked) + touch",
                         Rust("ckpt-big-resume"),
+                    )
+                    .warm(resumed.clone()),
+                );
+                v.push(
+                    Case::new(
+                        workload,
+                        ResumeModel,
+                        "ckpt-unverified",
+                        "... without checking the crc32s (`verify_on_resume(false)`)",
+                        Rust("ckpt-big-resume-unverified"),
                     )
                     .warm(resumed.clone()),
                 );

@@ -94,8 +94,11 @@ pub fn run(
         }
         "ckpt-checkpoint-write" => checkpoint_write(spec, &paths.output("ckpt", workload, "pth")),
         "ckpt-checkpointer-resume" => checkpointer_resume(spec, &paths.resume_dir()),
-        "ckpt-big-resume" => big_resume(&spec.big, &paths.big_resume_dir(), false),
-        "ckpt-big-resume-lazy-zeros" => big_resume(&spec.big, &paths.big_resume_dir(), true),
+        "ckpt-big-resume" => big_resume(&spec.big, &paths.big_resume_dir(), false, true),
+        "ckpt-big-resume-unverified" => {
+            big_resume(&spec.big, &paths.big_resume_dir(), false, false)
+        }
+        "ckpt-big-resume-lazy-zeros" => big_resume(&spec.big, &paths.big_resume_dir(), true, true),
         "ckpt-match" => matching(arg as usize),
         "memcpy" => memcpy(arg as usize),
         "gen" => generate(workload, paths, spec),
@@ -327,7 +330,15 @@ fn checkpointer_resume(spec: &Spec, dir: &Path) -> Result<Sample, BoxError> {
 /// before the timer, as `torch.zeros` writes them and as a model's initialised weights are
 /// (the load writes into memory that is there), or with `lazy_zeros` made by
 /// `Tensor::zeros`, whose pages the load provides.
-fn big_resume(tensors: &[TensorSpec], dir: &Path, lazy_zeros: bool) -> Result<Sample, BoxError> {
+///
+/// `verify`: the resume checks the crc32 of every record as it copies it in (the default);
+/// without, the row shows what the check costs.
+fn big_resume(
+    tensors: &[TensorSpec],
+    dir: &Path,
+    lazy_zeros: bool,
+    verify: bool,
+) -> Result<Sample, BoxError> {
     let mut state = StateDict::new();
     for t in tensors {
         let zeros = match lazy_zeros {
@@ -337,7 +348,7 @@ fn big_resume(tensors: &[TensorSpec], dir: &Path, lazy_zeros: bool) -> Result<Sa
         state.insert(t.name.clone(), zeros);
     }
     let model = shared(StateDictModel::new(state));
-    let checkpointer = Checkpointer::new(model.clone(), dir);
+    let checkpointer = Checkpointer::new(model.clone(), dir).verify_on_resume(verify);
     let (mut sample, result) = measure(|| -> Result<(f64, u64), BoxError> {
         let start = std::time::Instant::now();
         checkpointer.resume_or_load(None, true)?;

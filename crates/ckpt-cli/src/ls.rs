@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{ErrorKind, Read};
 use std::path::{Path, PathBuf};
 
-use ckpt::format::{load_with, LoadOptions};
+use ckpt::format::{load_with, verify_file, LoadOptions};
 use ckpt::store::TEMP_PREFIX;
 use serde::Serialize;
 
@@ -16,8 +16,9 @@ use crate::time::rfc3339_utc;
 /// List the checkpoints in a save directory
 ///
 /// Every `*.pth` file with its iteration, size, modified time (UTC), whether
-/// `last_checkpoint` points to it, and whether it is intact (reads to the end with every
-/// crc32 checked). Works on directories written by fvcore/detectron2 and by ckpt.
+/// `last_checkpoint` points to it, and whether it is intact (its structure reads to the end;
+/// with `--verify`, every byte matches the crc32 its archive declares). Works on directories
+/// written by fvcore/detectron2 and by ckpt.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The checkpointer's save directory.
@@ -25,6 +26,10 @@ pub struct Args {
     /// Print JSON for scripts instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// Also check the crc32 of every record of every checkpoint (reads every byte; without
+    /// it only the structure is read, which is fast whatever the files' sizes).
+    #[arg(long)]
+    pub verify: bool,
 }
 
 /// Name of the tag file, as the Python checkpointer writes it.
@@ -62,14 +67,16 @@ pub struct Checkpoint {
     pub modified: Option<String>,
     /// Whether `last_checkpoint` names this file.
     pub last: bool,
-    /// Whether the file reads to the end with every crc32 checked.
+    /// Whether the file reads to the end (and, when `verified`, every crc32 matches).
     pub intact: bool,
+    /// Whether the crc32 of every record was checked (`--verify`).
+    pub verified: bool,
     /// Why it does not, in one line.
     pub error: Option<String>,
 }
 
 pub fn run(args: &Args) -> Result<(), CliError> {
-    let listing = list(&args.dir)?;
+    let listing = list_with(&args.dir, args.verify)?;
     if args.json {
         print(&listing.to_json()?)
     } else {
@@ -77,8 +84,14 @@ pub fn run(args: &Args) -> Result<(), CliError> {
     }
 }
 
-/// Reads every checkpoint in `dir` (each once, one at a time).
+/// Reads the structure of every checkpoint in `dir` (each once, one at a time).
+#[cfg(test)]
 pub fn list(dir: &Path) -> Result<Listing, CliError> {
+    list_with(dir, false)
+}
+
+/// [`list`], checking every record's crc32 too when `verify`.
+pub fn list_with(dir: &Path, verify: bool) -> Result<Listing, CliError> {
     let shown = printable(&dir.display().to_string());
     let read = fs::read_dir(dir).map_err(|e| CliError::new(format!("{shown}: {e}")))?;
     let mut checkpoints = Vec::new();
@@ -95,7 +108,7 @@ pub fn list(dir: &Path) -> Result<Listing, CliError> {
         if !metadata.is_file() {
             continue;
         }
-        checkpoints.push(examine(&entry.path(), name, &metadata));
+        checkpoints.push(examine(&entry.path(), name, &metadata, verify));
     }
     let last_checkpoint = read_tag(dir)?;
     if let Some(tag) = &last_checkpoint {
@@ -117,13 +130,18 @@ pub fn list(dir: &Path) -> Result<Listing, CliError> {
     })
 }
 
-fn examine(path: &Path, file: String, metadata: &fs::Metadata) -> Checkpoint {
-    let options = LoadOptions::default().with_verify_crc32(true);
-    let (iteration, error) = match load_with(path, &options) {
+fn examine(path: &Path, file: String, metadata: &fs::Metadata, verify: bool) -> Checkpoint {
+    // Mapped, so the tensors' bytes are not read: only the structure is.
+    let (iteration, mut error) = match load_with(path, &LoadOptions::default()) {
         Ok(loaded) => (loaded.value.get("iteration").and_then(|v| v.as_int()), None),
         // The row names the file already: keep only what went wrong.
         Err(e) => (None, Some(one_line(&without_file(&e)))),
     };
+    if verify && error.is_none() {
+        if let Err(e) = verify_file(path) {
+            error = Some(one_line(&without_file(&e)));
+        }
+    }
     Checkpoint {
         file,
         iteration,
@@ -131,6 +149,7 @@ fn examine(path: &Path, file: String, metadata: &fs::Metadata) -> Checkpoint {
         modified: metadata.modified().ok().map(rfc3339_utc),
         last: false,
         intact: error.is_none(),
+        verified: verify,
         error,
     }
 }
@@ -226,7 +245,11 @@ impl Listing {
                     c.modified.clone().unwrap_or_else(|| "-".to_string()),
                     if c.last { "*" } else { "" }.to_string(),
                     match &c.error {
+                        None if c.verified => "ok (crc32 checked)".to_string(),
                         None => "ok".to_string(),
+                        Some(e) if c.verified && e.contains("crc32") => {
+                            format!("CORRUPT: {}", printable(e))
+                        }
                         Some(e) => format!("BROKEN: {}", printable(e)),
                     },
                 ]);

@@ -11,13 +11,13 @@ use crate::cast::can_cast;
 use crate::detach::detach_values;
 use crate::dtype::DType;
 use crate::error::{Error, Result, ResultExt, TagProblem};
-use crate::format::{self, SaveOptions};
+use crate::format::{self, LoadOptions, SaveOptions};
 use crate::incompatible::{
     warn_unmissable, DTypeMismatch, IncompatibleKeys, LoadReport, ShapeMismatch,
 };
 use crate::model::{lock, Checkpointable, Model, Shared};
 use crate::resolve::Resolver;
-use crate::store::{check_basename, LocalDir, Store};
+use crate::store::{check_basename, LocalDir, Store, WriterLock};
 use crate::value::{Dict, Key, StateDict, Value};
 
 /// The file naming the last checkpoint saved in a directory.
@@ -74,6 +74,13 @@ pub trait CheckpointHooks: Send + Sync {
         read_checkpoint_file(path)
     }
 
+    /// [`CheckpointHooks::read_file`] with reading options: a resume asks for
+    /// [`LoadOptions::verify_crc32_on_copy`]. The default ignores them and calls `read_file`.
+    fn read_file_with(&self, path: &Path, options: &LoadOptions) -> Result<Dict> {
+        let _ = options;
+        self.read_file(path)
+    }
+
     /// Takes the model's entry (`model_key`, `"model"` unless the checkpointer was told
     /// otherwise) out of `checkpoint` and returns the state to load into `model` (before the
     /// shape checks). The default takes the entry out (every value must be a tensor or a
@@ -98,11 +105,20 @@ pub trait CheckpointHooks: Send + Sync {
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct DefaultHooks;
 
-impl CheckpointHooks for DefaultHooks {}
+impl CheckpointHooks for DefaultHooks {
+    fn read_file_with(&self, path: &Path, options: &LoadOptions) -> Result<Dict> {
+        read_checkpoint_file_with(path, options)
+    }
+}
 
 /// Reads a checkpoint file of any supported format; the top level must be a dict.
 pub(crate) fn read_checkpoint_file(path: &Path) -> Result<Dict> {
-    match format::load(path)? {
+    read_checkpoint_file_with(path, &LoadOptions::default())
+}
+
+/// [`read_checkpoint_file`] with reading options.
+fn read_checkpoint_file_with(path: &Path, options: &LoadOptions) -> Result<Dict> {
+    match format::load_with(path, options)?.value {
         Value::Dict(dict) => Ok(dict),
         other => Err(Error::format(format!(
             "expected the checkpoint to be a dict, found a {}",
@@ -206,6 +222,12 @@ pub struct Checkpointer {
     save_options: SaveOptions,
     model_key: String,
     resolver: Resolver,
+    /// Check the crc32 of the checkpoint a resume loads.
+    verify_on_resume: bool,
+    /// Resume from an older checkpoint when the tagged one cannot be read.
+    resume_fallback: bool,
+    /// The save directory's writer lock, taken by the first save and held from then on.
+    writer_lock: std::sync::Mutex<Option<WriterLock>>,
 }
 
 impl std::fmt::Debug for Checkpointer {
@@ -255,12 +277,42 @@ impl Checkpointer {
             save_options,
             model_key: "model".to_string(),
             resolver: Resolver::new(),
+            verify_on_resume: true,
+            resume_fallback: true,
+            writer_lock: std::sync::Mutex::new(None),
         }
     }
 
     /// Enables or disables saving (Python's `save_to_disk`; false on non-main processes).
     pub fn save_to_disk(mut self, save_to_disk: bool) -> Checkpointer {
         self.save_to_disk = save_to_disk;
+        self
+    }
+
+    /// Whether a resume checks the crc32 of every zip record of the checkpoint it loads
+    /// (default: true). The check runs as the bytes are copied into the model and the
+    /// checkpointables, in the same pass ([`LoadOptions::verify_crc32_on_copy`]); a mismatch
+    /// is an [`Error::Checksum`], and a resume then falls back to an older checkpoint (see
+    /// [`Checkpointer::resume_fallback`]).
+    pub fn verify_on_resume(mut self, verify: bool) -> Checkpointer {
+        self.verify_on_resume = verify;
+        self
+    }
+
+    /// Whether a resume whose tagged checkpoint cannot be read (corrupt, truncated,
+    /// missing, a checksum that does not match) loads the newest intact checkpoint of the
+    /// save directory instead (default: true). It says so loudly, naming each file it
+    /// passed over and why, and lists them in [`LoadReport::skipped`]. With `false` such a
+    /// resume is an error. Either way a resume never silently starts from scratch.
+    ///
+    /// ```
+    /// use ckpt::{shared, Checkpointer, StateDict, StateDictModel};
+    /// let model = shared(StateDictModel::new(StateDict::new()));
+    /// let strict = Checkpointer::new(model, "output").resume_fallback(false);
+    /// # let _ = strict;
+    /// ```
+    pub fn resume_fallback(mut self, fallback: bool) -> Checkpointer {
+        self.resume_fallback = fallback;
         self
     }
 
@@ -362,6 +414,7 @@ impl Checkpointer {
         check_tag_name(&basename)?;
         let data = self.checkpoint_dict(extra)?;
 
+        self.hold_writer_lock(store)?;
         if let Err(e) = store.remove_stale_temporaries() {
             tracing::warn!("Could not remove stale temporary files: {}", e.report());
         }
@@ -371,6 +424,29 @@ impl Checkpointer {
             format::write_torch(w, &data, &self.save_options)
         })?;
         self.tag_last_checkpoint(&basename)
+            .map_err(|e| Error::NotTagged {
+                checkpoint: location,
+                source: Box::new(e),
+            })
+    }
+
+    /// Takes the save directory's writer lock on the first save, and keeps it for the life
+    /// of the checkpointer.
+    ///
+    /// For its life rather than for each save: saves are short and far apart, so two jobs
+    /// saving into one directory would rarely meet inside a save, and would go on
+    /// interleaving their checkpoints unnoticed; held from the first save on, the lock fails
+    /// the second job at its first save. The kernel drops it when the process dies, so a
+    /// crash never leaves the directory locked.
+    fn hold_writer_lock(&self, store: &Arc<dyn Store>) -> Result<()> {
+        let mut held = self
+            .writer_lock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if held.is_none() {
+            *held = Some(store.lock_writer()?);
+        }
+        Ok(())
     }
 
     /// The dict [`Checkpointer::save`] writes.
@@ -491,19 +567,11 @@ impl Checkpointer {
         path: Option<&Path>,
         resume: bool,
     ) -> Result<LoadReport> {
-        if resume && self.has_checkpoint()? {
-            let name = self
-                .last_checkpoint_name()?
-                .ok_or_else(|| Error::invalid("last_checkpoint disappeared while resuming"))?;
-            let store = self.require_store()?;
-            let file = store.location(&name);
-            if !store.exists(&name)? {
-                return Err(Error::BadTag {
-                    tag: store.location(LAST_CHECKPOINT),
-                    problem: TagProblem::MissingFile { name },
-                });
+        if resume {
+            // A `last_checkpoint` that is not a file is an error here, not "no checkpoint".
+            if let Some(name) = self.last_checkpoint_name()? {
+                return crate::resume::resume(self, &name);
             }
-            return self.load_with_report(&file, Checkpointables::All);
         }
         match path {
             Some(path) => self.load_with_report(path, Checkpointables::None),
@@ -557,7 +625,26 @@ impl Checkpointer {
         path: impl AsRef<Path>,
         checkpointables: Checkpointables,
     ) -> Result<LoadReport> {
-        let path = path.as_ref();
+        self.load_file(path.as_ref(), checkpointables, &LoadOptions::default())
+    }
+
+    /// Whether a resume checks checksums ([`Checkpointer::verify_on_resume`]).
+    pub(crate) fn verifies_on_resume(&self) -> bool {
+        self.verify_on_resume
+    }
+
+    /// Whether a resume falls back ([`Checkpointer::resume_fallback`]).
+    pub(crate) fn falls_back_on_resume(&self) -> bool {
+        self.resume_fallback
+    }
+
+    /// [`Checkpointer::load_with_report`] reading the file with `options`.
+    pub(crate) fn load_file(
+        &self,
+        path: &Path,
+        checkpointables: Checkpointables,
+        options: &LoadOptions,
+    ) -> Result<LoadReport> {
         if path.as_os_str().is_empty() {
             return Err(empty_path());
         }
@@ -568,7 +655,7 @@ impl Checkpointer {
             _ => None,
         };
         let path = fetched.as_deref().unwrap_or(path);
-        let checkpoint = self.hooks.read_file(path).in_file(path)?;
+        let checkpoint = self.hooks.read_file_with(path, options).in_file(path)?;
         self.load_checkpoint(path, checkpoint, checkpointables)
             .in_file(path)
     }
@@ -595,14 +682,40 @@ impl Checkpointer {
             }
         }
 
+        // Checksums still to check (a file read with `verify_crc32_on_copy`): the copies
+        // below check what they copy; the rest is checked before the model is touched.
+        let pending = format::pending_storages(
+            checkpoint
+                .items
+                .values()
+                .chain(checkpoint.attributes.values()),
+        );
+
         // Everything about the model that can be checked is checked before anything is
         // loaded. The lock is not held while the checkpointables load (one may lock the model).
-        let (state, incorrect_shapes, incorrect_dtypes, model_keys) = {
+        let (state, incorrect_shapes, incorrect_dtypes, model_keys, copied) = {
             let model = lock(&self.model);
             let state = self
                 .hooks
                 .model_state(&mut checkpoint, &self.model_key, &*model)?;
-            drop_incompatible(state, &*model)?
+            let (state, shapes, dtypes, model_keys) = drop_incompatible(state, &*model)?;
+            // The storages the model copies (those of its own names), checked as it does.
+            let copied: HashSet<usize> = match pending.is_empty() {
+                true => HashSet::new(),
+                false => {
+                    let names: HashSet<String> = model
+                        .tensor_info()?
+                        .into_iter()
+                        .map(|info| info.name)
+                        .collect();
+                    state
+                        .iter()
+                        .filter(|(name, _)| names.contains(*name))
+                        .map(|(_, t)| t.storage().id())
+                        .collect()
+                }
+            };
+            (state, shapes, dtypes, model_keys, copied)
         };
         let mut states: Vec<(&str, Value, bool)> = keys
             .iter()
@@ -628,6 +741,8 @@ impl Checkpointer {
                 .chain(checkpoint.items.values_mut())
                 .chain(checkpoint.attributes.values_mut()),
         )?;
+
+        verify_not_copied(&pending, &copied)?;
 
         // The checkpointables first, the model last: a failure rolls back the checkpointables
         // loaded before it, and the model, untouched until then, needs no snapshot (one would
@@ -665,6 +780,11 @@ impl Checkpointer {
         self.hooks.adjust_report(&mut incompatible, &*model);
         incompatible.log(&model.aliases());
         drop(model);
+        // What the model did not copy through `read_into` (a model that reads the bytes
+        // some other way, names it does not have): checked now, each storage once.
+        for storage in &pending {
+            storage.verify_checksum()?;
+        }
 
         let report = LoadReport {
             path: Some(path.to_path_buf()),
@@ -673,6 +793,7 @@ impl Checkpointer {
             incompatible,
             checkpointables: restored.iter().map(|(key, _)| key.to_string()).collect(),
             extra: checkpoint,
+            skipped: Vec::new(),
         };
         if report.matched_nothing() {
             warn_unmissable(&format!(
@@ -722,6 +843,19 @@ impl Checkpointer {
             .as_ref()
             .ok_or_else(|| Error::invalid("this checkpointer has no save directory"))
     }
+}
+
+/// Checks the checksums of the storages in `pending` but those the model will copy
+/// (`copied`, by id), which it checks as it copies them (the checkpointables and the extras
+/// were copied, and so checked, already): a corrupt entry the model does not load is found
+/// before the model is touched.
+fn verify_not_copied(pending: &[crate::Storage], copied: &HashSet<usize>) -> Result<()> {
+    for storage in pending {
+        if !copied.contains(&storage.id()) {
+            storage.verify_checksum()?;
+        }
+    }
+    Ok(())
 }
 
 /// The report of a load without a path: nothing loaded, logged as Python logs it.

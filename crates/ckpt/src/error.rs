@@ -197,6 +197,29 @@ pub enum Error {
         problem: TagProblem,
     },
 
+    /// A checkpoint was written, but `last_checkpoint` could not be updated to name it (a
+    /// full disk): a resume would start from the checkpoint the tag still names. The cause
+    /// (the tag write's error) is the source.
+    #[error("{} was written, but last_checkpoint was not updated to name it", checkpoint.display())]
+    NotTagged {
+        /// The checkpoint that was written.
+        checkpoint: PathBuf,
+        /// Why the tag could not be written.
+        #[source]
+        source: Box<Error>,
+    },
+
+    /// Another process holds the writer lock of a save directory: two jobs saving into one
+    /// directory would interleave their checkpoints and move the tag backwards.
+    #[error("{} is locked by another writer ({holder}); two processes must not save into one directory", dir.display())]
+    WriterBusy {
+        /// The save directory.
+        dir: PathBuf,
+        /// Who holds the lock, as it wrote itself into the lock file (`pid 12@host`), or
+        /// `unknown`.
+        holder: String,
+    },
+
     /// A checkpointable registered under a name that is taken (by another checkpointable or
     /// by the model's key).
     #[error("Key {name} already used in the Checkpointer")]
@@ -292,6 +315,8 @@ pub enum TagProblem {
         /// The name in the tag.
         name: String,
     },
+    /// `last_checkpoint` is not a regular file (a directory, a device, a socket).
+    NotAFile,
 }
 
 impl fmt::Display for TagProblem {
@@ -305,6 +330,9 @@ impl fmt::Display for TagProblem {
             TagProblem::OutsideDirectory { name } => write!(
                 f,
                 "names '{name}', which is not a file in the save directory; refusing to load outside it"
+            ),
+            TagProblem::NotAFile => f.write_str(
+                "is not a regular file; refusing to start from scratch",
             ),
             TagProblem::MissingFile { name } => write!(
                 f,
@@ -468,7 +496,10 @@ impl Error {
                 path: path.to_path_buf(),
                 source,
             },
-            Error::File { .. } | Error::Io { .. } => self,
+            Error::File { .. }
+            | Error::Io { .. }
+            | Error::NotTagged { .. }
+            | Error::WriterBusy { .. } => self,
             other => Error::File {
                 path: path.to_path_buf(),
                 source: Box::new(other),
@@ -511,6 +542,8 @@ impl Error {
             Error::File { path, .. } => Some(path),
             Error::Io { path, .. } if !path.as_os_str().is_empty() => Some(path),
             Error::BadTag { tag, .. } => Some(tag),
+            Error::NotTagged { checkpoint, .. } => Some(checkpoint),
+            Error::WriterBusy { dir, .. } => Some(dir),
             Error::Entry { source, .. } => source.path(),
             _ => None,
         }

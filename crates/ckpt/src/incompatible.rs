@@ -195,6 +195,30 @@ pub struct LoadReport {
     pub checkpointables: Vec<String>,
     /// What is left of the checkpoint dict (`iteration`, user extras): what `load` returns.
     pub extra: Dict,
+    /// The checkpoints a resume passed over because they could not be read (corrupt,
+    /// truncated, missing), newest first: the one `last_checkpoint` names and any tried
+    /// after it, before `path` loaded. Empty when the tagged checkpoint loaded.
+    pub skipped: Vec<SkippedCheckpoint>,
+}
+
+/// A checkpoint a resume passed over, and why ([`LoadReport::skipped`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SkippedCheckpoint {
+    /// The checkpoint file.
+    pub path: PathBuf,
+    /// Why it could not be loaded (the error and its causes, on one line).
+    pub reason: String,
+}
+
+impl SkippedCheckpoint {
+    /// `path` was passed over because of `reason`.
+    pub fn new(path: impl Into<PathBuf>, reason: impl Into<String>) -> SkippedCheckpoint {
+        SkippedCheckpoint {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
 }
 
 impl LoadReport {
@@ -227,6 +251,14 @@ impl fmt::Display for LoadReport {
                 .map(|(k, _)| escape_controls(&k.to_string()).into_owned())
                 .collect();
             write!(f, "; left over: {}", keys.join(", "))?;
+        }
+        for skipped in &self.skipped {
+            write!(
+                f,
+                "\nskipped {}: {}",
+                escape_controls(&skipped.path.display().to_string()),
+                escape_controls(&skipped.reason)
+            )?;
         }
         if self.matched_nothing() {
             write!(f, "\nNONE of the model's names was found in the checkpoint")?;

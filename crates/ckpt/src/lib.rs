@@ -47,7 +47,9 @@ mod parallel;
 mod periodic;
 pub mod pickle;
 pub mod resolve;
+mod resume;
 mod serde_value;
+mod storage_check;
 pub mod store;
 mod tensor;
 mod value;
@@ -58,7 +60,9 @@ pub use checkpointer::{CheckpointHooks, Checkpointables, Checkpointer, LAST_CHEC
 pub use detection::checkpointer::DetectionCheckpointer;
 pub use dtype::DType;
 pub use error::{Error, Result, TagProblem};
-pub use incompatible::{DTypeMismatch, IncompatibleKeys, LoadReport, ShapeMismatch};
+pub use incompatible::{
+    DTypeMismatch, IncompatibleKeys, LoadReport, ShapeMismatch, SkippedCheckpoint,
+};
 pub use model::{
     shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel, TensorInfo,
 };

@@ -177,10 +177,14 @@ impl PeriodicCheckpointer {
         let due = (iteration + 1) % self.period == 0;
         if due {
             let name = format!("{}_{iteration:07}", self.file_prefix);
-            self.checkpointer.save(&name, state.clone())?;
-            if self.checkpointer.saves_to_disk() {
+            let saved = self.checkpointer.save(&name, state.clone());
+            // Written but not tagged (a full disk): the file is there all the same, and
+            // retention must count it, or it would never be deleted.
+            let written = saved.is_ok() || matches!(saved, Err(Error::NotTagged { .. }));
+            if written && self.checkpointer.saves_to_disk() {
                 self.remember(format!("{name}.pth"))?;
             }
+            saved?;
         }
         if let Some(max_iter) = self.max_iter {
             if iteration.saturating_add(1) >= max_iter {

@@ -15,6 +15,7 @@ use memmap2::{Mmap, MmapMut};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fresh::Fresh;
+use crate::storage_check::CrcCheck;
 
 /// The bytes behind one or more tensors. Cloning is cheap (a reference count).
 ///
@@ -43,6 +44,8 @@ enum StorageData {
         buffer: Arc<Buffer>,
         start: usize,
         len: usize,
+        /// The crc32 these bytes must have, checked by the first copy out of the file.
+        check: Option<Box<CrcCheck>>,
     },
 }
 
@@ -264,7 +267,69 @@ impl Storage {
                 ));
             }
         }
-        Ok(Storage(Arc::new(StorageData::Slice { buffer, start, len })))
+        Ok(Storage(Arc::new(StorageData::Slice {
+            buffer,
+            start,
+            len,
+            check: None,
+        })))
+    }
+
+    /// [`Storage::slice`] of bytes that must have the crc32 `check` declares: the first copy
+    /// of all of them out of the file checks it in the same pass ([`Storage::read_into`]),
+    /// any other use first checks it ([`Storage::verify_checksum`]).
+    pub(crate) fn slice_checked(
+        buffer: Arc<Buffer>,
+        start: usize,
+        len: usize,
+        check: CrcCheck,
+    ) -> Result<Storage> {
+        let mut storage = Storage::slice(buffer, start, len)?;
+        if let Some(StorageData::Slice { check: slot, .. }) = Arc::get_mut(&mut storage.0) {
+            *slot = Some(Box::new(check));
+        }
+        Ok(storage)
+    }
+
+    /// The checksum these bytes must match, when they were read with
+    /// [`LoadOptions::verify_crc32_on_copy`](crate::format::LoadOptions::verify_crc32_on_copy).
+    fn check(&self) -> Option<&CrcCheck> {
+        match &*self.0 {
+            StorageData::Slice { check, .. } => check.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Whether these bytes carry a checksum of their zip record that has not been checked
+    /// yet (read with
+    /// [`LoadOptions::verify_crc32_on_copy`](crate::format::LoadOptions::verify_crc32_on_copy),
+    /// and not copied out since).
+    pub fn checksum_pending(&self) -> bool {
+        self.check().is_some_and(|check| check.outcome().is_none())
+    }
+
+    /// Checks these bytes against the crc32 of the zip record they were read from, when the
+    /// file was read with
+    /// [`LoadOptions::verify_crc32_on_copy`](crate::format::LoadOptions::verify_crc32_on_copy);
+    /// `Ok` at once for any other storage, or when a copy has checked them already. A
+    /// mismatch is an [`Error::Checksum`] (every later check says it again).
+    pub fn verify_checksum(&self) -> Result<()> {
+        let Some(check) = self.check() else {
+            return Ok(());
+        };
+        if let Some(found) = check.outcome() {
+            return check.result(found);
+        }
+        let mut hasher = crc32fast::Hasher::new();
+        let mut scratch = vec![0u8; crate::storage_check::CHUNK.min(self.len())];
+        let mut at = 0;
+        while at < self.len() {
+            let n = scratch.len().min(self.len() - at);
+            self.read_unchecked(at, &mut scratch[..n])?;
+            hasher.update(&scratch[..n]);
+            at += n;
+        }
+        check.record(hasher.finalize())
     }
 
     /// The bytes.
@@ -272,7 +337,9 @@ impl Storage {
         match &*self.0 {
             StorageData::Owned(bytes) => bytes,
             StorageData::Anon(memory) => memory.as_bytes(),
-            StorageData::Slice { buffer, start, len } => &buffer.as_bytes()[*start..*start + *len],
+            StorageData::Slice {
+                buffer, start, len, ..
+            } => &buffer.as_bytes()[*start..*start + *len],
         }
     }
 
@@ -288,7 +355,32 @@ impl Storage {
 
     /// Copies the `dst.len()` bytes at byte `at` of the storage into `dst`; a large part of
     /// a file map is read from the file ([`FileMap::read_at`]).
+    ///
+    /// Bytes with a checksum still to check ([`Storage::checksum_pending`]) are checked: a
+    /// copy of all of them hashes each piece as it lands (while it is in the cache, one
+    /// pass over the bytes); a copy of a part checks them all first. A mismatch is an
+    /// [`Error::Checksum`], with `dst` holding the bytes as the file has them.
     pub(crate) fn read_into(&self, at: usize, dst: &mut [u8]) -> Result<()> {
+        let Some(check) = self.check() else {
+            return self.read_unchecked(at, dst);
+        };
+        match check.outcome() {
+            Some(found) => check.result(found)?,
+            None if at == 0 && dst.len() == self.len() => {
+                let mut hasher = crc32fast::Hasher::new();
+                for (i, piece) in dst.chunks_mut(crate::storage_check::CHUNK).enumerate() {
+                    self.read_unchecked(i * crate::storage_check::CHUNK, piece)?;
+                    hasher.update(piece);
+                }
+                return check.record(hasher.finalize());
+            }
+            None => self.verify_checksum()?,
+        }
+        self.read_unchecked(at, dst)
+    }
+
+    /// [`Storage::read_into`] without looking at the checksum.
+    fn read_unchecked(&self, at: usize, dst: &mut [u8]) -> Result<()> {
         let end = at
             .checked_add(dst.len())
             .filter(|&end| end <= self.len())
@@ -342,7 +434,10 @@ impl Storage {
     /// assert_eq!(owned.as_bytes(), &[1, 2, 3]);
     /// ```
     pub fn release_mapped_pages(&self) {
-        if let StorageData::Slice { buffer, start, len } = &*self.0 {
+        if let StorageData::Slice {
+            buffer, start, len, ..
+        } = &*self.0
+        {
             buffer.release(*start, *len);
         }
     }
@@ -804,6 +899,7 @@ impl Tensor {
         if self.is_contiguous() {
             return self.storage.read_into(self.offset * self.dtype.size(), dst);
         }
+        self.storage.verify_checksum()?;
         let gathered = self.try_contiguous_bytes()?;
         dst.copy_from_slice(&gathered);
         Ok(())
@@ -867,8 +963,10 @@ impl Tensor {
                 self.nbytes(),
             )?
         } else if dtype == self.dtype {
+            self.storage.verify_checksum()?;
             Storage::from_vec(self.try_contiguous_bytes()?.into_owned())
         } else {
+            self.storage.verify_checksum()?;
             let src = self.try_contiguous_bytes()?;
             let len = self
                 .numel()

@@ -304,25 +304,76 @@ fn a_dict_shared_thousands_of_times_stops_within_a_small_budget() {
     assert!(peak < 64 * MIB, "peak {peak} bytes for a {len}-byte pickle");
 }
 
-/// Honest sharing still loads: a list of 100 ints referred to 1,000 times.
+/// Honest sharing still loads: a list of 10 ints referred to 500 times (5,500 values from
+/// about 500 opcodes), or of 100 ints referred to 50 times.
 #[test]
 fn modest_sharing_still_loads() {
     let _serial = serial();
-    let mut pickle = b"\x80\x04](".to_vec();
-    for i in 0..100u8 {
-        pickle.extend_from_slice(&[b'K', i]);
+    for (ints, refs) in [(10u8, 500), (100, 50)] {
+        let mut pickle = b"\x80\x04](".to_vec();
+        for i in 0..ints {
+            pickle.extend_from_slice(&[b'K', i]);
+        }
+        pickle.extend_from_slice(b"eq\x000](");
+        for _ in 0..refs {
+            pickle.extend_from_slice(b"h\x00");
+        }
+        pickle.extend_from_slice(b"e.");
+        let (result, _) = load_peak(pickle, &LoadOptions::default());
+        let (_, value) = result.unwrap();
+        let Value::List(items) = value else {
+            panic!("a list")
+        };
+        assert_eq!(items.len(), refs);
     }
-    pickle.extend_from_slice(b"eq\x000](");
-    for _ in 0..1000 {
+}
+
+/// A 1.9 KB pickle referring 700 times to a dict of 50 one-item dicts: the values a pickle
+/// may build beyond two per opcode were a constant of 131,072, which such copies (about 220
+/// bytes each) made 28 MB. The constant is now small: the reader stops within a few MB.
+#[test]
+fn a_tiny_pickle_sharing_a_dict_of_dicts_stays_within_a_small_constant() {
+    let _serial = serial();
+    let mut pickle = b"\x80\x04}q\x00(".to_vec();
+    for i in 0..50u16 {
+        pickle.push(b'M');
+        pickle.extend_from_slice(&i.to_le_bytes());
+        pickle.extend_from_slice(b"}K\x01K\x02s");
+    }
+    pickle.extend_from_slice(b"u0](");
+    for _ in 0..700 {
         pickle.extend_from_slice(b"h\x00");
     }
     pickle.extend_from_slice(b"e.");
-    let (result, _) = load_peak(pickle, &LoadOptions::default());
-    let (_, value) = result.unwrap();
-    let Value::List(items) = value else {
-        panic!("a list")
-    };
-    assert_eq!(items.len(), 1000);
+    let len = pickle.len();
+    let (result, peak) = load_peak(pickle, &LoadOptions::default());
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("values"), "{err}");
+    assert!(peak < 4 * MIB, "peak {peak} bytes for a {len}-byte pickle");
+}
+
+/// A 64 KiB string referred to 200 times: the string bytes a pickle may copy beyond four
+/// per byte read were a constant of 8 MiB (9.6 MB for this 66 KB file); now 1 MiB.
+#[test]
+fn a_string_shared_hundreds_of_times_stays_within_a_small_constant() {
+    let _serial = serial();
+    let n = 1 << 16;
+    let mut pickle = b"\x80\x04B".to_vec();
+    pickle.extend_from_slice(&(n as u32).to_le_bytes());
+    pickle.resize(pickle.len() + n, b'a');
+    pickle.extend_from_slice(b"q\x000](");
+    for _ in 0..200 {
+        pickle.extend_from_slice(b"h\x00");
+    }
+    pickle.extend_from_slice(b"e.");
+    let len = pickle.len();
+    let (result, peak) = load_peak(pickle, &LoadOptions::default());
+    let err = result.unwrap_err().to_string();
+    assert!(err.contains("string bytes"), "{err}");
+    assert!(
+        peak < len + 3 * MIB,
+        "peak {peak} bytes for a {len}-byte pickle"
+    );
 }
 
 /// A protocol-0 `LONG` of a million digits: decimal to binary is quadratic (seconds per

@@ -133,7 +133,7 @@ fn truncated_checkpoint_is_reported_broken_with_a_reason() {
 }
 
 #[test]
-fn flipped_tensor_byte_fails_the_crc_check() {
+fn flipped_tensor_byte_fails_the_crc_check_with_verify() {
     let dir = fvcore_dir();
     let path = dir.path().join("model_0000004.pth");
     let mut bytes = fs::read(&path).unwrap();
@@ -141,14 +141,49 @@ fn flipped_tensor_byte_fails_the_crc_check() {
     let start = first_record_data(&bytes, b"archive/data/0");
     bytes[start] ^= 0x40;
     fs::write(&path, &bytes).unwrap();
-    let listing = ls_json(dir.path());
-    // Unreadable, so without an iteration: listed last.
-    let broken = &listing["checkpoints"][2];
+
+    // Without --verify only the structure is read: the flipped byte goes unseen.
+    let quick = ls_json(dir.path());
+    assert_eq!(column(&quick, "intact"), json!([true, true, true]));
+    assert_eq!(column(&quick, "verified"), json!([false, false, false]));
+
+    let out = success(&ckpt(&[
+        "ls".as_ref(),
+        "--json".as_ref(),
+        "--verify".as_ref(),
+        dir.path().as_os_str(),
+    ]));
+    let listing: serde_json::Value = serde_json::from_str(&out).unwrap();
+    // Its iteration still reads, so it keeps its place.
+    let broken = &listing["checkpoints"][0];
     assert_eq!(broken["file"], "model_0000004.pth");
     assert_eq!(broken["intact"], false);
-    assert_eq!(column(&listing, "intact"), json!([true, true, false]));
-    let error = broken["error"].as_str().unwrap().to_lowercase();
-    assert!(error.contains("crc"), "{error}");
+    assert_eq!(column(&listing, "intact"), json!([false, true, true]));
+    assert_eq!(column(&listing, "verified"), json!([true, true, true]));
+    let error = broken["error"].as_str().unwrap();
+    assert!(
+        error.contains("archive/data/0") && error.contains("crc32"),
+        "{error}"
+    );
+
+    let table = success(&ckpt(&[
+        "ls".as_ref(),
+        "--verify".as_ref(),
+        dir.path().as_os_str(),
+    ]));
+    let row = table
+        .lines()
+        .find(|l| l.starts_with("model_0000004.pth"))
+        .unwrap();
+    assert!(
+        row.contains("CORRUPT: zip record 'archive/data/0'"),
+        "{table}"
+    );
+    let intact = table
+        .lines()
+        .find(|l| l.starts_with("model_final.pth"))
+        .unwrap();
+    assert!(intact.ends_with("ok (crc32 checked)"), "{table}");
 }
 
 /// Offset of the data of the zip record called `name` (from its local header).

@@ -17,12 +17,13 @@ use crate::checkpointer::{
 };
 use crate::dist::{agree, all_gather_flag, Communicator, SingleProcess};
 use crate::error::{Error, Result, ResultExt, TagProblem};
+use crate::format::LoadOptions;
 use crate::incompatible::{IncompatibleKeys, LoadReport};
 use crate::model::{Checkpointable, Model, Shared};
 use crate::resolve::{Resolved, Resolver};
 use crate::value::{Dict, StateDict};
 
-use super::file::read_detection_file;
+use super::file::{read_detection_file, read_detection_file_with};
 use super::share;
 use super::state::{filter_detection_report, plan_load, prepare_model_state, LoadPlan};
 
@@ -34,6 +35,10 @@ pub(crate) struct DetectionHooks;
 impl CheckpointHooks for DetectionHooks {
     fn read_file(&self, path: &Path) -> Result<Dict> {
         read_detection_file(path, false)
+    }
+
+    fn read_file_with(&self, path: &Path, options: &LoadOptions) -> Result<Dict> {
+        read_detection_file_with(path, false, options)
     }
 
     /// The detection file readers put the model under `"model"` whatever the file's layout
@@ -139,6 +144,22 @@ impl DetectionCheckpointer {
     pub fn save_to_disk(mut self, save_to_disk: bool) -> Self {
         self.save_to_disk_set = true;
         self.inner = self.inner.save_to_disk(save_to_disk);
+        self
+    }
+
+    /// Whether a resume checks the checkpoint's crc32s (see
+    /// [`Checkpointer::verify_on_resume`]; default true). In a job of several processes
+    /// the ranks load rank 0's file as before, without this check.
+    pub fn verify_on_resume(mut self, verify: bool) -> Self {
+        self.inner = self.inner.verify_on_resume(verify);
+        self
+    }
+
+    /// Whether a resume falls back to an older intact checkpoint when the tagged one cannot
+    /// be read (see [`Checkpointer::resume_fallback`]; default true). In a job of several
+    /// processes a resume does not fall back.
+    pub fn resume_fallback(mut self, fallback: bool) -> Self {
+        self.inner = self.inner.resume_fallback(fallback);
         self
     }
 
@@ -251,6 +272,13 @@ impl DetectionCheckpointer {
     ) -> Result<LoadReport> {
         let last = if !resume {
             None
+        } else if self.comm.world_size() <= 1 && self.inner.store().is_some() {
+            // One process: checked on the way in, and an unreadable checkpoint falls back
+            // to an older one (see `Checkpointer::resume_fallback`).
+            if let Some(name) = self.inner.last_checkpoint_name()? {
+                return crate::resume::resume(&self.inner, &name);
+            }
+            None
         } else if self.comm.world_size() > 1 {
             share::broadcast_last_checkpoint(&*self.comm, || self.local_last_checkpoint())?
         } else {
@@ -262,6 +290,7 @@ impl DetectionCheckpointer {
                 None => Ok(nothing_loaded()),
             };
         };
+
         let file = match self.inner.store() {
             Some(store) => store.location(&name),
             None => PathBuf::from(&name),
@@ -275,9 +304,8 @@ impl DetectionCheckpointer {
     /// The basename of the last checkpoint, checked to exist (a tag naming a missing file is
     /// an error: resuming never silently starts from scratch).
     fn local_last_checkpoint(&self) -> Result<Option<String>> {
-        if !self.inner.has_checkpoint()? {
-            return Ok(None);
-        }
+        // Not `has_checkpoint`: a `last_checkpoint` that is not a file is an error, never
+        // "no checkpoint".
         let Some(name) = self.inner.last_checkpoint_name()? else {
             return Ok(None);
         };

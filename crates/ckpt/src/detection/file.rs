@@ -56,7 +56,16 @@ impl FileKind {
 /// Reads the local file `path` as `DetectionCheckpointer` does; `matching_heuristics` is the
 /// query option of the path (it applies to torch files only, as in detectron2).
 pub fn read_detection_file(path: &Path, matching_heuristics: bool) -> Result<Dict> {
-    let value = format::load(path)?;
+    read_detection_file_with(path, matching_heuristics, &format::LoadOptions::default())
+}
+
+/// [`read_detection_file`] with reading options (a resume checks checksums).
+pub(crate) fn read_detection_file_with(
+    path: &Path,
+    matching_heuristics: bool,
+    options: &format::LoadOptions,
+) -> Result<Dict> {
+    let value = format::load_with(path, options)?.value;
     detection_checkpoint(value, FileKind::of(path), matching_heuristics).in_file(path)
 }
 

@@ -31,6 +31,7 @@ mod stream;
 mod torch_legacy;
 mod torch_save;
 mod torch_zip;
+mod verify;
 mod zip;
 mod zip_data_offsets;
 mod zip_signatures;
@@ -56,6 +57,8 @@ pub use safetensors::{
 };
 pub use stream::{SourcePages, STREAM_CHUNK};
 pub use torch_save::write_torch;
+pub(crate) use verify::pending_storages;
+pub use verify::{verify_checksums, verify_file, FileChecksums};
 
 /// The kinds of file this crate reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,8 +122,18 @@ pub struct LoadOptions {
     /// [`Storage`](crate::Storage#a-map-depends-on-its-file)). Copy what you keep
     /// ([`Value::detach`](crate::Value::detach), [`Tensor::to_owned_as`](crate::Tensor::to_owned_as)), or read eagerly.
     pub mmap: bool,
-    /// Check the crc32 of every zip record against the central directory (torch does not).
+    /// Check the crc32 of every zip record against the central directory (torch does not),
+    /// as the file is read: one more pass over the bytes.
     pub verify_crc32: bool,
+    /// Check the crc32 of each storage's zip record as its bytes are first copied out of
+    /// the file (a model loading them, [`Value::detach`](crate::Value::detach)), in the same
+    /// pass as the copy, rather than when the file is read; `data.pkl` is checked at once.
+    /// A copy of a part of a storage, or any other use, checks the storage first
+    /// ([`Storage::verify_checksum`](crate::Storage::verify_checksum)); what is never copied
+    /// is never checked unless asked ([`verify_checksums`]). Records whose directory crc32 is
+    /// 0 (written with [`SaveOptions::crc32`] off) are not checked. What the checkpointers
+    /// use to check a checkpoint they resume from at no extra pass.
+    pub verify_crc32_on_copy: bool,
     /// Bounds on pickle nesting and size.
     pub limits: Limits,
     /// What to do with the pages of the map the reader reads (headers, pickles): keep them
@@ -136,6 +149,7 @@ impl Default for LoadOptions {
         LoadOptions {
             mmap: true,
             verify_crc32: false,
+            verify_crc32_on_copy: false,
             limits: Limits::default(),
             source_pages: SourcePages::Keep,
         }
@@ -152,6 +166,12 @@ impl LoadOptions {
     /// Sets [`LoadOptions::verify_crc32`].
     pub fn with_verify_crc32(mut self, verify_crc32: bool) -> LoadOptions {
         self.verify_crc32 = verify_crc32;
+        self
+    }
+
+    /// Sets [`LoadOptions::verify_crc32_on_copy`].
+    pub fn with_verify_crc32_on_copy(mut self, on_copy: bool) -> LoadOptions {
+        self.verify_crc32_on_copy = on_copy;
         self
     }
 

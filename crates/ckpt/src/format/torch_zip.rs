@@ -14,6 +14,7 @@ use crate::format::{LoadOptions, SourcePages};
 use crate::pickle::{
     read_pickle_in, PersistentLoad, PersistentStorageId, PickleOptions, Py2Strings, TypedStorage,
 };
+use crate::storage_check::CrcCheck;
 use crate::tensor::{Buffer, Storage};
 use crate::value::{ObjectBuild, Value};
 
@@ -73,7 +74,7 @@ pub(crate) fn read(
         .ok_or_else(|| Error::format(format!("torch archive: no '{prefix}data.pkl' record")))?;
     let range = index.data_range(bytes, pickle)?;
     let data = index.stored_bytes(bytes, pickle)?;
-    if options.verify_crc32 {
+    if options.verify_crc32 || options.verify_crc32_on_copy {
         check_crc32(pickle, data)?;
     }
     let numbered = numbered_records(&index, &prefix);
@@ -86,6 +87,7 @@ pub(crate) fn read(
         prefix: prefix.clone(),
         big_endian,
         verify_crc32: options.verify_crc32,
+        on_copy: options.verify_crc32_on_copy && !options.verify_crc32,
         release,
         loaded: vec![None; index.records().len()],
         numbered: &numbered,
@@ -225,6 +227,8 @@ struct ZipStorages<'a> {
     prefix: String,
     big_endian: bool,
     verify_crc32: bool,
+    /// Leave the check of each storage's crc32 to its first copy ([`CrcCheck`]).
+    on_copy: bool,
     /// Release the pages of a record once its crc32 is checked (see [`SourcePages`]).
     release: bool,
     /// The storages made so far, by record position (a key used twice shares its storage).
@@ -253,7 +257,9 @@ impl ZipStorages<'_> {
                 bytes.len().saturating_sub(start) as u64,
             )
         })?;
-        if !(self.verify_crc32 || self.big_endian) {
+        // Copied out later (never byte-swapped here): the copy checks the crc32.
+        let on_copy = self.on_copy && !self.big_endian && record.crc32 != 0;
+        if !(self.verify_crc32 || self.big_endian || on_copy) {
             return Storage::slice(self.buffer.clone(), range.start, range.len());
         }
         // Several directory entries may name the same bytes: they share one check and one
@@ -277,13 +283,16 @@ impl ZipStorages<'_> {
                 bytes.len()
             )));
         }
-        if self.verify_crc32 {
+        if self.verify_crc32 || (self.on_copy && self.big_endian) {
             check_crc32(record, data)?;
             if self.release {
                 self.buffer.release(range.start, range.len());
             }
         }
-        let storage = if self.big_endian {
+        let storage = if on_copy {
+            let check = CrcCheck::new(record.name.clone(), record.crc32);
+            Storage::slice_checked(self.buffer.clone(), range.start, range.len(), check)?
+        } else if self.big_endian {
             Storage::from_vec(byteswapped(data, unit))
         } else {
             Storage::slice(self.buffer.clone(), range.start, range.len())?

@@ -10,7 +10,7 @@
 
 use crate::cast::cast_bytes;
 use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, ResultExt};
 use crate::fresh::populate_storage;
 use crate::parallel::map_weighted;
 use crate::tensor::Tensor;
@@ -90,6 +90,7 @@ pub(super) fn write_in_place(writes: Vec<(&str, &mut Tensor, &Tensor)>) -> Resul
             let written = if incoming.dtype() == dtype {
                 incoming.copy_bytes_into(target)
             } else {
+                incoming.storage().verify_checksum().in_entry(name)?;
                 cast_bytes(
                     &incoming.contiguous_bytes(),
                     incoming.dtype(),
@@ -97,7 +98,11 @@ pub(super) fn write_in_place(writes: Vec<(&str, &mut Tensor, &Tensor)>) -> Resul
                     dtype,
                 )
             };
-            written.map_err(|e| Error::key(name, e.to_string()))
+            // A checksum that does not match stays one (a resume falls back on it).
+            written.map_err(|e| match e {
+                Error::Checksum { .. } => e.in_entry(name),
+                other => Error::key(name, other.to_string()),
+            })
         },
     )
     .into_iter()

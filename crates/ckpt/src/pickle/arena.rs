@@ -164,14 +164,16 @@ impl Mode {
 }
 
 /// Values a pickle may produce beyond [`VALUES_PER_OP`] per opcode: room for honest sharing
-/// (a memoized tuple used by every tensor) in a small pickle, a few tens of MB at most.
-const VALUE_SLACK: usize = 1 << 17;
+/// (a memoized tuple used by every tensor) in a small pickle. A copied value costs up to
+/// about 220 bytes (a dict of one item), so this is a constant of about 2 MB: a few KB of
+/// pickle sharing a dict of dicts used to reach 28 MB with 2^17 here.
+const VALUE_SLACK: usize = 1 << 13;
 /// Values each opcode read may produce. Without memo references an opcode yields at most
 /// one value, so this admits honest sharing while a memo bomb (a small object referenced
 /// thousands of times) stops after a few times the values its opcodes could make.
 const VALUES_PER_OP: usize = 2;
 /// String bytes a pickle may produce beyond [`BYTES_PER_INPUT_BYTE`] per byte read.
-const BYTES_SLACK: usize = 8 << 20;
+const BYTES_SLACK: usize = 1 << 20;
 /// String bytes each byte read may produce: copies made by memo references may not
 /// exceed a few times the part of the input read so far.
 const BYTES_PER_INPUT_BYTE: usize = 4;

@@ -33,8 +33,11 @@ where
         unique(),
         name_hint(&name.to_string_lossy())
     ));
-    let result = write_temp(&temp, write).and_then(|()| {
+    let result = write_temp(&temp, write).and_then(|file| {
         fs::rename(&temp, path).map_err(|e| Error::io(path, e))?;
+        // The temporary stays locked until it has its final name: a save that another
+        // process sees unlocked is one whose writer is gone (see `lock.rs`).
+        drop(file);
         fsync_dir(&dir)
     });
     if result.is_err() {
@@ -43,22 +46,58 @@ where
     result
 }
 
-fn write_temp<F>(temp: &Path, write: F) -> Result<()>
+/// Writes and fsyncs the temporary file, locked by this process (see `lock.rs`); returns it
+/// still open, so that the lock lasts until the file is renamed.
+fn write_temp<F>(temp: &Path, write: F) -> Result<File>
 where
     F: FnOnce(&mut dyn Write) -> Result<()>,
 {
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(temp)
-        .map_err(|e| Error::io(temp, e))?;
+    let open = || {
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(temp)
+            .map_err(|e| Error::io(temp, e))
+    };
+    let mut file = open()?;
+    // A cleaner that found the file before it was locked removed it: make it again (the
+    // name is free). A cleaner only removes unlocked files, so this ends.
+    let mut attempts = 1;
+    while !super::lock::lock_new_temp(&file) && attempts < 5 {
+        file = open()?;
+        attempts += 1;
+    }
     // Large writes (tensor bytes) bypass the buffer; small ones (headers) are batched.
     let mut writer = BufWriter::with_capacity(1 << 20, file);
     write(&mut writer)?;
     let file = writer
         .into_inner()
         .map_err(|e| Error::io(temp, e.into_error()))?;
-    file.sync_all().map_err(|e| Error::io(temp, e))
+    file.sync_all().map_err(|e| Error::io(temp, e))?;
+    Ok(file)
+}
+
+/// Creates `dir` and its missing ancestors, fsyncing the parent of each directory created,
+/// so that a new save directory survives a power cut together with the files saved in it.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<()> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    // The missing directories, innermost first.
+    let mut missing = Vec::new();
+    let mut at = dir;
+    while !at.as_os_str().is_empty() && !at.exists() {
+        missing.push(at.to_path_buf());
+        match at.parent() {
+            Some(parent) => at = parent,
+            None => break,
+        }
+    }
+    fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    for created in missing.iter().rev() {
+        fsync_dir(&parent_dir(created))?;
+    }
+    Ok(())
 }
 
 /// fsyncs a directory so that a rename inside it is durable.

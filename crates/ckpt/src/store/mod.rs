@@ -17,6 +17,7 @@
 //! ```
 
 mod atomic;
+mod lock;
 
 use std::fmt;
 use std::fs;
@@ -25,6 +26,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result, TagProblem};
 pub use atomic::{atomic_write, temp_owner, TEMP_PREFIX};
+pub use lock::{WriterLock, WRITER_LOCK};
 
 /// A flat namespace of files (a checkpoint directory), addressed by plain basenames.
 pub trait Store: Send + Sync + fmt::Debug {
@@ -54,6 +56,16 @@ pub trait Store: Send + Sync + fmt::Debug {
     /// Deletes temporary files left by writes that were interrupted (a crash, a kill), and
     /// never those of a write still in progress.
     fn remove_stale_temporaries(&self) -> Result<()>;
+
+    /// Takes the writer lock of the store (creating it when it does not exist), held while
+    /// the returned value lives: a checkpointer takes it on its first save, so that a second
+    /// process saving into the same place fails with [`Error::WriterBusy`] instead of
+    /// interleaving checkpoints. Readers never need it. The default (a store that cannot
+    /// lock) returns [`WriterLock::none`]; an object store can implement it with a
+    /// conditional put.
+    fn lock_writer(&self) -> Result<WriterLock> {
+        Ok(WriterLock::none())
+    }
 }
 
 /// Checks that `name` is a plain file name: not empty, not `.`/`..`, no path separator.
@@ -119,14 +131,28 @@ impl Store for LocalDir {
 
     fn write(&self, name: &str, write: &mut dyn FnMut(&mut dyn Write) -> Result<()>) -> Result<()> {
         let path = self.path(name)?;
-        fs::create_dir_all(&self.dir).map_err(|e| Error::io(&self.dir, e))?;
+        atomic::create_dir_durably(&self.dir)?;
         atomic_write(&path, |w| write(w)).map_err(|e| name_target(e, &path))
     }
 
     /// Reads at most 64 KiB: a larger file (or a link to a device that never
     /// ends) is an error, not a read of unbounded size.
+    ///
+    /// Anything but a regular file (or a link to one) under that name, a directory say, is an
+    /// [`Error::BadTag`] too ([`TagProblem::NotAFile`]), without opening it (a FIFO would
+    /// block).
     fn read_small(&self, name: &str) -> Result<Option<Vec<u8>>> {
         let path = self.path(name)?;
+        match fs::metadata(&path) {
+            Ok(meta) if !meta.is_file() => {
+                return Err(Error::BadTag {
+                    tag: path,
+                    problem: TagProblem::NotAFile,
+                })
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
+            _ => {}
+        }
         let file = match fs::File::open(&path) {
             Ok(file) => file,
             Err(e) if e.kind() == ErrorKind::NotFound => return Ok(None),
@@ -145,6 +171,13 @@ impl Store for LocalDir {
             });
         }
         Ok(Some(bytes))
+    }
+
+    /// An `flock` on [`WRITER_LOCK`] in the directory (shared by the checkpointers of this
+    /// process); on a file system without locks, a warning and no lock.
+    fn lock_writer(&self) -> Result<WriterLock> {
+        atomic::create_dir_durably(&self.dir)?;
+        lock::lock_dir(&self.dir)
     }
 
     fn exists(&self, name: &str) -> Result<bool> {
@@ -168,7 +201,7 @@ impl Store for LocalDir {
             let Ok(name) = entry.file_name().into_string() else {
                 continue; // not UTF-8: never a name this library wrote
             };
-            if name.starts_with(TEMP_PREFIX) {
+            if name.starts_with(TEMP_PREFIX) || name == WRITER_LOCK {
                 continue;
             }
             // Follows symlinks, as Python's isfile does.
@@ -189,6 +222,10 @@ impl Store for LocalDir {
         }
     }
 
+    /// A temporary file of this host is stale when no process holds its lock (its writer
+    /// locks it until it is renamed; the kernel drops the lock of a killed process), whatever
+    /// the pid in its name; on a file system without locks, when its writer's pid is gone.
+    /// Another host's is stale once a day old.
     fn remove_stale_temporaries(&self) -> Result<()> {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
@@ -201,9 +238,25 @@ impl Store for LocalDir {
             let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
                 continue;
             };
+            let path = entry.path();
+            // Another host's lock may not be visible here (a network file system that
+            // locks locally only): its files are left to the age rule below.
+            let removed = match written_on_this_host(rest) {
+                true => lock::remove_if_unlocked(&path),
+                false => None,
+            };
+            match removed {
+                Some(Ok(true)) => {
+                    tracing::debug!("Removed stale temporary file {}", path.display());
+                    continue;
+                }
+                Some(Ok(false)) => continue,
+                Some(Err(e)) => return Err(Error::io(path, e)),
+                // No locks on this file system: fall back to the writer's pid.
+                None => {}
+            }
             let modified = entry.metadata().and_then(|m| m.modified()).ok();
             if temp_writer_is_gone(rest, modified) {
-                let path = entry.path();
                 match fs::remove_file(&path) {
                     Ok(()) => tracing::debug!("Removed stale temporary file {}", path.display()),
                     Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -212,6 +265,17 @@ impl Store for LocalDir {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a temporary file (`<pid>@<host>-<unique>-<name>` after the prefix) was written
+/// by a process of this host (also when its name does not say).
+fn written_on_this_host(rest: &str) -> bool {
+    let owner = rest.split('-').next().unwrap_or_default();
+    let this = temp_owner();
+    match (owner.split_once('@'), this.split_once('@')) {
+        (Some((_, host)), Some((_, this_host))) => host == this_host,
+        _ => true,
     }
 }
 
@@ -296,9 +360,48 @@ mod tests {
             .join(format!("{TEMP_PREFIX}4294967295@{host}-1-a.pth"));
         let ours = dir.path().join(format!("{TEMP_PREFIX}{owner}-1-a.pth"));
         fs::write(&dead, b"x").unwrap();
-        fs::write(&ours, b"x").unwrap();
+        // A write of ours in flight: created and locked as `atomic_write` does.
+        let writing = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&ours)
+            .unwrap();
+        assert!(lock::lock_new_temp(&writing));
         store.remove_stale_temporaries().unwrap();
         assert_eq!(dead.exists(), cfg!(not(target_os = "linux")));
         assert!(ours.exists());
+        // Our pid in the name does not keep a file nobody writes (a restarted container's
+        // trainer has the pid of the one that crashed).
+        drop(writing);
+        store.remove_stale_temporaries().unwrap();
+        assert_eq!(ours.exists(), cfg!(not(target_os = "linux")));
+    }
+
+    #[test]
+    fn the_writer_lock_file_is_never_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path());
+        let lock = store.lock_writer().unwrap();
+        assert_eq!(lock.is_held(), cfg!(target_os = "linux"));
+        assert!(store.list().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_tag_that_is_a_directory_is_a_bad_tag() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir(dir.path().join("last_checkpoint")).unwrap();
+        let err = LocalDir::new(dir.path())
+            .read_small("last_checkpoint")
+            .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                Error::BadTag {
+                    problem: TagProblem::NotAFile,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 }

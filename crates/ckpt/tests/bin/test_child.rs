@@ -5,6 +5,10 @@
 //!   until it is killed (the crash-safety test kills it at random instants).
 //! - `cache-dir`: prints the default download cache directory, as this process's environment
 //!   (`CKPT_CACHE_DIR`) makes it.
+//! - `hold-writer DIR`: saves one checkpoint into `DIR`, prints `saved`, then keeps its
+//!   checkpointer (and the directory's writer lock) until it is killed.
+//! - `stuck-save DIR`: starts an atomic save of `DIR/stuck.pth`, writes a few bytes, prints
+//!   `writing`, and never finishes (the test kills it, leaving the temporary file).
 //!
 //! The crash-safety test also includes this file as a module, for [`filled_state`].
 
@@ -46,18 +50,49 @@ fn save_loop(dir: &str) -> ckpt::Result<()> {
     Ok(())
 }
 
+/// Saves once into `dir`, then holds the checkpointer until killed.
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn hold_writer(dir: &str) -> ckpt::Result<()> {
+    let checkpointer = Checkpointer::new(shared(StateDictModel::new(filled_state(1.0))), dir);
+    checkpointer.save("model_0000000", Dict::new())?;
+    println!("saved");
+    loop {
+        std::thread::sleep(std::time::Duration::from_secs(60));
+        let _ = &checkpointer;
+    }
+}
+
+/// Starts writing `dir/stuck.pth` and never finishes.
+#[allow(dead_code)] // unused where the crash-safety test includes this file
+fn stuck_save(dir: &str) -> ckpt::Result<()> {
+    let path = std::path::Path::new(dir).join("stuck.pth");
+    ckpt::store::atomic_write(&path, |w| {
+        w.write_all(b"PK\x03\x04 half a checkpoint")
+            .and_then(|()| w.flush())
+            .map_err(|e| ckpt::Error::io(&path, e))?;
+        println!("writing");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(60));
+        }
+    })
+}
+
 #[allow(dead_code)] // unused where the crash-safety test includes this file
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let result = match args[..] {
         ["save-loop", dir] => save_loop(dir),
+        ["hold-writer", dir] => hold_writer(dir),
+        ["stuck-save", dir] => stuck_save(dir),
         ["cache-dir"] => {
             println!("{}", ckpt::resolve::default_cache_dir().display());
             Ok(())
         }
         _ => {
-            eprintln!("usage: ckpt-test-child save-loop DIR | cache-dir");
+            eprintln!(
+                "usage: ckpt-test-child save-loop DIR | hold-writer DIR | stuck-save DIR | cache-dir"
+            );
             return ExitCode::from(2);
         }
     };

@@ -240,10 +240,22 @@ fn a_failing_tag_write_keeps_the_previous_tag() {
     checkpointer.save("first", Dict::new()).unwrap();
     store.limit.store(3, Ordering::SeqCst);
     let err = checkpointer.save("second", Dict::new()).unwrap_err();
+    // The checkpoint is there; what failed is naming it.
+    let ckpt::Error::NotTagged { checkpoint, source } = &err else {
+        panic!("{err:?}")
+    };
+    assert_eq!(checkpoint, &dir.path().join("second.pth"));
     assert!(
-        matches!(err.root(), ckpt::Error::Io { path, .. } if path.ends_with("last_checkpoint")),
+        matches!(source.root(), ckpt::Error::Io { path, .. } if path.ends_with("last_checkpoint")),
         "{err:?}"
     );
+    let message = err.report().to_string();
+    assert!(
+        message.contains("second.pth was written, but last_checkpoint was not updated")
+            && message.matches("No space left on device").count() == 1,
+        "{message}"
+    );
+    assert!(dir.path().join("second.pth").is_file());
     assert_eq!(
         fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(),
         "first.pth"
@@ -251,6 +263,34 @@ fn a_failing_tag_write_keeps_the_previous_tag() {
     assert!(!dir_names(dir.path())
         .iter()
         .any(|n| n.starts_with(TEMP_PREFIX)));
+}
+
+#[test]
+fn a_periodic_save_whose_tag_write_fails_still_counts_for_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(FullDisk {
+        inner: LocalDir::new(dir.path()),
+        limit: AtomicU64::new(u64::MAX),
+        only: Some("last_checkpoint"),
+    });
+    let checkpointer = Checkpointer::with_store(model(1.0), store.clone());
+    let mut periodic = ckpt::PeriodicCheckpointer::builder(checkpointer)
+        .period(1)
+        .max_to_keep(2)
+        .build()
+        .unwrap();
+    periodic.step(0, Dict::new()).unwrap();
+    periodic.step(1, Dict::new()).unwrap();
+    store.limit.store(3, Ordering::SeqCst);
+    let err = periodic.step(2, Dict::new()).unwrap_err();
+    assert!(matches!(err, ckpt::Error::NotTagged { .. }), "{err:?}");
+    store.limit.store(u64::MAX, Ordering::SeqCst);
+    periodic.step(3, Dict::new()).unwrap();
+    // The untagged file was counted: it is the second newest, and the older ones went.
+    assert_eq!(
+        dir_names(dir.path()),
+        vec!["last_checkpoint", "model_0000002.pth", "model_0000003.pth"]
+    );
 }
 
 // Liveness of another writer is only checked on Linux; elsewhere its files are kept.
