@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Makes the Python environment the interop tests use: a venv with torch, numpy, safetensors,
-# fvcore, and the local S3 server (moto) and client (boto3) of the object store tests, cached outside the repository at ${CKPT_CACHE:-$HOME/.cache/ckpt}/venv.
+# fvcore, transformers and huggingface_hub (sharded checkpoints), and the local S3 server (moto)
+# and client (boto3) of the object store tests, cached outside the repository at
+# ${CKPT_CACHE:-$HOME/.cache/ckpt}/venv.
 #
 # Idempotent: a stamp file records what was installed, so a second run only checks the venv.
 # A broken venv is recreated. Progress goes to stderr; the one line on stdout is the venv's
 # python, so scripts can do `CKPT_PYTHON=$(scripts/setup-python.sh)`.
 set -euo pipefail
 
-REQUIREMENTS=(torch==2.15.0 numpy safetensors fvcore 'moto[server]' boto3)
+REQUIREMENTS=(torch==2.15.0 numpy safetensors fvcore transformers huggingface_hub 'moto[server]' boto3)
 CACHE="${CKPT_CACHE:-$HOME/.cache/ckpt}"
 VENV="$CACHE/venv"
 PY="$VENV/bin/python"
@@ -40,7 +42,7 @@ venv_works() {
 }
 
 packages_work() {
-    "$PY" -c 'import torch, numpy, safetensors, fvcore, moto.server, boto3' >/dev/null 2>&1
+    "$PY" -c 'import torch, numpy, safetensors, fvcore, transformers, huggingface_hub, moto.server, boto3' >/dev/null 2>&1
 }
 
 create_venv() {
@@ -89,7 +91,7 @@ if ! install_requirements; then
     install_requirements
 fi
 if ! packages_work; then
-    say "torch, numpy, safetensors, fvcore, moto or boto3 still cannot be imported from $PY"
+    say "torch, numpy, safetensors, fvcore, transformers, huggingface_hub, moto or boto3 still cannot be imported from $PY"
     exit 1
 fi
 wanted_stamp >"$STAMP"

@@ -1,13 +1,15 @@
-//! `ckpt convert IN OUT [--tensors-only] [--key KEY]`: any readable checkpoint to a torch file
-//! or to safetensors, chosen by OUT's extension.
+//! `ckpt convert IN OUT [--tensors-only] [--key KEY] [--max-shard-size SIZE]`: any readable
+//! checkpoint to a torch file or to safetensors, chosen by OUT's extension, or to a directory
+//! of sharded safetensors.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
 use ckpt::detection::{plan_load, read_detection_file};
 use ckpt::format::{
-    flatten_tensors, load_with, save_safetensors_with, save_torch, LoadOptions, SafetensorsOptions,
-    SaveOptions, SourcePages,
+    flatten_tensors, is_dcp, load_dcp, load_with, parse_size, save_safetensors_with,
+    save_sharded_safetensors, save_torch, Format, LoadOptions, Loaded, SafetensorsOptions,
+    SaveOptions, ShardedOptions, SourcePages,
 };
 use ckpt::nn_module::replace_modules;
 use ckpt::walk::{self, leaves};
@@ -20,7 +22,8 @@ use crate::{plan, source};
 /// Convert a checkpoint to a torch or safetensors file
 ///
 /// The output format follows OUT's extension: .pth, .pt, .pyth, .bin (torch) or
-/// .safetensors. Torch output keeps everything (key order, dict vs OrderedDict, int vs float
+/// .safetensors; with --max-shard-size, OUT is a directory of sharded safetensors. IN may be a
+/// file, a sharded checkpoint (its *.index.json or its directory). Torch output keeps everything (key order, dict vs OrderedDict, int vs float
 /// vs bool, tuples, storage sharing; numpy arrays become tensors). Safetensors output holds
 /// only tensors; nested dicts are flattened with `.`-joined keys. A torch.nn.Module saved
 /// whole (torch.save(model)) is written as its state dict, named as model.state_dict() names
@@ -51,6 +54,19 @@ pub struct Args {
     /// With --heuristics: the checkpoint whose state dict gives the model's names and shapes.
     #[arg(long, value_name = "MODEL_FILE", requires = "heuristics")]
     pub model: Option<String>,
+    /// Write OUT as a directory of sharded safetensors of at most SIZE bytes each (`100MB`,
+    /// `2GiB`, `5GB`, as Hugging Face's max_shard_size), named and indexed as Hugging Face
+    /// names them (model-00001-of-0000N.safetensors, model.safetensors.index.json).
+    #[arg(long, value_name = "SIZE", value_parser = shard_size)]
+    pub max_shard_size: Option<u64>,
+}
+
+fn shard_size(text: &str) -> Result<u64, String> {
+    match parse_size(text) {
+        Ok(0) => Err("a shard size must be more than 0 bytes".to_string()),
+        Ok(size) => Ok(size),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The formats `convert` writes.
@@ -58,6 +74,8 @@ pub struct Args {
 pub enum OutputFormat {
     Torch,
     Safetensors,
+    /// A directory of safetensors shards of at most this many bytes, and their index.
+    Sharded(u64),
 }
 
 const TORCH_EXTENSIONS: [&str; 4] = ["pth", "pt", "pyth", "bin"];
@@ -86,14 +104,33 @@ impl OutputFormat {
     }
 }
 
+/// The output format: sharded with --max-shard-size (OUT then must not name a torch file),
+/// else by OUT's extension.
+fn output_format(args: &Args) -> Result<OutputFormat, CliError> {
+    let Some(size) = args.max_shard_size else {
+        return OutputFormat::for_path(&args.output);
+    };
+    if OutputFormat::for_path(&args.output).is_ok_and(|f| f == OutputFormat::Torch) {
+        return Err(CliError::new(format!(
+            "{}: --max-shard-size writes a directory of safetensors shards, not a torch file",
+            printable(&args.output.display().to_string())
+        )));
+    }
+    Ok(OutputFormat::Sharded(size))
+}
+
 pub fn run(args: &Args) -> Result<(), CliError> {
-    let format = OutputFormat::for_path(&args.output)?;
+    let format = output_format(args)?;
     if let Some(model) = args.model.as_deref().filter(|_| args.heuristics) {
         return convert_by_heuristics(args, model, format);
     }
     let input = source::local_input(&args.input)?;
     let options = LoadOptions::default().with_source_pages(SourcePages::Release);
-    let loaded = load_with(&input, &options)?;
+    // From a DCP directory, only the records of the key are read.
+    let loaded = match args.key.as_deref().filter(|_| is_dcp(&input)) {
+        Some(key) => Loaded::new(Format::Dcp, load_dcp(&input, &options, Some(key))?),
+        None => load_with(&input, &options)?,
+    };
     let value = match &args.key {
         Some(key) => select_key(loaded.value, key, &args.input)?,
         None => loaded.value,
@@ -106,6 +143,10 @@ pub fn run(args: &Args) -> Result<(), CliError> {
         }
         OutputFormat::Torch => save_torch(&args.output, &value, &streaming_save_options())?,
         OutputFormat::Safetensors => write_safetensors(args, &value)?,
+        OutputFormat::Sharded(size) => {
+            let tensors = tensors_to_write(args, &value)?;
+            write_sharded(&args.output, &tensors, size)?;
+        }
     }
     if let Some(note) = modules_note {
         eprintln!("{note}");
@@ -165,6 +206,7 @@ fn convert_by_heuristics(args: &Args, model: &str, format: OutputFormat) -> Resu
             None,
             &streaming_safetensors_options(),
         )?,
+        OutputFormat::Sharded(size) => write_sharded(&args.output, &plan.loaded, size)?,
     }
     tracing::info!(
         "wrote {} tensors renamed to the model's names to {}",
@@ -266,6 +308,20 @@ fn write_safetensors(args: &Args, value: &Value) -> Result<(), CliError> {
         metadata.as_deref(),
         &streaming_safetensors_options(),
     )?;
+    Ok(())
+}
+
+/// Writes `tensors` into the directory `dir` as sharded safetensors, streaming.
+fn write_sharded(dir: &Path, tensors: &StateDict, size: u64) -> Result<(), CliError> {
+    let options = ShardedOptions::new(size).with_source_pages(SourcePages::Release);
+    let written = save_sharded_safetensors(dir, tensors, &options)?;
+    tracing::info!(
+        "wrote {} tensors ({} bytes) in {} shard(s) to {}",
+        tensors.len(),
+        written.total_size,
+        written.shards.len(),
+        dir.display()
+    );
     Ok(())
 }
 

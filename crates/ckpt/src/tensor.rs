@@ -60,6 +60,16 @@ pub(crate) enum Buffer {
     /// An eager read of a large file: anonymous memory, so that it can be provisioned in huge
     /// pages. Owned like `Heap`; it does not depend on the file.
     Anon(AnonMemory),
+    /// `len` bytes at `start` of another buffer: a file embedded in a larger one (the
+    /// `torch.save` archive of each chunk in a DCP `.distcp` file), read in place.
+    Window {
+        /// The buffer the window is in.
+        parent: Arc<Buffer>,
+        /// Where the window starts in it.
+        start: usize,
+        /// The window's length.
+        len: usize,
+    },
 }
 
 /// A read-only memory map of a whole file, and the file itself: large copies out of the map
@@ -167,12 +177,28 @@ impl Buffer {
             Buffer::Map(map) => map.as_bytes(),
             Buffer::Heap(bytes) => bytes,
             Buffer::Anon(memory) => memory.as_bytes(),
+            Buffer::Window { parent, start, len } => {
+                parent.as_bytes().get(*start..start + len).unwrap_or(&[])
+            }
         }
+    }
+
+    /// `len` bytes at `start` of `parent` as a buffer of their own (empty if out of range).
+    pub(crate) fn window(parent: Arc<Buffer>, start: usize, len: usize) -> Buffer {
+        let fits = start
+            .checked_add(len)
+            .is_some_and(|end| end <= parent.as_bytes().len());
+        let (start, len) = if fits { (start, len) } else { (0, 0) };
+        Buffer::Window { parent, start, len }
     }
 
     /// Whether this is a memory map.
     pub(crate) fn is_mapped(&self) -> bool {
-        matches!(self, Buffer::Map(_))
+        match self {
+            Buffer::Map(_) => true,
+            Buffer::Window { parent, .. } => parent.is_mapped(),
+            Buffer::Heap(_) | Buffer::Anon(_) => false,
+        }
     }
 
     /// Drops this process's pages of the `len` bytes at `start` of a map (a no-op for memory
@@ -180,6 +206,15 @@ impl Buffer {
     /// file much larger than memory releases each part once it is written. A later read of
     /// those bytes faults them in again from the file. Out-of-range parts are ignored.
     pub(crate) fn release(&self, start: usize, len: usize) {
+        if let Buffer::Window {
+            parent,
+            start: at,
+            len: size,
+        } = self
+        {
+            let len = len.min(size.saturating_sub(start));
+            return parent.release(at + start.min(*size), len);
+        }
         #[cfg(unix)]
         if let Buffer::Map(map) = self {
             let len = len.min(map.map.len().saturating_sub(start));
@@ -359,6 +394,17 @@ impl Storage {
         match &*self.0 {
             StorageData::Slice { buffer, start, .. } => match &**buffer {
                 Buffer::Map(map) => map.read_at(start + at, dst),
+                Buffer::Window {
+                    parent,
+                    start: window,
+                    ..
+                } => match &**parent {
+                    Buffer::Map(map) => map.read_at(window + start + at, dst),
+                    _ => {
+                        dst.copy_from_slice(&buffer.as_bytes()[start + at..start + end]);
+                        Ok(())
+                    }
+                },
                 _ => {
                     dst.copy_from_slice(&buffer.as_bytes()[start + at..start + end]);
                     Ok(())

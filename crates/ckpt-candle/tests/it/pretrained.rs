@@ -326,3 +326,25 @@ fn legacy_torch_file_and_float16_safetensors_in_one_call() {
     assert_eq!(tensors["stem.weight"].dtype(), DType::F16);
     assert_eq!(tensors["bn.num_batches_tracked"].dtype(), DType::I64);
 }
+
+#[test]
+fn a_sharded_safetensors_directory_gives_its_tensors_as_one_checkpoint() {
+    let mut state = ckpt::StateDict::new();
+    for i in 0..4 {
+        let data: Vec<f32> = (0..6).map(|x| (10 * i + x) as f32).collect();
+        state.insert(
+            format!("layer{i}.weight"),
+            ckpt::Tensor::from_slice(&data, &[2, 3]).unwrap(),
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let options = ckpt::format::ShardedOptions::new(48);
+    let written = ckpt::format::save_sharded_safetensors(dir.path(), &state, &options).unwrap();
+    assert_eq!(written.shards.len(), 2);
+    let tensors = load_tensors(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(tensors.len(), 4);
+    assert_eq!(
+        values(&tensors["layer3.weight"]),
+        [30.0, 31.0, 32.0, 33.0, 34.0, 35.0]
+    );
+}

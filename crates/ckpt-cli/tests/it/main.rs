@@ -13,6 +13,7 @@ mod cli_inspect;
 mod cli_inspect_views;
 mod cli_ls;
 mod cli_plan;
+mod cli_sharded;
 mod convert_memory;
 mod interop_full_model;
 mod interop_matrix;

@@ -21,7 +21,10 @@
 //! # Ok::<(), ckpt::Error>(())
 //! ```
 
+mod dcp;
 mod eager;
+mod hf_shard_write;
+mod hf_sharded;
 mod plain_pickle;
 mod safetensors;
 mod stream;
@@ -44,6 +47,11 @@ use crate::store::atomic_write;
 use crate::tensor::Buffer;
 use crate::value::{StateDict, Value};
 
+pub use dcp::DCP_METADATA;
+pub use hf_shard_write::{
+    parse_size, plan_shards, save_sharded_safetensors, ShardedOptions, ShardedWritten,
+};
+pub use hf_sharded::{find_index, SAFETENSORS_INDEX, TORCH_INDEX};
 pub use safetensors::{
     flatten_tensors, write_safetensors, write_safetensors_with, SafetensorsOptions,
 };
@@ -66,10 +74,17 @@ pub enum Format {
     Pickle,
     /// safetensors.
     Safetensors,
+    /// A Hugging Face sharded checkpoint: an index (`model.safetensors.index.json`,
+    /// `pytorch_model.bin.index.json`) and the shard files it names, read as one.
+    HfSharded,
+    /// A `torch.distributed.checkpoint` directory: `.metadata` and `__<rank>_<n>.distcp`
+    /// files, read as the one nested state that was saved.
+    Dcp,
 }
 
 impl Format {
-    /// A short name: `torch-zip`, `torch-legacy`, `torch-tar`, `pickle`, `safetensors`.
+    /// A short name: `torch-zip`, `torch-legacy`, `torch-tar`, `pickle`, `safetensors`,
+    /// `hf-sharded`, `dcp`.
     pub fn name(self) -> &'static str {
         match self {
             Format::TorchZip => "torch-zip",
@@ -77,6 +92,8 @@ impl Format {
             Format::TorchTar => "torch-tar",
             Format::Pickle => "pickle",
             Format::Safetensors => "safetensors",
+            Format::HfSharded => "hf-sharded",
+            Format::Dcp => "dcp",
         }
     }
 }
@@ -298,10 +315,90 @@ pub fn load(path: impl AsRef<Path>) -> Result<Value> {
     Ok(load_with(path, &LoadOptions::default())?.value)
 }
 
-/// Reads a checkpoint file of any supported format, detected from its content.
-/// Errors name the file.
+/// Reads a checkpoint of any supported format, detected from its content: a file, a
+/// sharded checkpoint as one (its index file `*.index.json`, or the directory that holds
+/// it; see [`find_index`]), or a DCP directory (see [`load_dcp`]). Errors name the file.
 pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded> {
     let path = path.as_ref();
+    match layout(path)? {
+        Layout::File(file) => load_file(&file, options),
+        Layout::HfIndex(index) => {
+            let value = hf_sharded::read(&index, options, |shard, options| {
+                Ok(load_file(shard, options)?.value)
+            })?;
+            Ok(Loaded::new(Format::HfSharded, value))
+        }
+        Layout::Dcp(dir) => Ok(Loaded::new(Format::Dcp, dcp::read(&dir, options, None)?)),
+    }
+}
+
+/// Whether `path` names a `torch.distributed.checkpoint` directory (or its `.metadata`).
+pub fn is_dcp(path: impl AsRef<Path>) -> bool {
+    matches!(layout(path.as_ref()), Ok(Layout::Dcp(_)))
+}
+
+/// Reads a `torch.distributed.checkpoint` directory (or its `.metadata`) as the nested state
+/// that was saved; with `only`, just the entries under that top-level key (`model`) or that
+/// flattened name are read (their chunks and records only), under the same nesting.
+///
+/// ```no_run
+/// let model = ckpt::format::load_dcp("checkpoints/step_1000", &Default::default(), Some("model"))?;
+/// # Ok::<(), ckpt::Error>(())
+/// ```
+pub fn load_dcp(
+    path: impl AsRef<Path>,
+    options: &LoadOptions,
+    only: Option<&str>,
+) -> Result<Value> {
+    let path = path.as_ref();
+    let dir = match layout(path)? {
+        Layout::Dcp(dir) => dir,
+        _ => return Err(Error::format("not a DCP checkpoint (no .metadata)").in_file(path)),
+    };
+    dcp::read(&dir, options, only)
+}
+
+/// What a checkpoint path names.
+enum Layout {
+    /// One file.
+    File(std::path::PathBuf),
+    /// The index of a sharded checkpoint.
+    HfIndex(std::path::PathBuf),
+    /// A DCP directory.
+    Dcp(std::path::PathBuf),
+}
+
+/// What `path` names: an index file, a directory holding an index (or, unsharded, one
+/// `model.safetensors` / `pytorch_model.bin`), or a file. A directory without a checkpoint
+/// is an error.
+fn layout(path: &Path) -> Result<Layout> {
+    if path.is_dir() {
+        if dcp::is_dcp_dir(path) {
+            return Ok(Layout::Dcp(path.to_path_buf()));
+        }
+        if let Some(index) = find_index(path) {
+            return Ok(Layout::HfIndex(index));
+        }
+        for single in ["model.safetensors", "pytorch_model.bin"] {
+            if path.join(single).is_file() {
+                return Ok(Layout::File(path.join(single)));
+            }
+        }
+        let none = "a directory that holds no checkpoint (no DCP .metadata, no single *.index.json, no model.safetensors nor pytorch_model.bin)";
+        return Err(Error::format(none).in_file(path));
+    }
+    if path.file_name().is_some_and(|n| n == DCP_METADATA) {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        return Ok(Layout::Dcp(dir.to_path_buf()));
+    }
+    Ok(match hf_sharded::is_index_file(path) {
+        true => Layout::HfIndex(path.to_path_buf()),
+        false => Layout::File(path.to_path_buf()),
+    })
+}
+
+/// Reads one checkpoint file, its format detected from its content.
+fn load_file(path: &Path, options: &LoadOptions) -> Result<Loaded> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let buffer = if options.mmap {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
@@ -349,6 +446,12 @@ fn read_buffer(
         Format::TorchTar => torch_legacy::read_tar(buffer, options)?,
         Format::Pickle => plain_pickle::read_plain_pickle(&buffer, options)?,
         Format::Safetensors => safetensors::read(buffer)?,
+        // A layout of several files, never detected from one file's bytes.
+        Format::HfSharded | Format::Dcp => {
+            return Err(Error::invalid(format!(
+                "{format} is not a single-file format"
+            )))
+        }
     };
     Ok(Loaded { format, value })
 }

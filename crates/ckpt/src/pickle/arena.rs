@@ -632,17 +632,33 @@ impl Arena {
                     ..Dict::default()
                 };
                 dict.items.reserve(pairs);
+                // Once a key is an object (hashable in Python, not a ckpt `Key`), the pairs.
+                let mut object_keyed: Option<Vec<Value>> = None;
                 for _ in 0..pairs {
                     let (Some(key), Some(value)) = (values.next(), values.next()) else {
                         break;
                     };
+                    if object_keyed.is_none() && matches!(key, Value::Object(_)) {
+                        let earlier = std::mem::take(&mut dict.items).into_iter();
+                        let earlier = earlier.map(|(k, v)| Value::Tuple(vec![k.to_value(), v]));
+                        object_keyed = Some(earlier.collect());
+                    }
+                    if let Some(pairs) = object_keyed.as_mut() {
+                        pairs.push(Value::Tuple(vec![key, value]));
+                        continue;
+                    }
                     let key = Key::from_owned(key).map_err(Invalid::rejected)?;
                     dict.items.insert(key, value);
                 }
-                for state in values {
-                    set_attributes(&mut dict, state)?;
+                if let Some(pairs) = object_keyed {
+                    let states: Vec<Value> = values.collect();
+                    object_keyed_dict(kind, pairs, states)?
+                } else {
+                    for state in values {
+                        set_attributes(&mut dict, state)?;
+                    }
+                    Value::Dict(dict)
                 }
-                Value::Dict(dict)
             }
             Build::Object(handle, has_state) => {
                 let mut parts = take(1 + usize::from(has_state))?.into_iter();
@@ -691,6 +707,29 @@ enum Build {
 
 /// `BUILD` on an `OrderedDict`: `__dict__.update(state)`, where the state may be a dict or
 /// a `(dict, slots)` pair.
+/// A dict whose keys include objects (DCP's `MetadataIndex`, any object Python hashes by
+/// identity): kept opaque as the call that would rebuild it, `dict([(key, value), ...])`
+/// (`collections.OrderedDict(...)`, `collections.Counter(...)`), since a [`Key`] holds only
+/// values ckpt can hash. Attributes set on such a dict are refused rather than dropped.
+fn object_keyed_dict(
+    kind: DictKind,
+    pairs: Vec<Value>,
+    states: Vec<Value>,
+) -> Result<Value, Invalid> {
+    if !states.is_empty() {
+        return Err(Invalid::rejected(crate::error::Error::invalid(
+            "a dict with object keys and attributes cannot be read by ckpt",
+        )));
+    }
+    let (module, name) = match kind {
+        DictKind::Dict => ("builtins", "dict"),
+        DictKind::OrderedDict => ("collections", "OrderedDict"),
+        DictKind::Counter => ("collections", "Counter"),
+    };
+    let call = ObjectBuild::Call(vec![Value::List(pairs)]);
+    Ok(Value::Object(Box::new(Object::new(module, name, call))))
+}
+
 fn set_attributes(dict: &mut Dict, state: Value) -> Result<(), Invalid> {
     let parts = match state {
         Value::Tuple(parts) if parts.len() == 2 => parts,

@@ -44,6 +44,8 @@ mod resume_integrity;
 mod retention_policies;
 mod save_long_names;
 mod serde_value;
+mod sharded_dcp;
+mod sharded_hf;
 mod shared_save_dir;
 mod write_many_tensors;
 mod write_reference_bytes;
