@@ -134,6 +134,7 @@ fn periodic_retention_on_s3_deletes_only_its_own_old_checkpoints() {
     assert_eq!(
         objects.list().unwrap(),
         [
+            "ckpt_retention.json",
             "last_checkpoint",
             "model_0000003.pth",
             "model_0000004.pth",

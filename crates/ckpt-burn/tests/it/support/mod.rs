@@ -7,7 +7,7 @@ pub mod paths;
 #[path = "../../../../../tests/support/python.rs"]
 pub mod python;
 
-#[path = "../../../examples/train_mlp.rs"]
+#[path = "../../../examples/burn_train_mlp.rs"]
 pub mod train_mlp;
 
 pub use paths::interop_script;

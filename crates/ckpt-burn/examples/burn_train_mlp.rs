@@ -2,7 +2,7 @@
 //! with ckpt; an interrupted run resumes to exactly the weights of an uninterrupted one.
 //!
 //! ```text
-//! cargo run -p ckpt-burn --example train_mlp -- OUTPUT_DIR [--max-iter 300] [--period 25]
+//! cargo run -p ckpt-burn --example burn_train_mlp -- OUTPUT_DIR [--max-iter 300] [--period 25]
 //!                                               [--max-to-keep 3] [--stop-at N]
 //! ```
 //!
@@ -238,5 +238,5 @@ fn main() -> std::process::ExitCode {
         max_to_keep: Some(3),
         stop_at: None,
     };
-    driver::main("train_mlp", defaults, run)
+    driver::main("burn_train_mlp", defaults, run)
 }
