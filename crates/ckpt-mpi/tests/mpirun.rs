@@ -242,6 +242,7 @@ fn rank_0_alone_writes_and_every_rank_resumes_its_state() {
     assert_eq!(
         files,
         [
+            "ckpt_retention.json",
             "last_checkpoint",
             "model_0000003.pth",
             "model_0000005.pth",
@@ -300,6 +301,7 @@ fn rank_0_saves_in_the_background_and_every_rank_resumes_its_state() {
     assert_eq!(
         files,
         [
+            "ckpt_retention.json",
             "last_checkpoint",
             "model_0000003.pth",
             "model_0000005.pth",

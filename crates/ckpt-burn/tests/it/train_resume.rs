@@ -96,6 +96,7 @@ fn training_killed_with_sigkill_resumes_to_bit_identical_weights() {
     assert_eq!(
         names,
         [
+            "ckpt_retention.json",
             "last_checkpoint",
             "model_0000079.pth",
             "model_0000089.pth",

@@ -96,6 +96,7 @@ fn periodic_checkpoints_keep_at_most_max_to_keep_files() {
     assert_eq!(
         names,
         [
+            "ckpt_retention.json",
             "last_checkpoint",
             "model_0000079.pth",
             "model_0000089.pth",
