@@ -4,10 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor as BTensor, TensorData};
-use ckpt::{
-    can_cast, DTypeMismatch, Error, IncompatibleKeys, LoadedKeys, Model, Result, ShapeMismatch,
-    StateDict, TensorInfo,
-};
+use ckpt::{Error, IncompatibleKeys, LoadedKeys, Model, Result, StateDict, TensorInfo};
 
 use crate::convert::{data_to_ckpt, dtype_to_ckpt, to_burn_data};
 use crate::names::{PathStack, TorchNames};
@@ -106,7 +103,7 @@ impl<M: Module> BurnModel<M> {
     /// (complex into real, [`ckpt::can_cast`]), are skipped and reported with the missing and
     /// unexpected names.
     pub fn load_non_strict(&mut self, state: StateDict) -> Result<IncompatibleKeys> {
-        Ok(ckpt::load_non_strict(self, state)?)
+        ckpt::load_non_strict(self, state)
     }
 }
 

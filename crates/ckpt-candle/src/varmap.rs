@@ -10,10 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::Var;
 use candle_nn::VarMap;
-use ckpt::{
-    can_cast, DTypeMismatch, Error, IncompatibleKeys, LoadedKeys, Model, ShapeMismatch, StateDict,
-    Tensor, TensorInfo,
-};
+use ckpt::{can_cast, Error, IncompatibleKeys, LoadedKeys, Model, StateDict, Tensor, TensorInfo};
 
 use crate::convert::{candle_error, cast, dtype_to_ckpt, to_candle, to_ckpt};
 use crate::error::Result;

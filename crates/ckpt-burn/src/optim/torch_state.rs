@@ -4,8 +4,7 @@
 
 use ckpt::optim_state;
 pub(crate) use ckpt::optim_state::{
-    flag, number, optimizer_state, pair, read_optimizer_state, require_unset, step_count,
-    step_value,
+    number, optimizer_state, read_optimizer_state, step_count, step_value,
 };
 use ckpt::{Dict, Error, Result};
 

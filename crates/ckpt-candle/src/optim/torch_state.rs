@@ -7,8 +7,7 @@ use std::collections::HashMap;
 use candle_core::{Tensor as CTensor, Var};
 use ckpt::optim_state;
 pub(crate) use ckpt::optim_state::{
-    flag, number, optimizer_state, pair, read_optimizer_state, require_unset, step_count,
-    step_value, LoadedState as Loaded,
+    optimizer_state, read_optimizer_state, step_count, step_value, LoadedState as Loaded,
 };
 use ckpt::{Dict, Error, Result, Value};
 
