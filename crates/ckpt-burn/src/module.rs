@@ -4,10 +4,7 @@ use std::collections::{HashMap, HashSet};
 
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::tensor::{Tensor as BTensor, TensorData};
-use ckpt::{
-    can_cast, DTypeMismatch, Error, IncompatibleKeys, LoadedKeys, Model, Result, ShapeMismatch,
-    StateDict, TensorInfo,
-};
+use ckpt::{Error, IncompatibleKeys, LoadedKeys, Model, Result, StateDict, TensorInfo};
 
 use crate::convert::{data_to_ckpt, dtype_to_ckpt, to_burn_data};
 use crate::names::{PathStack, TorchNames};
@@ -105,35 +102,8 @@ impl<M: Module> BurnModel<M> {
     /// differs from the parameter's, or whose dtype cannot be loaded into the parameter's
     /// (complex into real, [`ckpt::can_cast`]), are skipped and reported with the missing and
     /// unexpected names.
-    pub fn load_non_strict(&mut self, mut state: StateDict) -> Result<IncompatibleKeys> {
-        let mut incorrect_shapes = Vec::new();
-        let mut incorrect_dtypes = Vec::new();
-        for info in self.tensor_info()? {
-            if let Some(t) = state.get(&info.name) {
-                if t.shape() != info.shape.as_slice() {
-                    incorrect_shapes.push(ShapeMismatch::new(
-                        info.name,
-                        t.shape().to_vec(),
-                        info.shape,
-                    ));
-                } else if !can_cast(t.dtype(), info.dtype) {
-                    incorrect_dtypes.push(DTypeMismatch::new(info.name, t.dtype(), info.dtype));
-                }
-            }
-        }
-        let skipped: HashSet<&str> = incorrect_shapes
-            .iter()
-            .map(|m| m.model_key.as_str())
-            .chain(incorrect_dtypes.iter().map(|m| m.key.as_str()))
-            .collect();
-        state.retain(|name, _| !skipped.contains(name));
-        let loaded = self.load_state_dict(state)?;
-        let mut report = IncompatibleKeys::default();
-        report.missing_keys = loaded.missing_keys;
-        report.unexpected_keys = loaded.unexpected_keys;
-        report.incorrect_shapes = incorrect_shapes;
-        report.incorrect_dtypes = incorrect_dtypes;
-        Ok(report)
+    pub fn load_non_strict(&mut self, state: StateDict) -> Result<IncompatibleKeys> {
+        ckpt::load_non_strict(self, state)
     }
 }
 

@@ -10,10 +10,7 @@ use std::collections::{HashMap, HashSet};
 
 use candle_core::Var;
 use candle_nn::VarMap;
-use ckpt::{
-    can_cast, DTypeMismatch, Error, IncompatibleKeys, LoadedKeys, Model, ShapeMismatch, StateDict,
-    Tensor, TensorInfo,
-};
+use ckpt::{can_cast, Error, IncompatibleKeys, LoadedKeys, Model, StateDict, Tensor, TensorInfo};
 
 use crate::convert::{candle_error, cast, dtype_to_ckpt, to_candle, to_ckpt};
 use crate::error::Result;
@@ -225,35 +222,8 @@ impl VarMapModel {
     /// differs from the variable's, or whose dtype cannot be loaded into the variable's
     /// (complex into real, [`ckpt::can_cast`]), are skipped and reported with the
     /// missing and unexpected names. Nothing is changed when an entry cannot be converted.
-    pub fn load_non_strict(&mut self, mut state: StateDict) -> Result<IncompatibleKeys> {
-        let mut incorrect_shapes = Vec::new();
-        let mut incorrect_dtypes = Vec::new();
-        for info in self.tensor_info()? {
-            if let Some(t) = state.get(&info.name) {
-                if t.shape() != info.shape.as_slice() {
-                    incorrect_shapes.push(ShapeMismatch::new(
-                        info.name,
-                        t.shape().to_vec(),
-                        info.shape,
-                    ));
-                } else if !can_cast(t.dtype(), info.dtype) {
-                    incorrect_dtypes.push(DTypeMismatch::new(info.name, t.dtype(), info.dtype));
-                }
-            }
-        }
-        let skipped: HashSet<&str> = incorrect_shapes
-            .iter()
-            .map(|m| m.model_key.as_str())
-            .chain(incorrect_dtypes.iter().map(|m| m.key.as_str()))
-            .collect();
-        state.retain(|name, _| !skipped.contains(name));
-        let loaded = self.load_state_dict(state)?;
-        let mut report = IncompatibleKeys::default();
-        report.missing_keys = loaded.missing_keys;
-        report.unexpected_keys = loaded.unexpected_keys;
-        report.incorrect_shapes = incorrect_shapes;
-        report.incorrect_dtypes = incorrect_dtypes;
-        Ok(report)
+    pub fn load_non_strict(&mut self, state: StateDict) -> Result<IncompatibleKeys> {
+        Ok(ckpt::load_non_strict(self, state)?)
     }
 }
 

@@ -47,14 +47,7 @@ pub(crate) fn detach_tensors(mut tensors: Vec<&mut Tensor>) -> Result<()> {
     if tensors.is_empty() {
         return Ok(());
     }
-    let mut unique: Vec<Storage> = Vec::new();
-    let mut seen: HashMap<usize, usize> = HashMap::new();
-    for t in &tensors {
-        seen.entry(t.storage().id()).or_insert_with(|| {
-            unique.push(t.storage().clone());
-            unique.len() - 1
-        });
-    }
+    let (unique, seen) = unique_storages(&tensors);
     let owned = map_weighted(unique, Storage::len, Storage::try_into_owned)
         .into_iter()
         .collect::<Result<Vec<Storage>>>()?;
@@ -64,6 +57,20 @@ pub(crate) fn detach_tensors(mut tensors: Vec<&mut Tensor>) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The storages of `tensors`, each once (in the order first met), and the index in that list
+/// of each storage id: a storage shared by several tensors is copied once and stays shared.
+pub(crate) fn unique_storages(tensors: &[&mut Tensor]) -> (Vec<Storage>, HashMap<usize, usize>) {
+    let mut unique: Vec<Storage> = Vec::new();
+    let mut index_of: HashMap<usize, usize> = HashMap::new();
+    for t in tensors {
+        index_of.entry(t.storage().id()).or_insert_with(|| {
+            unique.push(t.storage().clone());
+            unique.len() - 1
+        });
+    }
+    (unique, index_of)
 }
 
 /// Pushes every tensor inside `root` (without recursion: values nest arbitrarily deep).

@@ -23,6 +23,8 @@
 //!
 //! - [`format`](mod@format): read any checkpoint file, write torch and safetensors files;
 //! - [`walk`] and [`nn_module`]: look inside a loaded value;
+//! - [`optim_state`]: the layout of a `torch.optim` optimizer's state dict, for optimizers
+//!   written in Rust;
 //! - [`matching`]: rename checkpoint keys to a model's (detectron2's heuristics, Caffe2 names);
 //! - [`detection`]: what `DetectionCheckpointer` does to a file, and dry runs of a load;
 //! - [`resolve`]: turn URLs and `detectron2://` names into local files;
@@ -48,6 +50,7 @@ mod incompatible;
 pub mod matching;
 mod model;
 pub mod nn_module;
+pub mod optim_state;
 mod parallel;
 mod periodic;
 pub mod pickle;
@@ -72,7 +75,8 @@ pub use incompatible::{
     DTypeMismatch, IncompatibleKeys, LoadReport, ShapeMismatch, SkippedCheckpoint,
 };
 pub use model::{
-    shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel, TensorInfo,
+    load_non_strict, shared, Checkpointable, LoadedKeys, Model, Serde, Shared, StateDictModel,
+    TensorInfo,
 };
 pub use periodic::{PeriodicCheckpointer, PeriodicCheckpointerBuilder};
 pub use serde_value::{from_value, to_value};

@@ -8,6 +8,7 @@ use ckpt::{Checkpointable, Dict, Error, Result, Value};
 use super::torch_state as ts;
 use super::Params;
 use crate::BurnModel;
+use ckpt::optim_state::AdamWGroup;
 
 /// The hyper-parameters of [`AdamW`], with torch's defaults.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -190,26 +191,14 @@ impl Checkpointable for AdamW {
             per_param.push((index, entry));
         }
         let c = &self.config;
-        ts::optimizer_state(
-            per_param,
-            vec![
-                ("lr", Value::Float(c.lr)),
-                (
-                    "betas",
-                    Value::Tuple(vec![Value::Float(c.beta1), Value::Float(c.beta2)]),
-                ),
-                ("eps", Value::Float(c.eps)),
-                ("weight_decay", Value::Float(c.weight_decay)),
-                ("amsgrad", Value::Bool(false)),
-                ("maximize", Value::Bool(false)),
-                ("foreach", Value::None),
-                ("capturable", Value::Bool(false)),
-                ("differentiable", Value::Bool(false)),
-                ("fused", Value::None),
-                ("decoupled_weight_decay", Value::Bool(true)),
-            ],
-            self.params.len(),
-        )
+        let group = AdamWGroup {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+        };
+        ts::optimizer_state(per_param, group.entries(), self.params.len())
     }
 
     /// Loads torch's `AdamW` (or `Adam` with `decoupled_weight_decay=True`) state: the
@@ -217,24 +206,13 @@ impl Checkpointable for AdamW {
     /// changes when the state is refused.
     fn load_state_dict(&mut self, state: Value) -> Result<()> {
         let loaded = ts::read_optimizer_state(&state, self.params.len())?;
-        let group = loaded.group;
-        ts::require_unset(group, "amsgrad")?;
-        ts::require_unset(group, "maximize")?;
-        if group.get("decoupled_weight_decay").is_some()
-            && !ts::flag(group, "decoupled_weight_decay")?
-        {
-            return Err(Error::unsupported(
-                "param_groups[0].decoupled_weight_decay is False (torch's Adam with L2 \
-                 decay); this optimizer is AdamW",
-            ));
-        }
-        let (beta1, beta2) = ts::pair(group, "betas")?;
+        let group = AdamWGroup::read(loaded.group)?;
         let config = AdamWConfig {
-            lr: ts::number(group, "lr")?,
-            beta1,
-            beta2,
-            eps: ts::number(group, "eps")?,
-            weight_decay: ts::number(group, "weight_decay")?,
+            lr: group.lr,
+            beta1: group.beta1,
+            beta2: group.beta2,
+            eps: group.eps,
+            weight_decay: group.weight_decay,
         };
         config.validate()?;
         let mut slots = Vec::with_capacity(self.params.len());

@@ -8,6 +8,7 @@ use ckpt::{Checkpointable, Dict, Error, Result, Value};
 use super::torch_state as ts;
 use super::Params;
 use crate::BurnModel;
+use ckpt::optim_state::SgdGroup;
 
 /// The hyper-parameters of [`Sgd`], with torch's defaults (but a learning rate to give).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -147,34 +148,26 @@ impl Checkpointable for Sgd {
             per_param.push((index, entry));
         }
         let c = &self.config;
-        ts::optimizer_state(
-            per_param,
-            vec![
-                ("lr", Value::Float(c.lr)),
-                ("momentum", Value::Float(c.momentum)),
-                ("dampening", Value::Float(c.dampening)),
-                ("weight_decay", Value::Float(c.weight_decay)),
-                ("nesterov", Value::Bool(c.nesterov)),
-                ("maximize", Value::Bool(false)),
-                ("foreach", Value::None),
-                ("differentiable", Value::Bool(false)),
-                ("fused", Value::None),
-            ],
-            self.params.len(),
-        )
+        let group = SgdGroup {
+            lr: c.lr,
+            momentum: c.momentum,
+            dampening: c.dampening,
+            weight_decay: c.weight_decay,
+            nesterov: c.nesterov,
+        };
+        ts::optimizer_state(per_param, group.entries(), self.params.len())
     }
 
     /// Loads torch's `SGD` state; the file's hyper-parameters replace ours.
     fn load_state_dict(&mut self, state: Value) -> Result<()> {
         let loaded = ts::read_optimizer_state(&state, self.params.len())?;
-        let group = loaded.group;
-        ts::require_unset(group, "maximize")?;
+        let group = SgdGroup::read(loaded.group)?;
         let config = SgdConfig {
-            lr: ts::number(group, "lr")?,
-            momentum: ts::number(group, "momentum")?,
-            dampening: ts::number(group, "dampening")?,
-            weight_decay: ts::number(group, "weight_decay")?,
-            nesterov: ts::flag(group, "nesterov")?,
+            lr: group.lr,
+            momentum: group.momentum,
+            dampening: group.dampening,
+            weight_decay: group.weight_decay,
+            nesterov: group.nesterov,
         };
         config.validate()?;
         let mut buffers = Vec::with_capacity(self.params.len());

@@ -2,6 +2,7 @@
 
 use candle_core::{Tensor as CTensor, Var};
 use candle_nn::ParamsAdamW;
+use ckpt::optim_state::AdamWGroup;
 use ckpt::{Checkpointable, Dict, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
@@ -214,23 +215,14 @@ impl Checkpointable for AdamW {
             per_param.push((index, entry));
         }
         let c = &self.config;
-        let group = vec![
-            ("lr", Value::Float(c.lr)),
-            (
-                "betas",
-                Value::Tuple(vec![Value::Float(c.beta1), Value::Float(c.beta2)]),
-            ),
-            ("eps", Value::Float(c.eps)),
-            ("weight_decay", Value::Float(c.weight_decay)),
-            ("amsgrad", Value::Bool(false)),
-            ("maximize", Value::Bool(false)),
-            ("foreach", Value::None),
-            ("capturable", Value::Bool(false)),
-            ("differentiable", Value::Bool(false)),
-            ("fused", Value::None),
-            ("decoupled_weight_decay", Value::Bool(true)),
-        ];
-        optimizer_state(per_param, group, self.params.len())
+        let group = AdamWGroup {
+            lr: c.lr,
+            beta1: c.beta1,
+            beta2: c.beta2,
+            eps: c.eps,
+            weight_decay: c.weight_decay,
+        };
+        optimizer_state(per_param, group.entries(), self.params.len())
     }
 
     /// Takes the hyperparameters and per-parameter state of `state` (as torch does);
@@ -239,23 +231,13 @@ impl Checkpointable for AdamW {
     fn load_state_dict(&mut self, state: Value) -> ckpt::Result<()> {
         let loaded = read_optimizer_state(&state, self.params.len())?;
         ts::check_state_shapes(&loaded, &self.params, &["exp_avg", "exp_avg_sq"], "AdamW")?;
-        let group = loaded.group;
-        ts::require_unset(group, "amsgrad")?;
-        ts::require_unset(group, "maximize")?;
-        if group.get("decoupled_weight_decay").is_some()
-            && !ts::flag(group, "decoupled_weight_decay")?
-        {
-            return Err(ckpt::Error::unsupported(
-                "param_groups[0].decoupled_weight_decay is False (an Adam state); this is AdamW",
-            ));
-        }
-        let (beta1, beta2) = ts::pair(group, "betas")?;
+        let group = AdamWGroup::read(loaded.group)?;
         let config = AdamWConfig {
-            lr: ts::number(group, "lr")?,
-            beta1,
-            beta2,
-            eps: ts::number(group, "eps")?,
-            weight_decay: ts::number(group, "weight_decay")?,
+            lr: group.lr,
+            beta1: group.beta1,
+            beta2: group.beta2,
+            eps: group.eps,
+            weight_decay: group.weight_decay,
         };
         let mut states = Vec::with_capacity(self.params.len());
         for (index, (entry, param)) in loaded.per_param.iter().zip(&self.params.vars).enumerate() {

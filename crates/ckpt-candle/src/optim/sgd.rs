@@ -2,6 +2,7 @@
 //! variables, with torch's state-dict layout.
 
 use candle_core::{Tensor as CTensor, Var};
+use ckpt::optim_state::SgdGroup;
 use ckpt::{Checkpointable, Dict, Value};
 
 use super::torch_state::{self as ts, optimizer_state, read_optimizer_state};
@@ -122,18 +123,14 @@ impl Checkpointable for Sgd {
             per_param.push((index, entry));
         }
         let c = &self.config;
-        let group = vec![
-            ("lr", Value::Float(c.lr)),
-            ("momentum", Value::Float(c.momentum)),
-            ("dampening", Value::Float(c.dampening)),
-            ("weight_decay", Value::Float(c.weight_decay)),
-            ("nesterov", Value::Bool(c.nesterov)),
-            ("maximize", Value::Bool(false)),
-            ("foreach", Value::None),
-            ("differentiable", Value::Bool(false)),
-            ("fused", Value::None),
-        ];
-        optimizer_state(per_param, group, self.params.len())
+        let group = SgdGroup {
+            lr: c.lr,
+            momentum: c.momentum,
+            dampening: c.dampening,
+            weight_decay: c.weight_decay,
+            nesterov: c.nesterov,
+        };
+        optimizer_state(per_param, group.entries(), self.params.len())
     }
 
     /// Takes the hyperparameters and momentum buffers of `state` (as torch does); nothing
@@ -141,14 +138,13 @@ impl Checkpointable for Sgd {
     fn load_state_dict(&mut self, state: Value) -> ckpt::Result<()> {
         let loaded = read_optimizer_state(&state, self.params.len())?;
         ts::check_state_shapes(&loaded, &self.params, &["momentum_buffer"], "Sgd")?;
-        let group = loaded.group;
-        ts::require_unset(group, "maximize")?;
+        let group = SgdGroup::read(loaded.group)?;
         let config = SgdConfig {
-            lr: ts::number(group, "lr")?,
-            momentum: ts::number(group, "momentum")?,
-            dampening: ts::number(group, "dampening")?,
-            weight_decay: ts::number(group, "weight_decay")?,
-            nesterov: ts::flag(group, "nesterov")?,
+            lr: group.lr,
+            momentum: group.momentum,
+            dampening: group.dampening,
+            weight_decay: group.weight_decay,
+            nesterov: group.nesterov,
         };
         let mut buffers = Vec::with_capacity(self.params.len());
         for (index, (entry, param)) in loaded.per_param.iter().zip(&self.params.vars).enumerate() {

@@ -13,9 +13,7 @@
 //! memory than one, and reused pages cost no page faults. They are freed with the
 //! checkpointer.
 
-use std::collections::HashMap;
-
-use crate::detach::collect_tensors;
+use crate::detach::{collect_tensors, unique_storages};
 use crate::error::Result;
 use crate::parallel::map_weighted;
 use crate::tensor::{Storage, Tensor};
@@ -86,14 +84,7 @@ impl Staging {
             SnapshotMode::Share => t.storage().is_mapped(),
             SnapshotMode::Copy => true,
         });
-        let mut unique: Vec<Storage> = Vec::new();
-        let mut slot_of: HashMap<usize, usize> = HashMap::new();
-        for t in &tensors {
-            slot_of.entry(t.storage().id()).or_insert_with(|| {
-                unique.push(t.storage().clone());
-                unique.len() - 1
-            });
-        }
+        let (unique, slot_of) = unique_storages(&tensors);
         if self.slots.len() < unique.len() {
             self.slots.resize_with(unique.len(), Vec::new);
         }

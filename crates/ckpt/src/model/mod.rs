@@ -13,6 +13,7 @@
 //! ```
 
 mod copy_in;
+mod non_strict;
 mod state_dict_model;
 
 use std::ops::{Deref, DerefMut};
@@ -24,6 +25,8 @@ use serde::Serialize;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::value::{StateDict, Value};
+
+pub use non_strict::load_non_strict;
 
 pub use state_dict_model::StateDictModel;
 
