@@ -137,12 +137,17 @@ impl ObjectStoreDirBuilder {
     /// Makes the store. No request is sent: a wrong endpoint or credentials show at the
     /// first use, in an error naming the bucket and key.
     pub fn build(self) -> Result<ObjectStoreDir> {
-        let (scheme, bucket, prefix) = split_url(&self.url)?;
+        let (scheme, bucket, _) = split_url(&self.url)?;
         // TLS through rustls with ring (the client is built without a default provider);
         // a provider the program installed first is kept.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let (objects, multipart) =
-            build_client(&self.url, scheme, bucket, &self.config, &self.retry)?;
+        let client = build_client(&self.url, scheme, bucket, &self.config, &self.retry)?;
+        self.build_with(client)
+    }
+
+    /// Makes the store over `client` (the objects of the URL's bucket).
+    fn build_with(self, (objects, multipart): Client) -> Result<ObjectStoreDir> {
+        let (scheme, bucket, prefix) = split_url(&self.url)?;
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("ckpt-object-store")
