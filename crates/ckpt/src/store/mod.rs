@@ -29,6 +29,7 @@ use std::fmt;
 use std::fs;
 use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::error::{Error, Result, TagProblem};
 pub use atomic::{atomic_write, temp_owner, AtomicFile, TEMP_PREFIX};
@@ -60,7 +61,16 @@ impl PendingWrite for AtomicFile {
     }
 }
 
-/// A file of a store and its size, as [`Store::list_entries`] lists it.
+/// A file of a store, its size and when it was last modified, as [`Store::list_entries`]
+/// lists it.
+///
+/// ```
+/// use std::time::{Duration, SystemTime};
+/// use ckpt::store::Entry;
+/// let at = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let entry = Entry::new("model_final.pth", 1024).with_modified(at);
+/// assert_eq!((entry.size, entry.modified), (1024, Some(at)));
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Entry {
@@ -68,15 +78,25 @@ pub struct Entry {
     pub name: String,
     /// Its size in bytes.
     pub size: u64,
+    /// When it was last modified: a file's modification time, an object's `Last-Modified`
+    /// (`None` when the store does not say).
+    pub modified: Option<SystemTime>,
 }
 
 impl Entry {
-    /// The entry of `name`, of `size` bytes.
+    /// The entry of `name`, of `size` bytes, modified at an unknown time.
     pub fn new(name: impl Into<String>, size: u64) -> Entry {
         Entry {
             name: name.into(),
             size,
+            modified: None,
         }
+    }
+
+    /// The entry, last modified at `modified`.
+    pub fn with_modified(mut self, modified: SystemTime) -> Entry {
+        self.modified = Some(modified);
+        self
     }
 }
 
@@ -343,7 +363,13 @@ impl Store for LocalDir {
             }
             // Follows symlinks, as Python's isfile does.
             match fs::metadata(entry.path()) {
-                Ok(meta) if meta.is_file() => names.push(Entry::new(name, meta.len())),
+                Ok(meta) if meta.is_file() => {
+                    let entry = Entry::new(name, meta.len());
+                    names.push(match meta.modified() {
+                        Ok(modified) => entry.with_modified(modified),
+                        Err(_) => entry,
+                    });
+                }
                 _ => {}
             }
         }
@@ -468,6 +494,19 @@ mod tests {
             );
         }
         check_basename("model_0000009.pth").unwrap();
+    }
+
+    #[test]
+    fn listing_gives_the_files_modified_times() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalDir::new(dir.path());
+        fs::write(dir.path().join("a.pth"), b"x").unwrap();
+        let on_disk = fs::metadata(dir.path().join("a.pth"))
+            .unwrap()
+            .modified()
+            .unwrap();
+        let entries = store.list_entries().unwrap();
+        assert_eq!(entries, [Entry::new("a.pth", 1).with_modified(on_disk)]);
     }
 
     #[test]

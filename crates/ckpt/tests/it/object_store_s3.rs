@@ -54,7 +54,7 @@ fn store(url: &str) -> Arc<ObjectStoreDir> {
 }
 
 #[test]
-fn a_checkpoint_saved_to_s3_resumes_and_lists_with_its_size() {
+fn a_checkpoint_saved_to_s3_resumes_and_lists_with_its_size_and_time() {
     let Some(url) = fresh_prefix("save-resume") else {
         return;
     };
@@ -62,13 +62,23 @@ fn a_checkpoint_saved_to_s3_resumes_and_lists_with_its_size() {
     let checkpointer = Checkpointer::new(saved.clone(), &url);
     let mut extra = Dict::new();
     extra.insert("iteration", Value::Int(41));
+    let before = std::time::SystemTime::now();
     checkpointer.save("model_0000041", extra).unwrap();
+    let after = std::time::SystemTime::now();
 
     let entries = store(&url).list_entries().unwrap();
     let names: Vec<&str> = entries.iter().map(|e| e.name.as_str()).collect();
     assert_eq!(names, ["last_checkpoint", "model_0000041.pth"]);
     assert_eq!(entries[0].size, "model_0000041.pth".len() as u64);
     assert!(entries[1].size > 100, "{entries:?}");
+    // The objects' Last-Modified (whole seconds, the local server's clock: this one's).
+    for entry in &entries {
+        let modified = entry.modified.expect("an object's Last-Modified");
+        assert!(
+            modified + Duration::from_secs(2) >= before && modified <= after,
+            "{entry:?}"
+        );
+    }
     assert_eq!(
         checkpointer.get_checkpoint_file().unwrap().unwrap(),
         std::path::PathBuf::from(format!("{url}/model_0000041.pth"))

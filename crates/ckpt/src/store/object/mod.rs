@@ -415,7 +415,8 @@ impl Store for ObjectStoreDir {
             .into_iter()
             .filter_map(|meta| {
                 let name = meta.location.filename()?.to_string();
-                (!name.starts_with(TEMP_PREFIX)).then(|| Entry::new(name, meta.size))
+                (!name.starts_with(TEMP_PREFIX))
+                    .then(|| Entry::new(name, meta.size).with_modified(meta.last_modified.into()))
             })
             .collect();
         entries.sort_by(|a, b| a.name.cmp(&b.name));
