@@ -120,10 +120,9 @@ impl<'a> ObjectWrite<'a> {
     /// Uploads the buffer as the next part, waiting first for the oldest part when
     /// `parts_in_flight` are already under way.
     fn send_part(&mut self) -> Result<()> {
-        let data = std::mem::replace(
-            &mut self.buffer,
-            Vec::with_capacity(self.dir.part_size.min(1 << 20)),
-        );
+        // The next part's buffer is allocated whole: growing it from a small one would copy
+        // its bytes again and again, with two buffers alive at each step.
+        let data = std::mem::replace(&mut self.buffer, Vec::with_capacity(self.dir.part_size));
         let max_in_flight = self.dir.parts_in_flight.max(1);
         let multipart = self.dir.multipart.clone();
         let path = self.path.clone();
