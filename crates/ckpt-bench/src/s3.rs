@@ -26,8 +26,9 @@ type BoxError = Box<dyn std::error::Error>;
 const PART: usize = 16 << 20;
 const IN_FLIGHT: usize = 8;
 /// Per request: a local server assembling a 1 GiB upload on a busy machine can take longer
-/// than the client's default 30 s, and a retried completion of an upload that did complete
-/// fails.
+/// than the client's default 30 s, and a completion that times out is retried (with backoff)
+/// until the retries fail, before ckpt finds the completed object (and plain object_store
+/// fails): either way the time measured would be the retries'.
 const TIMEOUT: &str = "600s";
 
 /// What the parent asks a child to measure.
