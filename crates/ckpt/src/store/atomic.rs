@@ -79,6 +79,12 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary file itself, for writes at offsets (`pwrite`) rather than in order;
+    /// `None` once committed or aborted.
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.writer.as_ref().map(BufWriter::get_ref)
+    }
+
     /// The temporary file being written.
     pub fn temp_path(&self) -> &Path {
         &self.temp
