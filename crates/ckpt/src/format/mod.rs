@@ -323,6 +323,8 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
     match layout(path)? {
         Layout::File(file) => load_file(&file, options),
         Layout::HfIndex(index) => {
+            // Read as a whole file, not through a map.
+            fetch_whole_if_partial(&index)?;
             let value = hf_sharded::read(&index, options, |shard, options| {
                 Ok(load_file(shard, options)?.value)
             })?;
@@ -330,6 +332,19 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
         }
         Layout::Dcp(dir) => Ok(Loaded::new(Format::Dcp, dcp::read(&dir, options, None)?)),
     }
+}
+
+/// Fetches all of `path` when it is a partial copy of a remote object (see
+/// [`crate::partial`]), for a reader that does not map it.
+fn fetch_whole_if_partial(path: &Path) -> Result<()> {
+    let Some(source) = crate::partial::source_of(path) else {
+        return Ok(());
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    let whole = 0..len;
+    source.ensure(std::slice::from_ref(&whole)).in_file(path)
 }
 
 /// Whether `path` names a `torch.distributed.checkpoint` directory (or its `.metadata`).

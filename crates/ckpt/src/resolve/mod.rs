@@ -227,13 +227,18 @@ impl Resolver {
     /// Splits off the query string of `path`, parses its options (an unknown key is an
     /// error: `Unsupported query remaining: ...`) and resolves the rest to a local file.
     pub fn resolve(&self, path: &str) -> Result<Resolved> {
+        self.resolve_at(path, false)
+    }
+
+    /// [`Resolver::resolve`], or [`Resolver::resolve_partial`] when `partial`.
+    fn resolve_at(&self, path: &str, partial: bool) -> Result<Resolved> {
         let (bare, query) = split_query(path);
         let options = match query {
             Some(query) => QueryOptions::parse(query, path)?,
             None => QueryOptions::default(),
         };
         Ok(Resolved {
-            path: self.get_local_path(bare)?,
+            path: self.path_at(bare, 0, partial)?,
             options,
         })
     }
@@ -258,15 +263,7 @@ impl Resolver {
     /// # Ok::<(), ckpt::Error>(())
     /// ```
     pub fn resolve_partial(&self, path: &str) -> Result<Resolved> {
-        let (bare, query) = split_query(path);
-        let options = match query {
-            Some(query) => QueryOptions::parse(query, path)?,
-            None => QueryOptions::default(),
-        };
-        Ok(Resolved {
-            path: self.path_at(bare, 0, true)?,
-            options,
-        })
+        self.resolve_at(path, true)
     }
 
     /// [`Resolver::resolve_partial`] of a path taken literally (no query parsing).

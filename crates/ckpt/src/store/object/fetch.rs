@@ -48,7 +48,7 @@ pub(super) fn store_of_url(
 }
 
 /// The size and e-tag of `path` (one HEAD request).
-pub(super) fn head(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Result<(u64, String)> {
+fn head(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Result<(u64, String)> {
     let objects = store.objects.clone();
     let meta = store.block_on({
         let path = path.clone();
@@ -59,7 +59,7 @@ pub(super) fn head(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Resu
 
 /// Whether the whole copy `local` of an object of `size` bytes and e-tag `e_tag` is in the
 /// cache.
-pub(super) fn is_cached(local: &Path, size: u64, e_tag: &str) -> bool {
+fn is_cached(local: &Path, size: u64, e_tag: &str) -> bool {
     let cached_size = fs::metadata(local)
         .ok()
         .filter(|m| m.is_file())
@@ -68,14 +68,35 @@ pub(super) fn is_cached(local: &Path, size: u64, e_tag: &str) -> bool {
     !e_tag.is_empty() && cached_size == Some(size) && cached_tag.as_deref() == Some(e_tag)
 }
 
-/// The local copy of `path` of `store` (`url` names it in errors).
-pub(super) fn fetch(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Result<PathBuf> {
+/// What the download cache holds of an object.
+pub(super) enum Cached {
+    /// Its whole copy, at the object's current e-tag.
+    Whole(PathBuf),
+    /// Not the current version: where its whole copy goes, its size and e-tag.
+    Missing {
+        local: PathBuf,
+        size: u64,
+        e_tag: String,
+    },
+}
+
+/// Looks up `path` of `store` in the download cache (one HEAD request).
+pub(super) fn look_up(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Result<Cached> {
     let local = cache_path(store, path, url)?;
     let (size, e_tag) = head(store, path, url)?;
     if is_cached(&local, size, &e_tag) {
         tracing::debug!("{url} is cached at {}", local.display());
-        return Ok(local);
+        return Ok(Cached::Whole(local));
     }
+    Ok(Cached::Missing { local, size, e_tag })
+}
+
+/// The local copy of `path` of `store` (`url` names it in errors).
+pub(super) fn fetch(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Result<PathBuf> {
+    let (local, size, e_tag) = match look_up(store, path, url)? {
+        Cached::Whole(local) => return Ok(local),
+        Cached::Missing { local, size, e_tag } => (local, size, e_tag),
+    };
     if let Some(parent) = local.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
@@ -86,7 +107,8 @@ pub(super) fn fetch(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Res
         .ok_or_else(|| Error::invalid("a new atomic file has no file"))?;
     out.set_len(size)
         .map_err(|e| Error::io(file.temp_path(), e))?;
-    let ranges = split(&[0..size], store.part_size as u64);
+    let whole = 0..size;
+    let ranges = split(std::slice::from_ref(&whole), store.part_size as u64);
     let progress = store.progress.clone();
     let done = AtomicU64::new(0);
     if let Some(progress) = &progress {

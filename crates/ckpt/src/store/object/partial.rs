@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use object_store::path::Path as ObjectPath;
 
-use super::fetch::{cache_path, download, head, is_cached, split, store_of_url};
+use super::fetch::{download, look_up, split, store_of_url, Cached};
 use super::ObjectStoreDir;
 use crate::error::{Error, Result};
 use crate::partial::{register, RangeSet, RangeSource};
@@ -29,12 +29,10 @@ pub(crate) fn partial_url(url: &str, cache_dir: &Path) -> Result<PathBuf> {
 /// The partial copy of `path` of `store`, registered for the readers; or the whole copy
 /// when the cache has it.
 pub(super) fn open(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Result<PathBuf> {
-    let whole = cache_path(store, path, url)?;
-    let (size, e_tag) = head(store, path, url)?;
-    if is_cached(&whole, size, &e_tag) {
-        tracing::debug!("{url} is cached whole at {}", whole.display());
-        return Ok(whole);
-    }
+    let (whole, size, e_tag) = match look_up(store, path, url)? {
+        Cached::Whole(whole) => return Ok(whole),
+        Cached::Missing { local, size, e_tag } => (local, size, e_tag),
+    };
     // The same file name as the object's (readers may go by its extension), in a tree of
     // its own.
     let local = store
@@ -167,6 +165,7 @@ impl RangeSource for PartialObject {
         if missing.is_empty() {
             return Ok(());
         }
+        let missing = coalesce(missing, MAX_GAP);
         let bytes: u64 = missing.iter().map(|r| r.end - r.start).sum();
         tracing::debug!(
             "{}: fetching {bytes} bytes in {} ranges",
@@ -207,8 +206,41 @@ impl RangeSource for PartialObject {
     }
 }
 
+/// Ranges closer than this are fetched in one request, the bytes between them too: one
+/// request fewer is worth more than that many bytes (the local headers of small storage
+/// records, a few KiB apart, come in a few requests instead of one each).
+const MAX_GAP: u64 = 64 << 10;
+
+/// `ranges` (in order) with those less than `gap` bytes apart merged.
+fn coalesce(ranges: Vec<Range<u64>>, gap: u64) -> Vec<Range<u64>> {
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match out.last_mut() {
+            Some(last) if range.start <= last.end.saturating_add(gap) => {
+                last.end = last.end.max(range.end);
+            }
+            _ => out.push(range),
+        }
+    }
+    out
+}
+
 fn poisoned(url: &str) -> Error {
     Error::invalid(format!(
         "{url}: the list of fetched ranges was poisoned by a panic"
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_ranges_are_fetched_together() {
+        assert_eq!(
+            coalesce(vec![0..30, 100..130, 200_000..200_030], 1000),
+            vec![0..130, 200_000..200_030]
+        );
+        assert_eq!(coalesce(Vec::new(), 10), Vec::<Range<u64>>::new());
+    }
 }
