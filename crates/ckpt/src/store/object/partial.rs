@@ -3,10 +3,11 @@
 //! ask for are fetched, and the list of those ranges beside it (`<key>.ranges`, with the
 //! e-tag they were fetched at), so that a later run fetches only what it lacks.
 
+use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use object_store::path::Path as ObjectPath;
 
@@ -22,7 +23,16 @@ const PARTIAL_DIR: &str = "partial";
 /// A partial copy of `url` in `cache_dir` (see [`ObjectStoreDir::partial_file`]), the client
 /// configured from the environment.
 pub(crate) fn partial_url(url: &str, cache_dir: &Path) -> Result<PathBuf> {
-    let (store, key) = store_of_url(url, cache_dir, None)?;
+    // One client (and runtime) per bucket and cache, kept for the partial copies of the
+    // process, rather than one per object.
+    type Stores = Mutex<HashMap<(String, PathBuf), ObjectStoreDir>>;
+    static STORES: OnceLock<Stores> = OnceLock::new();
+    let (fresh, key) = store_of_url(url, cache_dir, None)?;
+    let id = (fresh.root.clone(), cache_dir.to_path_buf());
+    let store = match STORES.get_or_init(Stores::default).lock() {
+        Ok(mut stores) => stores.entry(id).or_insert(fresh).share(),
+        Err(_) => fresh,
+    };
     open(&store, &key, url)
 }
 
