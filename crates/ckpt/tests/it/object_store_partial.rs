@@ -224,3 +224,34 @@ fn a_whole_download_from_s3_reports_its_progress_and_fills_the_cache() {
     assert_eq!(done.load(Ordering::Relaxed), bytes.len() as u64);
     assert!(calls.load(Ordering::Relaxed) > 2);
 }
+
+#[test]
+fn the_resolver_gives_readers_a_partial_copy_until_the_whole_object_is_cached() {
+    let Some(url) = prefix("partial-resolver") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = big_state(4);
+    let bytes = torch_bytes(&state, &dir);
+    put(&fresh_store(&url, &dir), "model.pth", &bytes);
+    let cache = dir.path().join("resolver-cache");
+    let resolver = ckpt::resolve::Resolver::with_cache(ckpt::resolve::HttpCache::new(&cache));
+    let object = format!("{url}/model.pth");
+
+    let partial = resolver.resolve_partial(&object).unwrap().path;
+    assert!(partial.starts_with(cache.join("partial")), "{partial:?}");
+    assert_eq!(partial.file_name().unwrap(), "model.pth");
+    let read = tensors_of(&ckpt::format::load(&partial).unwrap());
+    assert_eq!(read.len(), 4);
+    let on_disk = std::fs::metadata(&partial).unwrap();
+    assert_eq!(
+        on_disk.len(),
+        bytes.len() as u64,
+        "the object's size, sparse"
+    );
+
+    let whole = resolver.get_local_path(&object).unwrap();
+    assert_eq!(std::fs::read(&whole).unwrap(), bytes);
+    // Once the whole object is cached, readers get it too.
+    assert_eq!(resolver.get_partial_path(&object).unwrap(), whole);
+}
