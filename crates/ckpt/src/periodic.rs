@@ -52,7 +52,9 @@ use crate::value::{Dict, Value};
 /// ```
 #[derive(Debug)]
 pub struct PeriodicCheckpointer {
-    checkpointer: Checkpointer,
+    /// Always `Some` but inside [`PeriodicCheckpointer::into_checkpointer`], which takes it
+    /// out (the type settles its save in flight on drop, so the field cannot be moved).
+    checkpointer: Option<Checkpointer>,
     period: u64,
     max_iter: Option<u64>,
     /// The retention policies; none: every periodic file is kept.
@@ -233,7 +235,7 @@ impl PeriodicCheckpointerBuilder {
             )
             .collect();
         Ok(PeriodicCheckpointer {
-            checkpointer,
+            checkpointer: Some(checkpointer),
             period,
             max_iter,
             policies,
@@ -263,18 +265,20 @@ impl PeriodicCheckpointer {
 
     /// The checkpointer that saves (also used to resume).
     pub fn checkpointer(&self) -> &Checkpointer {
-        &self.checkpointer
+        self.checkpointer.as_ref().expect(TAKEN)
     }
 
     /// The checkpointer that saves, to register checkpointables.
     pub fn checkpointer_mut(&mut self) -> &mut Checkpointer {
-        &mut self.checkpointer
+        self.checkpointer.as_mut().expect(TAKEN)
     }
 
     /// The checkpointer that saves, giving up the schedule. A periodic save still in flight
-    /// is not counted for retention: call [`PeriodicCheckpointer::flush`] first.
-    pub fn into_checkpointer(self) -> Checkpointer {
-        self.checkpointer
+    /// is waited for and counted for retention first, as on drop (an error is logged; call
+    /// [`PeriodicCheckpointer::flush`] first to get it).
+    pub fn into_checkpointer(mut self) -> Checkpointer {
+        self.settle_on_drop();
+        self.checkpointer.take().expect(TAKEN)
     }
 
     /// Does what the schedule says at `iteration` (0-based, up to `max_iter - 1`). The saved
@@ -306,9 +310,9 @@ impl PeriodicCheckpointer {
             let name = format!("{}_{iteration:07}", self.file_prefix);
             self.settle()?;
             let time = self.clock.now();
-            if self.checkpointer.saves_asynchronously() {
-                let handle = self.checkpointer.save_async(&name, state.clone())?;
-                if self.checkpointer.saves_to_disk() {
+            if self.checkpointer().saves_asynchronously() {
+                let handle = self.checkpointer().save_async(&name, state.clone())?;
+                if self.checkpointer().saves_to_disk() {
                     self.in_flight = Some(InFlight {
                         handle,
                         basename: format!("{name}.pth"),
@@ -317,11 +321,11 @@ impl PeriodicCheckpointer {
                     });
                 }
             } else {
-                let saved = self.checkpointer.save(&name, state.clone());
+                let saved = self.checkpointer().save(&name, state.clone());
                 // Written but not tagged (a full disk): the file is there all the same, and
                 // retention must count it, or it would never be deleted.
                 let written = saved.is_ok() || matches!(saved, Err(Error::NotTagged { .. }));
-                if written && self.checkpointer.saves_to_disk() {
+                if written && self.checkpointer().saves_to_disk() {
                     self.remember(format!("{name}.pth"), iteration, time)?;
                 }
                 saved?;
@@ -330,7 +334,7 @@ impl PeriodicCheckpointer {
         if let Some(max_iter) = self.max_iter {
             if iteration.saturating_add(1) >= max_iter {
                 self.settle()?;
-                self.checkpointer
+                self.checkpointer()
                     .save(&format!("{}_final", self.file_prefix), state)?;
             }
         }
@@ -339,11 +343,10 @@ impl PeriodicCheckpointer {
 
     /// Waits for a background save in flight, returns its error if no call returned it
     /// yet, and applies retention once the new file and its tag are durable. Call at the end
-    /// of training (dropping waits for the write too, but leaves the deletion of the oldest
-    /// file to the next run's first periodic save).
+    /// of training to see the error; dropping does the same but can only log it.
     pub fn flush(&mut self) -> Result<()> {
         self.settle()?;
-        self.checkpointer.flush()
+        self.checkpointer().flush()
     }
 
     /// Waits for the periodic save in flight; counts its file for retention when it
@@ -360,9 +363,19 @@ impl PeriodicCheckpointer {
         saved
     }
 
+    /// [`PeriodicCheckpointer::settle`] where no caller can receive the error: logged.
+    fn settle_on_drop(&mut self) {
+        if self.checkpointer.is_none() {
+            return;
+        }
+        if let Err(e) = self.settle() {
+            tracing::error!("The last periodic save failed: {}", e.report());
+        }
+    }
+
     /// A save outside the schedule (same as [`Checkpointer::save`]).
     pub fn save(&self, name: &str, extra: Dict) -> Result<()> {
-        self.checkpointer.save(name, extra)
+        self.checkpointer().save(name, extra)
     }
 
     /// The periodic files kept, oldest first.
@@ -402,10 +415,10 @@ impl PeriodicCheckpointer {
     /// The store retention manages: none when retention is off or this process does not
     /// save (a rank other than 0).
     fn retention_store(&self) -> Option<Arc<dyn Store>> {
-        if self.policies.is_empty() || !self.checkpointer.saves_to_disk() {
+        if self.policies.is_empty() || !self.checkpointer().saves_to_disk() {
             return None;
         }
-        self.checkpointer.store().cloned()
+        self.checkpointer().store().cloned()
     }
 
     /// The state file, with the periodic files this checkpointer knows that it does not
@@ -446,7 +459,7 @@ impl PeriodicCheckpointer {
 
     /// Deletes the recorded files no policy keeps, then writes the state of the others.
     fn apply(&mut self, store: &dyn Store, mut state: RetentionState) -> Result<()> {
-        let protected = match self.checkpointer.last_checkpoint_name() {
+        let protected = match self.checkpointer().last_checkpoint_name() {
             Ok(name) => name,
             Err(e) => {
                 tracing::warn!("Not deleting old checkpoints: {}", e.report());
@@ -476,6 +489,18 @@ impl PeriodicCheckpointer {
         state.save(store)?;
         self.recent = state.checkpoints.into_iter().map(|c| c.file).collect();
         Ok(())
+    }
+}
+
+/// Why [`PeriodicCheckpointer::checkpointer`] cannot be missing.
+const TAKEN: &str = "the checkpointer is only taken by into_checkpointer, which consumes self";
+
+/// A save in flight is finished and counted for retention when the schedule goes away: a
+/// program that ends without [`PeriodicCheckpointer::flush`] keeps `max_to_keep` files, not
+/// one more.
+impl Drop for PeriodicCheckpointer {
+    fn drop(&mut self) {
+        self.settle_on_drop();
     }
 }
 

@@ -48,6 +48,10 @@ impl GatedDir {
         self.opened.notify_all();
     }
 
+    fn close_gate(&self) {
+        *self.open.lock().unwrap() = false;
+    }
+
     fn fail_writes_of(&self, name: Option<&str>) {
         *self.fail.lock().unwrap() = name.map(str::to_string);
     }
@@ -335,6 +339,41 @@ fn dropping_the_checkpointer_waits_for_the_save() {
     assert_eq!(
         fs::read_to_string(dir.path().join("last_checkpoint")).unwrap(),
         "model_final.pth"
+    );
+}
+
+#[test]
+fn dropping_the_periodic_checkpointer_finishes_the_save_and_applies_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = GatedDir::new(dir.path(), true);
+    let checkpointer = Checkpointer::with_store(model(1.0), store.clone());
+    let mut periodic = PeriodicCheckpointer::builder(checkpointer)
+        .period(1)
+        .max_to_keep(2)
+        .async_save(true)
+        .build()
+        .unwrap();
+    for i in 0..2 {
+        periodic.step(i, Dict::new()).unwrap();
+    }
+    periodic.flush().unwrap();
+    // The third save is still writing when the program drops the schedule without a flush.
+    store.close_gate();
+    periodic.step(2, Dict::new()).unwrap();
+    let opener = {
+        let store = store.clone();
+        std::thread::spawn(move || store.open_gate())
+    };
+    drop(periodic);
+    opener.join().unwrap();
+    assert_eq!(
+        dir_names(dir.path()),
+        [
+            "ckpt_retention.json",
+            "last_checkpoint",
+            "model_0000001.pth",
+            "model_0000002.pth"
+        ]
     );
 }
 

@@ -398,3 +398,38 @@ impl Proxy {
         std::thread::sleep(Duration::from_millis(300));
     }
 }
+
+#[test]
+fn background_periodic_saves_to_s3_resume_and_keep_retention() {
+    let Some(url) = fresh_prefix("async-periodic") else {
+        return;
+    };
+    let trained = model(0.0);
+    let mut periodic = PeriodicCheckpointer::builder(Checkpointer::new(trained.clone(), &url))
+        .period(1)
+        .max_to_keep(Some(2))
+        .async_save(true)
+        .build()
+        .unwrap();
+    for iteration in 0..4 {
+        *trained.lock().unwrap() = ckpt::StateDictModel::new(model_state(iteration as f32));
+        periodic.step(iteration, Dict::new()).unwrap();
+    }
+    periodic.flush().unwrap();
+    assert_eq!(
+        store(&url).list().unwrap(),
+        [
+            "ckpt_retention.json",
+            "last_checkpoint",
+            "model_0000002.pth",
+            "model_0000003.pth"
+        ]
+    );
+
+    let resumed = model(-1.0);
+    let extra = Checkpointer::new(resumed.clone(), &url)
+        .resume_or_load(None, true)
+        .unwrap();
+    assert_eq!(extra.get("iteration").and_then(|v| v.as_int()), Some(3));
+    assert!(same_state(&state_of(&resumed), &model_state(3.0)));
+}
