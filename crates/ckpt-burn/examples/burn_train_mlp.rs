@@ -10,6 +10,7 @@
 //! `OUTPUT_DIR/last_checkpoint` and prints the same final loss and weight checksum as a run
 //! that was never interrupted. The checkpoints are plain `torch.save` files holding the model
 //! under torch's names, the optimizer in `torch.optim.AdamW`'s layout and the iteration.
+//! (The tests also train it with SGD and a StepLR schedule: [`run_with`], [`Optim`].)
 
 // Also compiled into the tests, which use a different subset.
 #![allow(dead_code)]
@@ -20,7 +21,7 @@ use burn::module::Module;
 use burn::nn::{Linear, LinearConfig};
 use burn::tensor::{Device, Tensor, TensorData};
 use ckpt::{shared, Checkpointer, Model, StateDict};
-use ckpt_burn::{AdamW, AdamWConfig, BurnModel};
+use ckpt_burn::{AdamW, AdamWConfig, BurnModel, Sgd, SgdConfig, StepLr};
 
 // The command line, logging and resume-and-train loop of ckpt's own training example.
 #[path = "../../ckpt/examples/train/driver.rs"]
@@ -135,34 +136,119 @@ pub fn run(config: &Config) -> BoxResult<Outcome<BurnModel<Mlp>>> {
 
 /// [`run`], pausing `pace` after each iteration (so a test can kill it mid-run).
 pub fn run_paced(config: &Config, pace: std::time::Duration) -> BoxResult<Outcome<BurnModel<Mlp>>> {
+    Ok(run_with(config, Optim::AdamW, pace)?.0)
+}
+
+/// The optimizer a run trains with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Optim {
+    /// AdamW with [`adamw_config`] (what the example runs).
+    AdamW,
+    /// SGD with momentum ([`sgd_config`]) whose learning rate follows [`step_lr`], stepped
+    /// after every iteration as torch's `scheduler.step()` is; the checkpoints hold the
+    /// schedule as `scheduler`.
+    SgdStepLr,
+}
+
+/// SGD's hyperparameters for [`Optim::SgdStepLr`] (torch's defaults otherwise).
+pub fn sgd_config() -> SgdConfig {
+    SgdConfig::new(5e-2).with_momentum(0.9)
+}
+
+/// The schedule of [`Optim::SgdStepLr`]: the rate halves every 10 iterations.
+pub fn step_lr() -> ckpt::Result<StepLr> {
+    StepLr::new(sgd_config().lr, 10, 0.5)
+}
+
+/// Where a run's optimizer ended: its learning rate and, with a schedule, the schedule's
+/// step count (torch's `last_epoch`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimizerEnd {
+    /// The learning rate the next step would use.
+    pub lr: f64,
+    /// The schedule's step count, if there is a schedule.
+    pub last_epoch: Option<u64>,
+}
+
+/// The optimizer of a run, as the checkpointer shares it.
+enum Stepper {
+    AdamW(ckpt::Shared<AdamW>),
+    Sgd(ckpt::Shared<Sgd>, ckpt::Shared<StepLr>),
+}
+
+fn lock<T>(shared: &ckpt::Shared<T>) -> BoxResult<std::sync::MutexGuard<'_, T>> {
+    shared.lock().map_err(|_| "lock poisoned".into())
+}
+
+impl Stepper {
+    fn step(&self, module: Mlp, grads: &burn::tensor::Gradients) -> BoxResult<Mlp> {
+        Ok(match self {
+            Stepper::AdamW(adamw) => lock(adamw)?.step(module, grads),
+            Stepper::Sgd(sgd, schedule) => {
+                let mut sgd = lock(sgd)?;
+                let module = sgd.step(module, grads);
+                sgd.set_lr(lock(schedule)?.step());
+                module
+            }
+        })
+    }
+
+    fn end(&self) -> BoxResult<OptimizerEnd> {
+        Ok(match self {
+            Stepper::AdamW(adamw) => OptimizerEnd {
+                lr: lock(adamw)?.config().lr,
+                last_epoch: None,
+            },
+            Stepper::Sgd(sgd, schedule) => OptimizerEnd {
+                lr: lock(sgd)?.config().lr,
+                last_epoch: Some(lock(schedule)?.last_epoch()),
+            },
+        })
+    }
+}
+
+/// [`run_paced`] with optimizer `optim`; also returns where the optimizer ended.
+pub fn run_with(
+    config: &Config,
+    optim: Optim,
+    pace: std::time::Duration,
+) -> BoxResult<(Outcome<BurnModel<Mlp>>, OptimizerEnd)> {
     let device = Device::default().autodiff();
     let data = synthetic_data();
     let model = build_mlp(&device)?;
-    let optimizer = shared(AdamW::from_model(&model, adamw_config())?);
+    let stepper = match optim {
+        Optim::AdamW => Stepper::AdamW(shared(AdamW::from_model(&model, adamw_config())?)),
+        Optim::SgdStepLr => Stepper::Sgd(
+            shared(Sgd::from_model(&model, sgd_config())?),
+            shared(step_lr()?),
+        ),
+    };
     let model = shared(model);
 
     let mut checkpointer = Checkpointer::new(model.clone(), &config.save_dir);
-    checkpointer.add_checkpointable("optimizer", optimizer.clone())?;
+    match &stepper {
+        Stepper::AdamW(adamw) => checkpointer.add_checkpointable("optimizer", adamw.clone())?,
+        Stepper::Sgd(sgd, schedule) => {
+            checkpointer.add_checkpointable("optimizer", sgd.clone())?;
+            checkpointer.add_checkpointable("scheduler", schedule.clone())?;
+        }
+    }
     let progress = driver::train(config, checkpointer, |iteration| {
         let (x, y) = batch(&data, iteration, &device);
-        let mut model = model.lock().map_err(|_| "model lock poisoned")?;
+        let mut model = lock(&model)?;
         let module = model.module().clone();
         let loss = mse(&module, x, y);
         let grads = loss.backward();
-        let module = optimizer
-            .lock()
-            .map_err(|_| "optimizer lock poisoned")?
-            .step(module, &grads);
-        model.set_module(module);
+        model.set_module(stepper.step(module, &grads)?);
         std::thread::sleep(pace);
         Ok(scalar(loss))
     })?;
-    let model = model.lock().map_err(|_| "model lock poisoned")?.clone();
+    let model = lock(&model)?.clone();
     let x = Tensor::from_data(TensorData::new(data.x.clone(), [SAMPLES, IN]), &device);
     let y = Tensor::from_data(TensorData::new(data.y.clone(), [SAMPLES, OUT]), &device);
     let loss = scalar(mse(model.module(), x, y));
     let checksum = checksum(&model)?;
-    Ok(progress.ended(loss, checksum, model))
+    Ok((progress.ended(loss, checksum, model), stepper.end()?))
 }
 
 fn main() -> std::process::ExitCode {

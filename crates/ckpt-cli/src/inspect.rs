@@ -38,7 +38,7 @@ pub struct Args {
 const REPR_CHARS: usize = 80;
 
 pub fn run(args: &Args) -> Result<(), CliError> {
-    let path = crate::source::local_input(&args.file)?;
+    let path = crate::source::partial_input(&args.file)?;
     let loaded = load_with(&path, &LoadOptions::default())?;
     let report = Report::new(&args.file.display().to_string(), &loaded);
     if args.json {

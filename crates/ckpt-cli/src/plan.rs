@@ -73,14 +73,14 @@ pub fn plan_for(
     checkpoint: &str,
 ) -> Result<Result<LoadPlan, ckpt::Error>, CliError> {
     let shapes = model_shapes(model_file)?;
-    let resolved = source::resolve(checkpoint)?;
+    let resolved = source::resolve_partial(checkpoint)?;
     let dict = read_detection_file(&resolved.path, resolved.options.matching_heuristics)?;
     Ok(plan_load(&shapes, dict))
 }
 
 /// The names and shapes of the state dict in `model_file` (its `model` entry if it has one).
 pub fn model_shapes(model_file: &str) -> Result<Vec<(String, Vec<usize>)>, CliError> {
-    let path = source::local_input(std::path::Path::new(model_file))?;
+    let path = source::partial_input(std::path::Path::new(model_file))?;
     let value = load(&path)?;
     let state = match value.as_dict().and_then(|d| d.get("model")) {
         Some(model @ Value::Dict(_)) => model,

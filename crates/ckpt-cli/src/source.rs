@@ -1,6 +1,7 @@
 //! Where input files come from: local paths, or URLs and named paths (`https://`,
-//! `detectron2://`, `catalog://`) fetched into the download cache, with a progress bar on a
-//! terminal.
+//! `detectron2://`, `catalog://`, `s3://`) fetched into the download cache, with a progress
+//! bar on a terminal; for the commands that only read a checkpoint's structure, partial
+//! copies of objects.
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -22,13 +23,30 @@ pub fn resolver() -> Resolver {
 /// The local file for a command's input: the path itself when it exists or does not look
 /// like a URL, else what the resolver fetches.
 pub fn local_input(input: &Path) -> Result<PathBuf, CliError> {
+    input_path(input, false)
+}
+
+/// [`local_input`] for an input that only ckpt's readers read (`inspect`, `plan`): an
+/// object store URL becomes a partial copy that fetches only what the reader reads (the
+/// pickle and the zip directory, a safetensors header), not the whole object.
+pub fn partial_input(input: &Path) -> Result<PathBuf, CliError> {
+    input_path(input, true)
+}
+
+/// [`local_input`], or [`partial_input`] when `partial`.
+fn input_path(input: &Path, partial: bool) -> Result<PathBuf, CliError> {
     if input.exists() {
         return Ok(input.to_path_buf());
     }
     match input.to_str() {
-        Some(text) if text.contains("://") => resolver()
-            .get_local_path(text)
-            .map_err(|e| resolve_error(&e)),
+        Some(text) if text.contains("://") => {
+            let resolver = resolver();
+            let path = match partial {
+                true => resolver.get_partial_path(text),
+                false => resolver.get_local_path(text),
+            };
+            path.map_err(|e| resolve_error(&e))
+        }
         _ => Ok(input.to_path_buf()),
     }
 }
@@ -48,6 +66,13 @@ pub fn checkpoint_input(input: &Path) -> Result<PathBuf, CliError> {
 /// Resolves a checkpoint path with its query string (`?matching_heuristics=True`).
 pub fn resolve(input: &str) -> Result<Resolved, CliError> {
     resolver().resolve(input).map_err(|e| resolve_error(&e))
+}
+
+/// [`resolve`] for an input that only ckpt's readers read (see [`partial_input`]).
+pub fn resolve_partial(input: &str) -> Result<Resolved, CliError> {
+    resolver()
+        .resolve_partial(input)
+        .map_err(|e| resolve_error(&e))
 }
 
 /// A path that cannot be resolved: the error names the path or URL (which the user typed:

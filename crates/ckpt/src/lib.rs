@@ -52,6 +52,7 @@ mod model;
 pub mod nn_module;
 pub mod optim_state;
 mod parallel;
+mod partial;
 mod periodic;
 pub mod pickle;
 pub mod resolve;

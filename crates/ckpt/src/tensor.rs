@@ -15,6 +15,7 @@ use memmap2::{Mmap, MmapMut};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::fresh::Fresh;
+use crate::partial::RangeSource;
 use crate::storage_check::CrcCheck;
 
 /// The bytes behind one or more tensors. Cloning is cheap (a reference count).
@@ -78,6 +79,8 @@ pub(crate) struct FileMap {
     map: Mmap,
     /// `None` when the handle could not be duplicated: copies then go through the map.
     file: Option<File>,
+    /// For a partial copy of a remote object: what fetches the ranges it lacks.
+    source: Option<Arc<dyn RangeSource>>,
 }
 
 /// Copies at least this large read the file rather than the map. Below, one read per copy
@@ -85,6 +88,21 @@ pub(crate) struct FileMap {
 const MIN_FILE_READ: usize = 128 << 10;
 
 impl FileMap {
+    /// Makes the `len` bytes at `start` present in a partial copy (a no-op for a whole
+    /// file): fetched when absent, or an error naming the object and the offset.
+    fn ensure(&self, start: usize, len: usize) -> Result<()> {
+        match &self.source {
+            Some(source) if len > 0 => {
+                let range = start as u64..start.saturating_add(len) as u64;
+                if source.is_present(range.clone()) {
+                    return Ok(());
+                }
+                source.ensure(&[range])
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The bytes of the file, through the map.
     pub(crate) fn as_bytes(&self) -> &[u8] {
         &self.map
@@ -107,6 +125,7 @@ impl FileMap {
                 self.map.len()
             )));
         };
+        self.ensure(offset, dst.len())?;
         match &self.file {
             #[cfg(unix)]
             Some(file) if dst.len() >= MIN_FILE_READ => {
@@ -168,7 +187,70 @@ impl Buffer {
         Ok(Buffer::Map(FileMap {
             map,
             file: file.try_clone().ok(),
+            source: None,
         }))
+    }
+
+    /// Maps `file`, a partial copy of a remote object that `source` fills: the reader makes
+    /// each range present ([`Buffer::ensure`]) before it reads it, and storages do before
+    /// their bytes are read.
+    pub(crate) fn map_partial(
+        file: &File,
+        source: Arc<dyn RangeSource>,
+    ) -> std::io::Result<Buffer> {
+        let mut buffer = Buffer::map(file)?;
+        if let Buffer::Map(map) = &mut buffer {
+            map.source = Some(source);
+        }
+        Ok(buffer)
+    }
+
+    /// Whether this is a map of a partial copy, whose ranges must be made present
+    /// ([`Buffer::ensure`]) before they are read.
+    pub(crate) fn is_partial(&self) -> bool {
+        match self {
+            Buffer::Map(map) => map.source.is_some(),
+            Buffer::Window { parent, .. } => parent.is_partial(),
+            Buffer::Heap(_) | Buffer::Anon(_) => false,
+        }
+    }
+
+    /// Makes the `len` bytes at `start` present when this maps a partial copy (fetched when
+    /// absent); a no-op for any other buffer.
+    pub(crate) fn ensure(&self, start: usize, len: usize) -> Result<()> {
+        match self {
+            Buffer::Map(map) => map.ensure(start, len),
+            Buffer::Window {
+                parent, start: at, ..
+            } => parent.ensure(at + start, len),
+            Buffer::Heap(_) | Buffer::Anon(_) => Ok(()),
+        }
+    }
+
+    /// [`Buffer::ensure`] of many ranges at once (fetched in parallel).
+    pub(crate) fn ensure_all(&self, ranges: &[std::ops::Range<u64>]) -> Result<()> {
+        match self {
+            Buffer::Map(FileMap {
+                source: Some(source),
+                ..
+            }) => {
+                let absent: Vec<_> = ranges
+                    .iter()
+                    .filter(|r| !source.is_present((*r).clone()))
+                    .cloned()
+                    .collect();
+                if absent.is_empty() {
+                    return Ok(());
+                }
+                source.ensure(&absent)
+            }
+            Buffer::Window { parent, start, .. } => {
+                let at = *start as u64;
+                let shifted: Vec<_> = ranges.iter().map(|r| r.start + at..r.end + at).collect();
+                parent.ensure_all(&shifted)
+            }
+            _ => Ok(()),
+        }
     }
 
     /// The bytes.
@@ -333,19 +415,47 @@ impl Storage {
     }
 
     /// The bytes.
+    ///
+    /// # Panics
+    ///
+    /// For a view of a partial copy of a remote object (see
+    /// [`ObjectStoreDir`](crate::store::ObjectStoreDir)) whose bytes cannot be fetched (the
+    /// object changed or went away), with a message naming the object and the offset: absent
+    /// bytes are never returned as data. The copies ([`Storage::try_into_owned`],
+    /// [`Tensor::to_owned_as`], what the checkpointers load) return that error instead.
     pub fn as_bytes(&self) -> &[u8] {
         match &*self.0 {
             StorageData::Owned(bytes) => bytes,
             StorageData::Anon(memory) => memory.as_bytes(),
             StorageData::Slice {
                 buffer, start, len, ..
-            } => &buffer.as_bytes()[*start..*start + *len],
+            } => {
+                if let Err(e) = buffer.ensure(*start, *len) {
+                    panic!("{}", e.report());
+                }
+                &buffer.as_bytes()[*start..*start + *len]
+            }
+        }
+    }
+
+    /// Makes the bytes present when they are a view of a partial copy of a remote object
+    /// (fetched when absent); `Ok` at once for any other storage.
+    pub(crate) fn ensure_present(&self) -> Result<()> {
+        match &*self.0 {
+            StorageData::Slice {
+                buffer, start, len, ..
+            } => buffer.ensure(*start, *len),
+            _ => Ok(()),
         }
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.as_bytes().len()
+        match &*self.0 {
+            StorageData::Owned(bytes) => bytes.len(),
+            StorageData::Anon(memory) => memory.as_bytes().len(),
+            StorageData::Slice { len, .. } => *len,
+        }
     }
 
     /// Whether the storage holds no bytes.
@@ -815,6 +925,9 @@ impl Tensor {
     /// copy cannot be allocated: an expanded view (zero strides) of a few bytes in a file
     /// may declare exabytes of elements.
     pub fn try_contiguous_bytes(&self) -> Result<Cow<'_, [u8]>> {
+        if self.numel() > 0 {
+            self.storage.ensure_present()?;
+        }
         if let Some(bytes) = self.borrowed_bytes() {
             return Ok(Cow::Borrowed(bytes));
         }

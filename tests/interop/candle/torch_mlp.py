@@ -1,11 +1,16 @@
 """The PyTorch side of the candle interop tests: the MLP, data and AdamW of
 crates/ckpt-candle/examples/train_mlp.rs, in torch.
 
-    torch_mlp.py --max-iter N --out FILE [--resume FILE]
+    torch_mlp.py --max-iter N --out FILE [--resume FILE] [--optimizer adamw|sgd]
 
 Trains iterations [start, N) (start = 0, or the resumed checkpoint's "iteration" + 1) and saves
 torch.save({"model": ..., "optimizer": ..., "iteration": N - 1}, FILE). Prints one JSON line:
-the iteration, each parameter's values, and the optimizer's step per parameter index.
+the iteration, each parameter's values, the optimizer's step per parameter index (AdamW) and
+its learning rate.
+
+With --optimizer sgd (the burn adapter's SGD example) the optimizer is SGD with momentum,
+stepped by a StepLR schedule after every iteration, and the checkpoint also holds
+"scheduler"; the JSON line adds the schedule's last_epoch.
 """
 
 import argparse
@@ -18,6 +23,9 @@ SAMPLES, BATCH = 512, 32
 DATA_SEED, INIT_SEED = 2024, 7
 MASK = (1 << 64) - 1
 LR, WEIGHT_DECAY = 1e-2, 1e-2
+# --optimizer sgd: SGD with momentum and a StepLR schedule (gamma a power of two, so that
+# torch's chained products and a closed form give the same rate).
+SGD_LR, SGD_MOMENTUM, STEP_SIZE, GAMMA = 5e-2, 0.9, 10, 0.5
 
 
 class SplitMix64:
@@ -77,16 +85,24 @@ def main():
     parser.add_argument("--max-iter", type=int, required=True)
     parser.add_argument("--out", required=True)
     parser.add_argument("--resume")
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     args = parser.parse_args()
 
     torch.set_num_threads(1)
     model = Mlp()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
+    scheduler = None
+    if args.optimizer == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=SGD_LR, momentum=SGD_MOMENTUM)
+        scheduler = torch.optim.lr_scheduler.StepLR(optimizer, STEP_SIZE, GAMMA)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=LR, weight_decay=WEIGHT_DECAY)
     start = 0
     if args.resume:
         checkpoint = torch.load(args.resume)
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        if scheduler is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
         start = checkpoint["iteration"] + 1
 
     x, y = synthetic_data()
@@ -96,16 +112,22 @@ def main():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
 
-    torch.save(
-        {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-         "iteration": args.max_iter - 1},
-        args.out,
-    )
-    steps = {str(i): float(s["step"]) for i, s in optimizer.state_dict()["state"].items()}
+    checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                  "iteration": args.max_iter - 1}
+    if scheduler is not None:
+        checkpoint["scheduler"] = scheduler.state_dict()
+    torch.save(checkpoint, args.out)
+    steps = {str(i): float(s["step"]) for i, s in optimizer.state_dict()["state"].items()
+             if "step" in s}
     params = {k: v.flatten().tolist() for k, v in model.state_dict().items()}
-    print(json.dumps({"iteration": args.max_iter - 1, "params": params, "steps": steps,
-                      "started_at": start}))
+    result = {"iteration": args.max_iter - 1, "params": params, "steps": steps,
+              "started_at": start, "lr": optimizer.param_groups[0]["lr"]}
+    if scheduler is not None:
+        result["last_epoch"] = scheduler.last_epoch
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -323,6 +323,8 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
     match layout(path)? {
         Layout::File(file) => load_file(&file, options),
         Layout::HfIndex(index) => {
+            // Read as a whole file, not through a map.
+            fetch_whole_if_partial(&index)?;
             let value = hf_sharded::read(&index, options, |shard, options| {
                 Ok(load_file(shard, options)?.value)
             })?;
@@ -330,6 +332,19 @@ pub fn load_with(path: impl AsRef<Path>, options: &LoadOptions) -> Result<Loaded
         }
         Layout::Dcp(dir) => Ok(Loaded::new(Format::Dcp, dcp::read(&dir, options, None)?)),
     }
+}
+
+/// Fetches all of `path` when it is a partial copy of a remote object (see
+/// [`crate::partial`]), for a reader that does not map it.
+fn fetch_whole_if_partial(path: &Path) -> Result<()> {
+    let Some(source) = crate::partial::source_of(path) else {
+        return Ok(());
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| Error::io(path, e))?
+        .len();
+    let whole = 0..len;
+    source.ensure(std::slice::from_ref(&whole)).in_file(path)
 }
 
 /// Whether `path` names a `torch.distributed.checkpoint` directory (or its `.metadata`).
@@ -400,6 +415,9 @@ fn layout(path: &Path) -> Result<Layout> {
 /// Reads one checkpoint file, its format detected from its content.
 fn load_file(path: &Path, options: &LoadOptions) -> Result<Loaded> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    if let Some(source) = crate::partial::source_of(path) {
+        return load_partial(path, &file, source, options);
+    }
     let buffer = if options.mmap {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len == 0 {
@@ -421,6 +439,61 @@ fn load_file(path: &Path, options: &LoadOptions) -> Result<Loaded> {
     }
     Ok(loaded)
 }
+
+/// Reads a partial local copy of a remote object (see [`crate::partial`]): a torch zip
+/// archive or a safetensors file through a map of the copy, each range fetched as the reader
+/// reaches it (the pickle, the zip directory and headers, the safetensors header) and the
+/// tensors' bytes when they are first read; any other format, or an eager read, whole first.
+fn load_partial(
+    path: &Path,
+    file: &std::fs::File,
+    source: Arc<dyn crate::partial::RangeSource>,
+    options: &LoadOptions,
+) -> Result<Loaded> {
+    let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if len == 0 {
+        let empty = Error::UnknownFormat {
+            first_bytes: Vec::new(),
+        };
+        return Err(empty.in_file(path));
+    }
+    let buffer = Buffer::map_partial(file, source).map_err(|e| Error::io(path, e))?;
+    let len = buffer.as_bytes().len();
+    // A safetensors header (its length, then the header, and nothing past it), or else
+    // enough to tell the formats apart (`ustar` is at 257; a torch archive begins with its
+    // pickle, which the reader needs anyway).
+    buffer.ensure(0, len.min(8)).in_file(path)?;
+    let header = buffer.as_bytes().get(..8).map_or(u64::MAX, |n| {
+        u64::from_le_bytes(n.try_into().unwrap_or([0xff; 8]))
+    });
+    match header.checked_add(8) {
+        Some(end) if header <= MAX_SAFETENSORS_HEADER && end <= len as u64 => {
+            buffer.ensure(0, end as usize).in_file(path)?
+        }
+        _ => buffer.ensure(0, len.min(HEAD_LEN)).in_file(path)?,
+    }
+    let partial_read = options.mmap
+        && matches!(
+            detect(buffer.as_bytes()),
+            Ok(Format::TorchZip | Format::Safetensors)
+        );
+    if !partial_read {
+        buffer.ensure(0, len).in_file(path)?;
+    }
+    if !options.mmap {
+        let whole = eager::read_whole_file(file).map_err(|e| Error::io(path, e))?;
+        return read_buffer(Arc::new(whole), options, None).in_file(path);
+    }
+    let buffer = Arc::new(buffer);
+    read_buffer(buffer, options, Some(file)).in_file(path)
+}
+
+/// The first bytes of a partial copy fetched to detect its format.
+const HEAD_LEN: usize = 512;
+
+/// The largest safetensors header a partial copy fetches before it knows the format (the
+/// safetensors crate's own limit).
+const MAX_SAFETENSORS_HEADER: u64 = 100_000_000;
 
 /// Reads a checkpoint held in memory.
 pub fn load_bytes(bytes: Vec<u8>, options: &LoadOptions) -> Result<Loaded> {

@@ -74,6 +74,15 @@ fn st_error(e: safetensors::SafeTensorError) -> Error {
 /// Tensors are views of `buffer` (nothing is copied).
 pub(crate) fn read(buffer: Arc<Buffer>) -> Result<Value> {
     let bytes = buffer.as_bytes();
+    if buffer.is_partial() {
+        // A partial copy: the header only (the tensors' bytes come when they are read).
+        buffer.ensure(0, bytes.len().min(8))?;
+        let header = bytes
+            .get(..8)
+            .map_or(0, |n| u64::from_le_bytes(n.try_into().unwrap_or_default()));
+        let header = usize::try_from(header).unwrap_or(usize::MAX);
+        buffer.ensure(8, header.min(bytes.len().saturating_sub(8)))?;
+    }
     check_offsets(bytes)?;
     let (header_len, metadata) = SafeTensors::read_metadata(bytes).map_err(st_error)?;
     let data_start = 8 + header_len;

@@ -4,11 +4,12 @@
 //! records (one shared [`Storage`] per key, so views and tied weights stay shared).
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
 
 use crate::dtype::DType;
 use crate::error::{Error, Result, ResultExt};
-use crate::format::zip::{Record, ZipIndex};
+use crate::format::zip::{Record, ZipIndex, LOCAL_HEADER_LEN};
 use crate::format::zip_data_offsets::DataOffsets;
 use crate::format::{LoadOptions, SourcePages};
 use crate::pickle::{
@@ -29,8 +30,14 @@ pub(crate) fn read(
     file: Option<&std::fs::File>,
 ) -> Result<Value> {
     let bytes = buffer.as_bytes();
+    if buffer.is_partial() {
+        ZipIndex::fetch_directory(bytes, &|range| buffer.ensure(range.start, range.len()))?;
+    }
     let index = ZipIndex::parse(bytes)?;
     let prefix = archive_prefix(&index)?;
+    if buffer.is_partial() {
+        buffer.ensure_all(&partial_read_ranges(&index, &prefix, bytes.len() as u64))?;
+    }
     let record = |name: &str| index.find(&format!("{prefix}{name}"));
     if record("constants.pkl").is_some() {
         return Err(Error::unsupported(
@@ -125,6 +132,31 @@ pub(crate) fn read(
         "read torch zip archive"
     );
     Ok(value)
+}
+
+/// What the reader reads of a partial copy besides the directory: every record but the
+/// storages whole (`data.pkl`, `version`, `byteorder`, ...: small), from its local header to
+/// the next record, and the local header of each storage record (30 bytes, where its data
+/// offset is found), none of the storages' bytes.
+fn partial_read_ranges(index: &ZipIndex, prefix: &str, file_len: u64) -> Vec<Range<u64>> {
+    let mut starts: Vec<u64> = index.records().iter().map(|r| r.local_header()).collect();
+    starts.push(index.directory_start());
+    starts.sort_unstable();
+    let storages = format!("{prefix}data/");
+    index
+        .records()
+        .iter()
+        .map(|record| {
+            let at = record.local_header().min(file_len);
+            let end = if record.name.starts_with(&storages) {
+                at + LOCAL_HEADER_LEN as u64
+            } else {
+                let next = starts.partition_point(|&s| s <= at);
+                starts.get(next).copied().unwrap_or(file_len)
+            };
+            at..end.min(file_len)
+        })
+        .collect()
 }
 
 /// The folder of the records: the part of the first record's name up to its first `/` (as
@@ -261,6 +293,10 @@ impl ZipStorages<'_> {
         let on_copy = self.on_copy && !self.big_endian && record.crc32 != 0;
         if !(self.verify_crc32 || self.big_endian || on_copy) {
             return Storage::slice(self.buffer.clone(), range.start, range.len());
+        }
+        if self.verify_crc32 || self.big_endian {
+            // Read here: a partial copy fetches them first.
+            self.buffer.ensure(range.start, range.len())?;
         }
         // Several directory entries may name the same bytes: they share one check and one
         // swapped copy, so each byte of the file is read and copied once, not once per name.

@@ -40,6 +40,8 @@ pub(crate) struct ZipIndex {
     records: Vec<Record>,
     /// Built on the first lookup by name: torch's storages are found by number instead.
     by_name: OnceLock<HashMap<String, usize>>,
+    /// Where the central directory starts.
+    directory_start: u64,
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
@@ -79,50 +81,7 @@ impl ZipIndex {
     /// Parses the end records and the central directory of `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<ZipIndex> {
         let eocd = find_eocd(bytes)?;
-        let len = bytes.len();
-        let end_record = || truncated("end record", eocd, EOCD_LEN, len);
-        let mut count = u64::from(u16_at(bytes, eocd + 10).ok_or_else(end_record)?);
-        let mut cd_size = u64::from(u32_at(bytes, eocd + 12).ok_or_else(end_record)?);
-        let mut cd_offset = u64::from(u32_at(bytes, eocd + 16).ok_or_else(end_record)?);
-        if eocd >= ZIP64_LOCATOR_LEN
-            && u32_at(bytes, eocd - ZIP64_LOCATOR_LEN) == Some(ZIP64_LOCATOR_SIG)
-        {
-            let locator = eocd - ZIP64_LOCATOR_LEN;
-            let at = u64_at(bytes, eocd - 12)
-                .ok_or_else(|| truncated("zip64 locator", locator, ZIP64_LOCATOR_LEN, len))?;
-            let at = usize::try_from(at)
-                .ok()
-                .filter(|&a| a < bytes.len())
-                .ok_or_else(|| {
-                    Error::format(format!(
-                        "zip archive: zip64 end record offset {at} is outside the file"
-                    ))
-                })?;
-            if u32_at(bytes, at) != Some(ZIP64_EOCD_SIG) {
-                return Err(Error::format(format!(
-                    "zip archive: no zip64 end record at byte {at}"
-                )));
-            }
-            let zip64_end = || truncated("zip64 end record", at, ZIP64_EOCD_LEN, len);
-            count = u64_at(bytes, at + 32).ok_or_else(zip64_end)?;
-            cd_size = u64_at(bytes, at + 40).ok_or_else(zip64_end)?;
-            cd_offset = u64_at(bytes, at + 48).ok_or_else(zip64_end)?;
-        }
-        let end = cd_offset.checked_add(cd_size);
-        if !matches!(end, Some(e) if e <= len as u64) {
-            return Err(Error::truncated(
-                "zip central directory",
-                cd_offset,
-                cd_size,
-                (len as u64).saturating_sub(cd_offset),
-            ));
-        }
-        // Each central header takes at least 46 bytes: a larger count is a lie.
-        if count > cd_size / CENTRAL_HEADER_LEN as u64 {
-            return Err(Error::format(format!(
-                "zip archive: {count} entries cannot fit in a central directory of {cd_size} bytes"
-            )));
-        }
+        let (count, cd_offset, cd_size) = directory_extent(bytes, eocd)?;
         let cd = &bytes[cd_offset as usize..(cd_offset + cd_size) as usize];
         let mut records = Vec::with_capacity(count as usize);
         let mut pos = 0usize;
@@ -134,9 +93,106 @@ impl ZipIndex {
         Ok(ZipIndex {
             records,
             by_name: OnceLock::new(),
+            directory_start: cd_offset,
         })
     }
 
+    /// Makes present, in a partial copy of `bytes` (see [`crate::partial`]), what
+    /// [`ZipIndex::parse`] reads: the end records (a few KiB at the end of the file, more
+    /// when an archive comment hides them) and then the central directory.
+    pub fn fetch_directory(
+        bytes: &[u8],
+        ensure: &dyn Fn(Range<usize>) -> Result<()>,
+    ) -> Result<()> {
+        let len = bytes.len();
+        ensure(len.saturating_sub(TAIL_GUESS)..len)?;
+        let eocd = match find_eocd(bytes) {
+            Ok(at) => at,
+            Err(_) => {
+                let window = EOCD_LEN + 0xFFFF + ZIP64_LOCATOR_LEN + ZIP64_EOCD_LEN;
+                ensure(len.saturating_sub(window)..len)?;
+                find_eocd(bytes)?
+            }
+        };
+        if let Some(at) = zip64_end_offset(bytes, eocd) {
+            ensure(at.min(len)..at.saturating_add(ZIP64_EOCD_LEN).min(len))?;
+        }
+        let (_, cd_offset, cd_size) = directory_extent(bytes, eocd)?;
+        ensure(cd_offset as usize..(cd_offset + cd_size) as usize)
+    }
+
+    /// Where the central directory starts: the end of the last record.
+    pub fn directory_start(&self) -> u64 {
+        self.directory_start
+    }
+}
+
+/// The end of the file first fetched for the end records of a partial copy: they are the
+/// last 22 bytes (98 for zip64) of an archive without a comment, as torch writes them.
+const TAIL_GUESS: usize = 4096;
+
+/// The offset of the zip64 end record, when a zip64 locator precedes the end record at
+/// `eocd`.
+fn zip64_end_offset(bytes: &[u8], eocd: usize) -> Option<usize> {
+    if eocd < ZIP64_LOCATOR_LEN
+        || u32_at(bytes, eocd - ZIP64_LOCATOR_LEN) != Some(ZIP64_LOCATOR_SIG)
+    {
+        return None;
+    }
+    usize::try_from(u64_at(bytes, eocd - 12)?).ok()
+}
+
+/// The entry count, offset and size of the central directory, from the end record at `eocd`
+/// (and the zip64 end record it points to), checked against the file's size.
+fn directory_extent(bytes: &[u8], eocd: usize) -> Result<(u64, u64, u64)> {
+    let len = bytes.len();
+    let end_record = || truncated("end record", eocd, EOCD_LEN, len);
+    let mut count = u64::from(u16_at(bytes, eocd + 10).ok_or_else(end_record)?);
+    let mut cd_size = u64::from(u32_at(bytes, eocd + 12).ok_or_else(end_record)?);
+    let mut cd_offset = u64::from(u32_at(bytes, eocd + 16).ok_or_else(end_record)?);
+    if eocd >= ZIP64_LOCATOR_LEN
+        && u32_at(bytes, eocd - ZIP64_LOCATOR_LEN) == Some(ZIP64_LOCATOR_SIG)
+    {
+        let locator = eocd - ZIP64_LOCATOR_LEN;
+        let at = u64_at(bytes, eocd - 12)
+            .ok_or_else(|| truncated("zip64 locator", locator, ZIP64_LOCATOR_LEN, len))?;
+        let at = usize::try_from(at)
+            .ok()
+            .filter(|&a| a < bytes.len())
+            .ok_or_else(|| {
+                Error::format(format!(
+                    "zip archive: zip64 end record offset {at} is outside the file"
+                ))
+            })?;
+        if u32_at(bytes, at) != Some(ZIP64_EOCD_SIG) {
+            return Err(Error::format(format!(
+                "zip archive: no zip64 end record at byte {at}"
+            )));
+        }
+        let zip64_end = || truncated("zip64 end record", at, ZIP64_EOCD_LEN, len);
+        count = u64_at(bytes, at + 32).ok_or_else(zip64_end)?;
+        cd_size = u64_at(bytes, at + 40).ok_or_else(zip64_end)?;
+        cd_offset = u64_at(bytes, at + 48).ok_or_else(zip64_end)?;
+    }
+    let end = cd_offset.checked_add(cd_size);
+    if !matches!(end, Some(e) if e <= len as u64) {
+        return Err(Error::truncated(
+            "zip central directory",
+            cd_offset,
+            cd_size,
+            (len as u64).saturating_sub(cd_offset),
+        ));
+    }
+    // Each central header takes at least 46 bytes: a larger count is a lie.
+    if count > cd_size / CENTRAL_HEADER_LEN as u64 {
+        return Err(Error::format(format!(
+            "zip archive: {count} entries cannot fit in a central directory of {cd_size} bytes"
+        )));
+    }
+    Ok((count, cd_offset, cd_size))
+}
+
+impl ZipIndex {
     /// Records in central-directory order.
     pub fn records(&self) -> &[Record] {
         &self.records

@@ -56,6 +56,12 @@ pub trait Progress: Send + Sync {
     fn update(&self, downloaded: u64, total: Option<u64>);
 }
 
+impl fmt::Debug for dyn Progress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Progress")
+    }
+}
+
 impl<F> Progress for F
 where
     F: Fn(u64, Option<u64>) + Send + Sync,
@@ -105,6 +111,12 @@ impl HttpCache {
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The progress callback, shared with the other downloaders of a resolver.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(super) fn progress(&self) -> Option<Arc<dyn Progress>> {
+        self.progress.clone()
     }
 
     /// Where `url` is (or would be) stored. Errors for a URL that names no file or whose

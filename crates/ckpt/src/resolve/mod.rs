@@ -56,6 +56,13 @@ pub trait PathHandler: Send + Sync {
     /// The local file for `path` (which starts with one of [`PathHandler::prefixes`] and has
     /// no query string). The file need not exist yet when the handler only maps names.
     fn get_local_path(&self, path: &str, lookup: &Lookup<'_>) -> Result<PathBuf>;
+
+    /// The local file for `path` that only ckpt's readers ([`crate::format::load_with`] and
+    /// what is built on it) read, so that it may be a partial copy whose ranges are fetched
+    /// as they are read (object store URLs). [`PathHandler::get_local_path`] by default.
+    fn get_partial_path(&self, path: &str, lookup: &Lookup<'_>) -> Result<PathBuf> {
+        self.get_local_path(path, lookup)
+    }
 }
 
 /// What a handler uses to resolve the path it maps to.
@@ -175,7 +182,8 @@ impl Resolver {
         resolver.register(PrefixRewrite::detectron2());
         resolver.register(CatalogHandler);
         #[cfg(feature = "s3")]
-        resolver.register(ObjectUrlHandler::new(cache.dir()));
+        resolver
+            .register(ObjectUrlHandler::new(cache.dir()).with_shared_progress(cache.progress()));
         resolver
     }
 
@@ -219,13 +227,18 @@ impl Resolver {
     /// Splits off the query string of `path`, parses its options (an unknown key is an
     /// error: `Unsupported query remaining: ...`) and resolves the rest to a local file.
     pub fn resolve(&self, path: &str) -> Result<Resolved> {
+        self.resolve_at(path, false)
+    }
+
+    /// [`Resolver::resolve`], or [`Resolver::resolve_partial`] when `partial`.
+    fn resolve_at(&self, path: &str, partial: bool) -> Result<Resolved> {
         let (bare, query) = split_query(path);
         let options = match query {
             Some(query) => QueryOptions::parse(query, path)?,
             None => QueryOptions::default(),
         };
         Ok(Resolved {
-            path: self.get_local_path(bare)?,
+            path: self.path_at(bare, 0, partial)?,
             options,
         })
     }
@@ -235,7 +248,34 @@ impl Resolver {
         self.local_path_at(path, 0)
     }
 
+    /// [`Resolver::resolve`] for ckpt's own readers only ([`crate::format::load_with`],
+    /// [`crate::detection::read_detection_file`], ...): an object store URL becomes a partial
+    /// copy that fetches only what the reader reads (a torch archive's directory and pickle,
+    /// a safetensors header) and each tensor's bytes when they are first read (see
+    /// [`ObjectStoreDir::partial_file`](crate::store::ObjectStoreDir::partial_file)). Other
+    /// paths resolve as with [`Resolver::resolve`]. What was not fetched reads as zeros to
+    /// any other program: give the path to ckpt's readers only.
+    ///
+    /// ```no_run
+    /// use ckpt::resolve::Resolver;
+    /// let resolved = Resolver::new().resolve_partial("s3://bucket/run1/model_final.pth")?;
+    /// let value = ckpt::format::load(&resolved.path)?; // the pickle, not the tensors
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn resolve_partial(&self, path: &str) -> Result<Resolved> {
+        self.resolve_at(path, true)
+    }
+
+    /// [`Resolver::resolve_partial`] of a path taken literally (no query parsing).
+    pub fn get_partial_path(&self, path: &str) -> Result<PathBuf> {
+        self.path_at(path, 0, true)
+    }
+
     fn local_path_at(&self, path: &str, depth: usize) -> Result<PathBuf> {
+        self.path_at(path, depth, false)
+    }
+
+    fn path_at(&self, path: &str, depth: usize, partial: bool) -> Result<PathBuf> {
         if depth > MAX_DEPTH {
             return Err(Error::invalid_path(
                 path,
@@ -250,13 +290,16 @@ impl Resolver {
             .iter()
             .find(|(prefix, _)| path.starts_with(prefix.as_str()));
         match handler {
-            Some((_, handler)) => handler.get_local_path(
-                path,
-                &Lookup {
+            Some((_, handler)) => {
+                let lookup = Lookup {
                     resolver: self,
                     depth,
-                },
-            ),
+                };
+                match partial {
+                    true => handler.get_partial_path(path, &lookup),
+                    false => handler.get_local_path(path, &lookup),
+                }
+            }
             None => match unknown_scheme(path) {
                 Some(scheme) => Err(Error::invalid_path(
                     path,

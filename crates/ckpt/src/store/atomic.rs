@@ -79,6 +79,13 @@ impl AtomicFile {
         })
     }
 
+    /// The temporary file itself, for writes at offsets (`pwrite`) rather than in order;
+    /// `None` once committed or aborted.
+    #[cfg_attr(not(feature = "s3"), allow(dead_code))]
+    pub(crate) fn file(&self) -> Option<&File> {
+        self.writer.as_ref().map(BufWriter::get_ref)
+    }
+
     /// The temporary file being written.
     pub fn temp_path(&self) -> &Path {
         &self.temp

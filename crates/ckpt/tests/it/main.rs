@@ -30,6 +30,8 @@ mod matching_c2_names;
 mod matching_logs;
 mod matching_property;
 #[cfg(feature = "s3")]
+mod object_store_partial;
+#[cfg(feature = "s3")]
 mod object_store_s3;
 mod periodic_retention;
 mod read_archives;

@@ -4,11 +4,13 @@
 
 mod error;
 mod fetch;
+mod partial;
 mod upload;
 
 use std::fmt;
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use object_store::multipart::MultipartStore;
@@ -20,9 +22,10 @@ use super::{
     MAX_SMALL_FILE, TEMP_PREFIX,
 };
 use crate::error::{Error, Result, TagProblem};
-use crate::resolve::default_cache_dir;
+use crate::resolve::{default_cache_dir, Progress};
 use error::{is_not_found, remote_error};
 pub(crate) use fetch::fetch_url;
+pub(crate) use partial::partial_url;
 use upload::{parse_marker, ObjectWrite, MARKER_SUFFIX};
 
 /// The default size of an upload part: large enough for few requests, small enough that
@@ -43,7 +46,9 @@ const MIN_PART_SIZE: usize = 5 << 20;
 /// - `last_checkpoint` is written with a conditional put ([`Store::write_small`]).
 /// - Reads for the loaders go through the download cache with parallel range requests
 ///   ([`Store::local_file`]); a cached copy is used again while the object's e-tag is the
-///   same.
+///   same. [`ObjectStoreDir::partial_file`] gives ckpt's readers a copy that fetches only
+///   the ranges they read (a torch archive's directory and pickle, a safetensors header,
+///   the tensors that are copied out).
 ///
 /// Configuration comes from the environment (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY`, `AWS_REGION`, `AWS_ALLOW_HTTP=true` for a local endpoint, ...),
@@ -73,6 +78,9 @@ pub struct ObjectStoreDir {
     part_size: usize,
     parts_in_flight: usize,
     cache_dir: PathBuf,
+    /// Bytes downloaded so far, whole objects and ranges.
+    fetched: Arc<AtomicU64>,
+    progress: Option<Arc<dyn Progress>>,
 }
 
 impl fmt::Debug for ObjectStoreDir {
@@ -95,9 +103,30 @@ pub struct ObjectStoreDirBuilder {
     parts_in_flight: usize,
     cache_dir: Option<PathBuf>,
     retry: object_store::RetryConfig,
+    progress: Option<Arc<dyn Progress>>,
 }
 
 impl ObjectStoreDirBuilder {
+    /// Reports the progress of whole-object downloads (into the download cache) to
+    /// `progress`: bytes written so far and the object's size.
+    ///
+    /// ```no_run
+    /// use ckpt::store::ObjectStoreDir;
+    /// let store = ObjectStoreDir::builder("s3://bucket/run1")
+    ///     .progress(|done: u64, total: Option<u64>| eprintln!("{done} of {total:?} bytes"))
+    ///     .build()?;
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn progress(self, progress: impl Progress + 'static) -> Self {
+        self.shared_progress(Some(Arc::new(progress)))
+    }
+
+    /// [`ObjectStoreDirBuilder::progress`] of a callback shared with others, or none.
+    pub(crate) fn shared_progress(mut self, progress: Option<Arc<dyn Progress>>) -> Self {
+        self.progress = progress;
+        self
+    }
+
     /// How often a failed request is retried (with backoff) before the error is returned
     /// (10 by default), and for how long at most (3 minutes by default).
     pub fn retries(mut self, max_retries: usize, timeout: std::time::Duration) -> Self {
@@ -163,7 +192,27 @@ impl ObjectStoreDirBuilder {
             part_size: self.part_size,
             parts_in_flight: self.parts_in_flight,
             cache_dir: self.cache_dir.unwrap_or_else(default_cache_dir),
+            fetched: Arc::new(AtomicU64::new(0)),
+            progress: self.progress,
         })
+    }
+}
+
+/// Runs `future` to its end on `runtime` (see [`ObjectStoreDir::block_on`]).
+fn block_on<F>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
+where
+    F: Future + Send,
+    F::Output: Send,
+{
+    if tokio::runtime::Handle::try_current().is_ok() {
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| runtime.block_on(future))
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    } else {
+        runtime.block_on(future)
     }
 }
 
@@ -258,7 +307,42 @@ impl ObjectStoreDir {
             parts_in_flight: DEFAULT_PARTS_IN_FLIGHT,
             cache_dir: None,
             retry: object_store::RetryConfig::default(),
+            progress: None,
         }
+    }
+
+    /// Bytes this store downloaded so far (whole objects and ranges of partial copies).
+    pub fn bytes_fetched(&self) -> u64 {
+        self.fetched.load(Ordering::Relaxed)
+    }
+
+    /// A local file of the object `name` for ckpt's readers ([`crate::format::load_with`]
+    /// and what is built on it), which fetches only what they read: a torch archive's end
+    /// records, central directory, pickle and small records, and each storage record's
+    /// local header; a safetensors file's header; then the bytes of each tensor when they
+    /// are first read (copied out, loaded into a model). Other formats are fetched whole.
+    ///
+    /// The file has the object's size; what was not fetched reads as zeros to any other
+    /// program, so give it to ckpt's readers only. The ranges fetched are kept in the
+    /// download cache (`partial/s3/<bucket>/<key>`, with the list of its ranges beside it)
+    /// and used again while the object's e-tag is the same. A whole copy already in the cache is
+    /// returned instead.
+    ///
+    /// ```no_run
+    /// use ckpt::store::ObjectStoreDir;
+    /// let store = ObjectStoreDir::from_url("s3://bucket/run1")?;
+    /// let path = store.partial_file("model_final.pth")?;
+    /// let value = ckpt::format::load(&path)?; // the pickle and headers only
+    /// let state = ckpt::StateDict::from_value(&value)?;
+    /// if let Some(weight) = state.get("fc.weight") {
+    ///     let owned = weight.to_owned_as(weight.dtype())?; // its bytes fetched now
+    /// }
+    /// println!("{} bytes fetched", store.bytes_fetched());
+    /// # Ok::<(), ckpt::Error>(())
+    /// ```
+    pub fn partial_file(&self, name: &str) -> Result<PathBuf> {
+        check_basename(name)?;
+        partial::open(self, &self.object_path(name), &self.url_of(name))
     }
 
     /// The store's URL (`s3://bucket/prefix`).
@@ -267,6 +351,22 @@ impl ObjectStoreDir {
             self.root.clone()
         } else {
             format!("{}/{}", self.root, self.prefix)
+        }
+    }
+
+    /// Another handle on this store's client, runtime and settings.
+    fn share(&self) -> ObjectStoreDir {
+        ObjectStoreDir {
+            objects: self.objects.clone(),
+            multipart: self.multipart.clone(),
+            root: self.root.clone(),
+            prefix: self.prefix.clone(),
+            runtime: self.runtime.clone(),
+            part_size: self.part_size,
+            parts_in_flight: self.parts_in_flight,
+            cache_dir: self.cache_dir.clone(),
+            fetched: self.fetched.clone(),
+            progress: self.progress.clone(),
         }
     }
 
@@ -295,16 +395,7 @@ impl ObjectStoreDir {
         F: Future + Send,
         F::Output: Send,
     {
-        if tokio::runtime::Handle::try_current().is_ok() {
-            std::thread::scope(|scope| {
-                scope
-                    .spawn(|| self.runtime.block_on(future))
-                    .join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-        } else {
-            self.runtime.block_on(future)
-        }
+        block_on(&self.runtime, future)
     }
 
     /// Every object directly under the prefix (not in "subdirectories").
