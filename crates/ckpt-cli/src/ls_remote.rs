@@ -1,17 +1,18 @@
 //! `ckpt ls s3://bucket/prefix`: the checkpoints of an object store prefix, examined as a
 //! local directory would be. The tag and every `*.pth` object are fetched into the download
-//! cache (again only when an object changed), linked into a temporary directory that holds
+//! cache (again only when an object changed, with a progress bar on a terminal), linked into a temporary directory that holds
 //! exactly what the prefix holds now, and listed from there. The modified times shown are
 //! the objects' (`Last-Modified`), not those of the local copies.
 
 use std::fs;
 use std::path::Path;
 
-use ckpt::store::{is_object_url, open_dir, Entry};
+use ckpt::store::{is_object_url, Entry, ObjectStoreDir, Store};
 
 use crate::error::CliError;
 use crate::ls::{list_with, Listing};
 use crate::output::printable;
+use crate::source::DownloadBar;
 use crate::time::rfc3339_utc;
 
 /// The listing of `dir` when it is an object store URL, `None` for a local directory.
@@ -20,7 +21,10 @@ pub fn list_if_remote(dir: &Path, verify: bool) -> Result<Option<Listing>, CliEr
         return Ok(None);
     };
     let fail = |e: &ckpt::Error| CliError::new(printable(&e.report().to_string()));
-    let store = open_dir(dir).map_err(|e| fail(&e))?;
+    let store = ObjectStoreDir::builder(url)
+        .progress(DownloadBar::default())
+        .build()
+        .map_err(|e| fail(&e))?;
     let entries = store.list_entries().map_err(|e| fail(&e))?;
     let local = tempfile::tempdir().map_err(|e| CliError::new(format!("{url}: {e}")))?;
     for name in entries

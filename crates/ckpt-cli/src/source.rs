@@ -83,7 +83,7 @@ fn resolve_error(e: &ckpt::Error) -> CliError {
 
 /// A progress bar for one download at a time, created when the download starts.
 #[derive(Default)]
-struct DownloadBar {
+pub(crate) struct DownloadBar {
     bar: Mutex<Option<ProgressBar>>,
 }
 
