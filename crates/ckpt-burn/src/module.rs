@@ -74,11 +74,25 @@ impl<M: Module> BurnModel<M> {
     /// The state-dict entries of the module: name, shape (as in the state dict), dtype and
     /// whether the tensor is transposed from burn's layout.
     pub(crate) fn entries(&self) -> Result<Vec<Entry>> {
+        self.list_entries(false)
+    }
+
+    /// [`BurnModel::entries`] without initializing a parameter that is not yet (burn
+    /// initializes parameters on first use): its shape, device and the device's float dtype
+    /// (what its initializer would make) are read instead, and it counts as trainable. For a
+    /// load, which replaces the parameter anyway: initializing it would cost its memory and
+    /// the time of its random values for nothing.
+    fn lazy_entries(&self) -> Result<Vec<Entry>> {
+        self.list_entries(true)
+    }
+
+    fn list_entries(&self, lazy: bool) -> Result<Vec<Entry>> {
         let mut lister = Lister {
             path: PathStack::default(),
             names: self.names,
             entries: Vec::new(),
             error: None,
+            lazy,
         };
         self.module.visit(&mut lister);
         if let Some(e) = lister.error {
@@ -128,6 +142,8 @@ struct Lister {
     names: TorchNames,
     entries: Vec<Entry>,
     error: Option<Error>,
+    /// Leave parameters that are not initialized yet as they are ([`BurnModel::lazy_entries`]).
+    lazy: bool,
 }
 
 impl ModuleVisitor for Lister {
@@ -142,15 +158,23 @@ impl ModuleVisitor for Lister {
     fn visit_float<const D: usize>(&mut self, param: &Param<BTensor<D>>) {
         let (name, transposed) = self.path.param_name(&self.names);
         let transposed = transposed && D == 2;
-        let value = param.val();
-        let burn_shape = value.dims().to_vec();
+        let (burn_shape, dtype, trainable, device) = if self.lazy && !param.is_initialized() {
+            let device = param.lazy_device();
+            let dtype = device.settings().float_dtype.into();
+            (param.lazy_shape().to_vec(), dtype, true, device)
+        } else {
+            let value = param.val();
+            let (dims, dtype, trainable) = (
+                value.dims().to_vec(),
+                value.dtype(),
+                value.is_require_grad(),
+            );
+            (dims, dtype, trainable, value.inner().device())
+        };
         let mut shape = burn_shape.clone();
         if transposed {
             shape.swap(0, 1);
         }
-        let dtype = value.dtype();
-        let trainable = value.is_require_grad();
-        let device = value.inner().device();
         if dtype_to_ckpt(dtype).is_none() && self.error.is_none() {
             self.error = Some(
                 Error::unsupported(format!("burn dtype {dtype:?} has no torch counterpart"))
@@ -210,7 +234,38 @@ impl ModuleVisitor for Collector {
 struct Loader {
     path: PathStack,
     names: TorchNames,
-    updates: HashMap<String, TensorData>,
+    updates: HashMap<String, Update>,
+    /// The first conversion that failed (the module is then left as it was).
+    error: Option<Error>,
+}
+
+/// A checked state-dict entry waiting for its parameter: converted when the mapper reaches it,
+/// so that a load holds one converted tensor at a time, not all of them.
+struct Update {
+    tensor: ckpt::Tensor,
+    dtype: ckpt::DType,
+    transposed: bool,
+}
+
+impl Update {
+    /// The entry in burn's layout and dtype. Transposed by reading the file's bytes through
+    /// a transposed view: one copy. The mapped pages it was read from are given back after.
+    fn convert(self) -> Result<TensorData> {
+        let t = &self.tensor;
+        let data = if self.transposed {
+            let (shape, strides) = (t.shape(), t.strides());
+            t.view(
+                &[shape[1], shape[0]],
+                &[strides[1], strides[0]],
+                t.storage_offset(),
+            )
+            .and_then(|view| to_burn_data(&view, self.dtype))
+        } else {
+            to_burn_data(t, self.dtype)
+        };
+        t.storage().release_mapped_pages();
+        data
+    }
 }
 
 impl ModuleMapper for Loader {
@@ -223,10 +278,19 @@ impl ModuleMapper for Loader {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<BTensor<D>>) -> Param<BTensor<D>> {
-        // Transposed entries are already in burn's layout (see `load_state_dict`).
         let (name, _) = self.path.param_name(&self.names);
-        let Some(data) = self.updates.remove(&name) else {
+        if self.error.is_some() {
             return param;
+        }
+        let Some(update) = self.updates.remove(&name) else {
+            return param;
+        };
+        let data = match update.convert() {
+            Ok(data) => data,
+            Err(e) => {
+                self.error = Some(e.in_entry(name));
+                return param;
+            }
         };
         let value = BTensor::<D>::from_data(data, &param.lazy_device());
         let id = param.id;
@@ -250,15 +314,20 @@ impl<M: Module> Model for BurnModel<M> {
     }
 
     /// Every parameter named in `state` takes its value, converted to the parameter's dtype
-    /// (with torch's `copy_` rules, [`ckpt::cast_bytes`]). All entries are converted before
-    /// the module changes, so an error leaves it unchanged. A shape that differs from the
-    /// parameter's, or a dtype that cannot be loaded into it, is an error naming the key.
+    /// (with torch's `copy_` rules, [`ckpt::cast_bytes`]). Every entry's shape and dtype is
+    /// checked before the module changes: a shape that differs from the parameter's, or a
+    /// dtype that cannot be loaded into it, is an error naming the key, and the module is
+    /// unchanged. Entries are then converted one at a time as their parameters are replaced,
+    /// so the load needs memory for the module and one tensor, not a second copy of the
+    /// module; a parameter burn has not initialized yet is never initialized. Should reading
+    /// an entry fail after the checks (a remote object that changed), the module is left as
+    /// it was too.
     fn load_state_dict(&mut self, state: StateDict) -> Result<LoadedKeys> {
         let mut updates = HashMap::new();
         let mut missing = Vec::new();
         // Marked rather than removed: removing from an ordered map shifts every later entry.
         let mut used = vec![false; state.len()];
-        for entry in self.entries()? {
+        for entry in self.lazy_entries()? {
             let Some((index, t)) = state.get_full(&entry.name) else {
                 missing.push(entry.name);
                 continue;
@@ -272,39 +341,45 @@ impl<M: Module> Model for BurnModel<M> {
             let dtype = dtype_to_ckpt(entry.dtype).ok_or_else(|| {
                 Error::unsupported(format!("burn dtype {:?}", entry.dtype)).in_entry(&entry.name)
             })?;
-            let data = if entry.transposed {
-                // Transposed by reading the file's bytes through a transposed view: one copy.
-                let (shape, strides) = (t.shape(), t.strides());
-                t.view(
-                    &[shape[1], shape[0]],
-                    &[strides[1], strides[0]],
-                    t.storage_offset(),
-                )
-                .and_then(|view| to_burn_data(&view, dtype))
-            } else {
-                to_burn_data(t, dtype)
+            if !ckpt::can_cast(t.dtype(), dtype) {
+                return Err(Error::DTypeMismatch {
+                    expected: dtype,
+                    found: t.dtype(),
+                }
+                .in_entry(entry.name));
+            }
+            let update = Update {
+                tensor: t.clone(),
+                dtype,
+                transposed: entry.transposed,
             };
-            let data = data.map_err(|e| e.in_entry(&entry.name))?;
-            updates.insert(entry.name, data);
+            updates.insert(entry.name, update);
         }
-        let mut loader = Loader {
-            path: PathStack::default(),
-            names: self.names,
-            updates,
-        };
-        self.module = self.module.clone().map(&mut loader);
         let unexpected = state
             .keys()
             .zip(used)
             .filter(|(_, used)| !used)
             .map(|(name, _)| name.to_string())
             .collect();
+        // The entries hold what they need; the rest of the state is not kept during the load.
+        drop(state);
+        let mut loader = Loader {
+            path: PathStack::default(),
+            names: self.names,
+            updates,
+            error: None,
+        };
+        let loaded = self.module.clone().map(&mut loader);
+        if let Some(e) = loader.error {
+            return Err(e);
+        }
+        self.module = loaded;
         Ok(LoadedKeys::new(missing, unexpected))
     }
 
     /// Names, shapes and dtypes, read without copying any parameter.
     fn tensor_info(&self) -> Result<Vec<TensorInfo>> {
-        self.entries()?
+        self.lazy_entries()?
             .into_iter()
             .map(|e| {
                 let dtype = dtype_to_ckpt(e.dtype).ok_or_else(|| {
