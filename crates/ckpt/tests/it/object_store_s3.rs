@@ -443,3 +443,91 @@ fn background_periodic_saves_to_s3_resume_and_keep_retention() {
     assert_eq!(extra.get("iteration").and_then(|v| v.as_int()), Some(3));
     assert!(same_state(&state_of(&resumed), &model_state(3.0)));
 }
+
+/// Copies a prefix to a local directory, or a local directory to a prefix, as `aws s3 sync`
+/// does (boto3), and resumes or saves there with fvcore's Checkpointer.
+const SYNC_WITH_FVCORE: &str = r#"
+import json, os, sys, boto3, torch
+from fvcore.common.checkpoint import Checkpointer
+mode, bucket, prefix, local = sys.argv[1:5]
+s3 = boto3.client("s3")
+model = torch.nn.Module()
+model.layer1 = torch.nn.Linear(3, 2)
+model.layer2 = torch.nn.Linear(2, 2)
+if mode == "down":
+    os.makedirs(local, exist_ok=True)
+    for item in s3.list_objects_v2(Bucket=bucket, Prefix=prefix + "/").get("Contents", []):
+        name = item["Key"][len(prefix) + 1:]
+        s3.download_file(bucket, item["Key"], os.path.join(local, name))
+    checkpointer = Checkpointer(model, local)
+    extra = checkpointer.resume_or_load("", resume=True)
+    print(json.dumps({"iteration": extra.get("iteration"),
+                      "values": sorted({float(v) for p in model.parameters() for v in p.flatten()})}))
+else:
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(4.0)
+    Checkpointer(model, local).save("model_0000009", iteration=9)
+    for name in sorted(os.listdir(local)):
+        s3.upload_file(os.path.join(local, name), bucket, prefix + "/" + name)
+    print(json.dumps({"uploaded": sorted(os.listdir(local))}))
+"#;
+
+#[test]
+fn a_prefix_synced_to_disk_resumes_in_fvcore_and_a_synced_fvcore_directory_resumes_from_s3() {
+    let Some(url) = fresh_prefix("sync") else {
+        return;
+    };
+    let Some(python) = python::interop_python(
+        "the s3 sync + fvcore test",
+        "torch, boto3, fvcore.common.checkpoint",
+    ) else {
+        return;
+    };
+    let sync = |mode: &str, url: &str, local: &std::path::Path| -> serde_json::Value {
+        let (bucket, prefix) = url["s3://".len()..].split_once('/').unwrap();
+        let out = Command::new(&python)
+            .args(["-c", SYNC_WITH_FVCORE, mode, bucket, prefix])
+            .arg(local)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap()
+    };
+
+    // ckpt saves to S3; the prefix copied to disk resumes in fvcore.
+    let trained = model(0.0);
+    let mut periodic = PeriodicCheckpointer::builder(Checkpointer::new(trained.clone(), &url))
+        .period(1)
+        .max_to_keep(Some(2))
+        .build()
+        .unwrap();
+    for iteration in 0..3 {
+        *trained.lock().unwrap() = ckpt::StateDictModel::new(model_state(iteration as f32 + 1.0));
+        periodic.step(iteration, Dict::new()).unwrap();
+    }
+    let down = tempfile::tempdir().unwrap();
+    let resumed = sync("down", &url, down.path());
+    assert_eq!(resumed["iteration"], 2, "{resumed}");
+    assert_eq!(resumed["values"], serde_json::json!([3.0]), "{resumed}");
+
+    // fvcore saves to disk; the directory copied to S3 resumes in ckpt.
+    let other = format!("{url}-from-fvcore");
+    let up = tempfile::tempdir().unwrap();
+    let uploaded = sync("up", &other, up.path());
+    assert_eq!(
+        uploaded["uploaded"],
+        serde_json::json!(["last_checkpoint", "model_0000009.pth"])
+    );
+    let resumed = model(0.0);
+    let extra = Checkpointer::new(resumed.clone(), &other)
+        .resume_or_load(None, true)
+        .unwrap();
+    assert_eq!(extra.get("iteration").and_then(|v| v.as_int()), Some(9));
+    assert!(same_state(&state_of(&resumed), &model_state(4.0)));
+}
