@@ -16,6 +16,11 @@ use crate::error::Result;
 
 /// What fills the absent ranges of a partial local copy.
 pub(crate) trait RangeSource: Send + Sync {
+    /// The partial copy this source fills, for the reader to map: the path may name another
+    /// file by now (a process that put a new copy in place), whose ranges this source does
+    /// not know.
+    fn file(&self) -> std::io::Result<std::fs::File>;
+
     /// Makes every byte of `ranges` (offsets in the file) present, fetching what is absent
     /// (all of it at once, in parallel). An error names the object and the offset.
     fn ensure(&self, ranges: &[Range<u64>]) -> Result<()>;

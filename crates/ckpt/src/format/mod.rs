@@ -414,10 +414,11 @@ fn layout(path: &Path) -> Result<Layout> {
 
 /// Reads one checkpoint file, its format detected from its content.
 fn load_file(path: &Path, options: &LoadOptions) -> Result<Loaded> {
-    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     if let Some(source) = crate::partial::source_of(path) {
+        let file = source.file().map_err(|e| Error::io(path, e))?;
         return load_partial(path, &file, source, options);
     }
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let buffer = if options.mmap {
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len == 0 {

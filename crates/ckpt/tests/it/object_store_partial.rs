@@ -255,3 +255,54 @@ fn the_resolver_gives_readers_a_partial_copy_until_the_whole_object_is_cached() 
     // Once the whole object is cached, readers get it too.
     assert_eq!(resolver.get_partial_path(&object).unwrap(), whole);
 }
+
+#[test]
+fn a_partial_copy_replaced_by_another_process_is_never_read_as_fetched() {
+    let Some(url) = prefix("partial-replaced") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let state = big_state(4);
+    let bytes = torch_bytes(&state, &dir);
+    let store = fresh_store(&url, &dir);
+    put(&store, "model.pth", &bytes);
+
+    // A first reader fetches one tensor's bytes into its copy.
+    let path = store.partial_file("model.pth").unwrap();
+    let value = load_with(&path, &LoadOptions::default()).unwrap().value;
+    let first = tensors_of(&value);
+    let before = first.get("layer1.weight").unwrap();
+    before.to_owned_as(DType::Float32).unwrap();
+
+    // Another process puts a new, empty copy in place (as it does when it finds none).
+    let replacement = path.with_extension("other");
+    let len = std::fs::metadata(&path).unwrap().len();
+    std::fs::File::create(&replacement)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    std::fs::rename(&replacement, &path).unwrap();
+
+    // The first reader goes on with its own copy; a new reader does not take the ranges the
+    // first one recorded for a file that is no longer there.
+    assert_eq!(
+        before
+            .to_owned_as(DType::Float32)
+            .unwrap()
+            .storage()
+            .as_bytes(),
+        state.get("layer1.weight").unwrap().storage().as_bytes()
+    );
+    let again = fresh_store(&url, &dir);
+    let path = again.partial_file("model.pth").unwrap();
+    let value = load_with(&path, &LoadOptions::default()).unwrap().value;
+    let read = tensors_of(&value);
+    for (name, tensor) in state.iter() {
+        let got = read.get(name).unwrap().to_owned_as(DType::Float32).unwrap();
+        assert_eq!(
+            got.storage().as_bytes(),
+            tensor.storage().as_bytes(),
+            "{name}"
+        );
+    }
+}

@@ -53,24 +53,31 @@ pub(super) fn open(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Resu
     if let Some(parent) = local.parent() {
         fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
     }
-    let present = read_list(&list, size, &e_tag)
-        .filter(|_| fs::metadata(&local).is_ok_and(|m| m.is_file() && m.len() == size));
-    let present = match present {
-        Some(present) => present,
+    // The list counts only for the very file it was written for: another process may have
+    // put a new sparse file in place (renamed over this one) since, and the ranges of the
+    // old file are not in the new one.
+    let reused = open_rw(&local).ok().and_then(|file| {
+        let meta = file.metadata().ok()?;
+        if !meta.is_file() || meta.len() != size {
+            return None;
+        }
+        let present = read_list(&list, size, &e_tag, file_id(&meta))?;
+        Some((file, present))
+    });
+    let (file, present) = match reused {
+        Some(reused) => reused,
         None => {
             new_sparse_file(&local, size)?;
-            RangeSet::default()
+            let file = open_rw(&local).map_err(|e| Error::io(&local, e))?;
+            (file, RangeSet::default())
         }
     };
+    let id = file_id(&file.metadata().map_err(|e| Error::io(&local, e))?);
     tracing::debug!(
         "{url}: partial copy at {} ({} of {size} bytes present)",
         local.display(),
         present.total()
     );
-    let file = OpenOptions::new()
-        .write(true)
-        .open(&local)
-        .map_err(|e| Error::io(&local, e))?;
     let source = PartialObject {
         store: store.share(),
         path: path.clone(),
@@ -78,12 +85,30 @@ pub(super) fn open(store: &ObjectStoreDir, path: &ObjectPath, url: &str) -> Resu
         e_tag,
         size,
         file,
+        id,
         local: local.clone(),
         list,
         present: Mutex::new(present),
     };
     register(&local, Arc::new(source));
     Ok(local)
+}
+
+/// Opens a partial copy to fill it and to map it.
+fn open_rw(local: &Path) -> std::io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(local)
+}
+
+/// What tells one file from another that replaced it under the same name (the inode).
+#[cfg(unix)]
+fn file_id(meta: &fs::Metadata) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(meta)
+}
+
+/// Without inodes, no list is ever taken for another file's: none is reused.
+#[cfg(not(unix))]
+fn file_id(_meta: &fs::Metadata) -> u64 {
+    u64::MAX
 }
 
 /// `path` with `suffix` added to its file name.
@@ -107,11 +132,16 @@ fn new_sparse_file(local: &Path, size: u64) -> Result<()> {
 }
 
 /// The ranges recorded in `list` when they were fetched from the object at `e_tag`, `size`
-/// bytes long.
-fn read_list(list: &Path, size: u64, e_tag: &str) -> Option<RangeSet> {
+/// bytes long, into the file `id` ([`file_id`]).
+fn read_list(list: &Path, size: u64, e_tag: &str, id: u64) -> Option<RangeSet> {
     let text = fs::read_to_string(list).ok()?;
     let mut lines = text.lines();
-    if e_tag.is_empty() || lines.next()? != e_tag || lines.next()?.parse::<u64>().ok()? != size {
+    if e_tag.is_empty()
+        || id == u64::MAX
+        || lines.next()? != e_tag
+        || lines.next()?.parse::<u64>().ok()? != size
+        || lines.next()?.parse::<u64>().ok()? != id
+    {
         return None;
     }
     let mut ranges = Vec::new();
@@ -135,8 +165,11 @@ struct PartialObject {
     url: String,
     e_tag: String,
     size: u64,
-    /// The copy, open for writing.
+    /// The copy, open for reading and writing: the readers map this very file, whatever
+    /// the path names by then.
     file: File,
+    /// Its [`file_id`], recorded in the list.
+    id: u64,
     local: PathBuf,
     /// The list of present ranges.
     list: PathBuf,
@@ -144,6 +177,10 @@ struct PartialObject {
 }
 
 impl RangeSource for PartialObject {
+    fn file(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
     fn is_present(&self, range: Range<u64>) -> bool {
         self.present
             .lock()
@@ -201,7 +238,7 @@ impl RangeSource for PartialObject {
         for range in missing {
             present.insert(range);
         }
-        let mut text = format!("{}\n{}\n", self.e_tag, self.size);
+        let mut text = format!("{}\n{}\n{}\n", self.e_tag, self.size, self.id);
         for range in present.ranges() {
             text.push_str(&format!("{} {}\n", range.start, range.end));
         }
