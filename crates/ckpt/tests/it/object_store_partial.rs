@@ -15,28 +15,8 @@ use ckpt::format::{load_with, save_safetensors, save_torch, Format, LoadOptions,
 use ckpt::store::{ObjectStoreDir, Store};
 use ckpt::{DType, StateDict, Value};
 
+use crate::object_store_s3::fresh_prefix as prefix;
 use crate::support::*;
-
-/// A fresh prefix on the test server, or `None` to skip (see `object_store_s3`).
-fn prefix(test: &str) -> Option<String> {
-    if std::env::var("AWS_ENDPOINT_URL").map_or(true, |e| e.is_empty()) {
-        let why = "AWS_ENDPOINT_URL is not set (scripts/test.sh starts a local S3 server)";
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("the object store test {test} must run in CI, but {why}");
-        }
-        let _ = writeln!(std::io::stderr(), "SKIPPING {test}: {why}");
-        return None;
-    }
-    let bucket = std::env::var("CKPT_TEST_S3_BUCKET").unwrap_or_else(|_| "ckpt-test".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    Some(format!(
-        "s3://{bucket}/{test}-{}-{nanos}",
-        std::process::id()
-    ))
-}
 
 /// A store on `url` with a download cache of its own (nothing cached yet).
 fn fresh_store(url: &str, dir: &tempfile::TempDir) -> ObjectStoreDir {

@@ -20,7 +20,7 @@ use crate::support::*;
 
 /// A fresh prefix `s3://<bucket>/<test>-<unique>` on the test server, or `None` (after
 /// saying why) to skip.
-fn fresh_prefix(test: &str) -> Option<String> {
+pub(crate) fn fresh_prefix(test: &str) -> Option<String> {
     let endpoint = std::env::var("AWS_ENDPOINT_URL")
         .ok()
         .filter(|e| !e.is_empty());
